@@ -1,0 +1,172 @@
+"""Every check of the project, as nox sessions.
+
+    uv run nox                   the default set: lint, tests, parity, gui
+    uv run nox -s tests          each package alone in its own venv (CPU)
+    uv run nox -s tests-cuda     the same on a GPU through CuPy (fails when none is usable)
+    nox --no-venv -s tests-cuda  on a machine whose Python already has CuPy and no registry
+    uv run nox -s bench          benchmarks next to PyTorch CPU
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import sys
+
+import nox
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["lint", "tests", "parity", "gui"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = pathlib.Path(__file__).parent
+PACKAGES = ["convnet-core", "convnet-data", "convnet-io", "convnet-gui"]
+TEST_TOOLS = ["pytest>=8", "hypothesis>=6.100"]
+TORCH = "torch==2.13.0"
+# A CPU build of torch installs at about 0.75 GB; a CUDA build is several GB.
+TORCH_CPU_MAX_BYTES = 1_500_000_000
+# Markers of tests that need more than the package itself: run by their own sessions.
+NOT_EXTRA = "not parity and not gui"
+
+
+def package_dir(name: str) -> pathlib.Path:
+    return ROOT / "packages" / name
+
+
+def sibling_closure(name: str) -> list[str]:
+    """The package and every sibling it depends on, read from the pyproject files."""
+    seen: list[str] = []
+
+    def visit(pkg: str) -> None:
+        if pkg in seen:
+            return
+        seen.append(pkg)
+        meta = tomllib.loads((package_dir(pkg) / "pyproject.toml").read_text())
+        for requirement in meta["project"].get("dependencies", []):
+            for sibling in PACKAGES:
+                if requirement.startswith(sibling) and requirement[len(sibling)] in " <>=!~[;":
+                    visit(sibling)
+
+    visit(name)
+    return seen
+
+
+def install_packages(session: nox.Session, *names: str) -> None:
+    """Install packages from the tree (never from PyPI) with their declared dependencies."""
+    wanted: list[str] = []
+    for name in names:
+        for pkg in sibling_closure(name):
+            if pkg not in wanted:
+                wanted.append(pkg)
+    session.install(*[str(package_dir(pkg)) for pkg in wanted], *TEST_TOOLS)
+
+
+def install_torch(session: nox.Session) -> None:
+    """PyTorch 2.13.0 CPU: from the local wheel folder in $PIP_FIND_LINKS when it is set."""
+    find_links = os.environ.get("PIP_FIND_LINKS")
+    if find_links:
+        session.install("--find-links", find_links, TORCH)
+    else:
+        session.install(TORCH)
+    size = session.run(
+        "python",
+        "-c",
+        "import os, torch; d = os.path.dirname(torch.__file__);"
+        "print(sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs))",
+        silent=True,
+    )
+    installed = int(size.strip().splitlines()[-1])
+    session.log(f"torch installed: {installed / 1e6:.0f} MB")
+    if installed > TORCH_CPU_MAX_BYTES:
+        session.error(
+            f"torch takes {installed / 1e9:.1f} GB: a CUDA build was installed. "
+            "Set PIP_FIND_LINKS to the folder holding the CPU wheel of torch 2.13.0."
+        )
+
+
+def pytest_args(session: nox.Session, *paths: str, marker: str) -> list[str]:
+    return ["pytest", *paths, "-m", marker, *session.posargs]
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole tree."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+@nox.parametrize("package", [*PACKAGES, "workspace"])
+def tests(session: nox.Session, package: str) -> None:
+    """One package alone on the CPU, in a venv holding only it, its dependencies and pytest.
+
+    `workspace` runs the tests of apps/, docs/ and the README with every package installed.
+    """
+    if package == "workspace":
+        install_packages(session, *PACKAGES)
+        session.install("click>=8.1", "tqdm>=4.60", "matplotlib>=3.7")
+        session.run(*pytest_args(session, "tests", marker=NOT_EXTRA))
+        return
+    install_packages(session, package)
+    session.run(*pytest_args(session, f"packages/{package}/tests", marker=NOT_EXTRA))
+
+
+@nox.session(name="tests-cuda")
+def tests_cuda(session: nox.Session) -> None:
+    """Every package's tests with CuPy on the GPU, plus the CPU/GPU equivalence tests.
+
+    Fails when no GPU is usable: a green run means the GPU was tested. With `--no-venv` it
+    installs nothing and imports the packages from the tree, for a machine whose Python
+    already has CuPy and no package registry.
+    """
+    no_venv = session.venv_backend == "none"
+    env = {"CONVNET_TEST_DEVICE": "cuda"}
+    if no_venv:
+        src = [str(package_dir(pkg) / "src") for pkg in PACKAGES]
+        env["PYTHONPATH"] = os.pathsep.join([*src, os.environ.get("PYTHONPATH", "")])
+        python = sys.executable
+    else:
+        install_packages(session, *PACKAGES)
+        session.install("cupy-cuda13x>=13", "click>=8.1", "tqdm>=4.60")
+        python = "python"
+    session.run(python, "-m", "convnet_core.backend", "--require-cuda", env=env)
+    paths = [f"packages/{pkg}/tests" for pkg in PACKAGES]
+    session.run(python, "-m", *pytest_args(session, *paths, marker=NOT_EXTRA), env=env)
+
+
+@nox.session
+def parity(session: nox.Session) -> None:
+    """Layers, the whole model, optimizers and conversions against PyTorch 2.13.0 CPU."""
+    install_packages(session, *PACKAGES)
+    install_torch(session)
+    session.install("onnx>=1.15", "onnxruntime>=1.17")
+    paths = [f"packages/{pkg}/tests" for pkg in PACKAGES]
+    session.run(*pytest_args(session, *paths, marker="parity"))
+
+
+@nox.session
+def gui(session: nox.Session) -> None:
+    """The Tk app under Xvfb (started by a fixture; the tests skip when Xvfb is missing)."""
+    install_packages(session, *PACKAGES)
+    session.install("click>=8.1", "tqdm>=4.60")
+    if shutil.which("Xvfb") is None:
+        session.warn("Xvfb is not installed: the GUI tests will skip (apt-get install xvfb)")
+    session.run(*pytest_args(session, "packages/convnet-gui/tests", "tests", marker="gui"))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: convnet next to PyTorch CPU in the same run, printed as ratios."""
+    install_packages(session, *PACKAGES)
+    install_torch(session)
+    session.install("click>=8.1", "tqdm>=4.60", "psutil>=5.9", "threadpoolctl>=3.1")
+    for script in ("bench_core.py", "bench_train.py", "bench_data.py"):
+        if (ROOT / "benchmarks" / script).exists():
+            session.run("python", f"benchmarks/{script}", *session.posargs)

@@ -1,0 +1,30 @@
+"""convnet-core: a convolutional-network framework written by hand on NumPy (and CuPy).
+
+The functional core: layers are immutable specs; `init`, `apply` and `grad` work on
+explicit parameter pytrees with an array module `xp` (numpy or cupy).
+
+    import numpy as np, convnet_core as cn
+    from convnet_core import layers as L
+    net = L.Sequential((L.Flatten(), L.Dense(10)))
+    params, state = cn.init(net, (1, 28, 28), rng=0)
+    logits, state, cache = cn.apply(net, params, state, np.zeros((4, 1, 28, 28), "float32"),
+                                    training=True)
+"""
+
+from . import backend, layers, losses, tree
+from .api import apply, grad, init
+from .layers.base import register_layer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "apply",
+    "backend",
+    "grad",
+    "init",
+    "layers",
+    "losses",
+    "register_layer",
+    "tree",
+]

@@ -1,0 +1,76 @@
+"""The three entry points of the functional core: `init`, `apply` and `grad`.
+
+Each calls the layer's own pure method after normalising its arguments, so a layer can
+be used the same way whether it is a built-in, a combinator or a user's class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+__all__ = ["apply", "as_host_rng", "grad", "init"]
+
+
+def as_host_rng(rng: int | numpy.random.Generator | None) -> numpy.random.Generator:
+    """A host numpy Generator from an int seed, a Generator, or None (fresh entropy)."""
+    if isinstance(rng, numpy.random.Generator):
+        return rng
+    return numpy.random.default_rng(rng)
+
+
+def _as_device_rng(rng: Any, xp: Any) -> Any:
+    """An `xp` random generator from an int seed, or `rng` unchanged."""
+    if rng is None or not isinstance(rng, (int, numpy.integer)):
+        return rng
+    return xp.random.default_rng(int(rng))
+
+
+def init(layer, input_shape, *, rng, xp=numpy, dtype="float32") -> tuple[Any, Any]:
+    """Create the parameters and state of `layer` for inputs of `input_shape`.
+
+    Args:
+        layer: any layer (built-in, combinator or user class).
+        input_shape: shape of one sample, no batch axis, e.g. (1, 28, 28).
+        rng: an int seed or a `numpy.random.Generator`. Weights are drawn on the host, then
+            moved to `xp`, so one seed gives the same weights on CPU and GPU.
+        xp: the array module, numpy or cupy.
+        dtype: float32 by default; float64 for gradient checks.
+
+    Returns:
+        (params, state): pytrees of `xp` arrays.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    return layer.init(shape, as_host_rng(rng), xp=xp, dtype=numpy.dtype(dtype))
+
+
+def apply(layer, params, state, x, *, training=False, rng=None, xp=numpy) -> tuple[Any, Any, Any]:
+    """Run `layer` forward on the batch `x` of shape (N, *input_shape).
+
+    Args:
+        training: True during training (dropout active, batch statistics, a cache kept).
+        rng: a generator of `xp` (or an int seed) for layers that draw random numbers.
+
+    Returns:
+        (y, new_state, cache): the output (N, *output_shape), the updated state, and what
+        `grad` needs (None when `training=False`).
+    """
+    y, new_state, cache = layer.apply(
+        params, state, x, training=training, rng=_as_device_rng(rng, xp), xp=xp
+    )
+    return y, new_state, (cache if training else None)
+
+
+def grad(layer, params, cache, dy, *, xp=numpy, input_grad=True) -> tuple[Any, Any]:
+    """Back-propagate `dy` (dLoss/dy, shaped like the output) through `layer`.
+
+    Returns:
+        (dparams, dx): gradients shaped like `params`, and dLoss/dx shaped like the input
+        (None when `input_grad=False`, which saves the work for the first layer).
+    """
+    if cache is None:
+        raise ValueError(
+            f"grad of {layer!r} needs the cache of a forward pass made with training=True"
+        )
+    return layer.grad(params, cache, dy, xp=xp, input_grad=input_grad)

@@ -1,0 +1,197 @@
+"""Choosing the array module: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+Everything in convnet computes through an array module `xp` passed in by the caller, so
+the same code runs on both. This module decides which one to use:
+
+- `array_module("auto")` gives CuPy when a GPU is usable and NumPy otherwise (printing one
+  line that says why it fell back), `array_module("cpu")` always NumPy, and
+  `array_module("cuda")` CuPy or a clear `RuntimeError`.
+- `NN_DISABLE_CUDA=1` forces the CPU for "auto"; `NN_FORCE_CUDA=1` makes "auto" insist on
+  the GPU, warning clearly when that is impossible. These are the variables users of
+  ConvNet-NumPy already set.
+
+`python -m convnet_core.backend` prints what was found; with `--require-cuda` it exits
+non-zero with the reason when no GPU is usable (the `tests-cuda` nox session runs it first).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+from types import ModuleType
+from typing import Any
+
+import numpy
+
+from . import tree as _tree
+
+__all__ = [
+    "CUDA_AVAILABLE",
+    "USE_CUDA",
+    "array_module",
+    "cuda_unavailable_reason",
+    "device_name",
+    "get_array_module",
+    "is_cupy",
+    "to_device",
+    "to_host",
+]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_unavailable_reason() -> str | None:
+    """None when CuPy imports and sees a usable GPU; otherwise why not, in one line."""
+    try:
+        import cupy
+    except Exception as error:  # ImportError, or a broken CUDA install raising anything
+        return f"CuPy is not installed ({type(error).__name__}: {error})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count < 1:
+            return "CuPy found no CUDA device"
+        # A tiny computation proves the driver, the runtime and the kernels all work.
+        value = int((cupy.arange(3) * 2).sum())
+        if value != 6:
+            return "CuPy computed a wrong result on the GPU"
+    except Exception as error:
+        return f"CuPy cannot use the GPU ({type(error).__name__}: {error})"
+    return None
+
+
+def _cuda_available() -> bool:
+    return cuda_unavailable_reason() is None
+
+
+class _LazyFlag:
+    """A module-level boolean evaluated on first use (importing CuPy is slow)."""
+
+    def __init__(self, compute):
+        self._compute = compute
+
+    def __bool__(self) -> bool:
+        return bool(self._compute())
+
+    def __repr__(self) -> str:
+        return repr(bool(self))
+
+
+#: True when CuPy is installed and a GPU is usable.
+CUDA_AVAILABLE = _LazyFlag(_cuda_available)
+#: True when `array_module("auto")` would pick the GPU (honours NN_DISABLE_CUDA/NN_FORCE_CUDA).
+USE_CUDA = _LazyFlag(lambda: not _env_flag("NN_DISABLE_CUDA") and _cuda_available())
+
+_announced: set[str] = set()
+
+
+def _announce_once(message: str) -> None:
+    if message not in _announced:
+        _announced.add(message)
+        print(message, file=sys.stderr)
+
+
+def array_module(device: str = "auto") -> ModuleType:
+    """The array module for `device`: "auto", "cpu" or "cuda".
+
+    "auto" uses the GPU when one is usable and NN_DISABLE_CUDA is not set, and otherwise
+    NumPy, saying so once on stderr. "cuda" raises RuntimeError when no GPU is usable.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+    if device == "cpu":
+        return numpy
+    if device == "auto" and _env_flag("NN_DISABLE_CUDA"):
+        return numpy
+    reason = cuda_unavailable_reason()
+    if reason is None:
+        import cupy
+
+        return cupy
+    if device == "cuda":
+        raise RuntimeError(f"device='cuda' was asked for but no GPU is usable: {reason}")
+    if _env_flag("NN_FORCE_CUDA"):
+        warnings.warn(
+            f"NN_FORCE_CUDA is set but no GPU is usable ({reason}); running on the CPU",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    else:
+        _announce_once(f"convnet: running on the CPU with NumPy ({reason})")
+    return numpy
+
+
+def is_cupy(xp: Any) -> bool:
+    """True when `xp` is the CuPy module."""
+    return getattr(xp, "__name__", "") == "cupy"
+
+
+def get_array_module(array: Any) -> ModuleType:
+    """The module an array belongs to: cupy for a cupy.ndarray, numpy for anything else."""
+    module = type(array).__module__
+    if module.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return numpy
+
+
+def device_name(xp: Any = None) -> str:
+    """A human-readable name of where `xp` computes ("CPU (NumPy 2.1.0)", "NVIDIA H100 ...")."""
+    xp = array_module() if xp is None else xp
+    if not is_cupy(xp):
+        return f"CPU (NumPy {numpy.__version__})"
+    props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
+    name = props["name"]
+    name = name.decode() if isinstance(name, bytes) else name
+    return f"{name} (CuPy {xp.__version__})"
+
+
+def to_device(tree: Any, xp: Any) -> Any:
+    """Copy every array leaf of `tree` into `xp` (a no-op for leaves already there)."""
+
+    def move(leaf: Any) -> Any:
+        if isinstance(leaf, (numpy.ndarray, numpy.generic)) or hasattr(leaf, "__cuda_array_interface__"):
+            return xp.asarray(leaf)
+        return leaf
+
+    return _tree.map(move, tree)
+
+
+def to_host(tree: Any) -> Any:
+    """Copy every array leaf of `tree` to a NumPy array on the host."""
+
+    def move(leaf: Any) -> Any:
+        if hasattr(leaf, "__cuda_array_interface__"):
+            return leaf.get()
+        return leaf
+
+    return _tree.map(move, tree)
+
+
+def _main(argv: list[str]) -> int:
+    reason = cuda_unavailable_reason()
+    if reason is None:
+        import cupy
+
+        print(f"GPU usable: {device_name(cupy)}")
+        return 0
+    print(f"no usable GPU: {reason}")
+    if "--require-cuda" in argv:
+        print(
+            "tests-cuda needs CuPy and a working NVIDIA GPU; "
+            "install convnet-core[cuda13] (or [cuda12]) on a machine with one",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,0 +1,119 @@
+"""Activation: an element-wise (or, for softmax, per-row) non-linearity without parameters."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from .base import register_layer
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def _relu(x, xp, alpha):
+    return xp.maximum(x, 0)
+
+
+def _relu_grad(x, y, dy, xp, alpha):
+    return dy * (y > 0)  # ReLU'(x) is 1 where the output is positive, else 0
+
+
+def _leaky_relu(x, xp, alpha):
+    return xp.where(x > 0, x, x * x.dtype.type(alpha))
+
+
+def _leaky_relu_grad(x, y, dy, xp, alpha):
+    return xp.where(x > 0, dy, dy * dy.dtype.type(alpha))
+
+
+def _sigmoid(x, xp, alpha):
+    # 1 / (1 + e^-x) written via tanh so it never overflows: σ(x) = (1 + tanh(x/2)) / 2
+    half = x.dtype.type(0.5)
+    return half * (xp.tanh(half * x) + 1)
+
+
+def _sigmoid_grad(x, y, dy, xp, alpha):
+    return dy * y * (1 - y)  # σ' = σ (1 - σ)
+
+
+def _tanh(x, xp, alpha):
+    return xp.tanh(x)
+
+
+def _tanh_grad(x, y, dy, xp, alpha):
+    return dy * (1 - y * y)  # tanh' = 1 - tanh²
+
+
+def _softmax(x, xp, alpha):
+    shifted = x - x.max(axis=-1, keepdims=True)  # subtracting the max keeps exp finite
+    e = xp.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _softmax_grad(x, y, dy, xp, alpha):
+    # Jacobian-vector product of softmax: dx_i = y_i (dy_i - Σ_j dy_j y_j)
+    return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+
+
+def _gelu(x, xp, alpha):
+    # The tanh approximation (PyTorch's GELU(approximate="tanh")):
+    # gelu(x) = x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))
+    c = x.dtype.type(_GELU_C)
+    return x.dtype.type(0.5) * x * (1 + xp.tanh(c * (x + x.dtype.type(0.044715) * x**3)))
+
+
+def _gelu_grad(x, y, dy, xp, alpha):
+    c = x.dtype.type(_GELU_C)
+    k = x.dtype.type(0.044715)
+    t = xp.tanh(c * (x + k * x**3))
+    dt = (1 - t * t) * c * (1 + 3 * k * x * x)  # d tanh(u)/dx
+    half = x.dtype.type(0.5)
+    return dy * (half * (1 + t) + half * x * dt)
+
+
+# name -> (forward, backward, whether backward needs the input x)
+ACTIVATIONS = {
+    "relu": (_relu, _relu_grad, False),
+    "leaky_relu": (_leaky_relu, _leaky_relu_grad, True),
+    "sigmoid": (_sigmoid, _sigmoid_grad, False),
+    "tanh": (_tanh, _tanh_grad, False),
+    "softmax": (_softmax, _softmax_grad, False),
+    "gelu": (_gelu, _gelu_grad, True),
+}
+
+
+def _check_name(_instance, _attribute, value):
+    if value not in ACTIVATIONS:
+        valid = ", ".join(sorted(ACTIVATIONS))
+        raise ValueError(f"unknown activation {value!r}; valid names: {valid}")
+
+
+@register_layer
+@attrs.frozen
+class Activation:
+    """An activation function applied to the whole input.
+
+    Names: relu, leaky_relu (slope `alpha` for x < 0), sigmoid, tanh, softmax (over the
+    last axis) and gelu (tanh approximation). Shapes: any (N, ...) -> the same.
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    alpha: float = 0.01
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def init(self, input_shape, rng, *, xp, dtype):
+        return {}, {}
+
+    def apply(self, params, state, x, *, training, rng, xp):
+        forward, _, needs_x = ACTIVATIONS[self.name]
+        y = forward(x, xp, self.alpha)
+        cache = (x if needs_x else None, y) if training else None
+        return y, state, cache
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        x, y = cache
+        _, backward, _ = ACTIVATIONS[self.name]
+        return {}, (backward(x, y, dy, xp, self.alpha) if input_grad else None)

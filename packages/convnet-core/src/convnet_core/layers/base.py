@@ -1,0 +1,171 @@
+"""What every layer is: the protocol, the registry of names, and shared checks.
+
+A layer is an immutable spec (an `attrs.frozen` class holding only hyper-parameters)
+with four pure methods:
+
+    output_shape(input_shape) -> output_shape          per sample, no batch axis
+    init(input_shape, rng, *, xp, dtype) -> (params, state)
+    apply(params, state, x, *, training, rng, xp) -> (y, new_state, cache)
+    grad(params, cache, dy, *, xp, input_grad=True) -> (dparams, dx)
+
+`rng` in `init` is a host `numpy.random.Generator` (so one seed gives the same weights on
+CPU and GPU); in `apply` it is a generator of `xp`, or None when not training. `cache` is
+whatever `grad` needs and None when `training=False`. Nothing is mutated.
+
+`register_layer` gives a layer class a name for serialization; every built-in layer is
+registered, and user layers register the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+import numpy
+
+__all__ = [
+    "Layer",
+    "ShapeError",
+    "check_input",
+    "layer_from_config",
+    "layer_name",
+    "layer_to_config",
+    "register_layer",
+    "registered_layers",
+]
+
+
+@runtime_checkable
+class Layer(Protocol):
+    """The four pure methods every layer implements (see the module docstring)."""
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]: ...
+
+    def init(self, input_shape, rng, *, xp, dtype): ...
+
+    def apply(self, params, state, x, *, training, rng, xp): ...
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True): ...
+
+
+class ShapeError(ValueError):
+    """An input whose shape a layer cannot take; the message names layer and shapes."""
+
+
+def check_input(layer: Any, x: Any, expected: tuple[int | None, ...]) -> None:
+    """Raise ShapeError unless `x.shape` is (N, *expected); None in `expected` matches any size.
+
+    `expected` is per sample (no batch axis).
+    """
+    actual = tuple(x.shape)
+    ok = len(actual) == len(expected) + 1 and all(
+        want is None or want == got for want, got in zip(expected, actual[1:], strict=False)
+    )
+    if not ok:
+        shown = ", ".join("*" if d is None else str(d) for d in expected)
+        raise ShapeError(
+            f"{layer!r} expected input of shape (N, {shown}) but got {actual}"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# The registry: names <-> classes, for saving architectures as JSON.
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register_layer(cls: type | None = None, *, name: str | None = None):
+    """Class decorator that registers a layer under `name` (default: the class name).
+
+    Registered layers can be saved and loaded by convnet-io. Use as `@register_layer` or
+    `@register_layer(name="MyScale")`.
+    """
+
+    def decorate(layer_cls: type) -> type:
+        key = name or layer_cls.__name__
+        existing = _REGISTRY.get(key)
+        if existing is not None and existing is not layer_cls:
+            if (existing.__module__, existing.__qualname__) != (
+                layer_cls.__module__,
+                layer_cls.__qualname__,
+            ):
+                raise ValueError(f"a different layer is already registered as {key!r}")
+        _REGISTRY[key] = layer_cls
+        layer_cls._convnet_name = key
+        return layer_cls
+
+    return decorate(cls) if cls is not None else decorate
+
+
+def registered_layers() -> dict[str, type]:
+    """A copy of the registry: name -> layer class."""
+    return dict(_REGISTRY)
+
+
+def layer_name(layer: Any) -> str:
+    """The registered name of a layer instance; ValueError when its class is unregistered."""
+    key = getattr(type(layer), "_convnet_name", None)
+    if key is None or _REGISTRY.get(key) is not type(layer):
+        raise ValueError(
+            f"{type(layer).__name__} is not registered; decorate it with @register_layer "
+            "to save it"
+        )
+    return key
+
+
+def _to_json_value(value: Any) -> Any:
+    if _is_layer(value):
+        return layer_to_config(value)
+    if isinstance(value, (tuple, list)):
+        return [_to_json_value(v) for v in value]
+    if isinstance(value, numpy.generic):
+        return value.item()
+    return value
+
+
+def _is_layer(value: Any) -> bool:
+    return attrs.has(type(value)) and hasattr(value, "apply") and hasattr(value, "grad")
+
+
+def layer_to_config(layer: Any) -> dict[str, Any]:
+    """{"class": name, "config": {field: value}} for a registered attrs layer (nested too)."""
+    config = {
+        field.name: _to_json_value(getattr(layer, field.name))
+        for field in attrs.fields(type(layer))
+    }
+    return {"class": layer_name(layer), "config": config}
+
+
+def _from_json_value(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"class", "config"}:
+        return layer_from_config(value)
+    if isinstance(value, list):
+        return tuple(_from_json_value(v) for v in value)
+    return value
+
+
+def layer_from_config(config: dict[str, Any]) -> Any:
+    """Rebuild a layer from `layer_to_config` output.
+
+    Raises ValueError for an unknown class name (listing the known ones) or bad fields.
+    """
+    if not isinstance(config, dict) or "class" not in config:
+        raise ValueError(f"a layer config must be a dict with a 'class' key, not {config!r}")
+    key = config["class"]
+    cls = _REGISTRY.get(key)
+    if cls is None:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ValueError(f"unknown layer class {key!r}; known layers: {known}")
+    fields = config.get("config", {})
+    if not isinstance(fields, dict):
+        raise ValueError(f"the config of {key} must be a dict, not {fields!r}")
+    kwargs = {name: _from_json_value(value) for name, value in fields.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"cannot build {key} from {fields!r}: {error}") from None
+
+
+def host_array(xp: Any, array: numpy.ndarray, dtype: Any) -> Any:
+    """Move a host array (drawn on the CPU for reproducibility) to `xp` with `dtype`."""
+    return xp.asarray(array.astype(dtype, copy=False))

@@ -1,0 +1,135 @@
+"""Combinators: layers built from layers. They follow the same protocol as any layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from .base import ShapeError, register_layer
+
+
+def _as_layer_tuple(layers: Any) -> tuple:
+    return tuple(layers)
+
+
+@register_layer
+@attrs.frozen
+class Sequential:
+    """Children applied one after another.
+
+    params and state are tuples with one entry per child (an empty dict for a child that
+    has none); the cache is the tuple of the children's caches.
+    """
+
+    layers: tuple = attrs.field(converter=_as_layer_tuple)
+
+    def output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for index, layer in enumerate(self.layers):
+            try:
+                shape = tuple(layer.output_shape(shape))
+            except ShapeError as error:
+                raise ShapeError(f"layer {index} of Sequential: {error}") from None
+        return shape
+
+    def init(self, input_shape, rng, *, xp, dtype):
+        params, state = [], []
+        shape = tuple(input_shape)
+        for index, layer in enumerate(self.layers):
+            try:
+                p, s = layer.init(shape, rng, xp=xp, dtype=dtype)
+                shape = tuple(layer.output_shape(shape))
+            except ShapeError as error:
+                raise ShapeError(f"layer {index} of Sequential: {error}") from None
+            params.append(p)
+            state.append(s)
+        return tuple(params), tuple(state)
+
+    def apply(self, params, state, x, *, training, rng, xp):
+        new_state, caches = [], []
+        for index, (layer, p, s) in enumerate(zip(self.layers, params, state, strict=True)):
+            try:
+                x, s, cache = layer.apply(p, s, x, training=training, rng=rng, xp=xp)
+            except ShapeError as error:
+                raise ShapeError(f"layer {index} of Sequential: {error}") from None
+            new_state.append(s)
+            caches.append(cache)
+        return x, tuple(new_state), (tuple(caches) if training else None)
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        grads = [None] * len(self.layers)
+        for index in reversed(range(len(self.layers))):
+            need_dx = input_grad or index > 0  # the first child's dx only if asked for
+            grads[index], dy = self.layers[index].grad(
+                params[index], cache[index], dy, xp=xp, input_grad=need_dx
+            )
+        return tuple(grads), dy
+
+
+@register_layer
+@attrs.frozen
+class Residual:
+    """y = body(x) + shortcut(x), with the identity as the default shortcut.
+
+    params and state are dicts {"body": ..., "shortcut": ...} ({} for the identity).
+    The gradient flows down both paths and the two input gradients add up.
+    """
+
+    body: Any
+    shortcut: Any = None
+
+    def output_shape(self, input_shape):
+        body_shape = tuple(self.body.output_shape(input_shape))
+        short_shape = (
+            tuple(input_shape)
+            if self.shortcut is None
+            else tuple(self.shortcut.output_shape(input_shape))
+        )
+        if body_shape != short_shape:
+            raise ShapeError(
+                f"{type(self).__name__}: the body gives {body_shape} but the shortcut gives "
+                f"{short_shape}; add a shortcut layer that maps the input to the body's shape"
+            )
+        return body_shape
+
+    def init(self, input_shape, rng, *, xp, dtype):
+        self.output_shape(input_shape)
+        body_params, body_state = self.body.init(input_shape, rng, xp=xp, dtype=dtype)
+        short_params, short_state = ({}, {})
+        if self.shortcut is not None:
+            short_params, short_state = self.shortcut.init(input_shape, rng, xp=xp, dtype=dtype)
+        params = {"body": body_params, "shortcut": short_params}
+        state = {"body": body_state, "shortcut": short_state}
+        return params, state
+
+    def apply(self, params, state, x, *, training, rng, xp):
+        y, body_state, body_cache = self.body.apply(
+            params["body"], state["body"], x, training=training, rng=rng, xp=xp
+        )
+        short_state, short_cache = state["shortcut"], None
+        if self.shortcut is None:
+            y = y + x
+        else:
+            s, short_state, short_cache = self.shortcut.apply(
+                params["shortcut"], state["shortcut"], x, training=training, rng=rng, xp=xp
+            )
+            y = y + s
+        new_state = {"body": body_state, "shortcut": short_state}
+        return y, new_state, ((body_cache, short_cache) if training else None)
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        body_cache, short_cache = cache
+        body_grads, dx = self.body.grad(
+            params["body"], body_cache, dy, xp=xp, input_grad=input_grad
+        )
+        short_grads = {}
+        if self.shortcut is None:
+            short_dx = dy
+        else:
+            short_grads, short_dx = self.shortcut.grad(
+                params["shortcut"], short_cache, dy, xp=xp, input_grad=input_grad
+            )
+        if input_grad:
+            dx = dx + short_dx
+        return {"body": body_grads, "shortcut": short_grads}, dx

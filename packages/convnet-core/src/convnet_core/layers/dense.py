@@ -1,0 +1,62 @@
+"""Dense: a fully connected layer, y = x W + b."""
+
+from __future__ import annotations
+
+import attrs
+import numpy
+
+from .base import ShapeError, check_input, host_array, register_layer
+
+
+@register_layer
+@attrs.frozen
+class Dense:
+    """Fully connected layer.
+
+    Shapes: x (N, in) -> y (N, units); params W (in, units), b (units,).
+
+    Forward  y = x W + b
+    Backward dW = xᵀ dy,  db = Σₙ dy,  dx = dy Wᵀ
+    """
+
+    units: int = attrs.field(converter=int)
+    use_bias: bool = True
+
+    @units.validator
+    def _check_units(self, _attribute, value):
+        if value < 1:
+            raise ValueError(f"Dense units must be positive, got {value}")
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ShapeError(
+                f"{self!r} expects flat inputs (features,) but got {tuple(input_shape)}; "
+                "put a Flatten layer before it"
+            )
+        return (self.units,)
+
+    def init(self, input_shape, rng, *, xp, dtype):
+        self.output_shape(input_shape)  # raises a clear error for non-flat inputs
+        (fan_in,) = input_shape
+        # He-uniform: keeps the variance of ReLU activations constant from layer to layer.
+        limit = numpy.sqrt(6.0 / fan_in)
+        params = {"W": host_array(xp, rng.uniform(-limit, limit, (fan_in, self.units)), dtype)}
+        if self.use_bias:
+            params["b"] = xp.zeros((self.units,), dtype=dtype)
+        return params, {}
+
+    def apply(self, params, state, x, *, training, rng, xp):
+        W = params["W"]  # (in, units)
+        check_input(self, x, (W.shape[0],))
+        y = x @ W  # (N, units)
+        if self.use_bias:
+            y += params["b"]
+        return y, state, (x if training else None)
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        x = cache  # (N, in)
+        grads = {"W": x.T @ dy}  # (in, units)
+        if self.use_bias:
+            grads["b"] = dy.sum(axis=0)  # (units,)
+        dx = dy @ params["W"].T if input_grad else None  # (N, in)
+        return grads, dx

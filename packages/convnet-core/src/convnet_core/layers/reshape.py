@@ -1,0 +1,28 @@
+"""Flatten: (N, C, H, W) or any (N, ...) -> (N, C*H*W)."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from .base import register_layer
+
+
+@register_layer
+@attrs.frozen
+class Flatten:
+    """Flatten every axis but the batch axis, in C order (channels first for NCHW)."""
+
+    def output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
+    def init(self, input_shape, rng, *, xp, dtype):
+        return {}, {}
+
+    def apply(self, params, state, x, *, training, rng, xp):
+        y = x.reshape(x.shape[0], -1)  # (N, C*H*W), a view
+        return y, state, (x.shape if training else None)
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        return {}, (dy.reshape(cache) if input_grad else None)

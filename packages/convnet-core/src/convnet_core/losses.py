@@ -1,0 +1,95 @@
+"""Loss functions. Each returns `(value, grad)`: the mean loss over the batch (a 0-d array of
+`xp`, so nothing is copied to the host) and its gradient with respect to the prediction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["LOSSES", "huber", "log_softmax", "mse", "one_hot", "softmax_cross_entropy"]
+
+
+def one_hot(labels: Any, num_classes: int, *, xp: Any, dtype: Any = "float32") -> Any:
+    """Integer labels (N,) -> one-hot rows (N, num_classes)."""
+    labels = xp.asarray(labels)
+    out = xp.zeros((labels.shape[0], num_classes), dtype=dtype)
+    out[xp.arange(labels.shape[0]), labels] = 1
+    return out
+
+
+def log_softmax(logits: Any, *, xp: Any) -> Any:
+    """log softmax over the last axis, stable for any logits: z - max - log Σ exp(z - max)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _targets_as_one_hot(labels: Any, logits: Any, xp: Any) -> Any:
+    labels = xp.asarray(labels)
+    n, classes = logits.shape
+    if labels.ndim == 2:
+        if labels.shape != logits.shape:
+            raise ValueError(
+                f"one-hot labels of shape {tuple(labels.shape)} do not match logits {(n, classes)}"
+            )
+        return labels.astype(logits.dtype, copy=False)
+    if labels.shape != (n,):
+        raise ValueError(
+            f"labels must be (N,) integers or (N, classes) one-hot; got {tuple(labels.shape)} "
+            f"for logits {(n, classes)}"
+        )
+    return one_hot(labels, classes, xp=xp, dtype=logits.dtype)
+
+
+def softmax_cross_entropy(logits: Any, labels: Any, *, xp: Any) -> tuple[Any, Any]:
+    """Cross-entropy of softmax(logits) against labels, averaged over the batch.
+
+    Args:
+        logits: (N, classes) raw scores (no softmax applied).
+        labels: (N,) integer classes or (N, classes) one-hot (or soft) targets.
+
+    Returns:
+        (loss, dlogits) with loss = -1/N Σₙ Σₖ tₙₖ log softmax(zₙ)ₖ and
+        dlogits = (softmax(z) - t) / N, shaped (N, classes).
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"softmax_cross_entropy expects logits (N, classes), got {logits.shape}")
+    targets = _targets_as_one_hot(labels, logits, xp)
+    log_probs = log_softmax(logits, xp=xp)  # (N, classes)
+    n = logits.shape[0]
+    loss = -(targets * log_probs).sum() / n
+    dlogits = (xp.exp(log_probs) - targets) / logits.dtype.type(n)
+    return loss, dlogits
+
+
+def mse(predictions: Any, targets: Any, *, xp: Any) -> tuple[Any, Any]:
+    """Mean squared error over every element: mean((p - t)²); grad 2 (p - t) / size."""
+    targets = xp.asarray(targets, dtype=predictions.dtype)
+    if targets.shape != predictions.shape:
+        raise ValueError(f"mse: targets {targets.shape} do not match predictions {predictions.shape}")
+    diff = predictions - targets
+    return (diff * diff).mean(), diff * predictions.dtype.type(2.0 / diff.size)
+
+
+def huber(predictions: Any, targets: Any, *, xp: Any, delta: float = 1.0) -> tuple[Any, Any]:
+    """Huber loss, the mean over every element of ½d² for |d| ≤ δ, δ(|d| - ½δ) beyond.
+
+    Quadratic near zero, linear for outliers; the gradient is d clipped to [-δ, δ] / size.
+    """
+    targets = xp.asarray(targets, dtype=predictions.dtype)
+    if targets.shape != predictions.shape:
+        raise ValueError(f"huber: targets {targets.shape} do not match predictions {predictions.shape}")
+    diff = predictions - targets
+    abs_diff = xp.abs(diff)
+    small = abs_diff <= delta
+    per_element = xp.where(small, 0.5 * diff * diff, delta * (abs_diff - 0.5 * delta))
+    grad = xp.clip(diff, -delta, delta) / predictions.dtype.type(diff.size)
+    return per_element.mean().astype(predictions.dtype), grad.astype(predictions.dtype)
+
+
+LOSSES = {
+    "categorical_crossentropy": softmax_cross_entropy,
+    "cce": softmax_cross_entropy,
+    "softmax_cross_entropy": softmax_cross_entropy,
+    "mse": mse,
+    "huber": huber,
+}

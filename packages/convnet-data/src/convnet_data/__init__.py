@@ -1,0 +1,3 @@
+"""convnet_data."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""convnet_gui."""
+
+__version__ = "0.1.0"

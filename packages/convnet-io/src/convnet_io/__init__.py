@@ -1,0 +1,3 @@
+"""convnet_io."""
+
+__version__ = "0.1.0"
