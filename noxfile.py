@@ -32,7 +32,8 @@ TORCH = "torch==2.13.0"
 # A CPU build of torch installs at about 0.75 GB; a CUDA build is several GB.
 TORCH_CPU_MAX_BYTES = 1_500_000_000
 # Markers of tests that need more than the package itself: run by their own sessions.
-NOT_EXTRA = "not parity and not gui"
+NOT_EXTRA = "not parity and not gui and not cuda"
+ON_GPU = "not parity and not gui"
 
 
 def package_dir(name: str) -> pathlib.Path:
@@ -138,7 +139,7 @@ def tests_cuda(session: nox.Session) -> None:
         python = "python"
     session.run(python, "-m", "convnet_core.backend", "--require-cuda", env=env)
     paths = [f"packages/{pkg}/tests" for pkg in PACKAGES]
-    session.run(python, "-m", *pytest_args(session, *paths, marker=NOT_EXTRA), env=env)
+    session.run(python, "-m", *pytest_args(session, *paths, marker=ON_GPU), env=env)
 
 
 @nox.session
