@@ -1,10 +1,10 @@
 """Every check of the project, as nox sessions.
 
-    uv run nox                   the default set: lint, tests, parity, gui
-    uv run nox -s tests          each package alone in its own venv (CPU)
-    uv run nox -s tests-cuda     the same on a GPU through CuPy (fails when none is usable)
-    nox --no-venv -s tests-cuda  on a machine whose Python already has CuPy and no registry
-    uv run nox -s bench          benchmarks next to PyTorch CPU
+uv run nox                   the default set: lint, tests, parity, gui
+uv run nox -s tests          each package alone in its own venv (CPU)
+uv run nox -s tests-cuda     the same on a GPU through CuPy (fails when none is usable)
+nox --no-venv -s tests-cuda  on a machine whose Python already has CuPy and no registry
+uv run nox -s bench          benchmarks next to PyTorch CPU
 """
 
 from __future__ import annotations

@@ -55,11 +55,10 @@ def test_page_runs(page, tmp_path, monkeypatch):
     namespace = {"__name__": "__doc_page__"}
     for line, source in blocks:
         code = compile(source, f"{page.relative_to(ROOT)}:{line}", "exec")
-        exec(code, namespace)  # noqa: S102 - the project's own documentation
+        exec(code, namespace)
 
 
 def test_every_doc_page_is_linked_from_the_readme():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert f"docs/{page.name}" in readme, f"README.md does not link docs/{page.name}"
-

@@ -157,7 +157,9 @@ def to_device(tree: Any, xp: Any) -> Any:
     """Copy every array leaf of `tree` into `xp` (a no-op for leaves already there)."""
 
     def move(leaf: Any) -> Any:
-        if isinstance(leaf, (numpy.ndarray, numpy.generic)) or hasattr(leaf, "__cuda_array_interface__"):
+        if isinstance(leaf, (numpy.ndarray, numpy.generic)) or hasattr(
+            leaf, "__cuda_array_interface__"
+        ):
             return xp.asarray(leaf)
         return leaf
 

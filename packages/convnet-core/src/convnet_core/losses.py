@@ -65,7 +65,9 @@ def mse(predictions: Any, targets: Any, *, xp: Any) -> tuple[Any, Any]:
     """Mean squared error over every element: mean((p - t)²); grad 2 (p - t) / size."""
     targets = xp.asarray(targets, dtype=predictions.dtype)
     if targets.shape != predictions.shape:
-        raise ValueError(f"mse: targets {targets.shape} do not match predictions {predictions.shape}")
+        raise ValueError(
+            f"mse: targets {targets.shape} do not match predictions {predictions.shape}"
+        )
     diff = predictions - targets
     return (diff * diff).mean(), diff * predictions.dtype.type(2.0 / diff.size)
 
@@ -77,7 +79,9 @@ def huber(predictions: Any, targets: Any, *, xp: Any, delta: float = 1.0) -> tup
     """
     targets = xp.asarray(targets, dtype=predictions.dtype)
     if targets.shape != predictions.shape:
-        raise ValueError(f"huber: targets {targets.shape} do not match predictions {predictions.shape}")
+        raise ValueError(
+            f"huber: targets {targets.shape} do not match predictions {predictions.shape}"
+        )
     diff = predictions - targets
     abs_diff = xp.abs(diff)
     small = abs_diff <= delta

@@ -63,9 +63,7 @@ def check_input(layer: Any, x: Any, expected: tuple[int | None, ...]) -> None:
     )
     if not ok:
         shown = ", ".join("*" if d is None else str(d) for d in expected)
-        raise ShapeError(
-            f"{layer!r} expected input of shape (N, {shown}) but got {actual}"
-        )
+        raise ShapeError(f"{layer!r} expected input of shape (N, {shown}) but got {actual}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -107,8 +105,7 @@ def layer_name(layer: Any) -> str:
     key = getattr(type(layer), "_convnet_name", None)
     if key is None or _REGISTRY.get(key) is not type(layer):
         raise ValueError(
-            f"{type(layer).__name__} is not registered; decorate it with @register_layer "
-            "to save it"
+            f"{type(layer).__name__} is not registered; decorate it with @register_layer to save it"
         )
     return key
 
