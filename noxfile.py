@@ -65,7 +65,9 @@ def install_packages(session: nox.Session, *names: str) -> None:
         for pkg in sibling_closure(name):
             if pkg not in wanted:
                 wanted.append(pkg)
-    session.install(*[str(package_dir(pkg)) for pkg in wanted], *TEST_TOOLS)
+    # Rebuilt on every run: a reused venv would otherwise keep yesterday's code.
+    reinstall = [arg for pkg in wanted for arg in ("--reinstall-package", pkg)]
+    session.install(*reinstall, *[str(package_dir(pkg)) for pkg in wanted], *TEST_TOOLS)
 
 
 def install_torch(session: nox.Session) -> None:
