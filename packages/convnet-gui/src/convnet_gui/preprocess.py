@@ -1,0 +1,233 @@
+"""Turn a drawing into what MNIST looks like, with Pillow and NumPy only (never tkinter).
+
+MNIST digits were made this way (LeCun et al.): the digit is cut out of its scan, scaled so
+that it fits a 20x20 box keeping its aspect, with anti-aliasing, and placed in a 28x28
+frame so that its centre of mass sits at the frame centre. Strokes are white (1.0) on a
+black (0.0) background. A digit drawn with a mouse looks nothing like that: dark ink on a
+light canvas, of any size, anywhere in the canvas. `to_mnist` runs the same recipe on it,
+one small step per function, so each step can be shown and explained:
+
+    ink     = to_grayscale_inverted(image)   # (H, W) float32, ink 1.0 on 0.0
+    box     = bounding_box(ink)              # (top, left, bottom, right) or None
+    digit   = crop_to_content(ink, box)      # (h, w), the ink and nothing else
+    digit   = scale_to_box(digit, 20)        # longer side 20 px, aspect kept
+    frame   = place_by_center_of_mass(digit, 28)   # (28, 28), centre of mass at the centre
+    frame   = smooth(frame)                  # a light Gaussian blur, peak scaled back to 1
+    x       = frame[None, None]              # (1, 1, 28, 28), the network input
+
+`preprocess_steps(image)` returns every intermediate image, for display.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy
+from PIL import Image
+
+__all__ = [
+    "DIGIT_BOX",
+    "FRAME_SIZE",
+    "INK_THRESHOLD",
+    "Steps",
+    "bounding_box",
+    "center_of_mass",
+    "crop_to_content",
+    "place_by_center_of_mass",
+    "preprocess_steps",
+    "scale_to_box",
+    "smooth",
+    "to_grayscale_inverted",
+    "to_image",
+    "to_mnist",
+]
+
+#: Side of the MNIST frame, in pixels.
+FRAME_SIZE = 28
+#: Side of the box the digit is scaled into (its longer side), as in MNIST.
+DIGIT_BOX = 20
+#: A pixel holds ink when its inverted intensity is above this (anti-aliased edges are faint).
+INK_THRESHOLD = 0.1
+
+
+def to_grayscale_inverted(image: Image.Image) -> numpy.ndarray:
+    """Grey levels of `image`, inverted so that ink is 1.0 and paper 0.0.
+
+    ink = 1 - L / 255 with L the luminance (Pillow's "L" mode: 0.299 R + 0.587 G + 0.114 B).
+    Transparent pixels count as white paper. Returns float32 (H, W) in [0, 1].
+    """
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, rgba)
+    grey = numpy.asarray(image.convert("L"), dtype=numpy.float32)  # (H, W) in [0, 255]
+    return 1.0 - grey / 255.0
+
+
+def bounding_box(ink: numpy.ndarray, threshold: float = INK_THRESHOLD) -> tuple | None:
+    """The smallest box holding every pixel with ink > `threshold`, or None when none does.
+
+    `ink` is (H, W). Returns (top, left, bottom, right) with bottom and right exclusive, so
+    that `ink[top:bottom, left:right]` is the content.
+    """
+    if ink.ndim != 2:
+        raise ValueError(f"bounding_box expects a 2-d (H, W) image, got shape {ink.shape}")
+    rows = numpy.flatnonzero((ink > threshold).any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = numpy.flatnonzero((ink > threshold).any(axis=0))
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def crop_to_content(ink: numpy.ndarray, box: tuple) -> numpy.ndarray:
+    """`ink[top:bottom, left:right]` for box = (top, left, bottom, right): (h, w)."""
+    top, left, bottom, right = box
+    return ink[top:bottom, left:right]
+
+
+def scale_to_box(digit: numpy.ndarray, size: int = DIGIT_BOX) -> numpy.ndarray:
+    """Resize (h, w) so that its longer side is `size` pixels, keeping the aspect ratio.
+
+    The shorter side becomes max(1, round(short * size / long)). Pillow's bilinear filter
+    widens its support when it shrinks, so every source pixel contributes (anti-aliasing,
+    like MNIST's own normalisation); the result stays in [0, 1]. Returns float32 (h', w').
+    """
+    height, width = digit.shape
+    longer = max(height, width)
+    new_height = max(1, round(height * size / longer))
+    new_width = max(1, round(width * size / longer))
+    image = Image.fromarray(numpy.ascontiguousarray(digit, dtype=numpy.float32), mode="F")
+    scaled = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
+    return numpy.clip(numpy.asarray(scaled, dtype=numpy.float32), 0.0, 1.0)
+
+
+def center_of_mass(image: numpy.ndarray) -> tuple[float, float]:
+    """Intensity-weighted mean pixel position (row, col) of an (H, W) image.
+
+    row = sum_ij i * I_ij / sum_ij I_ij, likewise col; pixel (i, j) has its centre at (i, j).
+    Raises ValueError for an image with no intensity at all.
+    """
+    total = float(image.sum())
+    if total <= 0.0:
+        raise ValueError("center_of_mass: the image holds no ink")
+    rows = numpy.arange(image.shape[0], dtype=numpy.float64)
+    cols = numpy.arange(image.shape[1], dtype=numpy.float64)
+    row = float((image.sum(axis=1) * rows).sum()) / total
+    col = float((image.sum(axis=0) * cols).sum()) / total
+    return row, col
+
+
+def place_by_center_of_mass(digit: numpy.ndarray, size: int = FRAME_SIZE) -> numpy.ndarray:
+    """Paste an (h, w) digit into a black (size, size) frame, centre of mass at the centre.
+
+    As in MNIST, the centre of mass goes to pixel (size / 2, size / 2) = (14, 14) in pixel
+    coordinates (MNIST's own digits have it within half a pixel of there): the digit is
+    shifted by whole pixels (rounded), and the shift is clamped so that the digit stays
+    wholly inside the frame (a lopsided digit is then slightly off-centre rather than cut).
+    Returns float32 (size, size).
+    """
+    height, width = digit.shape
+    if height > size or width > size:
+        raise ValueError(
+            f"place_by_center_of_mass: a ({height}, {width}) digit does not fit a "
+            f"({size}, {size}) frame"
+        )
+    row, col = center_of_mass(digit)
+    centre = size / 2
+    top = min(max(round(centre - row), 0), size - height)
+    left = min(max(round(centre - col), 0), size - width)
+    frame = numpy.zeros((size, size), dtype=numpy.float32)
+    frame[top : top + height, left : left + width] = digit
+    return frame
+
+
+def _gaussian_kernel(sigma: float) -> numpy.ndarray:
+    """Normalised 1-d Gaussian weights exp(-k^2 / (2 sigma^2)), k in [-r, r], r = ceil(2 sigma)."""
+    radius = max(1, int(numpy.ceil(2 * sigma)))
+    offsets = numpy.arange(-radius, radius + 1, dtype=numpy.float64)
+    weights = numpy.exp(-(offsets**2) / (2 * sigma**2))
+    return weights / weights.sum()
+
+
+def smooth(frame: numpy.ndarray, sigma: float = 0.5) -> numpy.ndarray:
+    """A light Gaussian blur of an (H, W) image, then its peak scaled back to 1.
+
+    A separable convolution with Gaussian weights of standard deviation `sigma` pixels
+    (zeros outside the image) softens the hard edges a mouse brush leaves; MNIST strokes
+    have soft edges too. Dividing by the maximum keeps the strokes as bright as MNIST's
+    (whose strokes reach 255). An all-zero image stays zero. Returns float32 (H, W) in [0, 1].
+    """
+    if sigma <= 0:
+        blurred = numpy.asarray(frame, dtype=numpy.float64)
+    else:
+        kernel = _gaussian_kernel(sigma)
+        radius = kernel.size // 2
+        padded = numpy.pad(numpy.asarray(frame, dtype=numpy.float64), radius)
+        height, width = frame.shape
+        # Separable: blur along rows, then along columns, as a short loop over offsets.
+        rows = sum(w * padded[k : k + height, :] for k, w in enumerate(kernel))  # (H, W+2r)
+        blurred = sum(w * rows[:, k : k + width] for k, w in enumerate(kernel))  # (H, W)
+    peak = float(blurred.max())
+    if peak > 0:
+        blurred = blurred / peak
+    return numpy.clip(blurred, 0.0, 1.0).astype(numpy.float32)
+
+
+class Steps(NamedTuple):
+    """Every intermediate image of `to_mnist`, for display; all float32, ink 1.0 on 0.0.
+
+    ink (H, W), box (top, left, bottom, right) or None, cropped (h, w), scaled (h', w') with
+    longer side 20, placed (28, 28), smoothed (28, 28) = the network input. For a blank
+    drawing everything after `ink` is None.
+    """
+
+    ink: numpy.ndarray
+    box: tuple | None
+    cropped: numpy.ndarray | None
+    scaled: numpy.ndarray | None
+    placed: numpy.ndarray | None
+    smoothed: numpy.ndarray | None
+
+
+def preprocess_steps(image: Image.Image, threshold: float = INK_THRESHOLD) -> Steps:
+    """Run each step of `to_mnist` on a Pillow image and keep every intermediate result."""
+    ink = to_grayscale_inverted(image)
+    box = bounding_box(ink, threshold)
+    if box is None:
+        return Steps(ink, None, None, None, None, None)
+    cropped = crop_to_content(ink, box)
+    scaled = scale_to_box(cropped, DIGIT_BOX)
+    placed = place_by_center_of_mass(scaled, FRAME_SIZE)
+    smoothed = smooth(placed)
+    return Steps(ink, box, cropped, scaled, placed, smoothed)
+
+
+def to_mnist(image: Image.Image, threshold: float = INK_THRESHOLD) -> numpy.ndarray | None:
+    """A drawing (dark ink on light paper, any size) as an MNIST network input, or None.
+
+    Returns float32 (1, 1, 28, 28) in [0, 1], white digit on black, longer side 20 px,
+    centre of mass at the frame centre, lightly smoothed; None when no pixel holds ink
+    (a blank canvas).
+    """
+    steps = preprocess_steps(image, threshold)
+    if steps.smoothed is None:
+        return None
+    return steps.smoothed[None, None, :, :]  # (1, 1, 28, 28)
+
+
+def to_image(array: numpy.ndarray, scale: int = 1) -> Image.Image:
+    """A [0, 1] float (H, W) array (or (1, 1, H, W)) as an 8-bit "L" Pillow image.
+
+    Pixel values are round(255 * a); `scale` > 1 enlarges it with nearest-neighbour so each
+    pixel stays a visible square.
+    """
+    array = numpy.asarray(array)
+    if array.ndim == 4:
+        array = array[0, 0]
+    if array.ndim != 2:
+        raise ValueError(f"to_image expects (H, W) or (1, 1, H, W), got shape {array.shape}")
+    pixels = numpy.round(numpy.clip(array, 0.0, 1.0) * 255.0).astype(numpy.uint8)
+    image = Image.fromarray(pixels, mode="L")
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    return image

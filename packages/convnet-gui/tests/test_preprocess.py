@@ -1,0 +1,246 @@
+"""Preprocessing a drawing into an MNIST-like input: known results, properties, MNIST round trip."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy
+import pytest
+from convnet_gui import preprocess as P
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageDraw
+
+
+def drawing(size, strokes, width, mode="L", ink=0, paper=255):
+    """A canvas of `size` (w, h) with polyline `strokes` in a round brush of `width` px."""
+    image = Image.new(mode, size, paper)
+    draw = ImageDraw.Draw(image)
+    for points in strokes:
+        draw.line(points, fill=ink, width=width, joint="curve")
+        r = width / 2
+        for x, y in (points[0], points[-1]):
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=ink)
+    return image
+
+
+def test_importing_preprocess_does_not_import_tkinter():
+    code = (
+        "import sys, convnet_gui, convnet_gui.preprocess\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tkinter', '_tkinter'))\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# --- each step on inputs with known answers -------------------------------------------------
+
+
+def test_to_grayscale_inverted_maps_paper_to_0_and_ink_to_1():
+    image = Image.new("RGB", (4, 3), (255, 255, 255))
+    image.putpixel((1, 2), (0, 0, 0))
+    image.putpixel((3, 0), (255, 0, 0))  # pure red: L = 0.299 * 255 -> round(76.245) = 76
+    ink = P.to_grayscale_inverted(image)
+    assert ink.shape == (3, 4) and ink.dtype == numpy.float32
+    assert ink[2, 1] == 1.0
+    assert ink[0, 3] == pytest.approx(1 - 76 / 255)
+    assert ink.sum() == pytest.approx(1 + 1 - 76 / 255)
+
+
+def test_transparent_pixels_count_as_paper():
+    image = Image.new("RGBA", (5, 5), (0, 0, 0, 0))  # transparent black
+    image.putpixel((2, 2), (0, 0, 0, 255))
+    ink = P.to_grayscale_inverted(image)
+    expected = numpy.zeros((5, 5), numpy.float32)
+    expected[2, 2] = 1.0
+    numpy.testing.assert_array_equal(ink, expected)
+
+
+def test_bounding_box_and_crop():
+    ink = numpy.zeros((10, 12), numpy.float32)
+    ink[2, 3] = 0.5
+    ink[6, 9] = 1.0
+    ink[8, 1] = 0.05  # fainter than the threshold: ignored
+    box = P.bounding_box(ink)
+    assert box == (2, 3, 7, 10)
+    assert P.crop_to_content(ink, box).shape == (5, 7)
+    assert P.bounding_box(numpy.zeros((4, 4))) is None
+    with pytest.raises(ValueError, match=r"2-d \(H, W\).*\(2, 4, 4\)"):
+        P.bounding_box(numpy.zeros((2, 4, 4)))
+
+
+def test_scale_to_box_keeps_aspect_and_values():
+    scaled = P.scale_to_box(numpy.ones((100, 50), numpy.float32), 20)
+    assert scaled.shape == (20, 10)
+    numpy.testing.assert_allclose(scaled, 1.0, atol=1e-6)
+    assert P.scale_to_box(numpy.ones((3, 300), numpy.float32)).shape == (1, 20)  # never 0 wide
+    assert P.scale_to_box(numpy.ones((5, 4), numpy.float32)).shape == (20, 16)  # enlarges too
+
+
+def test_center_of_mass_known_values():
+    image = numpy.zeros((5, 6))
+    image[1, 1] = 1.0
+    image[3, 4] = 3.0
+    assert P.center_of_mass(image) == pytest.approx((2.5, 3.25))
+    with pytest.raises(ValueError, match="no ink"):
+        P.center_of_mass(numpy.zeros((3, 3)))
+
+
+def test_place_by_center_of_mass_puts_a_dot_at_14_14():
+    frame = P.place_by_center_of_mass(numpy.ones((1, 1), numpy.float32))
+    assert frame.shape == (28, 28)
+    assert numpy.argwhere(frame).tolist() == [[14, 14]]
+    # A lopsided digit is clamped inside the frame rather than cut.
+    digit = numpy.zeros((20, 20), numpy.float32)
+    digit[:, -1] = 1.0
+    frame = P.place_by_center_of_mass(digit)
+    assert frame.sum() == digit.sum()
+    with pytest.raises(ValueError, match=r"\(29, 3\) digit does not fit a \(28, 28\)"):
+        P.place_by_center_of_mass(numpy.ones((29, 3), numpy.float32))
+
+
+def test_smooth_a_dot_gives_the_normalised_gaussian():
+    frame = numpy.zeros((9, 9), numpy.float32)
+    frame[4, 4] = 0.7
+    sigma = 0.5
+    blurred = P.smooth(frame, sigma)
+    k = numpy.arange(-4, 5)
+    g = numpy.exp(-(k**2) / (2 * sigma**2)) * (numpy.abs(k) <= 1)  # radius ceil(2 sigma) = 1
+    expected = numpy.outer(g, g) / g.max() ** 2
+    numpy.testing.assert_allclose(blurred, expected, rtol=1e-6, atol=1e-7)
+    assert P.smooth(numpy.zeros((3, 3), numpy.float32)).max() == 0.0
+
+
+def test_to_image_round_trip_and_enlarges():
+    array = numpy.linspace(0, 1, 12, dtype=numpy.float32).reshape(3, 4)
+    image = P.to_image(array[None, None], scale=5)
+    assert image.size == (20, 15) and image.mode == "L"
+    numpy.testing.assert_array_equal(
+        numpy.asarray(image)[::5, ::5], numpy.round(array * 255).astype(numpy.uint8)
+    )
+
+
+# --- properties on synthetic drawings ---------------------------------------------------------
+
+
+def test_blank_drawings_give_none():
+    assert P.to_mnist(Image.new("L", (280, 280), 255)) is None
+    assert P.to_mnist(Image.new("RGBA", (50, 80), (0, 0, 0, 0))) is None
+    assert P.to_mnist(Image.new("RGB", (10, 10), (240, 240, 240))) is None  # faint grey paper
+    assert P.preprocess_steps(Image.new("L", (9, 9), 255)).box is None
+
+
+strokes_strategy = st.lists(
+    st.lists(st.tuples(st.floats(0.05, 0.95), st.floats(0.05, 0.95)), min_size=1, max_size=5),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    width=st.integers(30, 700),
+    height=st.integers(30, 700),
+    strokes=strokes_strategy,
+    brush=st.floats(0.02, 0.12),
+)
+def test_any_drawing_becomes_a_centred_20_pixel_digit(width, height, strokes, brush):
+    """Longer side 20 px, aspect kept, centre of mass within a pixel of (14, 14), in [0, 1]."""
+    points = [[(x * width, y * height) for x, y in stroke] for stroke in strokes]
+    image = drawing((width, height), points, max(2, round(brush * min(width, height))))
+    x = P.to_mnist(image)
+    assert x.shape == (1, 1, 28, 28) and x.dtype == numpy.float32
+    assert x.min() >= 0.0 and x.max() == pytest.approx(1.0)
+    steps = P.preprocess_steps(image)
+    h, w = steps.cropped.shape
+    assert max(steps.scaled.shape) == 20
+    assert steps.scaled.shape == (
+        max(1, round(h * 20 / max(h, w))),
+        max(1, round(w * 20 / max(h, w))),
+    )
+    top, left, bottom, right = P.bounding_box(steps.placed, threshold=0.0)
+    assert max(bottom - top, right - left) == 20
+    # Centre of mass at (14, 14) within the rounding of a whole-pixel shift, unless the digit is
+    # so lopsided that the shift was clamped to keep it inside the frame (it then touches the
+    # edge on the side the centre of mass lies beyond).
+    row, col = P.center_of_mass(steps.placed)
+    assert abs(row - 14) <= 0.5 + 1e-4 or (top == 0 if row < 14 else bottom == 28), (
+        row,
+        top,
+        bottom,
+    )
+    assert abs(col - 14) <= 0.5 + 1e-4 or (left == 0 if col < 14 else right == 28), (
+        col,
+        left,
+        right,
+    )
+    # The blur is symmetric: it moves the centre of mass only by what spills over the edge.
+    assert numpy.allclose(P.center_of_mass(x[0, 0]), (row, col), atol=0.7)
+
+
+def test_position_and_size_on_the_canvas_do_not_matter():
+    """The same digit drawn at another place, or twice as large, gives (nearly) the same input."""
+    stroke = [(30, 20), (70, 20), (40, 90), (60, 60)]
+    base = P.to_mnist(drawing((120, 120), [stroke], 8))
+    moved = P.to_mnist(drawing((300, 200), [[(x + 150, y + 70) for x, y in stroke]], 8))
+    numpy.testing.assert_array_equal(base, moved)
+    doubled = P.to_mnist(drawing((500, 400), [[(2 * x, 2 * y) for x, y in stroke]], 16))
+    assert numpy.abs(doubled - base).mean() < 0.03
+
+
+def test_colour_and_transparency_give_the_same_input_as_grey():
+    stroke = [(20, 30), (60, 80), (90, 20)]
+    grey = P.to_mnist(drawing((120, 110), [stroke], 10))
+    rgb = P.to_mnist(drawing((120, 110), [stroke], 10, mode="RGB", ink=(0, 0, 0), paper="white"))
+    rgba = P.to_mnist(
+        drawing((120, 110), [stroke], 10, mode="RGBA", ink=(0, 0, 0, 255), paper=(0, 0, 0, 0))
+    )
+    numpy.testing.assert_array_equal(grey, rgb)
+    numpy.testing.assert_array_equal(grey, rgba)
+
+
+# --- MNIST digits drawn large, dark on light, and read back -----------------------------------
+
+
+def as_large_drawing(digit: numpy.ndarray, rng: numpy.random.Generator) -> Image.Image:
+    """An MNIST digit (28, 28), white on black, as a large dark-on-light drawing on a canvas."""
+    scale = rng.uniform(6, 16)
+    side = round(28 * scale)
+    big = Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BILINEAR)
+    canvas_w, canvas_h = side + int(rng.integers(0, 200)), side + int(rng.integers(0, 200))
+    canvas = Image.new("L", (canvas_w, canvas_h), 255)
+    canvas.paste(
+        big, (int(rng.integers(0, canvas_w - side + 1)), int(rng.integers(0, canvas_h - side + 1)))
+    )
+    return canvas
+
+
+@pytest.fixture(scope="module")
+def round_trip(mnist_test):
+    """The first 500 MNIST test digits, drawn large and passed through to_mnist."""
+    images, labels = mnist_test
+    rng = numpy.random.default_rng(0)
+    originals = images[:500].astype(numpy.float32) / 255  # (500, 28, 28)
+    back = numpy.concatenate([P.to_mnist(as_large_drawing(d, rng)) for d in images[:500]])
+    return originals, back[:, 0], labels[:500]
+
+
+def test_mnist_digits_come_back_close_to_the_originals(round_trip):
+    originals, back, _ = round_trip
+    correlation = numpy.array(
+        [numpy.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(originals, back, strict=True)]
+    )
+    error = numpy.abs(originals - back).mean(axis=(1, 2))
+    assert numpy.median(correlation) > 0.92, numpy.median(correlation)
+    assert numpy.quantile(correlation, 0.05) > 0.8, numpy.quantile(correlation, 0.05)
+    assert numpy.median(error) < 0.06, numpy.median(error)
+    # The centre of mass comes back where MNIST put it (within rounding of a whole-pixel shift).
+    shift = numpy.array(
+        [
+            numpy.subtract(P.center_of_mass(a), P.center_of_mass(b))
+            for a, b in zip(originals, back, strict=True)
+        ]
+    )
+    assert numpy.abs(shift).max() < 1.2, numpy.abs(shift).max()
