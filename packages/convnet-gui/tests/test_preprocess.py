@@ -164,14 +164,14 @@ def test_any_drawing_becomes_a_centred_20_pixel_digit(width, height, strokes, br
     assert max(bottom - top, right - left) == 20
     # Centre of mass at (14, 14) within the rounding of a whole-pixel shift, unless the digit is
     # so lopsided that the shift was clamped to keep it inside the frame (it then touches the
-    # edge on the side the centre of mass lies beyond).
+    # edge opposite the side its centre of mass fell short of: it could move no further).
     row, col = P.center_of_mass(steps.placed)
-    assert abs(row - 14) <= 0.5 + 1e-4 or (top == 0 if row < 14 else bottom == 28), (
+    assert abs(row - 14) <= 0.5 + 1e-4 or (bottom == 28 if row < 14 else top == 0), (
         row,
         top,
         bottom,
     )
-    assert abs(col - 14) <= 0.5 + 1e-4 or (left == 0 if col < 14 else right == 28), (
+    assert abs(col - 14) <= 0.5 + 1e-4 or (right == 28 if col < 14 else left == 0), (
         col,
         left,
         right,
