@@ -1,0 +1,127 @@
+"""Checkpoints during training: the `Checkpoint` callback for `fit` and `load_checkpoint`.
+
+A checkpoint is an ordinary model file (`convnet_io.save`) of a `Model` in the middle of
+training: params, state, optimizer config and state, epochs completed, history and the
+model's RNG state, so `fit(..., resume_from=path)` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Any
+
+from .format import read_model, save
+
+__all__ = ["Checkpoint", "load_checkpoint"]
+
+
+class Checkpoint:
+    """A `fit` callback that saves the model every `every` epochs.
+
+    Args:
+        path: where to save. May hold `str.format` fields filled from the epoch and this
+            epoch's logs, e.g. "ckpt-{epoch:03d}-{val_loss:.3f}.h5"; without fields the
+            file is replaced each time (atomically).
+        monitor: the metric in the epoch logs that decides what is best ("val_loss").
+        mode: "min" when smaller is better, "max" when larger is.
+        save_best_only: save only when `monitor` improved on the best value so far.
+        every: save every this many epochs (counting completed epochs).
+
+    After training, `best` holds the best monitored value seen and `last_saved` the path
+    of the last file written (None when nothing was saved).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        monitor: str = "val_loss",
+        mode: str = "min",
+        save_best_only: bool = False,
+        every: int = 1,
+    ):
+        if mode not in ("min", "max"):
+            raise ValueError(f"Checkpoint mode must be 'min' or 'max', not {mode!r}")
+        if int(every) < 1:
+            raise ValueError(f"Checkpoint every must be a positive number of epochs, not {every}")
+        self.path = os.fspath(path)
+        self.monitor = monitor
+        self.mode = mode
+        self.save_best_only = bool(save_best_only)
+        self.every = int(every)
+        self.best: float | None = None
+        self.last_saved: str | None = None
+        self._warned = False
+
+    def _improved(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def on_train_begin(self, model: Any) -> None:
+        """On a resumed run, take the best value recorded in the existing checkpoint."""
+        if self.best is not None or not self.save_best_only or not getattr(model, "epoch", 0):
+            return
+        if "{" in self.path or not os.path.exists(self.path):
+            return
+        try:
+            saved = read_model(self.path)
+        except (ValueError, OSError):
+            return
+        record = saved.metadata.get("checkpoint") or {}
+        if record.get("monitor") == self.monitor and record.get("mode") == self.mode:
+            self.best = record.get("best")
+
+    def on_epoch_end(self, model: Any, epoch: int, logs: dict | None = None) -> None:
+        """Save after epoch `epoch` (1-based count of completed epochs) when due."""
+        logs = dict(logs or {})
+        if epoch % self.every:
+            return
+        value = logs.get(self.monitor)
+        if value is not None:
+            value = float(value)
+        if self.save_best_only:
+            if value is None:
+                if not self._warned:
+                    warnings.warn(
+                        f"Checkpoint: {self.monitor!r} is not in the epoch logs "
+                        f"({', '.join(logs) or 'none'}); nothing is saved",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    self._warned = True
+                return
+            if not self._improved(value):
+                return
+        if value is not None and self._improved(value):
+            self.best = value
+        path = self.path.format(epoch=epoch, **logs) if "{" in self.path else self.path
+        record = {"monitor": self.monitor, "mode": self.mode, "best": self.best, "epoch": epoch}
+        self.last_saved = save(path, model, metadata={"checkpoint": record})
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Everything `fit(..., resume_from=path)` needs, as a dict of host parts.
+
+    Keys: "network" (the layer spec), "input_shape", "params", "state", "optimizer"
+    (config dict or None), "opt_state", "epoch" (completed epochs), "history" (dict of
+    lists), "rng_state" (dict or None) and "metadata" (the whole metadata dict).
+    Raises ModelFormatError for a bad file.
+    """
+    saved = read_model(path)
+    metadata = saved.metadata
+    return {
+        "network": saved.layer,
+        "input_shape": saved.input_shape,
+        "params": saved.params,
+        "state": saved.state,
+        "optimizer": saved.optimizer,
+        "opt_state": saved.optimizer_state,
+        "epoch": int(metadata.get("epoch", 0) or 0),
+        "history": {key: list(values) for key, values in (metadata.get("history") or {}).items()},
+        "rng_state": metadata.get("rng_state"),
+        "metadata": metadata,
+    }

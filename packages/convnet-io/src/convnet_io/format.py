@@ -1,0 +1,564 @@
+"""The convnet model file, format version 1: `save`, `load` and the `SavedModel` parts.
+
+One file holds everything needed to rebuild a model bit for bit:
+
+    root attributes  format = "convnet", format_version = 1, writer ("convnet-io 0.1.0"),
+                     architecture (JSON of `layer_to_config`), input_shape (JSON list or
+                     null), metadata (JSON: epoch, history, loss_name, rng_state, ...),
+                     checksum ("sha256:..." over every attribute and array)
+    params/          attribute tree (JSON structure, see `convnet_io.treedef`); the arrays
+    state/           the same for the layer state (BatchNorm running statistics, ...)
+    optimizer/       optional: attribute config (JSON of `optim.to_config`), and
+    optimizer/state/ the optimizer state tree and arrays
+
+The container is HDF5 when h5py is installed and the path does not end in ".npz";
+otherwise an NPZ with the same layout (`convnet_io.storage`). Loading checks, in order:
+the container, the format and its version, the checksum, the architecture (every class
+registered), and that the arrays agree with the architecture in structure, shape and
+dtype and are finite. Anything wrong raises `ModelFormatError`; nothing in the file is
+ever executed (JSON and raw arrays only, no pickles).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from typing import Any
+
+import attrs
+import numpy
+
+from . import __version__, storage, treedef
+from .atomic import atomic_path
+from .errors import ModelFormatError
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "SavedModel",
+    "load",
+    "read_raw",
+    "save",
+    "write_raw",
+]
+
+FORMAT_NAME = "convnet"
+FORMAT_VERSION = 1
+GROUPS = ("params", "state", "optimizer/state")
+
+
+@attrs.frozen
+class SavedModel:
+    """Everything a model file holds, as plain parts (host NumPy arrays).
+
+    Attributes:
+        layer: the network spec (usually a `Sequential`).
+        params, state: pytrees shaped as `layer.init` makes them.
+        input_shape: per-sample input shape (no batch axis), or None when not saved.
+        optimizer: the optimizer config dict (`optim.to_config`) or None.
+        optimizer_state: the optimizer state pytree or None.
+        metadata: dict: epoch, history, loss_name, rng_state and anything the caller added.
+        source: "convnet", or "convnet-numpy" for a converted file of the old project.
+    """
+
+    layer: Any
+    params: Any
+    state: Any
+    input_shape: tuple[int, ...] | None = None
+    optimizer: dict | None = None
+    optimizer_state: Any = None
+    metadata: dict = attrs.field(factory=dict)
+    source: str = FORMAT_NAME
+
+    def to_model(self):
+        """A `convnet_core.Model` holding these parts (optimizer restored when saved)."""
+        return _to_model(self)
+
+
+# ---------------------------------------------------------------------------------------
+# JSON helpers
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, numpy.generic):
+        return value.item()
+    if isinstance(value, numpy.ndarray) or hasattr(value, "__cuda_array_interface__"):
+        return treedef._host(value).tolist()
+    raise TypeError(f"cannot store a {type(value).__name__} in the file's JSON")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Checksum
+
+
+def checksum(attributes: dict[str, dict[str, Any]], arrays: dict[str, numpy.ndarray]) -> str:
+    """SHA-256 over every attribute (but the root "checksum") and every array.
+
+    Attributes enter as JSON [group, name, value]; arrays as JSON [path, dtype, shape]
+    followed by their bytes in C order. Any flipped byte of content changes it.
+    """
+    digest = hashlib.sha256()
+    for group in sorted(attributes):
+        for name in sorted(attributes[group]):
+            if group == "" and name == "checksum":
+                continue
+            digest.update(json.dumps([group, name, attributes[group][name]]).encode())
+    for path in sorted(arrays):
+        array = numpy.ascontiguousarray(arrays[path])
+        digest.update(json.dumps([path, array.dtype.str, list(array.shape)]).encode())
+        digest.update(array.reshape(-1).view(numpy.uint8).data)
+    return "sha256:" + digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# Raw layout (attributes + arrays), for tools and tests
+
+
+def _container_for(path: str) -> str:
+    if path.lower().endswith(".npz"):
+        return "npz"
+    return "hdf5" if storage.H5PY_AVAILABLE else "npz"
+
+
+def write_raw(
+    path: str | os.PathLike,
+    attributes: dict[str, dict[str, Any]],
+    arrays: dict[str, numpy.ndarray],
+    *,
+    container: str | None = None,
+) -> str:
+    """Write a layout atomically, with its checksum recomputed. Returns the path written.
+
+    `container` is "hdf5" or "npz" (default: from the path and whether h5py is present).
+    Without h5py a non-.npz path gets ".npz" appended (as ConvNet-NumPy did), with a warning.
+    """
+    path = os.fspath(path)
+    container = container or _container_for(path)
+    if container == "npz" and not path.lower().endswith(".npz") and not storage.H5PY_AVAILABLE:
+        warnings.warn(
+            f"h5py is not installed: saving {path} as {path}.npz (pip install h5py for HDF5)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        path = path + ".npz"
+    attributes = {group: dict(values) for group, values in attributes.items()}
+    attributes.setdefault("", {})["checksum"] = checksum(attributes, arrays)
+    writer = storage.write_hdf5 if container == "hdf5" else storage.write_npz
+    with atomic_path(path) as temporary:
+        writer(temporary, attributes, arrays)
+    return path
+
+
+def _resolve(path: str) -> str:
+    """`path`, or `path + ".npz"` when only that exists (a model saved without h5py)."""
+    if not os.path.exists(path) and os.path.exists(path + ".npz"):
+        return path + ".npz"
+    return path
+
+
+def read_raw(path: str | os.PathLike) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(attributes, arrays) of any HDF5/NPZ file, unchecked. ModelFormatError when unreadable."""
+    path = _resolve(os.fspath(path))
+    kind = _sniff(path)
+    try:
+        with storage.open_reader(path, kind) as reader:
+            return reader.attributes(), {key: reader.read(key) for key in reader.array_paths()}
+    except (ModelFormatError, ImportError):
+        raise
+    except Exception as error:
+        raise ModelFormatError(path, _describe(error)) from error
+
+
+def _sniff(path: str) -> str:
+    kind = storage.container_of(path)  # FileNotFoundError for a missing file
+    if kind is None:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        raise ModelFormatError(
+            path, f"not a model file: neither HDF5 nor NPZ (it starts with {head!r})"
+        )
+    return kind
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or "no details"
+    return f"the file is corrupted or truncated ({type(error).__name__}: {text})"
+
+
+# ---------------------------------------------------------------------------------------
+# Saving
+
+
+def _model_parts(model: Any) -> dict[str, Any]:
+    if getattr(model, "params", None) is None:
+        raise ValueError(
+            "the model has no parameters yet: build it (model.build(input_shape)) or fit it "
+            "before saving"
+        )
+    metadata: dict[str, Any] = {
+        "epoch": int(getattr(model, "epoch", 0) or 0),
+        "history": dict(getattr(model, "history", None) or {}),
+        "loss_name": getattr(model, "loss_name", None),
+    }
+    if hasattr(model, "get_rng_state"):
+        metadata["rng_state"] = model.get_rng_state()
+    return {
+        "layer": model.network,
+        "params": model.params,
+        "state": model.state,
+        "input_shape": getattr(model, "input_shape", None),
+        "optimizer": getattr(model, "optimizer", None),
+        "optimizer_state": getattr(model, "opt_state", None),
+        "metadata": metadata,
+    }
+
+
+def _optimizer_config(optimizer: Any) -> dict | None:
+    if optimizer is None or isinstance(optimizer, dict):
+        return optimizer
+    from convnet_core import optim
+
+    return optim.to_config(optimizer)
+
+
+def save(
+    path: str | os.PathLike,
+    model: Any = None,
+    *,
+    layer: Any = None,
+    params: Any = None,
+    state: Any = None,
+    optimizer: Any = None,
+    optimizer_state: Any = None,
+    metadata: dict | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> str:
+    """Save a model, or its parts, to one file, atomically. Returns the path written.
+
+    Either `save(path, model)` with a `convnet_core.Model` (its network, params, state,
+    optimizer and its state, epoch, history, loss and RNG state), or the functional form
+    `save(path, layer=..., params=..., state=..., input_shape=...)`. Keywords given with a
+    model override what the model holds; `metadata` entries are added to the model's.
+
+    The file is HDF5 unless the path ends in ".npz" or h5py is missing (then NPZ). Arrays
+    on the GPU are copied to the host. Raises ValueError when the parts disagree with the
+    architecture or hold NaN/inf, so no file is written that `load` would refuse.
+    """
+    parts: dict[str, Any] = _model_parts(model) if model is not None else {"metadata": {}}
+    given = {
+        "layer": layer,
+        "params": params,
+        "state": state,
+        "optimizer": optimizer,
+        "optimizer_state": optimizer_state,
+        "input_shape": input_shape,
+    }
+    parts.update({key: value for key, value in given.items() if value is not None})
+    parts["metadata"] = {**parts.get("metadata", {}), **(metadata or {})}
+    if parts.get("layer") is None:
+        raise ValueError("save needs a model, or layer= and params=")
+    if parts.get("params") is None:
+        raise ValueError("save needs params= (the layer's parameters) or a built model")
+    if parts.get("state") is None:
+        parts["state"] = treedef_empty_like(parts["params"])
+    attributes, arrays = _layout(parts, os.fspath(path))
+    return write_raw(path, attributes, arrays)
+
+
+def treedef_empty_like(params: Any) -> Any:
+    """A state of empty dicts shaped like `params` (for layers that keep no state)."""
+    if isinstance(params, dict):
+        return {}
+    if isinstance(params, (tuple, list)):
+        return type(params)(treedef_empty_like(child) for child in params)
+    return {}
+
+
+def _layout(parts: dict[str, Any], path: str):
+    from convnet_core.layers import layer_to_config
+
+    layer = parts["layer"]
+    shape = parts.get("input_shape")
+    shape = None if shape is None else [int(d) for d in shape]
+    attributes: dict[str, dict[str, Any]] = {
+        "": {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "writer": f"convnet-io {__version__}",
+            "architecture": _dumps(layer_to_config(layer)),
+            "input_shape": _dumps(shape),
+            "metadata": _dumps(parts["metadata"]),
+        }
+    }
+    arrays: dict[str, numpy.ndarray] = {}
+    trees = {"params": parts["params"], "state": parts["state"]}
+    config = _optimizer_config(parts.get("optimizer"))
+    if config is not None or parts.get("optimizer_state") is not None:
+        attributes["optimizer"] = {"config": _dumps(config)}
+        if parts.get("optimizer_state") is not None:
+            trees["optimizer/state"] = parts["optimizer_state"]
+    encoded = {}
+    for group, tree in trees.items():
+        structure, leaves = treedef.encode(tree)
+        encoded[group] = (structure, leaves)
+        attributes[group] = {"tree": _dumps(structure)}
+        arrays.update({f"{group}/{key}": value for key, value in leaves.items()})
+    problem = _check_parts(layer, shape, encoded["params"], encoded["state"])
+    if problem:
+        raise ValueError(f"not saving {path}: {problem}")
+    return attributes, arrays
+
+
+# ---------------------------------------------------------------------------------------
+# Checks shared by save and load
+
+
+def _first_float_dtype(leaves: dict[str, Any]) -> numpy.dtype:
+    for value in leaves.values():
+        if value.dtype.kind == "f":
+            return value.dtype
+    return numpy.dtype("float32")
+
+
+def _check_parts(layer, input_shape, params_encoded, state_encoded, info=None) -> str | None:
+    """None when params/state agree with the architecture and are finite, else the problem.
+
+    `params_encoded` and `state_encoded` are (structure, {path: array-or-(shape, dtype)}).
+    Without an input shape only finiteness is checked (the shapes cannot be inferred).
+    """
+    import convnet_core
+
+    for group, (_, leaves) in (("params", params_encoded), ("state", state_encoded)):
+        for key, value in leaves.items():
+            if isinstance(value, numpy.ndarray) and value.dtype.kind in "fc":
+                if not numpy.isfinite(value).all():  # host
+                    bad = int(value.size - numpy.isfinite(value).sum())  # host
+                    return f"{group}/{key} holds {bad} NaN or infinite values"
+    if input_shape is None:
+        return None
+    dtype = _first_float_dtype(params_encoded[1])
+    try:
+        ref_params, ref_state = convnet_core.init(layer, tuple(input_shape), rng=0, dtype=dtype)
+    except ValueError as error:
+        return f"the architecture does not accept the input shape {tuple(input_shape)}: {error}"
+    for group, reference, (structure, leaves) in (
+        ("params", ref_params, params_encoded),
+        ("state", ref_state, state_encoded),
+    ):
+        ref_structure, ref_leaves = treedef.encode(reference)
+        if ref_structure != structure or list(ref_leaves) != list(leaves):
+            return (
+                f"{group}: the architecture has {len(ref_leaves)} arrays "
+                f"({', '.join(ref_leaves) or 'none'}) but the file has {len(leaves)} "
+                f"({', '.join(leaves) or 'none'})"
+            )
+        for key, ref in ref_leaves.items():
+            value = leaves[key]
+            shape, dtype_ = (value.shape, value.dtype) if hasattr(value, "dtype") else value
+            if tuple(shape) != ref.shape:
+                return (
+                    f"{group}/{key} has shape {tuple(shape)} but the architecture needs {ref.shape}"
+                )
+            if numpy.dtype(dtype_) != ref.dtype:
+                return f"{group}/{key} has dtype {dtype_} but the architecture needs {ref.dtype}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def _json_attribute(path: str, attributes: dict[str, Any], group: str, name: str) -> Any:
+    where = f"{group}/{name}" if group else name
+    if name not in attributes:
+        raise ModelFormatError(path, f"the attribute {where!r} is missing")
+    value = attributes[name]
+    if not isinstance(value, str):
+        raise ModelFormatError(path, f"the attribute {where!r} is not a JSON string")
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        problem = f"the attribute {where!r} is not valid JSON: {error}"
+        raise ModelFormatError(path, problem) from None
+
+
+def _input_shape(path: str, value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not (
+        isinstance(value, list)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
+    ):
+        raise ModelFormatError(path, f"input_shape {value!r} is not a list of positive ints")
+    return tuple(value)
+
+
+def _layer(path: str, architecture: Any) -> Any:
+    from convnet_core.layers import layer_from_config
+
+    try:
+        return layer_from_config(architecture)
+    except ValueError as error:
+        raise ModelFormatError(path, f"bad architecture: {error}") from None
+    except Exception as error:
+        raise ModelFormatError(path, f"bad architecture: {_describe(error)}") from error
+
+
+def load(path: str | os.PathLike, *, parts: bool = False, input_shape=None):
+    """Load a model file written by `save` (or by ConvNet-NumPy, converted).
+
+    Returns a `convnet_core.Model`, or with `parts=True` a `SavedModel` of host NumPy
+    arrays. `input_shape` (per sample, channels first) is needed only for files that did
+    not store one: ConvNet-NumPy files default to MNIST's (1, 28, 28).
+
+    Raises ModelFormatError (a ValueError) naming the file and the problem for anything
+    wrong with the file, FileNotFoundError when there is no file.
+    """
+    saved = read_model(path, input_shape=input_shape)
+    return saved if parts else saved.to_model()
+
+
+def read_model(path: str | os.PathLike, *, input_shape=None) -> SavedModel:
+    """The `SavedModel` in `path` (see `load`)."""
+    path = _resolve(os.fspath(path))
+    kind = _sniff(path)
+    try:
+        with storage.open_reader(path, kind) as reader:
+            attributes = reader.attributes()
+            if "format" not in attributes.get("", {}):
+                from . import legacy
+
+                if legacy.is_legacy(path, reader):
+                    return legacy.read(path, reader, input_shape=input_shape)
+                raise ModelFormatError(
+                    path, "not a convnet model file (no 'format' attribute at the root)"
+                )
+            return _read_v1(path, reader, attributes, input_shape)
+    except (ModelFormatError, ImportError):
+        raise
+    except Exception as error:
+        raise ModelFormatError(path, _describe(error)) from error
+
+
+def _read_v1(path: str, reader: storage.Reader, attributes, input_shape) -> SavedModel:
+    root = attributes[""]
+    if root["format"] != FORMAT_NAME:
+        raise ModelFormatError(path, f"format is {root['format']!r}, expected {FORMAT_NAME!r}")
+    version = root.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise ModelFormatError(path, f"bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelFormatError(
+            path,
+            f"format_version {version} is newer than this convnet-io {__version__} reads "
+            f"(up to {FORMAT_VERSION}); upgrade convnet-io",
+        )
+    if "checksum" not in root:
+        raise ModelFormatError(path, "the checksum attribute is missing")
+
+    # Read every array (sizes bounded by the file), then prove nothing changed.
+    arrays = {key: reader.read(key) for key in reader.array_paths()}
+    if checksum(attributes, arrays) != root["checksum"]:
+        raise ModelFormatError(path, "checksum mismatch: the file is corrupted")
+
+    layer = _layer(path, _json_attribute(path, root, "", "architecture"))
+    stored_shape = _input_shape(path, _json_attribute(path, root, "", "input_shape"))
+    if input_shape is not None and stored_shape is not None:
+        if tuple(input_shape) != stored_shape:
+            raise ModelFormatError(
+                path, f"saved for input shape {stored_shape}, not {tuple(input_shape)}"
+            )
+    shape = stored_shape if stored_shape is not None else input_shape
+    metadata = _json_attribute(path, root, "", "metadata")
+    if not isinstance(metadata, dict):
+        raise ModelFormatError(path, "metadata is not a JSON object")
+
+    groups = ["params", "state"]
+    optimizer_config = None
+    if "optimizer" in attributes:
+        optimizer_config = _json_attribute(path, attributes["optimizer"], "optimizer", "config")
+        if optimizer_config is not None and not isinstance(optimizer_config, dict):
+            raise ModelFormatError(path, "the optimizer config is not a JSON object")
+        if "optimizer/state" in attributes:
+            groups.append("optimizer/state")
+
+    trees: dict[str, tuple[Any, dict[str, numpy.ndarray]]] = {}
+    described: set[str] = set()
+    for group in groups:
+        if group not in attributes:
+            raise ModelFormatError(path, f"the group {group!r} is missing")
+        structure = _json_attribute(path, attributes[group], group, "tree")
+        try:
+            paths = treedef.leaf_paths(structure)
+        except ValueError as error:
+            raise ModelFormatError(path, f"{group}: bad tree structure: {error}") from None
+        missing = [p for p in paths if f"{group}/{p}" not in arrays]
+        if missing:
+            raise ModelFormatError(path, f"{group}: arrays missing from the file: {missing}")
+        trees[group] = (structure, {p: arrays[f"{group}/{p}"] for p in paths})
+        described.update(f"{group}/{p}" for p in paths)
+    extra = sorted(set(arrays) - described)
+    if extra:
+        raise ModelFormatError(path, f"arrays the file does not describe: {extra}")
+
+    problem = _check_parts(layer, shape, trees["params"], trees["state"])
+    if problem:
+        raise ModelFormatError(path, problem)
+
+    rebuilt = {group: treedef.decode(*trees[group]) for group in trees}
+    return SavedModel(
+        layer=layer,
+        params=rebuilt["params"],
+        state=rebuilt["state"],
+        input_shape=shape,
+        optimizer=optimizer_config,
+        optimizer_state=rebuilt.get("optimizer/state"),
+        metadata=metadata,
+        source=FORMAT_NAME,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Parts -> Model
+
+
+def _to_model(saved: SavedModel):
+    try:
+        from convnet_core import Model
+    except ImportError as error:  # pragma: no cover - depends on the core version
+        raise ImportError(
+            "loading as a Model needs convnet_core.Model; use load(path, parts=True)"
+        ) from error
+    from convnet_core.layers import Sequential
+
+    network, params, state = saved.layer, saved.params, saved.state
+    opt_state = saved.optimizer_state
+    if not isinstance(network, Sequential):  # a Model always holds a Sequential
+        network, params, state, opt_state = Sequential((network,)), (params,), (state,), None
+    optimizer = None
+    if saved.optimizer is not None:
+        from convnet_core import optim
+
+        optimizer = optim.from_config(saved.optimizer)
+    metadata = saved.metadata
+    model = Model.from_parts(
+        network,
+        params,
+        state,
+        saved.input_shape,
+        optimizer=optimizer,
+        opt_state=opt_state if optimizer is not None else None,
+        loss_name=metadata.get("loss_name"),
+        history=metadata.get("history"),
+        epoch=int(metadata.get("epoch", 0) or 0),
+    )
+    rng_state = metadata.get("rng_state")
+    if rng_state is not None and hasattr(model, "set_rng_state"):
+        model.set_rng_state(rng_state)
+    return model

@@ -1,0 +1,5 @@
+"""placeholder"""
+
+
+def export_onnx(*a, **k):
+    raise NotImplementedError

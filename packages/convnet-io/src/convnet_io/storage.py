@@ -1,0 +1,291 @@
+"""The two containers a model file can be: HDF5 (through h5py) or NPZ (a zip of .npy files).
+
+Both hold the same layout: *attributes* (str or int values) attached to groups, and
+*arrays* at slash-separated paths ("params/0/W"). In HDF5 groups and attributes are native.
+In an NPZ, the array at "params/0/W" is the member "params/0/W.npy", and the attribute
+`name` of group `g` is the 0-d array member "g/.attrs/name.npy" ("".attrs/name" at the
+root); strings are 0-d unicode arrays, so nothing is ever pickled.
+
+Writers take `attributes: {group: {name: value}}` and `arrays: {path: ndarray}`. Readers
+(`open_reader`) expose the same two views and check every array's declared size against
+the file before reading it, so a corrupted header cannot make us allocate gigabytes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from typing import Any
+
+import numpy
+
+from .treedef import ARRAY_KINDS
+
+__all__ = [
+    "HDF5_SIGNATURE",
+    "H5PY_AVAILABLE",
+    "Reader",
+    "container_of",
+    "open_reader",
+    "write_hdf5",
+    "write_npz",
+]
+
+try:
+    import h5py
+except ImportError:  # the NPZ fallback
+    h5py = None
+
+H5PY_AVAILABLE = h5py is not None
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+ATTRS = ".attrs"
+# Compressed members may legitimately expand; beyond this ratio a size is not believable.
+MAX_EXPANSION = 64
+SLACK_BYTES = 1 << 20
+
+
+def container_of(path: str | os.PathLike) -> str | None:
+    """ "hdf5", "npz" or None, from the first bytes of the file."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head == HDF5_SIGNATURE:
+        return "hdf5"
+    if head[:4] in ZIP_SIGNATURES:
+        return "npz"
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+
+
+def write_hdf5(path: str, attributes: dict[str, dict[str, Any]], arrays: dict[str, Any]) -> None:
+    """Write groups, attributes and arrays to a new HDF5 file at `path` (uncompressed)."""
+    if h5py is None:
+        raise ImportError("writing HDF5 needs h5py: pip install h5py (or save to a .npz path)")
+    with h5py.File(path, "w") as f:
+        for group, attrs in attributes.items():
+            node = f.require_group(group) if group else f
+            for name, value in attrs.items():
+                node.attrs[name] = value
+        for key, array in arrays.items():
+            f.create_dataset(key, data=array)
+
+
+def _npz_member(zf: zipfile.ZipFile, key: str, array: numpy.ndarray) -> None:
+    with zf.open(key + ".npy", "w", force_zip64=True) as member:
+        numpy.lib.format.write_array(member, numpy.asanyarray(array), allow_pickle=False)
+
+
+def write_npz(path: str, attributes: dict[str, dict[str, Any]], arrays: dict[str, Any]) -> None:
+    """Write the same layout as an NPZ (uncompressed zip of .npy members) at `path`."""
+    with open(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+        for group, attrs in attributes.items():
+            prefix = f"{group}/{ATTRS}" if group else ATTRS
+            for name, value in attrs.items():
+                _npz_member(zf, f"{prefix}/{name}", numpy.array(value))
+        for key, array in arrays.items():
+            _npz_member(zf, key, array)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+
+
+def _attribute_value(value: Any) -> Any:
+    """An attribute as a Python str or int (h5py and NPZ hand back various types)."""
+    if isinstance(value, numpy.ndarray):
+        if value.shape != ():
+            raise ValueError(f"an attribute must be a scalar, got an array of shape {value.shape}")
+        value = value[()]
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, numpy.str_):
+        return str(value)
+    if isinstance(value, (numpy.integer, numpy.bool_)):
+        return int(value)
+    if isinstance(value, (str, int)):
+        return value
+    raise ValueError(f"unexpected attribute value of type {type(value).__name__}")
+
+
+class Reader:
+    """Read-only view of a model file: `attributes()`, `array_paths()`, `info()`, `read()`."""
+
+    kind = ""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.file_size = os.path.getsize(path)
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def attributes(self) -> dict[str, dict[str, Any]]:
+        """{group: {name: str or int}} for every group that has attributes ("" = root)."""
+        raise NotImplementedError
+
+    def array_paths(self) -> list[str]:
+        """Every array path in the file, sorted."""
+        raise NotImplementedError
+
+    def info(self, key: str) -> tuple[tuple[int, ...], numpy.dtype]:
+        """(shape, dtype) of the array at `key`, without reading its data."""
+        raise NotImplementedError
+
+    def read(self, key: str) -> numpy.ndarray:
+        """The array at `key` as a NumPy array (0-d arrays stay arrays)."""
+        raise NotImplementedError
+
+    def _check_size(self, key: str, shape: tuple[int, ...], dtype: numpy.dtype, limit: int):
+        if dtype.kind not in ARRAY_KINDS:
+            raise ValueError(f"array {key!r} has unsupported dtype {dtype}")
+        nbytes = int(numpy.prod(shape, dtype=object)) * dtype.itemsize  # host
+        if nbytes > limit:
+            raise ValueError(f"array {key!r} claims {nbytes} bytes, more than the file can hold")
+
+
+class HDF5Reader(Reader):
+    kind = "hdf5"
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        if h5py is None:
+            raise ImportError(f"{path} is an HDF5 file; reading it needs h5py: pip install h5py")
+        self._file = h5py.File(path, "r")
+        self._datasets: dict[str, Any] = {}
+        self._groups: dict[str, Any] = {"": self._file}
+
+        def visit(name: str, node: Any) -> None:
+            if isinstance(node, h5py.Dataset):
+                self._datasets[name] = node
+            elif isinstance(node, h5py.Group):
+                self._groups[name] = node
+            else:  # pragma: no cover - h5py only yields groups and datasets
+                raise ValueError(f"unexpected HDF5 object at {name!r}")
+
+        self._file.visititems(visit)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def attributes(self) -> dict[str, dict[str, Any]]:
+        result = {}
+        for name, group in self._groups.items():
+            attrs = {key: _attribute_value(group.attrs[key]) for key in group.attrs}
+            if attrs:
+                result[name] = attrs
+        return result
+
+    def array_paths(self) -> list[str]:
+        return sorted(self._datasets)
+
+    def info(self, key: str) -> tuple[tuple[int, ...], numpy.dtype]:
+        dataset = self._datasets[key]
+        return tuple(int(d) for d in dataset.shape), numpy.dtype(dataset.dtype)
+
+    def read(self, key: str) -> numpy.ndarray:
+        dataset = self._datasets[key]
+        shape, dtype = self.info(key)
+        contiguous = dataset.chunks is None
+        limit = self.file_size if contiguous else MAX_EXPANSION * self.file_size + SLACK_BYTES
+        self._check_size(key, shape, dtype, limit)
+        array = numpy.asarray(dataset[()])
+        if array.shape != shape or array.dtype != dtype:
+            raise ValueError(f"array {key!r} read back as {array.dtype}{array.shape}")
+        return array
+
+
+class NPZReader(Reader):
+    kind = "npz"
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self._zip = zipfile.ZipFile(path, "r")
+        self._members: dict[str, zipfile.ZipInfo] = {}
+        for member in self._zip.infolist():
+            if not member.filename.endswith(".npy"):
+                raise ValueError(f"unexpected member {member.filename!r} in the NPZ archive")
+            limit = MAX_EXPANSION * self.file_size + SLACK_BYTES
+            if member.file_size > limit:
+                raise ValueError(f"member {member.filename!r} claims {member.file_size} bytes")
+            self._members[member.filename[: -len(".npy")]] = member
+        self._headers: dict[str, tuple[tuple[int, ...], numpy.dtype]] = {}
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def _header(self, key: str) -> tuple[tuple[int, ...], numpy.dtype]:
+        """(shape, dtype) from a member's .npy header, checked against the member's size."""
+        if key not in self._headers:
+            member = self._members[key]
+            with self._zip.open(member) as stream:
+                version = numpy.lib.format.read_magic(stream)
+                if version == (1, 0):
+                    shape, _, dtype = numpy.lib.format.read_array_header_1_0(stream)
+                elif version == (2, 0):
+                    shape, _, dtype = numpy.lib.format.read_array_header_2_0(stream)
+                else:
+                    raise ValueError(f"member {key!r} has unsupported .npy version {version}")
+                header_bytes = stream.tell()
+            shape = tuple(int(d) for d in shape)
+            self._check_size(key, shape, dtype, member.file_size - header_bytes)
+            self._headers[key] = (shape, dtype)
+        return self._headers[key]
+
+    def _load(self, key: str) -> numpy.ndarray:
+        """Read one member (no pickles) after checking its header."""
+        shape, dtype = self._header(key)
+        data = self._zip.read(self._members[key])  # checks the CRC
+        array = numpy.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+        if array.shape != shape or array.dtype != dtype:
+            raise ValueError(f"member {key!r} read back as {array.dtype}{array.shape}")
+        return array
+
+    def _check_size(self, key, shape, dtype, limit):
+        if dtype.kind == "U":  # attributes are 0-d strings
+            if shape != ():
+                raise ValueError(f"member {key!r} holds a string array")
+            if dtype.itemsize > limit:
+                raise ValueError(f"member {key!r} is truncated")
+            return
+        super()._check_size(key, shape, dtype, limit)
+
+    def attributes(self) -> dict[str, dict[str, Any]]:
+        result: dict[str, dict[str, Any]] = {}
+        for key in self._members:
+            group, _, name = key.rpartition("/")
+            if group == ATTRS:
+                owner = ""
+            elif group.endswith("/" + ATTRS):
+                owner = group[: -len(ATTRS) - 1]
+            else:
+                continue
+            result.setdefault(owner, {})[name] = _attribute_value(self._load(key))
+        return result
+
+    def array_paths(self) -> list[str]:
+        return sorted(
+            key for key in self._members if not (key.startswith(ATTRS + "/") or f"/{ATTRS}/" in key)
+        )
+
+    def info(self, key: str) -> tuple[tuple[int, ...], numpy.dtype]:
+        return self._header(key)
+
+    def read(self, key: str) -> numpy.ndarray:
+        if self._header(key)[1].kind not in ARRAY_KINDS:
+            raise ValueError(f"array {key!r} has unsupported dtype {self._header(key)[1]}")
+        return self._load(key)
+
+
+def open_reader(path: str, kind: str) -> Reader:
+    """A reader for `path`, of `kind` "hdf5" or "npz" (see `container_of`)."""
+    return HDF5Reader(path) if kind == "hdf5" else NPZReader(path)
