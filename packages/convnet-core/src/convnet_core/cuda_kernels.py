@@ -1,0 +1,327 @@
+"""GPU fast paths, each written next to the NumPy reference it must match.
+
+On a GPU, CuPy runs every array expression as its own kernel: `dy * (y > 0)` is two
+launches and a temporary boolean array, and an Adam step over one parameter is about a
+dozen. For element-wise work the cost is memory traffic, so fusing a chain of operations
+into one kernel that reads each input once and writes each output once is what pays.
+
+Three fast paths live here:
+
+- `fused_adam_update`: the whole Adam step for one parameter array (weight decay, both
+  moments, bias correction, the update) in one `cupy.ElementwiseKernel`. Reference:
+  `adam_update_reference`, which is the arithmetic of `convnet_core.optim.Adam`.
+- `fused_relu_forward` / `fused_relu_backward`: ReLU and its gradient as one kernel each.
+  References: `relu_forward_reference`, `relu_backward_reference` (the arithmetic of
+  `Activation("relu")`).
+- `col2im_gather`: the adjoint of im2col as one `cupy.RawKernel` with one thread per input
+  pixel that gathers the window entries which read that pixel (no atomics, so the sums
+  are deterministic). Reference: `col2im_loop`, the strided-add loop over kernel offsets
+  that `convnet_core.ops.col2im` runs (on NumPy and, by default, on CuPy).
+
+Importing this module never imports CuPy: each kernel is compiled on first use and kept in
+a module-level cache, so it is built once per process (and per dtype for col2im).
+`benchmarks/bench_gpu.py --kernels` times every fast path against its reference on a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+__all__ = [
+    "adam_update_reference",
+    "col2im_gather",
+    "col2im_loop",
+    "fused_adam_update",
+    "fused_relu_backward",
+    "fused_relu_forward",
+    "relu_backward_reference",
+    "relu_forward_reference",
+]
+
+# name -> compiled kernel, filled on first use (compiling takes a moment; do it once)
+_KERNELS: dict[str, Any] = {}
+
+
+def _cached(name: str, build: Any) -> Any:
+    """The kernel called `name`, built by `build()` the first time it is asked for."""
+    kernel = _KERNELS.get(name)
+    if kernel is None:
+        kernel = _KERNELS[name] = build()
+    return kernel
+
+
+def _cupy() -> Any:
+    import cupy  # deferred: convnet_core must import without CuPy
+
+    return cupy
+
+
+# ---------------------------------------------------------------------------------------
+# Adam
+
+
+def adam_update_reference(
+    param: Any,
+    grad: Any,
+    m: Any,
+    v: Any,
+    *,
+    step_size: Any,
+    inv_sqrt_bias2: Any,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float = 0.0,
+    decay_factor: Any = None,
+    xp: Any = numpy,
+) -> tuple[Any, Any, Any]:
+    """One Adam step for one parameter array, as `convnet_core.optim.Adam` computes it.
+
+    With g = grad + weight_decay · param (L2, skipped when weight_decay is 0):
+
+        m' = β1·m + (1-β1)·g
+        v' = β2·v + (1-β2)·g²
+        param' = param·decay_factor - step_size · m' / (sqrt(v')·inv_sqrt_bias2 + eps)
+
+    where step_size = lr / (1 - β1ᵗ), inv_sqrt_bias2 = 1 / sqrt(1 - β2ᵗ) (0-d arrays or
+    floats) and decay_factor = 1 - lr·weight_decay for AdamW's decoupled decay (None for
+    Adam). All arrays share one shape; returns (param', m', v').
+    """
+    g = grad + weight_decay * param if weight_decay else grad
+    m = beta1 * m + (1.0 - beta1) * g
+    v = beta2 * v + (1.0 - beta2) * (g * g)
+    denom = xp.sqrt(v) * inv_sqrt_bias2 + eps
+    if decay_factor is not None:
+        param = param * decay_factor
+    return param - step_size * (m / denom), m, v
+
+
+_ADAM_SOURCE = """
+    T g = grad + weight_decay * param;
+    T m_new = beta1 * m + one_minus_beta1 * g;
+    T v_new = beta2 * v + one_minus_beta2 * (g * g);
+    T denom = sqrt(v_new) * inv_sqrt_bias2 + eps;
+    param_out = param * decay_factor - step_size * (m_new / denom);
+    m_out = m_new;
+    v_out = v_new;
+"""
+
+
+def _adam_kernel() -> Any:
+    cupy = _cupy()
+    return cupy.ElementwiseKernel(
+        "T param, T grad, T m, T v, T step_size, T inv_sqrt_bias2, T decay_factor, "
+        "float32 beta1, float32 one_minus_beta1, float32 beta2, float32 one_minus_beta2, "
+        "float32 eps, float32 weight_decay",
+        "T param_out, T m_out, T v_out",
+        _ADAM_SOURCE,
+        "convnet_fused_adam",
+    )
+
+
+def fused_adam_update(
+    param: Any,
+    grad: Any,
+    m: Any,
+    v: Any,
+    *,
+    step_size: Any,
+    inv_sqrt_bias2: Any,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float = 0.0,
+    decay_factor: Any = None,
+) -> tuple[Any, Any, Any]:
+    """`adam_update_reference` on CuPy arrays in one kernel: 4 reads and 3 writes per element.
+
+    `step_size`, `inv_sqrt_bias2` and `decay_factor` may be 0-d device arrays (they are
+    cast to the parameter's dtype on the device, so nothing is copied to the host).
+    Returns new arrays (param', m', v'); the inputs are left untouched.
+    """
+    cupy = _cupy()
+    dtype = param.dtype
+
+    def scalar(value: Any) -> Any:  # a 0-d device array of the parameter's dtype
+        return cupy.asarray(value).astype(dtype, copy=False)
+
+    decay = 1.0 if decay_factor is None else decay_factor
+    kernel = _cached("adam", _adam_kernel)
+    return kernel(
+        param,
+        grad,
+        m,
+        v,
+        scalar(step_size),
+        scalar(inv_sqrt_bias2),
+        scalar(decay),
+        beta1,
+        1.0 - beta1,
+        beta2,
+        1.0 - beta2,
+        eps,
+        weight_decay,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# ReLU
+
+
+def relu_forward_reference(x: Any, *, xp: Any = numpy) -> Any:
+    """ReLU: y = max(x, 0), element-wise (NaN stays NaN)."""
+    return xp.maximum(x, 0)
+
+
+def relu_backward_reference(y: Any, dy: Any, *, xp: Any = numpy) -> Any:
+    """ReLU's gradient from its output: dx = dy · [y > 0] (so inf·0 gives NaN, as in NumPy)."""
+    return dy * (y > 0)
+
+
+def _relu_forward_kernel() -> Any:
+    cupy = _cupy()
+    # `x != x` is true only for NaN, which maximum propagates
+    return cupy.ElementwiseKernel(
+        "T x", "T y", "y = (x > (T)0 || x != x) ? x : (T)0", "convnet_relu_forward"
+    )
+
+
+def _relu_backward_kernel() -> Any:
+    cupy = _cupy()
+    # a multiply, not a select, so an inf or NaN in dy behaves exactly as in the reference
+    return cupy.ElementwiseKernel(
+        "T y, T dy", "T dx", "dx = dy * (T)(y > (T)0)", "convnet_relu_backward"
+    )
+
+
+def fused_relu_forward(x: Any) -> Any:
+    """`relu_forward_reference` on a CuPy array, one kernel (same shape and dtype)."""
+    return _cached("relu_forward", _relu_forward_kernel)(x)
+
+
+def fused_relu_backward(y: Any, dy: Any) -> Any:
+    """`relu_backward_reference` on CuPy arrays: one kernel instead of a compare, a cast
+    and a multiply with a boolean temporary."""
+    return _cached("relu_backward", _relu_backward_kernel)(y, dy)
+
+
+# ---------------------------------------------------------------------------------------
+# col2im
+#
+# Both versions take the column gradient as a 6-D array `blocks` indexed
+# [c, i, j, n, oy, ox] (C, kh, kw, N, Ho, Wo), which is `dcols.reshape(C, kh, kw, N, Ho,
+# Wo)` for the (C*kh*kw, N*Ho*Wo) columns of `convnet_core.ops.im2col` (a view, no copy),
+# and return dx_padded (N, C, Hp, Wp) with
+#
+#     dx_padded[n, c, y, x] = Σ over (i, j, oy, ox) with y = oy*sh + i, x = ox*sw + j
+#                             of blocks[c, i, j, n, oy, ox].
+
+
+def col2im_loop(
+    blocks: Any, padded_shape: tuple[int, int, int, int], stride: tuple[int, int], *, xp: Any
+) -> Any:
+    """col2im as kh*kw strided adds, one per kernel offset (i, j), of a (C, N, Ho, Wo) block.
+
+    blocks (C, kh, kw, N, Ho, Wo) -> dx_padded (N, C, Hp, Wp), channel-major in memory.
+    This is the loop `convnet_core.ops.col2im` runs.
+    """
+    n, c, hp, wp = padded_shape
+    _, kh, kw, _, ho, wo = blocks.shape
+    sh, sw = stride
+    dx = xp.zeros((c, n, hp, wp), dtype=blocks.dtype)  # (C, N, Hp, Wp)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i, i + sh * (ho - 1) + 1, sh)
+            cols = slice(j, j + sw * (wo - 1) + 1, sw)
+            dx[:, :, rows, cols] += blocks[:, i, j]
+    return dx.transpose(1, 0, 2, 3)  # (N, C, Hp, Wp) view
+
+
+_COL2IM_SOURCE = r"""
+extern "C" __global__ void convnet_col2im_gather_${NAME}(
+    const ${T}* blocks, ${T}* dx, long long total,
+    int N, int Hp, int Wp, int kh, int kw, int Ho, int Wo, int sh, int sw,
+    long long s_c, long long s_i, long long s_j, long long s_n, long long s_oy,
+    long long s_ox)
+{
+    // One thread per element of dx, stored channel-major (C, N, Hp, Wp) like the loop's.
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)blockDim.x * gridDim.x) {
+        int x = (int)(idx % Wp);
+        long long rest = idx / Wp;
+        int y = (int)(rest % Hp);
+        rest /= Hp;
+        int n = (int)(rest % N);
+        long long c = rest / N;
+        const ${T}* base = blocks + c * s_c + n * s_n;
+        ${ACC} sum = 0;
+        // offset (i, j) of window (oy, ox) reads pixel (oy*sh + i, ox*sw + j)
+        for (int i = 0; i < kh; ++i) {
+            int dy = y - i;
+            if (dy < 0) break;
+            if (dy % sh != 0) continue;
+            int oy = dy / sh;
+            if (oy >= Ho) continue;
+            for (int j = 0; j < kw; ++j) {
+                int dxx = x - j;
+                if (dxx < 0) break;
+                if (dxx % sw != 0) continue;
+                int ox = dxx / sw;
+                if (ox >= Wo) continue;
+                sum += (${ACC})base[i * s_i + j * s_j + oy * s_oy + ox * s_ox];
+            }
+        }
+        dx[idx] = (${T})sum;
+    }
+}
+"""
+
+# dtype name -> (C type, accumulator type): float16 sums in float32
+_COL2IM_TYPES = {
+    "float16": ("half", "float"),
+    "float32": ("float", "float"),
+    "float64": ("double", "double"),
+}
+
+
+def _col2im_kernel(dtype_name: str) -> Any:
+    cupy = _cupy()
+    c_type, acc_type = _COL2IM_TYPES[dtype_name]
+    source = (
+        _COL2IM_SOURCE.replace("${NAME}", dtype_name)
+        .replace("${T}", c_type)
+        .replace("${ACC}", acc_type)
+    )
+    if dtype_name == "float16":
+        source = "#include <cuda_fp16.h>\n" + source
+    return cupy.RawKernel(source, f"convnet_col2im_gather_{dtype_name}")
+
+
+def col2im_gather(blocks: Any, padded_shape: tuple[int, int, int, int], stride: Any) -> Any:
+    """`col2im_loop` on CuPy as one kernel: each thread sums what lands on one pixel.
+
+    blocks (C, kh, kw, N, Ho, Wo), any strides (a view is fine) -> dx_padded (N, C, Hp, Wp)
+    channel-major in memory, like `col2im_loop`. Each pixel's terms are added in the same
+    (i, j) order as the loop, so float32 results agree with it to the last bit except
+    where the compiler fuses a multiply-add (there is none here).
+    """
+    cupy = _cupy()
+    n, c, hp, wp = (int(d) for d in padded_shape)
+    _, kh, kw, _, ho, wo = (int(d) for d in blocks.shape)
+    sh, sw = (int(s) for s in stride)
+    name = blocks.dtype.name
+    if name not in _COL2IM_TYPES:
+        raise ValueError(f"col2im_gather: dtype {name} is not one of {sorted(_COL2IM_TYPES)}")
+    kernel = _cached(f"col2im_{name}", lambda: _col2im_kernel(name))
+    dx = cupy.empty((c, n, hp, wp), dtype=blocks.dtype)  # (C, N, Hp, Wp)
+    total = dx.size
+    elem_strides = [s // blocks.itemsize for s in blocks.strides]  # (c, i, j, n, oy, ox)
+    threads = 256
+    grid = min((total + threads - 1) // threads, 65535)
+    args = (blocks, dx, numpy.int64(total), *(numpy.int32(v) for v in (n, hp, wp, kh, kw)))  # host
+    args += tuple(numpy.int32(v) for v in (ho, wo, sh, sw))  # host
+    args += tuple(numpy.int64(s) for s in elem_strides)  # host
+    kernel((max(grid, 1),), (threads,), args)
+    return dx.transpose(1, 0, 2, 3)  # (N, C, Hp, Wp) view

@@ -1,0 +1,300 @@
+"""Mixed precision: float16 compute, float32 master weights, dynamic loss scaling.
+
+A mixed-precision training step keeps the parameters ("master weights") and the optimizer
+state in float32 and runs the network in float16:
+
+1. cast the float32 params to float16 (`Policy.cast_to_compute`) and the batch too;
+2. forward in float16; cast the logits to float32 and compute the loss in float32;
+3. multiply the loss gradient by the loss scale S (`DynamicLossScaler.scale_loss_grad`)
+   so that small gradients do not flush to zero in float16, and back-propagate in float16;
+4. cast the gradients to float32 and divide by S (`DynamicLossScaler.unscale_and_check`),
+   which also says whether every gradient is finite;
+5. if they are, the optimizer updates the float32 params; if not (the scale was too big
+   and something overflowed), the step is skipped and S is halved. After
+   `growth_interval` good steps in a row S doubles (`DynamicLossScaler.update`).
+
+`mixed_precision_step` does all five for a custom loop; `Model.compile(precision="mixed")`
+uses it inside `fit`.
+
+What stays in float32 inside a float16 network, and why:
+
+- BatchNorm2D statistics: a mean or variance over N*H*W values accumulated in float16
+  loses digits (and can overflow), so they are accumulated in float32
+  (`accumulation_dtype`) and the running statistics are stored in float32.
+- softmax / log-softmax and the loss: exp() overflows float16 above 11.1 and the loss is
+  a sum over the batch, so the logits are cast to float32 before the loss.
+- the optimizer: updates like lr·m/√v are far below float16's resolution of a weight
+  (1/1024 relative), so master weights, moments and the update stay float32.
+
+On a GPU float16 matrix products run on tensor cores and every activation moves half the
+bytes. NumPy has no fast float16 matmul (it converts element by element), so on a CPU
+mixed precision is slower than float32: use it for speed only with CuPy; on NumPy it is
+for testing that the arithmetic is right (docs/gpu.md has the figures).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy
+
+from . import api
+from . import tree as _tree
+from .backend import get_array_module
+
+__all__ = [
+    "FLOAT32",
+    "MIXED",
+    "POLICIES",
+    "DynamicLossScaler",
+    "Policy",
+    "accumulation_dtype",
+    "all_finite",
+    "cast_floating",
+    "get_policy",
+    "mixed_precision_step",
+    "select_if_finite",
+]
+
+
+def accumulation_dtype(dtype: Any) -> numpy.dtype:
+    """The dtype to accumulate sums and means of `dtype` values in: float32 for float16,
+    otherwise `dtype` itself (so float32 and float64 code is unchanged)."""
+    dtype = numpy.dtype(dtype)
+    return numpy.dtype("float32") if dtype == numpy.float16 else dtype
+
+
+def cast_floating(tree: Any, dtype: Any) -> Any:
+    """Every floating-point leaf of `tree` cast to `dtype` (no copy where it already is);
+    integer, boolean and non-array leaves unchanged."""
+    dtype = numpy.dtype(dtype)
+
+    def cast(leaf: Any) -> Any:
+        leaf_dtype = getattr(leaf, "dtype", None)
+        if leaf_dtype is None or leaf_dtype.kind != "f" or leaf_dtype == dtype:
+            return leaf
+        return leaf.astype(dtype)
+
+    return _tree.map(cast, tree)
+
+
+def _cast_like(tree: Any, template: Any) -> Any:
+    """`tree` with each array leaf cast to the dtype of the matching leaf of `template`."""
+
+    def cast(leaf: Any, like: Any) -> Any:
+        like_dtype = getattr(like, "dtype", None)
+        if like_dtype is None or getattr(leaf, "dtype", like_dtype) == like_dtype:
+            return leaf
+        return leaf.astype(like_dtype)
+
+    return _tree.map(cast, tree, template)
+
+
+@attrs.frozen
+class Policy:
+    """Which dtype the network computes in and which the parameters are kept in.
+
+    `Policy("float32", "float32")` is ordinary training; `Policy("float16", "float32")` is
+    mixed precision (float16 activations and matmuls, float32 master weights).
+    """
+
+    compute_dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    @property
+    def mixed(self) -> bool:
+        """True when the network computes in a narrower dtype than the parameters."""
+        return self.compute_dtype != self.param_dtype
+
+    def cast_to_compute(self, tree: Any) -> Any:
+        """Params (or a batch) -> compute dtype, for the forward and backward pass."""
+        return cast_floating(tree, self.compute_dtype)
+
+    def cast_to_param(self, tree: Any) -> Any:
+        """Gradients (or anything computed) -> the parameters' dtype, for the optimizer."""
+        return cast_floating(tree, self.param_dtype)
+
+
+FLOAT32 = Policy("float32", "float32")
+MIXED = Policy("float16", "float32")
+POLICIES = {"float32": FLOAT32, "mixed": MIXED, "mixed_float16": MIXED}
+
+
+def get_policy(policy: str | Policy | None) -> Policy:
+    """A `Policy` from a name ("float32", "mixed", "mixed_float16"), a Policy, or None
+    (float32)."""
+    if policy is None:
+        return FLOAT32
+    if isinstance(policy, Policy):
+        return policy
+    if policy not in POLICIES:
+        raise ValueError(f"unknown precision {policy!r}; valid: {', '.join(sorted(POLICIES))}")
+    return POLICIES[policy]
+
+
+def all_finite(tree: Any) -> Any:
+    """True when no leaf of `tree` holds inf or NaN: a 0-d boolean array on the leaves'
+    device (no host copy)."""
+    leaves = _tree.leaves(tree)
+    if not leaves:
+        return numpy.bool_(True)
+    xp = get_array_module(leaves[0])
+    finite = xp.isfinite(leaves[0]).all()
+    for leaf in leaves[1:]:
+        finite = finite & xp.isfinite(leaf).all()
+    return finite
+
+
+def select_if_finite(finite: Any, new: Any, old: Any) -> Any:
+    """`new` where `finite` is true, else `old`, leaf by leaf (the skipped step).
+
+    With a host boolean (NumPy) this is a plain branch; with a 0-d device array (CuPy) it
+    is `where(finite, new, old)` on the device, so deciding costs no host sync.
+    """
+    if isinstance(finite, (bool, numpy.bool_)) or get_array_module(finite) is numpy:
+        return new if bool(finite) else old
+    xp = get_array_module(finite)
+    return _tree.map(lambda n, o: xp.where(finite, n, o), new, old)
+
+
+@attrs.frozen
+class DynamicLossScaler:
+    """Dynamic loss scaling as a small pure state machine (each method returns new values).
+
+    State: `scale` S and `good_steps`, the finite steps since S last changed.
+
+        finite step:   good_steps += 1; when it reaches growth_interval,
+                       S <- min(S * growth_factor, max_scale) and good_steps <- 0
+        inf/NaN step:  the update is skipped, S <- max(S * backoff_factor, min_scale),
+                       good_steps <- 0
+
+    `scale` and `good_steps` are Python numbers while `update` is given host booleans, and
+    0-d device arrays once it is given a device array (so a GPU loop never syncs).
+    Defaults follow torch.cuda.amp.GradScaler (S = 2¹⁶, doubled every 2000 good steps).
+    """
+
+    scale: Any = 2.0**16
+    good_steps: Any = 0
+    growth_factor: float = 2.0
+    backoff_factor: float = 0.5
+    growth_interval: int = 2000
+    min_scale: float = 1.0
+    max_scale: float = 2.0**24
+
+    def __attrs_post_init__(self):
+        if not (self.growth_factor > 1.0 and 0.0 < self.backoff_factor < 1.0):
+            raise ValueError(
+                "DynamicLossScaler needs growth_factor > 1 and 0 < backoff_factor < 1, got "
+                f"{self.growth_factor} and {self.backoff_factor}"
+            )
+        if self.growth_interval < 1:
+            raise ValueError(
+                f"DynamicLossScaler growth_interval must be >= 1, got {self.growth_interval}"
+            )
+
+    def scale_loss_grad(self, dloss: Any) -> Any:
+        """dLoss/dprediction times S, in the dtype of `dloss`: what back-propagation starts
+        from (scaling the gradient is scaling the loss)."""
+        xp = get_array_module(dloss)
+        return dloss * xp.asarray(self.scale, dtype=dloss.dtype)
+
+    def unscale_and_check(self, grads: Any) -> tuple[Any, Any]:
+        """(grads / S in float32, finite): the true gradients for the optimizer, and a 0-d
+        boolean that is false when any of them overflowed to inf or NaN."""
+        leaves = _tree.leaves(grads)
+        if not leaves:
+            return grads, numpy.bool_(True)
+        xp = get_array_module(leaves[0])
+        inverse = 1.0 / xp.asarray(self.scale, dtype="float32")
+
+        def unscale(g: Any) -> Any:
+            g32 = g.astype("float32") if g.dtype != numpy.float32 else g
+            return g32 * inverse.astype(g32.dtype)
+
+        unscaled = _tree.map(unscale, grads)
+        return unscaled, all_finite(unscaled)
+
+    def update(self, finite: Any) -> DynamicLossScaler:
+        """The scaler after a step whose gradients were `finite` (see the class docstring)."""
+        if isinstance(finite, (bool, numpy.bool_)) or get_array_module(finite) is numpy:
+            return self._update_host(bool(finite))
+        return self._update_device(finite)
+
+    def _update_host(self, finite: bool) -> DynamicLossScaler:
+        scale, good = float(self.scale), int(self.good_steps)
+        if not finite:
+            return attrs.evolve(
+                self, scale=max(scale * self.backoff_factor, self.min_scale), good_steps=0
+            )
+        good += 1
+        if good >= self.growth_interval:
+            return attrs.evolve(
+                self, scale=min(scale * self.growth_factor, self.max_scale), good_steps=0
+            )
+        return attrs.evolve(self, scale=scale, good_steps=good)
+
+    def _update_device(self, finite: Any) -> DynamicLossScaler:
+        # the same rules as _update_host, as element-wise selects on 0-d arrays
+        xp = get_array_module(finite)
+        scale = xp.asarray(self.scale, dtype="float64")
+        good = xp.where(finite, xp.asarray(self.good_steps, dtype="int64") + 1, 0)
+        grow = good >= self.growth_interval
+        grown = xp.where(grow, xp.minimum(scale * self.growth_factor, self.max_scale), scale)
+        shrunk = xp.maximum(scale * self.backoff_factor, self.min_scale)
+        return attrs.evolve(
+            self, scale=xp.where(finite, grown, shrunk), good_steps=xp.where(grow, 0, good)
+        )
+
+
+def mixed_precision_step(
+    network: Any,
+    params: Any,
+    state: Any,
+    opt_state: Any,
+    scaler: DynamicLossScaler,
+    x: Any,
+    labels: Any,
+    *,
+    optimizer: Any,
+    loss_fn: Any,
+    rng: Any = None,
+    xp: Any = numpy,
+    policy: Policy = MIXED,
+) -> tuple[Any, Any, Any, DynamicLossScaler, Any, Any, Any]:
+    """One training step in mixed precision (the five steps of the module docstring).
+
+    Args:
+        network: the layer (usually a `Sequential`).
+        params, state, opt_state: float32 pytrees (master weights, layer state, optimizer).
+        scaler: the current `DynamicLossScaler`.
+        x: the batch (N, *input_shape), any float dtype; labels as `loss_fn` takes them.
+        optimizer: an `optim.Optimizer`; loss_fn: `(logits, labels, *, xp) -> (loss, grad)`.
+
+    Returns:
+        (params, state, opt_state, scaler, loss, logits, finite): the new float32 trees
+        (unchanged when `finite` is false), the next scaler, the float32 loss (0-d), the
+        float32 logits (N, classes) for metrics, and whether the step was taken (0-d).
+    """
+    compute_params = policy.cast_to_compute(params)
+    x = x.astype(policy.compute_dtype, copy=False)
+    # An overflow in float16 is expected now and then: the scaler detects it and the step
+    # is skipped, so NumPy need not warn about it.
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        logits, new_state, cache = api.apply(
+            network, compute_params, state, x, training=True, rng=rng, xp=xp
+        )
+        logits = logits.astype("float32")  # softmax and the loss in float32
+        loss, dlogits = loss_fn(logits, labels, xp=xp)
+        dlogits = scaler.scale_loss_grad(dlogits).astype(policy.compute_dtype)
+        grads, _ = api.grad(network, compute_params, cache, dlogits, xp=xp, input_grad=False)
+        grads, finite = scaler.unscale_and_check(grads)
+    grads = policy.cast_to_param(grads)
+    new_state = _cast_like(new_state, state)  # running statistics stay float32
+    if xp is numpy and not finite:  # on the host the skip is a plain branch
+        return params, state, opt_state, scaler.update(finite), loss, logits, finite
+    new_params, new_opt_state = optimizer.update(params, grads, opt_state)
+    params, opt_state, state = select_if_finite(
+        finite, (new_params, new_opt_state, new_state), (params, opt_state, state)
+    )
+    return params, state, opt_state, scaler.update(finite), loss, logits, finite

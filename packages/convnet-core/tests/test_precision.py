@@ -1,0 +1,273 @@
+"""Mixed precision: the loss-scaler state machine, the casts, and training in float16.
+
+NumPy computes float16 (slowly) on the CPU, so the arithmetic of a mixed-precision step is
+tested here; its speed is measured on a GPU by benchmarks/bench_gpu.py.
+"""
+
+from __future__ import annotations
+
+import convnet_core as cn
+import numpy
+import pytest
+from convnet_core import layers as L
+from convnet_core import losses, optim, precision
+from convnet_core import tree as T
+from convnet_core.precision import DynamicLossScaler
+
+# ---------------------------------------------------------------------------------------
+# the loss scaler, on scripted sequences of finite / overflowing steps
+
+# (finite?, scale after, good_steps after) from scale 8, growth_interval 3, factors 2 and 1/2,
+# min_scale 1, max_scale 32: growth after 3 good steps, halving on every overflow, clamps.
+SCRIPT = [
+    (True, 8.0, 1),
+    (True, 8.0, 2),
+    (True, 16.0, 0),  # third good step in a row: doubled
+    (False, 8.0, 0),  # overflow: halved, count reset
+    (True, 8.0, 1),
+    (False, 4.0, 0),  # an overflow also resets a partial count
+    (False, 2.0, 0),
+    (False, 1.0, 0),
+    (False, 1.0, 0),  # never below min_scale
+    (True, 1.0, 1),
+    (True, 1.0, 2),
+    (True, 2.0, 0),
+    *[(True, 2.0, 1), (True, 2.0, 2), (True, 4.0, 0)],
+    *[(True, 4.0, 1), (True, 4.0, 2), (True, 8.0, 0)],
+    *[(True, 8.0, 1), (True, 8.0, 2), (True, 16.0, 0)],
+    *[(True, 16.0, 1), (True, 16.0, 2), (True, 32.0, 0)],
+    *[(True, 32.0, 1), (True, 32.0, 2), (True, 32.0, 0)],  # never above max_scale
+]
+
+
+def scripted_scaler() -> DynamicLossScaler:
+    return DynamicLossScaler(scale=8.0, growth_interval=3, min_scale=1.0, max_scale=32.0)
+
+
+def test_scaler_follows_the_script_with_host_booleans():
+    scaler = scripted_scaler()
+    for step, (finite, scale, good) in enumerate(SCRIPT):
+        scaler = scaler.update(finite)
+        assert (scaler.scale, scaler.good_steps) == (scale, good), f"step {step}"
+
+
+def test_scaler_device_rules_match_the_host_rules():
+    # _update_device is what runs on a GPU (0-d arrays, no host sync); it runs on NumPy too
+    scaler = scripted_scaler()
+    for step, (finite, scale, good) in enumerate(SCRIPT):
+        scaler = scaler._update_device(numpy.asarray(finite))
+        assert isinstance(scaler.scale, numpy.ndarray) and scaler.scale.shape == ()
+        assert (float(scaler.scale), int(scaler.good_steps)) == (scale, good), f"step {step}"
+
+
+def test_scaler_is_pure():
+    scaler = scripted_scaler()
+    scaler.update(False)
+    scaler.update(True)
+    assert (scaler.scale, scaler.good_steps) == (8.0, 0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"growth_factor": 1.0},
+        {"backoff_factor": 1.0},
+        {"backoff_factor": 0.0},
+        {"growth_interval": 0},
+    ],
+)
+def test_scaler_rejects_bad_settings(options):
+    with pytest.raises(ValueError, match="DynamicLossScaler"):
+        DynamicLossScaler(**options)
+
+
+def test_scale_loss_grad_multiplies_and_keeps_the_dtype():
+    dloss = numpy.array([[0.5, -0.25], [1e-6, 3.0]], dtype="float16")
+    scaled = DynamicLossScaler(scale=1024.0).scale_loss_grad(dloss)
+    assert scaled.dtype == numpy.float16
+    numpy.testing.assert_array_equal(scaled, dloss.astype("float32") * 1024)
+
+
+def test_scaling_keeps_small_gradients_that_float16_would_flush_to_zero():
+    tiny = numpy.array([1e-8], dtype="float32")
+    assert tiny.astype("float16")[0] == 0  # below float16's smallest subnormal (6e-8)
+    scaler = DynamicLossScaler(scale=2.0**16)
+    scaled16 = scaler.scale_loss_grad(tiny).astype("float16")
+    unscaled, finite = scaler.unscale_and_check({"g": scaled16})
+    assert bool(finite)
+    numpy.testing.assert_allclose(unscaled["g"], tiny, rtol=1e-3)
+
+
+def test_unscale_and_check_divides_in_float32():
+    rng = numpy.random.default_rng(0)
+    grads = ({"W": rng.normal(size=(3, 4)).astype("float16")}, {"b": numpy.ones(4, "float16")})
+    unscaled, finite = DynamicLossScaler(scale=512.0).unscale_and_check(grads)
+    assert bool(finite) and finite.shape == ()
+    for got, raw in zip(T.leaves(unscaled), T.leaves(grads), strict=True):
+        assert got.dtype == numpy.float32
+        numpy.testing.assert_array_equal(got, raw.astype("float32") / 512)
+
+
+@pytest.mark.parametrize("bad", [numpy.inf, -numpy.inf, numpy.nan])
+def test_unscale_and_check_flags_any_inf_or_nan(bad):
+    grads = {"a": numpy.zeros((2, 2), "float16"), "b": numpy.ones(5, "float16")}
+    grads["b"][3] = bad
+    _, finite = DynamicLossScaler(scale=4.0).unscale_and_check(grads)
+    assert not bool(finite)
+
+
+def test_select_if_finite_on_host_and_as_device_where():
+    new = {"W": numpy.full(3, 2.0)}
+    old = {"W": numpy.full(3, 1.0)}
+    assert precision.select_if_finite(numpy.bool_(True), new, old) is new
+    assert precision.select_if_finite(False, new, old) is old
+    assert precision.all_finite(new) and not precision.all_finite({"W": numpy.array([numpy.nan])})
+
+
+# ---------------------------------------------------------------------------------------
+# policies and casts
+
+
+def test_policies_and_their_casts():
+    assert precision.get_policy(None) == precision.FLOAT32
+    assert precision.get_policy("mixed") == precision.MIXED
+    assert precision.MIXED.mixed and not precision.FLOAT32.mixed
+    with pytest.raises(ValueError, match="unknown precision 'half'.*mixed"):
+        precision.get_policy("half")
+    tree = {
+        "W": numpy.ones((2, 2), "float32"),
+        "step": numpy.asarray(3),
+        "mask": numpy.ones(2, bool),
+    }
+    cast = precision.MIXED.cast_to_compute(tree)
+    assert cast["W"].dtype == numpy.float16
+    assert cast["step"].dtype == tree["step"].dtype and cast["mask"].dtype == bool
+    back = precision.MIXED.cast_to_param(cast)
+    assert back["W"].dtype == numpy.float32
+    same = numpy.ones(3, "float32")
+    assert precision.cast_floating(same, "float32") is same  # no copy when nothing changes
+
+
+def test_accumulation_dtype():
+    assert precision.accumulation_dtype("float16") == numpy.float32
+    assert precision.accumulation_dtype(numpy.float32) == numpy.float32
+    assert precision.accumulation_dtype("float64") == numpy.float64
+
+
+# ---------------------------------------------------------------------------------------
+# mixed-precision training steps
+
+
+def blob_images(n: int, seed: int) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """(n, 1, 8, 8) noisy images whose class (0-2) is where a bright 3x3 blob sits."""
+    rng = numpy.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    x = rng.normal(0.0, 0.3, (n, 1, 8, 8))
+    corners = [(0, 0), (0, 5), (5, 2)]
+    for i, label in enumerate(labels):
+        r, c = corners[label]
+        x[i, 0, r : r + 3, c : c + 3] += 2.0
+    return x.astype("float32"), labels
+
+
+def small_net() -> L.Sequential:
+    return L.Sequential(
+        (
+            L.Conv2D(4, (3, 3)),
+            L.BatchNorm2D(),
+            L.Activation("relu"),
+            L.MaxPool2D((2, 2)),
+            L.Flatten(),
+            L.Dense(3),
+        )
+    )
+
+
+def accuracy(net, params, state, x, labels) -> float:
+    logits, _, _ = cn.apply(net, params, state, x)
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+def train(policy: str, steps: int = 60, batch: int = 32):
+    """Adam on blob_images with one seed; mixed or float32. Returns trees and accuracy."""
+    net = small_net()
+    x, labels = blob_images(256, seed=1)
+    params, state = cn.init(net, (1, 8, 8), rng=0)
+    opt = optim.adam(lr=1e-2)
+    opt_state = opt.init(params)
+    scaler = DynamicLossScaler(growth_interval=20)
+    skipped = 0
+    for step in range(steps):
+        start = (step * batch) % len(x)
+        xb, yb = x[start : start + batch], labels[start : start + batch]
+        if policy == "mixed":
+            params, state, opt_state, scaler, loss, _, finite = precision.mixed_precision_step(
+                net, params, state, opt_state, scaler, xb, yb,
+                optimizer=opt, loss_fn=losses.softmax_cross_entropy,
+            )  # fmt: skip
+            skipped += not bool(finite)
+        else:
+            logits, state, cache = cn.apply(net, params, state, xb, training=True)
+            loss, dlogits = losses.softmax_cross_entropy(logits, yb, xp=numpy)
+            grads, _ = cn.grad(net, params, cache, dlogits, input_grad=False)
+            params, opt_state = opt.update(params, grads, opt_state)
+    x_test, y_test = blob_images(200, seed=2)
+    return params, state, opt_state, scaler, skipped, accuracy(net, params, state, x_test, y_test)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return {policy: train(policy) for policy in ("float32", "mixed")}
+
+
+def test_mixed_training_reaches_the_float32_accuracy(trained):
+    acc32 = trained["float32"][-1]
+    acc16 = trained["mixed"][-1]
+    assert acc32 >= 0.9, f"float32 training did not learn the task ({acc32:.2f})"
+    assert abs(acc16 - acc32) <= 0.05, f"mixed {acc16:.3f} vs float32 {acc32:.3f}"
+
+
+def test_mixed_training_keeps_float32_master_weights_and_state(trained):
+    params, state, opt_state, scaler, skipped, _ = trained["mixed"]
+    for tree in (params, state, opt_state["m"], opt_state["v"]):
+        assert {leaf.dtype for leaf in T.leaves(tree)} == {numpy.dtype("float32")}
+    # the default scale 2**16 overflows float16 at first: steps were skipped and it backed off
+    assert skipped >= 1 and scaler.scale < 2.0**16
+    assert int(opt_state["step"]) == 60 - skipped  # a skipped step does not count
+
+
+def test_one_mixed_step_matches_a_float32_step():
+    # SGD with lr 1 makes the parameter change equal to minus the gradient
+    net = L.Sequential((L.Conv2D(3, (3, 3)), L.Activation("relu"), L.Flatten(), L.Dense(3)))
+    x, labels = blob_images(16, seed=3)
+    params, state = cn.init(net, (1, 8, 8), rng=4)
+    opt = optim.sgd(lr=1.0)
+    logits, _, cache = cn.apply(net, params, state, x, training=True)
+    _, dlogits = losses.softmax_cross_entropy(logits, labels, xp=numpy)
+    grads32, _ = cn.grad(net, params, cache, dlogits, input_grad=False)
+    new_params, _, _, _, loss, logits16, finite = precision.mixed_precision_step(
+        net, params, state, opt.init(params), DynamicLossScaler(scale=1024.0), x, labels,
+        optimizer=opt, loss_fn=losses.softmax_cross_entropy,
+    )  # fmt: skip
+    assert bool(finite) and loss.dtype == numpy.float32 and logits16.dtype == numpy.float32
+    for key, g32 in T.flatten(grads32).items():
+        step = T.flatten(params)[key] - T.flatten(new_params)[key]
+        scale = numpy.abs(g32).max()
+        numpy.testing.assert_allclose(step, g32, atol=2e-2 * scale, err_msg=key)
+
+
+def test_an_overflowing_step_is_skipped_and_the_scale_backs_off():
+    net = L.Sequential((L.Flatten(), L.Dense(3)))
+    x, labels = blob_images(8, seed=5)
+    params, state = cn.init(net, (1, 8, 8), rng=6)
+    opt = optim.adam(lr=0.1)
+    opt_state = opt.init(params)
+    huge = DynamicLossScaler(scale=2.0**24)  # dlogits * 2**24 overflows float16 (max 65504)
+    out = precision.mixed_precision_step(
+        net, params, state, opt_state, huge, x, labels,
+        optimizer=opt, loss_fn=losses.softmax_cross_entropy,
+    )  # fmt: skip
+    new_params, _, new_opt_state, scaler, loss, _, finite = out
+    assert not bool(finite) and numpy.isfinite(loss)
+    assert new_params is params and new_opt_state is opt_state
+    assert scaler.scale == 2.0**23 and scaler.good_steps == 0
