@@ -1,0 +1,259 @@
+"""Reading models saved by ConvNet-NumPy (the old `nn` package), converted to convnet.
+
+`Model.save("weights.hdf5")` of the old package wrote two files:
+
+- `weights.json`: a list of `{"class": ..., "config": {...}}`, one per layer, for Conv2D
+  (filters, kernel_size, stride, padding, use_bias), Activation (func), MaxPool2D
+  (pool_size, stride, which may be null), Dense (units, use_bias), Dropout (rate),
+  BatchNorm2D (momentum, eps) and Flatten;
+- `weights.hdf5` (or `weights.hdf5.npz` without h5py): one array per parameter, named
+  `<layer index>_<class>_<param>`, e.g. `0_Conv2D_W`, `7_Dense_b`, `1_BatchNorm2D_gamma`.
+
+The old package worked in NHWC. Converting to convnet's NCHW means:
+
+- Conv2D W (kh, kw, in, out) -> (out, in, kh, kw);
+- the Dense right after Flatten: the old Flatten read (H, W, C), ours reads (C, H, W), so
+  its rows are permuted: W.reshape(H, W, C, units).transpose(2, 0, 1, 3).reshape(-1, units),
+  with H, W, C found by walking the architecture from `input_shape` (MNIST's by default);
+- float64 weights become float32;
+- BatchNorm running statistics were never saved: they start at mean 0, variance 1 (what
+  the old package used after loading too), with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from typing import Any
+
+import numpy
+
+from .errors import ModelFormatError
+
+__all__ = ["DEFAULT_INPUT_SHAPE", "OLD_LAYERS", "is_legacy", "read", "sibling_json"]
+
+DEFAULT_INPUT_SHAPE = (1, 28, 28)
+KEY = re.compile(r"^(\d+)_([A-Za-z][A-Za-z0-9]*)_([A-Za-z]\w*)$")
+#: The layer classes of ConvNet-NumPy and the parameter arrays each one saved.
+OLD_LAYERS = {
+    "Conv2D": ("W", "b"),
+    "Activation": (),
+    "MaxPool2D": (),
+    "Dense": ("W", "b"),
+    "Dropout": (),
+    "BatchNorm2D": ("gamma", "beta", "running_mean", "running_var"),
+    "Flatten": (),
+}
+
+
+def sibling_json(path: str) -> str:
+    """weights.hdf5 -> weights.json; weights.hdf5.npz -> weights.json."""
+    stem = path[: -len(".npz")] if path.lower().endswith(".npz") else path
+    return os.path.splitext(stem)[0] + ".json"
+
+
+def is_legacy(path: str, reader: Any) -> bool:
+    """True for a file without convnet attributes whose arrays are named like the old ones,
+    or that has a sibling .json architecture file."""
+    keys = reader.array_paths()
+    if keys and all(KEY.match(key) for key in keys):
+        return True
+    return os.path.exists(sibling_json(path)) and not keys
+
+
+def _old_layers(path: str, json_path: str) -> list[dict[str, Any]]:
+    if not os.path.exists(json_path):
+        raise ModelFormatError(
+            path,
+            f"looks like a ConvNet-NumPy weights file, but its architecture file "
+            f"{json_path} is missing",
+        )
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            layers = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ModelFormatError(json_path, f"cannot read the architecture: {error}") from None
+    if isinstance(layers, dict) and isinstance(layers.get("layers"), list):
+        layers = layers["layers"]
+    if not isinstance(layers, list) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("class"), str) for entry in layers
+    ):
+        raise ModelFormatError(
+            json_path, 'the architecture must be a list of {"class": ..., "config": {...}}'
+        )
+    return layers
+
+
+def _convert_layer(json_path: str, index: int, entry: dict[str, Any]) -> Any:
+    """The convnet layer for one old layer entry."""
+    from convnet_core import layers as L
+
+    name = entry["class"]
+    config = entry.get("config") or {}
+    if not isinstance(config, dict):
+        raise ModelFormatError(json_path, f"layer {index} ({name}): config is not an object")
+    defaults = {
+        "Conv2D": lambda c: L.Conv2D(
+            c["filters"],
+            kernel_size=c.get("kernel_size", (3, 3)),
+            stride=c.get("stride", 1) or 1,
+            padding=c.get("padding", "valid"),
+            use_bias=bool(c.get("use_bias", True)),
+        ),
+        "Activation": lambda c: L.Activation(
+            c.get("func", c.get("name")), alpha=float(c.get("alpha", 0.01))
+        ),
+        "MaxPool2D": lambda c: L.MaxPool2D(c.get("pool_size", (2, 2)), stride=c.get("stride")),
+        "Dense": lambda c: L.Dense(c["units"], use_bias=bool(c.get("use_bias", True))),
+        "Dropout": lambda c: L.Dropout(c.get("rate", 0.5)),
+        "BatchNorm2D": lambda c: L.BatchNorm2D(
+            momentum=c.get("momentum", 0.9), eps=c.get("eps", 1e-5)
+        ),
+        "Flatten": lambda c: L.Flatten(),
+    }
+    if name not in defaults:
+        known = ", ".join(sorted(defaults))
+        raise ModelFormatError(
+            json_path, f"layer {index}: unknown ConvNet-NumPy layer class {name!r}; known: {known}"
+        )
+    try:
+        return defaults[name](config)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFormatError(
+            json_path, f"layer {index} ({name}): bad config {config!r}: {error}"
+        ) from None
+
+
+def _old_arrays(path: str, reader: Any, classes: list[str]) -> dict[tuple[int, str], Any]:
+    """{(layer index, param name): array}, checked against the layer list."""
+    found: dict[tuple[int, str], Any] = {}
+    for key in reader.array_paths():
+        match = KEY.match(key)
+        if match is None:
+            raise ModelFormatError(path, f"unexpected array {key!r} (not <index>_<Class>_<param>)")
+        index, name, param = int(match[1]), match[2], match[3]
+        if index >= len(classes):
+            raise ModelFormatError(
+                path,
+                f"array {key!r} is for layer {index}, but the architecture has "
+                f"{len(classes)} layers",
+            )
+        if classes[index] != name:
+            raise ModelFormatError(
+                path, f"array {key!r} is for a {name}, but layer {index} is a {classes[index]}"
+            )
+        if param not in OLD_LAYERS[name]:
+            raise ModelFormatError(path, f"array {key!r}: a {name} has no parameter {param!r}")
+        array = reader.read(key)
+        if array.dtype.kind != "f":
+            raise ModelFormatError(path, f"array {key!r} has dtype {array.dtype}, not a float")
+        found[(index, param)] = array
+    return found
+
+
+def _take(path, arrays, index, name, param, shape) -> numpy.ndarray:
+    """The old array for (layer, param) as float32 of `shape` (a flat vector may be (1,1,1,C))."""
+    key = f"{index}_{name}_{param}"
+    if (index, param) not in arrays:
+        raise ModelFormatError(path, f"the array {key!r} is missing")
+    array = arrays.pop((index, param))
+    if len(shape) == 1 and array.size == shape[0]:
+        array = array.reshape(shape)
+    if array.shape != tuple(shape):
+        raise ModelFormatError(
+            path, f"array {key!r} has shape {array.shape} but the architecture needs {tuple(shape)}"
+        )
+    return array.astype(numpy.float32)
+
+
+def read(path: str, reader: Any, *, input_shape=None):
+    """The converted `SavedModel` of the ConvNet-NumPy file `path` (see the module doc)."""
+    from convnet_core import layers as L
+
+    from .format import SavedModel, _check_parts, treedef
+
+    json_path = sibling_json(path)
+    entries = _old_layers(path, json_path)
+    layers = [_convert_layer(json_path, i, entry) for i, entry in enumerate(entries)]
+    classes = [entry["class"] for entry in entries]
+    arrays = _old_arrays(path, reader, classes)
+    shape = tuple(int(d) for d in (input_shape or DEFAULT_INPUT_SHAPE))
+    network = L.Sequential(layers)
+
+    params, state, missing_stats = [], [], []
+    flattened_from = None  # (C, H, W) of the input of the last Flatten, until a Dense uses it
+    for index, (name, layer) in enumerate(zip(classes, layers, strict=True)):
+        try:
+            out_shape = tuple(layer.output_shape(shape))
+        except ValueError as error:
+            raise ModelFormatError(
+                json_path,
+                f"layer {index} ({name}) does not accept the input shape {shape}: "
+                f"{error} (pass input_shape=(C, H, W) to load)",
+            ) from None
+        p: dict[str, Any] = {}
+        s: dict[str, Any] = {}
+        if name == "Conv2D":
+            kh, kw = layer.kernel_size
+            w = _take(path, arrays, index, name, "W", (kh, kw, shape[0], layer.filters))
+            p["W"] = numpy.ascontiguousarray(w.transpose(3, 2, 0, 1))  # (out, in, kh, kw)
+            if layer.use_bias:
+                p["b"] = _take(path, arrays, index, name, "b", (layer.filters,))
+        elif name == "Dense":
+            w = _take(path, arrays, index, name, "W", (shape[0], layer.units))
+            if flattened_from is not None and len(flattened_from) == 3:
+                c, h, wd = flattened_from
+                # old rows in (H, W, C) order -> ours in (C, H, W) order
+                w = w.reshape(h, wd, c, layer.units).transpose(2, 0, 1, 3).reshape(-1, layer.units)
+                w = numpy.ascontiguousarray(w)
+            flattened_from = None
+            p["W"] = w
+            if layer.use_bias:
+                p["b"] = _take(path, arrays, index, name, "b", (layer.units,))
+        elif name == "BatchNorm2D":
+            channels = (shape[0],)
+            p["gamma"] = _take(path, arrays, index, name, "gamma", channels)
+            p["beta"] = _take(path, arrays, index, name, "beta", channels)
+            if (index, "running_mean") in arrays and (index, "running_var") in arrays:
+                s["running_mean"] = _take(path, arrays, index, name, "running_mean", channels)
+                s["running_var"] = _take(path, arrays, index, name, "running_var", channels)
+            else:
+                missing_stats.append(index)
+                s["running_mean"] = numpy.zeros(channels, numpy.float32)
+                s["running_var"] = numpy.ones(channels, numpy.float32)
+        elif name == "Flatten":
+            flattened_from = shape
+        elif name == "MaxPool2D":
+            flattened_from = None
+        params.append(p)
+        state.append(s)
+        shape = out_shape
+    if arrays:
+        extra = [f"{i}_{classes[i]}_{param}" for i, param in arrays]
+        raise ModelFormatError(path, f"arrays the architecture has no place for: {extra}")
+    if missing_stats:
+        warnings.warn(
+            f"{path}: ConvNet-NumPy did not save BatchNorm running statistics; the "
+            f"BatchNorm2D layers {missing_stats} start from mean 0 and variance 1. "
+            "Predictions match the old model's after loading; retrain or re-estimate the "
+            "statistics for the best accuracy.",
+            UserWarning,
+            stacklevel=4,
+        )
+    params_tree, state_tree = tuple(params), tuple(state)
+    input_shape = tuple(int(d) for d in (input_shape or DEFAULT_INPUT_SHAPE))
+    problem = _check_parts(
+        network, input_shape, treedef.encode(params_tree), treedef.encode(state_tree)
+    )
+    if problem:
+        raise ModelFormatError(path, problem)
+    return SavedModel(
+        layer=network,
+        params=params_tree,
+        state=state_tree,
+        input_shape=input_shape,
+        metadata={"converted_from": "ConvNet-NumPy", "architecture_file": json_path},
+        source="convnet-numpy",
+    )

@@ -1,0 +1,69 @@
+"""Networks and checks shared by the convnet-io tests (a uniquely named module, so that
+pytest runs over several packages never confuse it with another package's helpers)."""
+
+import numpy
+from convnet_core import layers as L
+from convnet_core import tree
+from convnet_io import treedef
+
+
+def randomize(params, state, seed):
+    """Every leaf replaced by random numbers of its shape and dtype (variances positive)."""
+    rng = numpy.random.default_rng(seed)
+
+    def fill(leaf):
+        return rng.normal(size=leaf.shape).astype(leaf.dtype)
+
+    params = tree.map(fill, params)
+    state = tree.map(lambda leaf: (numpy.abs(fill(leaf)) + 0.5).astype(leaf.dtype), state)
+    return params, state
+
+
+def every_layer_net():
+    """A network using every built-in layer and both combinators, for (3, 10, 10) inputs."""
+    return L.Sequential(
+        (
+            L.Conv2D(4, (3, 3)),
+            L.BatchNorm2D(momentum=0.8, eps=1e-3),
+            L.Activation("relu"),
+            L.Residual(L.Sequential((L.Conv2D(4, (3, 3)), L.Activation("leaky_relu", 0.2)))),
+            L.MaxPool2D((2, 2)),
+            L.Residual(L.Conv2D(6, (1, 1)), shortcut=L.Conv2D(6, (1, 1), use_bias=False)),
+            L.Activation("tanh"),
+            L.AvgPool2D((2, 2), stride=1),
+            L.Dropout(0.25),
+            L.Conv2D(5, (2, 2), stride=2, padding="valid"),
+            L.Activation("sigmoid"),
+            L.Flatten(),
+            L.Dense(8),
+            L.Activation("gelu"),
+            L.Dense(3, use_bias=False),
+            L.Activation("softmax"),
+        )
+    )
+
+
+#: (name, network, per-sample input shape): each layer alone, then everything together.
+NETS = [
+    ("conv", L.Sequential((L.Conv2D(3, (3, 3), stride=2, padding=1),)), (2, 7, 7)),
+    ("batchnorm", L.Sequential((L.BatchNorm2D(),)), (3, 4, 4)),
+    ("maxpool", L.Sequential((L.MaxPool2D((3, 3), stride=2),)), (2, 7, 7)),
+    ("avgpool", L.Sequential((L.AvgPool2D((2, 2)),)), (2, 6, 6)),
+    ("globalavgpool", L.Sequential((L.GlobalAvgPool2D(), L.Dense(2))), (3, 5, 5)),
+    ("dense", L.Sequential((L.Flatten(), L.Dense(4, use_bias=False))), (2, 3, 3)),
+    ("dropout", L.Sequential((L.Dropout(0.5),)), (2, 3, 3)),
+    ("every-layer", every_layer_net(), (3, 10, 10)),
+]
+
+
+def assert_same_tree(got, want):
+    """Same structure (tuple/list/dict, key order) and bit-identical leaves of the same dtype."""
+    assert tree.structure(got) == tree.structure(want)
+    assert treedef.encode(got)[0] == treedef.encode(want)[0]  # tuple vs list, scalar kinds
+    for a, b in zip(tree.leaves(got), tree.leaves(want), strict=True):
+        assert type(a) is type(b)
+        if isinstance(b, (numpy.ndarray, numpy.generic)):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            assert a.tobytes() == b.tobytes()
+        else:
+            assert a == b

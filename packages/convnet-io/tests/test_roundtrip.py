@@ -1,0 +1,201 @@
+"""Saving and loading give back exactly what was saved: every bit, every structure."""
+
+import json
+
+import convnet_io
+import numpy
+import pytest
+from convnet_core import apply, backend, tree
+from convnet_core import layers as L
+from convnet_io import format as fmt
+from convnet_io import storage
+from convnet_io_helpers import NETS, assert_same_tree
+
+SUFFIXES = [".h5", ".npz"]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_every_layer_round_trips_bit_for_bit(tmp_path, suffix, net_parts, xp):
+    net, params, state, shape = net_parts
+    x = numpy.random.default_rng(2).normal(size=(2, *shape)).astype("float32")
+    on_device = backend.to_device((params, state), xp)  # saved from the device when on a GPU
+    path = tmp_path / f"model{suffix}"
+
+    written = convnet_io.save(
+        path, layer=net, params=on_device[0], state=on_device[1], input_shape=shape
+    )
+    saved = convnet_io.load(path, parts=True)
+
+    assert written == str(path)
+    assert storage.container_of(path) == ("npz" if suffix == ".npz" else "hdf5")
+    assert saved.layer == net and saved.input_shape == shape
+    assert all(isinstance(leaf, numpy.ndarray) for leaf in tree.leaves(saved.params))
+    assert_same_tree(saved.params, params)
+    assert_same_tree(saved.state, state)
+    want, _, _ = apply(net, params, state, x)
+    got, _, _ = apply(net, saved.params, saved.state, x)
+    assert got.tobytes() == want.tobytes()
+    # and back onto the device: the same predictions there too
+    dev_params, dev_state = backend.to_device((saved.params, saved.state), xp)
+    got_dev, _, _ = apply(net, dev_params, dev_state, xp.asarray(x), xp=xp)
+    want_dev, _, _ = apply(net, on_device[0], on_device[1], xp.asarray(x), xp=xp)
+    assert backend.to_host(got_dev).tobytes() == backend.to_host(want_dev).tobytes()
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_float64_and_special_values_survive(tmp_path, suffix):
+    net = L.Sequential((L.Flatten(), L.Dense(3)))
+    params = ({}, {"W": numpy.arange(12.0).reshape(4, 3), "b": numpy.array([-0.0, 1e-308, 5e-324])})
+    path = tmp_path / f"m{suffix}"
+    convnet_io.save(path, layer=net, params=params, state=({}, {}), input_shape=(4,))
+    saved = convnet_io.load(path, parts=True)
+    assert_same_tree(saved.params, params)
+    assert numpy.signbit(saved.params[1]["b"][0])
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_optimizer_metadata_and_odd_structures_round_trip(tmp_path, suffix):
+    net = L.Sequential((L.Flatten(), L.Dense(2)))
+    params = ({}, {"W": numpy.ones((3, 2), "float32"), "b": numpy.zeros(2, "float32")})
+    opt_state = {
+        "lr": numpy.array(0.01, "float32"),
+        "step": numpy.array(7, "int64"),
+        "scalar": numpy.float32(2.5),
+        "m": ({}, {"W": numpy.full((3, 2), 0.5, "float32"), "b": numpy.zeros(2, "float32")}),
+        "odd keys": {"a/b": numpy.arange(3), "": numpy.array([True, False]), ".": [], "%": ()},
+        "list": [numpy.zeros((0, 4)), {}, (), None, 3, 0.1, "text", True],
+    }
+    metadata = {
+        "epoch": 3,
+        "history": {"loss": [1.5, float("nan")]},
+        "seed": 42,
+        "rng_state": {"bit_generator": "PCG64", "state": {"state": 2**127 + 5, "inc": 3}},
+    }
+    path = tmp_path / f"m{suffix}"
+    convnet_io.save(
+        path,
+        layer=net,
+        params=params,
+        input_shape=(3,),
+        optimizer={"name": "adam", "config": {"lr": 0.01}},
+        optimizer_state=opt_state,
+        metadata=metadata,
+    )
+    saved = convnet_io.load(path, parts=True)
+    assert saved.optimizer == {"name": "adam", "config": {"lr": 0.01}}
+    assert_same_tree(saved.optimizer_state, opt_state)
+    assert saved.state == ({}, {})  # state defaults to empty dicts shaped like params
+    assert saved.metadata["rng_state"] == metadata["rng_state"]
+    assert saved.metadata["seed"] == 42 and saved.metadata["epoch"] == 3
+    assert saved.metadata["history"]["loss"][0] == 1.5
+    assert numpy.isnan(saved.metadata["history"]["loss"][1])
+
+
+def test_layout_is_the_documented_one(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    net = L.Sequential((L.Flatten(), L.Dense(2)))
+    params = ({}, {"W": numpy.ones((3, 2), "float32"), "b": numpy.zeros(2, "float32")})
+    path = tmp_path / "m.h5"
+    convnet_io.save(path, layer=net, params=params, input_shape=(3,), metadata={"seed": 1})
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format"] == "convnet"
+        assert f.attrs["format_version"] == convnet_io.FORMAT_VERSION == 1
+        assert json.loads(f.attrs["architecture"]) == L.layer_to_config(net)
+        assert json.loads(f.attrs["input_shape"]) == [3]
+        assert json.loads(f.attrs["metadata"]) == {"seed": 1}
+        assert f["params/1/W"].shape == (3, 2) and f["params/1/b"].dtype == numpy.float32
+        assert json.loads(f["params"].attrs["tree"]) == {
+            "tuple": [{"dict": []}, {"dict": [["W", "array"], ["b", "array"]]}]
+        }
+    attributes, arrays = fmt.read_raw(path)
+    npz = tmp_path / "m.npz"
+    fmt.write_raw(npz, attributes, arrays)
+    with numpy.load(npz, allow_pickle=False) as z:  # readable with plain numpy too
+        assert str(z[".attrs/format"]) == "convnet"
+        assert numpy.array_equal(z["params/1/W"], params[1]["W"])
+    assert convnet_io.load(npz, parts=True).metadata == {"seed": 1}
+
+
+def test_custom_registered_layer_round_trips(tmp_path):
+    import attrs
+    from convnet_core import register_layer
+
+    @register_layer(name="IoTestScale")
+    @attrs.frozen
+    class Scale:
+        factor: float = 1.0
+
+        def output_shape(self, input_shape):
+            return tuple(input_shape)
+
+        def init(self, input_shape, rng, *, xp, dtype):
+            return {"s": xp.full(input_shape[-1:], self.factor, dtype)}, {
+                "calls": xp.zeros((), dtype)
+            }
+
+        def apply(self, params, state, x, *, training, rng, xp):
+            return x * params["s"], state, None
+
+        def grad(self, params, cache, dy, *, xp, input_grad=True):
+            raise NotImplementedError
+
+    net = L.Sequential((Scale(2.0), L.Dense(2)))
+    params = (
+        {"s": numpy.array([1.0, 2.0, 3.0], "float32")},
+        {"W": numpy.ones((3, 2), "float32"), "b": numpy.zeros(2, "float32")},
+    )
+    state = ({"calls": numpy.array(4.0, "float32")}, {})
+    convnet_io.save(tmp_path / "c.h5", layer=net, params=params, state=state, input_shape=(3,))
+    saved = convnet_io.load(tmp_path / "c.h5", parts=True)
+    assert saved.layer == net and saved.layer.layers[0].factor == 2.0
+    assert_same_tree(saved.params, params)
+    assert_same_tree(saved.state, state)
+
+
+def test_without_h5py_saves_npz_next_to_the_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "H5PY_AVAILABLE", False)
+    monkeypatch.setattr(storage, "h5py", None)
+    _, net, shape = NETS[0]
+    params, state = __import__("convnet_core").init(net, shape, rng=0)
+    with pytest.warns(RuntimeWarning, match="h5py is not installed"):
+        written = convnet_io.save(
+            tmp_path / "w.hdf5", layer=net, params=params, state=state, input_shape=shape
+        )
+    assert written == str(tmp_path / "w.hdf5.npz")
+    assert not (tmp_path / "w.hdf5").exists()
+    saved = convnet_io.load(tmp_path / "w.hdf5", parts=True)  # finds the .npz beside the name
+    assert_same_tree(saved.params, params)
+
+
+def test_large_metadata_is_stored(tmp_path):
+    net = L.Sequential((L.Dense(2),))
+    params = ({"W": numpy.ones((3, 2), "float32"), "b": numpy.zeros(2, "float32")},)
+    history = {"loss": [float(i) / 7 for i in range(20000)]}  # about 400 kB of JSON
+    for suffix in SUFFIXES:
+        convnet_io.save(
+            tmp_path / f"m{suffix}",
+            layer=net,
+            params=params,
+            input_shape=(3,),
+            metadata={"history": history},
+        )
+        assert convnet_io.load(tmp_path / f"m{suffix}", parts=True).metadata["history"] == history
+
+
+def test_save_refuses_what_load_would_refuse(tmp_path):
+    net = L.Sequential((L.Dense(2),))
+    good = {"W": numpy.ones((3, 2), "float32"), "b": numpy.zeros(2, "float32")}
+    with pytest.raises(ValueError, match="shape"):
+        convnet_io.save(
+            tmp_path / "m.h5", layer=net, params=({**good, "W": good["W"].T},), input_shape=(3,)
+        )
+    with pytest.raises(ValueError, match="NaN"):
+        convnet_io.save(
+            tmp_path / "m.h5",
+            layer=net,
+            params=({**good, "b": numpy.array([0, numpy.nan], "float32")},),
+            input_shape=(3,),
+        )
+    with pytest.raises(ValueError, match="layer= and params="):
+        convnet_io.save(tmp_path / "m.h5")
+    assert not list(tmp_path.iterdir())  # nothing half-written left behind
