@@ -11,20 +11,25 @@ explicit parameter pytrees with an array module `xp` (numpy or cupy).
                                     training=True)
 """
 
-from . import backend, layers, losses, tree
+from . import backend, callbacks, layers, losses, optim, schedules, tree
 from .api import apply, grad, init
 from .layers.base import register_layer
+from .model import Model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Model",
     "__version__",
     "apply",
     "backend",
+    "callbacks",
     "grad",
     "init",
     "layers",
     "losses",
+    "optim",
     "register_layer",
+    "schedules",
     "tree",
 ]

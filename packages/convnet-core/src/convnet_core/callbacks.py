@@ -1,0 +1,235 @@
+"""Callbacks for `Model.fit`, and the per-epoch progress display.
+
+A callback is any object with some of these methods (all optional):
+
+    on_train_begin(model)
+    on_epoch_end(model, epoch, logs)   epoch: 1-based count of completed epochs;
+                                       logs: {"loss", "acc", "val_loss", "val_acc", "lr"}
+    on_train_end(model)
+
+Setting `model.stop_training = True` in `on_epoch_end` ends training after that epoch.
+`fit(early_stopping=True, lr_schedule="plateau")` uses `EarlyStopping` and
+`ReduceLROnPlateau` from this module. Both rebuild their counters from `model.history` in
+`on_train_begin`, so a resumed run makes the same decisions as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+from .schedules import ReduceOnPlateau, is_improvement
+
+__all__ = [
+    "EarlyStopping",
+    "EpochProgress",
+    "LearningRateScheduler",
+    "ReduceLROnPlateau",
+    "monitor_mode",
+]
+
+
+def monitor_mode(monitor: str, mode: str = "auto") -> str:
+    """ "max" for accuracy-like metrics, "min" otherwise, unless `mode` says which."""
+    if mode != "auto":
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        return mode
+    return "max" if "acc" in monitor else "min"
+
+
+def _monitored(logs: dict[str, Any], monitor: str) -> float | None:
+    value = logs.get(monitor)
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+class EarlyStopping:
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs.
+
+    With `restore_best`, the parameters and state of the best epoch (kept by reference,
+    no copy) are put back at the end of training. After a resume, the best epoch can only
+    be restored if it came after the resume (the counters themselves are rebuilt from the
+    history).
+    """
+
+    def __init__(
+        self, monitor="val_loss", patience=5, min_delta=1e-4, mode="auto", restore_best=True
+    ):
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.min_delta = float(min_delta)
+        self.mode = monitor_mode(monitor, mode)
+        self.restore_best = restore_best
+        self.best: float | None = None
+        self.wait = 0
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None
+        self._best_weights: tuple[Any, Any] | None = None
+
+    def _observe(self, value: float | None) -> bool:
+        """Count one epoch; True when it is a new best."""
+        if value is not None and is_improvement(value, self.best, self.mode, self.min_delta):
+            self.best, self.wait = value, 0
+            return True
+        self.wait += 1
+        return False
+
+    def on_train_begin(self, model) -> None:
+        self.best, self.wait, self.best_epoch, self._best_weights = None, 0, None, None
+        self.stopped_epoch = None
+        for index, value in enumerate(model.history.get(self.monitor, [])):
+            if self._observe(None if value is None else float(value)):
+                self.best_epoch = index + 1
+
+    def on_epoch_end(self, model, epoch: int, logs: dict[str, Any]) -> None:
+        if self._observe(_monitored(logs, self.monitor)):
+            self.best_epoch = epoch
+            self._best_weights = (model.params, model.state)
+        elif self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            model.stop_training = True
+
+    def on_train_end(self, model) -> None:
+        if self.restore_best and self._best_weights is not None:
+            model.params, model.state = self._best_weights
+
+
+class ReduceLROnPlateau:
+    """Multiply the learning rate by `factor` when `monitor` stalls for `patience` epochs.
+
+    A callback around the pure `schedules.ReduceOnPlateau` state machine.
+    """
+
+    def __init__(
+        self, monitor="val_loss", factor=0.5, patience=3, min_lr=1e-6, min_delta=1e-4, mode="auto"
+    ):
+        self.monitor = monitor
+        self.schedule = ReduceOnPlateau(
+            factor, patience, min_lr, min_delta, monitor_mode(monitor, mode)
+        )
+        self.state = self.schedule.init()
+
+    def on_train_begin(self, model) -> None:
+        self.state = self.schedule.init()
+        for value in model.history.get(self.monitor, []):
+            if value is not None and math.isfinite(value):
+                _, self.state = self.schedule.update(self.state, value, 1.0)
+
+    def on_epoch_end(self, model, epoch: int, logs: dict[str, Any]) -> None:
+        value = _monitored(logs, self.monitor)
+        if value is None:
+            return
+        lr = model.lr
+        new_lr, self.state = self.schedule.update(self.state, value, lr)
+        if new_lr != lr:
+            model.lr = new_lr
+
+
+class LearningRateScheduler:
+    """Set the learning rate at the start of each epoch from `fn(epoch_index, lr) -> lr`.
+
+    `epoch_index` counts from 0. `fit(lr_schedule=...)` builds one for "cosine" and for a
+    callable; fit calls `on_epoch_begin` itself.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_epoch_begin(self, model, epoch_index: int) -> None:
+        model.lr = float(self.fn(epoch_index, model.lr))
+
+
+def _format_metrics(values: dict[str, Any]) -> str:
+    parts = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key == "lr":
+            parts.append(f"lr {value:.2e}")
+        elif key == "samples/s":
+            parts.append(f"{value:,.0f} samples/s")
+        else:
+            parts.append(f"{key} {value:.4f}")
+    return "  ".join(parts)
+
+
+class EpochProgress:
+    """The progress display of one epoch: a tqdm bar when tqdm is installed, else a plain line.
+
+    `advance()` is called once per batch and costs nothing but a clock read; `due()` says
+    when the numbers should be refreshed (every `interval` seconds), which is when fit reads
+    its on-device metric sums back to the host. `close(summary)` prints the epoch's line.
+    """
+
+    def __init__(
+        self,
+        epoch: int,
+        epochs: int,
+        total_batches: int | None,
+        verbose: bool,
+        interval: float = 0.5,
+    ):
+        self.verbose = bool(verbose)
+        self.interval = interval
+        self.label = f"epoch {epoch}/{epochs}"
+        self.total = total_batches
+        self.batches = 0
+        self.start = time.perf_counter()
+        self._last_refresh = self.start
+        self._bar = None
+        self._plain = False
+        if not self.verbose:
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            self._plain = sys.stderr.isatty()
+        else:
+            self._bar = tqdm(
+                total=total_batches,
+                desc=self.label,
+                unit="batch",
+                leave=False,
+                dynamic_ncols=True,
+                mininterval=interval,
+            )
+
+    def advance(self) -> None:
+        self.batches += 1
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def due(self) -> bool:
+        """True when a refresh of the shown metrics is due (never when silent)."""
+        if not (self._bar is not None or self._plain):
+            return False
+        now = time.perf_counter()
+        if now - self._last_refresh < self.interval:
+            return False
+        self._last_refresh = now
+        return True
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def show(self, metrics: dict[str, Any]) -> None:
+        text = _format_metrics(metrics)
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+        elif self._plain:
+            of = f"/{self.total}" if self.total else ""
+            sys.stderr.write(f"\r{self.label} batch {self.batches}{of}  {text}")
+            sys.stderr.flush()
+
+    def close(self, summary: dict[str, Any] | None) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self._plain:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+        if self.verbose and summary is not None:
+            print(f"{self.label}: {_format_metrics(summary)}  ({self.elapsed():.1f} s)", flush=True)

@@ -1,0 +1,704 @@
+"""`Model`: the Keras-style stateful shell that users of ConvNet-NumPy know.
+
+    model = Model([Conv2D(8, (3, 3)), Activation("relu"), MaxPool2D((2, 2)),
+                   Flatten(), Dense(10)])
+    model.compile(loss="categorical_crossentropy", optimizer="adam", lr=1e-3)
+    history = model.fit((X, y), epochs=5, batch_size=64, val_data=(X_val, y_val))
+    probabilities = model.predict(X_test)
+
+A Model holds a `Sequential` spec (`network`), the pytrees `params`, `state` and
+`opt_state`, an optimizer and a loss, and does nothing a custom loop could not do with
+`convnet_core.apply`, `grad` and an optimizer's `update`.
+
+Inputs: images are NCHW. Batches shaped (N, H, W) (one channel) or channels-last
+(N, H, W, C) with C in (1, 3), as ConvNet-NumPy used, are rearranged when the model's
+input is (C, H, W) and the reading is unambiguous (see `training.adapt_layout`). Inputs are
+cast to the model's dtype but never rescaled: pass images in [0, 1].
+
+Softmax at the end: a network ending in Activation("softmax") compiled with cross-entropy
+is trained on the logits before the softmax (the softmax and the loss are fused, which is
+exact and stable); `predict` still returns probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+from . import backend, losses, optim
+from . import tree as _tree
+from .layers.activation import Activation
+from .layers.base import ShapeError, layer_from_config, layer_to_config
+from .layers.combinators import Sequential
+from .training import (
+    LOOP_STREAM,
+    Labels,
+    TrainingData,
+    adapt_layout,
+    epoch_seed,
+    evaluate_batches,
+    fresh_seed,
+    infer_input_shape,
+)
+from .training import fit as _fit
+
+__all__ = ["Model"]
+
+CROSS_ENTROPY_NAMES = ("categorical_crossentropy", "cce", "softmax_cross_entropy")
+
+
+def _resolve_xp(device: Any) -> Any:
+    if device is None or isinstance(device, str):
+        return backend.array_module(device or "auto")
+    return device  # an array module given directly
+
+
+class Model:
+    """A sequence of layers with its parameters, optimizer, loss and training history.
+
+    Args:
+        layers: a list of layers (or a `Sequential`); more can be added with `add`.
+        seed: seeds weight initialisation, shuffling and dropout (None: drawn once).
+        device: "auto" (GPU when usable), "cpu", "cuda", or an array module.
+        dtype: the floating type of parameters and inputs, float32 by default.
+
+    Attributes: `network` (Sequential), `input_shape` (per sample, None until built),
+    `params`, `state`, `opt_state` (pytrees), `optimizer`, `loss_name`, `history`
+    ({"loss", "acc", "val_loss", "val_acc", "lr"} lists), `epoch` (epochs completed),
+    `xp` (numpy or cupy), `seed`, `stop_training`.
+    """
+
+    def __init__(
+        self, layers=None, *, seed: int | None = None, device: Any = None, dtype: Any = "float32"
+    ):
+        if isinstance(layers, Sequential):
+            layers = layers.layers
+        self.layers: list[Any] = list(layers or [])
+        self.xp = _resolve_xp(device)
+        self.dtype = numpy.dtype(dtype)
+        self.seed = None if seed is None else int(seed)
+        self.input_shape: tuple[int, ...] | None = None
+        self.params: Any = None
+        self.state: Any = None
+        self.grads: Any = None
+        self.optimizer: optim.Optimizer | None = None
+        self.opt_state: Any = None
+        self.loss_name: str | None = None
+        self._loss_fn: Any = None
+        self.loss: LossFunction | None = None
+        self.history: dict[str, list] = {}
+        self.epoch = 0
+        self.stop_training = False
+        self._record: dict[str, Any] | None = None
+        self._loop_rng: Any = None
+
+    # -- structure -------------------------------------------------------------------
+
+    @property
+    def network(self) -> Sequential:
+        """The layers as one `Sequential` spec."""
+        return Sequential(tuple(self.layers))
+
+    def add(self, layer: Any) -> Model:
+        """Append a layer (before the model is built). Returns the model."""
+        if self.params is not None:
+            raise ValueError("Model.add: the model is already built; add layers before build/fit")
+        self.layers.append(layer)
+        return self
+
+    def _candidate_shapes(self, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        candidates = [] if len(shape) >= 4 else [shape]
+        if len(shape) >= 2:
+            try:
+                candidates.append(infer_input_shape(self.network, shape))
+            except ShapeError:
+                pass
+        return candidates
+
+    def build(self, input_shape, *, seed: int | None = None) -> Model:
+        """Create the parameters for inputs of `input_shape`. Returns the model.
+
+        `input_shape` is one sample's shape, e.g. (1, 28, 28) or (784,); a batched shape
+        (N, ...) is also taken when the per-sample reading does not fit the network, e.g.
+        (N, 1, 28, 28), (N, 28, 28), (N, 28, 28, 1) or (1, 5) for a Dense model. On a built
+        model a compatible shape is a no-op and any other a ValueError.
+        """
+        shape = tuple(int(d) for d in input_shape)
+        if self.params is not None:
+            if shape == self.input_shape or (len(shape) >= 2 and self._layout_accepts(shape)):
+                return self
+            raise ValueError(
+                f"Model.build: the model is built for inputs {self.input_shape}, not {shape}"
+            )
+        if not self.layers:
+            raise ValueError("Model.build: the model has no layers; add some first")
+        errors = []
+        for candidate in self._candidate_shapes(shape):
+            try:
+                self.network.output_shape(candidate)
+            except (ShapeError, ValueError, TypeError) as error:
+                errors.append(str(error))
+                continue
+            break
+        else:
+            raise ShapeError(f"Model.build: cannot build for input shape {shape}: {errors}")
+        if seed is not None:
+            self.seed = int(seed)
+        self._ensure_seed()
+        from .api import init
+
+        self.params, self.state = init(
+            self.network,
+            candidate,
+            rng=numpy.random.default_rng(self.seed),
+            xp=self.xp,
+            dtype=self.dtype,
+        )
+        self.input_shape = candidate
+        self.opt_state = None
+        return self
+
+    def _layout_accepts(self, batch_shape: tuple[int, ...]) -> bool:
+        try:
+            adapt_layout(numpy.empty((0, *batch_shape[1:])), self.input_shape, numpy)  # host
+        except ShapeError:
+            return False
+        return True
+
+    def _ensure_seed(self) -> None:
+        if self.seed is None:
+            self.seed = fresh_seed()
+
+    def _require_built(self, what: str) -> None:
+        if self.params is None:
+            raise ValueError(
+                f"Model.{what}: the model is not built; call build(input_shape) or fit first"
+            )
+
+    # -- compile ---------------------------------------------------------------------
+
+    def compile(
+        self,
+        loss="categorical_crossentropy",
+        optimizer="adam",
+        lr=None,
+        weight_decay=0.0,
+        clip_norm=None,
+        momentum=None,
+        beta1=None,
+        beta2=None,
+        eps=None,
+        **options,
+    ) -> Model:
+        """Choose the loss and the optimizer. Returns the model.
+
+        Args:
+            loss: "categorical_crossentropy" (or "cce"), "mse", "huber", or a function
+                `fn(predictions, targets, *, xp) -> (value, dvalue/dpredictions)`.
+            optimizer: "adam", "sgd", "adamw", "rmsprop", or an `optim.Optimizer`.
+            lr, weight_decay, clip_norm, momentum, beta1, beta2, eps, **options: passed to
+                the named optimizer (only those given; each optimizer has its defaults).
+        """
+        if isinstance(loss, str):
+            if loss not in losses.LOSSES:
+                raise ValueError(
+                    f"unknown loss {loss!r}; known: {', '.join(sorted(losses.LOSSES))}"
+                )
+            self._loss_fn = losses.LOSSES[loss]
+            self.loss_name = loss
+        elif callable(loss):
+            self._loss_fn = loss
+            self.loss_name = getattr(loss, "__name__", "custom")
+        else:
+            raise TypeError(f"loss must be a name or a function, not {type(loss).__name__}")
+        given = {
+            "lr": lr,
+            "momentum": momentum,
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": eps,
+            "clip_norm": clip_norm,
+            **options,
+        }
+        given = {key: value for key, value in given.items() if value is not None}
+        if weight_decay:
+            given["weight_decay"] = weight_decay
+        if isinstance(optimizer, optim.Optimizer):
+            if given:
+                raise ValueError(
+                    f"compile: options {sorted(given)} go to the optimizer's constructor when "
+                    "an optimizer object is passed"
+                )
+            self.optimizer = optimizer
+        elif isinstance(optimizer, str):
+            self.optimizer = optim.get(optimizer, **given)
+        else:
+            raise TypeError(
+                f"optimizer must be a name or an optim.Optimizer, not {type(optimizer).__name__}"
+            )
+        self.opt_state = None
+        self.loss = LossFunction(self)
+        return self
+
+    def _is_cross_entropy(self) -> bool:
+        return self.loss_name in CROSS_ENTROPY_NAMES
+
+    def _fused_softmax(self) -> bool:
+        """True when the last layer is a softmax that the cross-entropy loss takes over."""
+        last = self.layers[-1] if self.layers else None
+        return self._is_cross_entropy() and isinstance(last, Activation) and last.name == "softmax"
+
+    def _trunk(self) -> tuple[Sequential, int]:
+        """The layers that produce what the loss reads, and how many they are."""
+        n = len(self.layers) - 1 if self._fused_softmax() else len(self.layers)
+        return Sequential(tuple(self.layers[:n])), n
+
+    def _ensure_opt_state(self) -> None:
+        if self.opt_state is None:
+            self.opt_state = self.optimizer.init(self.params)
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate (read from, and written to, `opt_state`)."""
+        if self.opt_state is None:
+            if self.optimizer is None:
+                raise ValueError("Model.lr: the model is not compiled")
+            return self.optimizer.lr
+        return optim.get_lr(self.opt_state)
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._require_built("lr")
+        self._ensure_opt_state()
+        self.opt_state = optim.set_lr(self.opt_state, value)
+
+    # -- training --------------------------------------------------------------------
+
+    def fit(
+        self,
+        data,
+        epochs=1,
+        batch_size=64,
+        num_classes=None,
+        val_data=None,
+        val_split=0.0,
+        early_stopping=False,
+        patience=5,
+        min_delta=1e-4,
+        restore_best=True,
+        lr_schedule=None,
+        lr_patience=3,
+        lr_factor=0.5,
+        lr_min=1e-6,
+        shuffle=True,
+        seed=None,
+        verbose=True,
+        callbacks=(),
+        monitor=None,
+        resume_from=None,
+    ):
+        """Train for `epochs` more epochs (with `resume_from`: up to `epochs` in total).
+
+        Args:
+            data: (X, y) arrays, or an object with `batches(batch_size, shuffle=...)`
+                yielding (x, y) (convnet_data's Dataset). Labels: integers (N,) or one-hot.
+            num_classes: checked against the output layer (and the labels).
+            val_data / val_split: (X_val, y_val) or a dataset / the last fraction of (X, y).
+            early_stopping, patience, min_delta, restore_best: stop when the monitored
+                metric has not improved for `patience` epochs and put back the best weights.
+            lr_schedule: None, "plateau" (multiply by lr_factor after lr_patience epochs
+                without improvement, not below lr_min), "cosine" (from the optimizer's lr to
+                lr_min over the epochs), or fn(epoch_index, lr) -> lr called every epoch.
+            monitor: the metric early stopping and the plateau watch; by default, as in
+                ConvNet-NumPy, "val_acc" with validation data, else "acc" ("val_loss" /
+                "loss" for models without accuracy).
+            seed: makes shuffling, dropout and (if not built yet) the weights reproducible:
+                the same seed and data give bit-identical results on the CPU.
+            verbose: a progress bar (tqdm, when installed) and one line per epoch.
+            callbacks: objects with on_train_begin / on_epoch_end / on_train_end.
+            resume_from: a checkpoint file written by convnet_io.Checkpoint.
+
+        Returns:
+            `model.history`: {"loss", "acc", "val_loss", "val_acc", "lr"}, one value per
+            epoch over the model's whole life (None where a metric does not apply).
+
+        Raises:
+            training.NonFiniteLossError: the loss became NaN/inf (the model keeps its last
+                good parameters).
+        """
+        return _fit(
+            self,
+            data,
+            epochs=epochs,
+            batch_size=batch_size,
+            num_classes=num_classes,
+            val_data=val_data,
+            val_split=val_split,
+            early_stopping=early_stopping,
+            patience=patience,
+            min_delta=min_delta,
+            restore_best=restore_best,
+            lr_schedule=lr_schedule,
+            lr_patience=lr_patience,
+            lr_factor=lr_factor,
+            lr_min=lr_min,
+            shuffle=shuffle,
+            seed=seed,
+            verbose=verbose,
+            callbacks=callbacks,
+            monitor=monitor,
+            resume_from=resume_from,
+        )
+
+    def _prepare_input(self, x: Any) -> Any:
+        """`x` on the model's device, in its dtype and layout (building the model if needed)."""
+        x = self.xp.asarray(x)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        if self.params is None:
+            self.build(infer_input_shape(self.network, x.shape))
+        return adapt_layout(x, self.input_shape, self.xp)
+
+    # -- inference -------------------------------------------------------------------
+
+    def _inference_batches(self, x, batch_size):
+        for start in range(0, len(x), batch_size):
+            yield self._prepare_input(x[start : start + batch_size])
+
+    def predict(self, x, batch_size: int = 256) -> numpy.ndarray:
+        """The outputs for inputs `x` (N, ...), as a NumPy array on the host.
+
+        With a cross-entropy loss these are class probabilities (N, classes), whether or
+        not the network ends in a softmax; otherwise the network's outputs.
+        """
+        if len(x) == 0:
+            raise ValueError("Model.predict: no inputs")
+        trunk, n = self._trunk() if self.loss_name else (self.network, len(self.layers))
+        outputs = []
+        for batch in self._inference_batches(x, batch_size):
+            out, _, _ = trunk.apply(
+                self.params[:n], self.state[:n], batch, training=False, rng=None, xp=self.xp
+            )
+            if self._is_cross_entropy():
+                out = self.xp.exp(losses.log_softmax(out, xp=self.xp))
+            outputs.append(backend.to_host(out))
+        return numpy.concatenate(outputs)  # host: the predictions for the caller
+
+    def evaluate(self, x, y, batch_size: int = 256, num_classes=None) -> tuple[float, Any]:
+        """(mean loss, accuracy) on (x, y); accuracy is None when it does not apply."""
+        if self._loss_fn is None:
+            raise ValueError("Model.evaluate: call compile first (it needs a loss)")
+        if self.params is None:
+            self.build(infer_input_shape(self.network, numpy.shape(x)))
+        out_shape = self.network.output_shape(self.input_shape)
+        labels = Labels(self, y[:4096], num_classes, out_shape)
+        data = TrainingData((x, y))
+        return evaluate_batches(
+            self, data.batches(batch_size, shuffle=False, seed=0, xp=self.xp), labels
+        )
+
+    def summary(self, print_fn=print) -> str:
+        """A table of layers, output shapes and parameter counts; printed and returned."""
+        self._require_built("summary")
+        rows = [("Layer", "Output shape", "Params")]
+        shape = self.input_shape
+        for index, (layer, params) in enumerate(zip(self.layers, self.params, strict=True)):
+            shape = tuple(layer.output_shape(shape))
+            rows.append((f"{index}: {layer!r}", str(shape), f"{_tree.size(params):,}"))
+        total = _tree.size(self.params)
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        line = "-" * (sum(widths) + 4)
+
+        def fmt(row):
+            return f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}"
+
+        text = "\n".join(
+            [
+                fmt(rows[0]),
+                line,
+                *(fmt(r) for r in rows[1:]),
+                line,
+                f"Input shape: {self.input_shape}",
+                f"Total params: {total:,}",
+                f"State values: {_tree.size(self.state):,}",
+            ]
+        )
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    # -- the ConvNet-NumPy custom-loop style ---------------------------------------------
+
+    def forward(self, x, training: bool = False) -> Any:
+        """Run the network on `x`; with training=True keep what `backward` needs.
+
+        Returns the network's output on the model's device (probabilities when it ends in
+        a softmax). With training=True the state (e.g. BatchNorm statistics) is updated.
+        """
+        x = self._prepare_input(x)
+        trunk, n = self._trunk()
+        rng = None
+        if training:
+            if self._loop_rng is None:
+                self._ensure_seed()
+                self._loop_rng = self.xp.random.default_rng(
+                    epoch_seed(self.seed, self.epoch, LOOP_STREAM)
+                )
+            rng = self._loop_rng
+        out, trunk_state, cache = trunk.apply(
+            self.params[:n], self.state[:n], x, training=training, rng=rng, xp=self.xp
+        )
+        logits = out
+        head_cache = None
+        if n < len(self.layers):  # the fused softmax
+            out, _, head_cache = self.layers[n].apply(
+                {}, {}, logits, training=True, rng=None, xp=self.xp
+            )
+        if training:
+            self.state = trunk_state + self.state[n:]
+            self._record = {
+                "cache": cache,
+                "logits": logits,
+                "output": out,
+                "head_cache": head_cache,
+                "n": n,
+            }
+        return out
+
+    def backward(self, grad: Any) -> Any:
+        """Back-propagate dLoss/doutput from the last `forward(training=True)`.
+
+        Stores the parameter gradients in `model.grads` and returns dLoss/dx. Passing the
+        gradient that `model.loss.backward()` returned uses the fused softmax/cross-entropy
+        gradient (softmax(z) - t)/N directly.
+        """
+        record = self._record
+        if record is None:
+            raise ValueError("Model.backward: call forward(x, training=True) first")
+        n = record["n"]
+        trunk = Sequential(tuple(self.layers[:n]))
+        if n < len(self.layers):
+            fused = self.loss._fused_grad_for(grad, record) if self.loss else None
+            if fused is not None:
+                grad = fused
+            else:
+                _, grad = self.layers[n].grad({}, record["head_cache"], grad, xp=self.xp)
+        grads, dx = trunk.grad(self.params[:n], record["cache"], grad, xp=self.xp, input_grad=True)
+        self.grads = grads + tuple({} for _ in self.layers[n:])
+        return dx
+
+    def step(self) -> None:
+        """Apply one optimizer update with the gradients of the last `backward`."""
+        if self.grads is None:
+            raise ValueError("Model.step: call backward first")
+        if self.optimizer is None:
+            raise ValueError("Model.step: call compile first")
+        self._ensure_opt_state()
+        self.params, self.opt_state = self.optimizer.update(self.params, self.grads, self.opt_state)
+
+    def get_params_and_grads(self) -> ParamsAndGrads:
+        """(param, grad) pairs, for ConvNet-NumPy's `model.optimizer.step(...)`."""
+        return ParamsAndGrads(self)
+
+    # -- persistence -----------------------------------------------------------------
+
+    def save(self, path, **kwargs) -> None:
+        """Save to `path` with convnet-io (architecture, weights, optimizer state, history)."""
+        _convnet_io().save(path, self, **kwargs)
+
+    @classmethod
+    def load(cls, path, **kwargs) -> Model:
+        """Load a model saved by `save` (or by ConvNet-NumPy) with convnet-io."""
+        return _convnet_io().load(path, **kwargs)
+
+    def get_rng_state(self) -> dict[str, Any]:
+        """What determines fit's randomness (JSON-able): the seed. Shuffling and dropout of
+        epoch e are drawn from (seed, e), so this and `epoch` resume them exactly, on the CPU
+        and on a GPU alike."""
+        return {"seed": self.seed}
+
+    def set_rng_state(self, rng_state: dict[str, Any]) -> None:
+        """Restore what `get_rng_state` returned."""
+        seed = rng_state.get("seed") if isinstance(rng_state, dict) else None
+        if seed is None:
+            raise ValueError(f"set_rng_state expects {{'seed': int}}, got {rng_state!r}")
+        self.seed = int(seed)
+        self._loop_rng = None
+
+    @classmethod
+    def from_parts(
+        cls,
+        network,
+        params,
+        state,
+        input_shape,
+        *,
+        optimizer=None,
+        opt_state=None,
+        loss_name=None,
+        history=None,
+        epoch=0,
+        device=None,
+    ) -> Model:
+        """A model assembled from saved pieces (used by convnet-io).
+
+        `network` is a Sequential (or any layer, wrapped in one); `optimizer` an Optimizer
+        or its config dict; arrays may be host NumPy arrays (moved to the model's device).
+        """
+        if not isinstance(network, Sequential):
+            network, params, state = Sequential((network,)), (params,), (state,)
+        model = cls(network.layers, device=device)
+        model._set_parts(params, state, input_shape)
+        if isinstance(optimizer, dict):
+            optimizer = optim.from_config(optimizer)
+        if loss_name is not None:
+            model.compile(loss=loss_name, optimizer=optimizer or "adam")
+        else:
+            model.optimizer = optimizer
+        if opt_state is not None:
+            model.opt_state = backend.to_device(opt_state, model.xp)
+        model.history = {key: list(values) for key, values in (history or {}).items()}
+        model.epoch = int(epoch)
+        return model
+
+    def _set_parts(self, params, state, input_shape) -> None:
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.network.output_shape(self.input_shape)
+        self.params = _as_layer_tuple(backend.to_device(params, self.xp), len(self.layers))
+        self.state = _as_layer_tuple(backend.to_device(state, self.xp), len(self.layers))
+
+    def _restore_checkpoint(self, path) -> None:
+        """Load a checkpoint written by convnet_io.Checkpoint into this model."""
+        checkpoint = _convnet_io().load_checkpoint(path)
+        network = checkpoint["network"]
+        if isinstance(network, dict):
+            network = layer_from_config(network)
+        if not isinstance(network, Sequential):
+            network = Sequential((network,))
+        if self.layers and layer_to_config(self.network) != layer_to_config(network):
+            raise ValueError(
+                f"fit(resume_from={str(path)!r}): the checkpoint's architecture differs from "
+                "this model's"
+            )
+        self.layers = list(network.layers)
+        self._set_parts(checkpoint["params"], checkpoint["state"], checkpoint["input_shape"])
+        if checkpoint.get("optimizer") is not None:
+            self.optimizer = optim.from_config(checkpoint["optimizer"])
+        metadata = checkpoint.get("metadata") or {}
+        if self._loss_fn is None:
+            self.compile(
+                loss=metadata.get("loss", "categorical_crossentropy"),
+                optimizer=self.optimizer or "adam",
+            )
+        self.opt_state = (
+            None
+            if checkpoint.get("opt_state") is None
+            else backend.to_device(checkpoint["opt_state"], self.xp)
+        )
+        self.history = {
+            key: list(values) for key, values in (checkpoint.get("history") or {}).items()
+        }
+        self.epoch = int(checkpoint.get("epoch", 0))
+        if checkpoint.get("rng_state"):
+            self.set_rng_state(checkpoint["rng_state"])
+
+    def __repr__(self) -> str:
+        built = f"input_shape={self.input_shape}" if self.input_shape else "not built"
+        return f"Model({len(self.layers)} layers, {built}, epoch={self.epoch})"
+
+
+def _as_layer_tuple(tree: Any, n: int) -> tuple:
+    """Params/state as a tuple with one entry per layer (lists from files become tuples)."""
+    if isinstance(tree, dict) and all(str(i) in tree for i in range(n)) and len(tree) == n:
+        tree = [tree[str(i)] for i in range(n)]
+    if not isinstance(tree, (tuple, list)) or len(tree) != n:
+        raise ValueError(f"Model: expected parameters for {n} layers, got {type(tree).__name__}")
+    return tuple(tree)
+
+
+def _convnet_io():
+    try:
+        import convnet_io
+    except ImportError:
+        raise ImportError(
+            "saving and loading models needs the convnet-io package: pip install convnet-io"
+        ) from None
+    return convnet_io
+
+
+class ParamsAndGrads:
+    """The (param, grad) pairs of a model, for `optimizer.step(model.get_params_and_grads())`.
+
+    Iterating yields (param, grad) leaf pairs for inspection. `Optimizer.step` calls
+    `apply_optimizer`, which sets the model's params to the optimizer's pure update.
+    """
+
+    def __init__(self, model: Model):
+        self.model = model
+
+    def __iter__(self):
+        if self.model.grads is None:
+            raise ValueError("no gradients yet: call model.backward first")
+        return iter(
+            zip(_tree.leaves(self.model.params), _tree.leaves(self.model.grads), strict=True)
+        )
+
+    def apply_optimizer(self, optimizer: optim.Optimizer) -> None:
+        model = self.model
+        if model.grads is None:
+            raise ValueError("no gradients yet: call model.backward first")
+        if model.opt_state is None or optimizer is not model.optimizer:
+            if optimizer is not model.optimizer:
+                model.optimizer = optimizer
+                model.opt_state = None
+            model._ensure_opt_state()
+        model.params, model.opt_state = optimizer.update(model.params, model.grads, model.opt_state)
+
+
+class LossFunction:
+    """`model.loss`: the compiled loss in ConvNet-NumPy's stateful style.
+
+        loss_value = model.loss.forward(predictions, targets)   # a float
+        grad = model.loss.backward()                            # dLoss/dpredictions
+
+    When `predictions` is what the model's softmax just produced and the loss is
+    cross-entropy, the loss is computed from the logits (stable) and `model.backward(grad)`
+    uses the fused gradient (softmax(z) - t)/N, so the softmax is never differentiated
+    twice.
+    """
+
+    def __init__(self, model: Model):
+        self.model = model
+        self._grad = None
+        self._fused = None  # (grad object, record, dlogits)
+
+    def forward(self, predictions: Any, targets: Any) -> float:
+        model = self.model
+        xp = model.xp
+        record = model._record
+        if model._fused_softmax() and record is not None and predictions is record["output"]:
+            value, dlogits = losses.softmax_cross_entropy(record["logits"], targets, xp=xp)
+            one_hot = losses._targets_as_one_hot(targets, predictions, xp)
+            tiny = numpy.finfo(predictions.dtype).tiny  # host constant
+            n = predictions.dtype.type(predictions.shape[0])
+            self._grad = -one_hot / (xp.maximum(predictions, tiny) * n)  # dL/dp of -Σ t log p
+            self._fused = (self._grad, record, dlogits)
+        else:
+            predictions = xp.asarray(predictions)
+            value, self._grad = model._loss_fn(predictions, targets, xp=xp)
+            self._fused = None
+        return float(value)
+
+    def backward(self) -> Any:
+        if self._grad is None:
+            raise ValueError("loss.backward: call loss.forward first")
+        return self._grad
+
+    def _fused_grad_for(self, grad: Any, record: dict) -> Any:
+        if self._fused is not None and grad is self._fused[0] and record is self._fused[1]:
+            return self._fused[2]
+        return None
+
+    def __call__(self, predictions, targets, *, xp=None):
+        return self.model._loss_fn(predictions, targets, xp=xp or self.model.xp)

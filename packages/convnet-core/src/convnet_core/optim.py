@@ -1,0 +1,394 @@
+"""Optimizers as pure functions of explicit state, in the style of optax.
+
+    opt = optim.adam(lr=1e-3)
+    opt_state = opt.init(params)                       # {"lr", "step", "m", "v"}
+    params, opt_state = opt.update(params, grads, opt_state)
+
+Nothing is mutated: `update` returns new parameter and state pytrees. The learning rate
+lives in the state (a 0-d array), so a custom loop schedules it with `set_lr`:
+
+    opt_state = optim.set_lr(opt_state, 0.5 * optim.get_lr(opt_state))
+
+Every optimizer takes two options on top of its own:
+
+- `clip_norm`: scale all gradients together so their global L2 norm is at most clip_norm,
+  g <- g · min(1, clip_norm / (‖g‖ + 1e-6)), as torch.nn.utils.clip_grad_norm_ does.
+- `weight_decay`: the L2 penalty added to the gradient, g <- g + weight_decay · p (after
+  clipping, as torch.optim does). `adamw` instead decays the weights directly (decoupled).
+
+All arithmetic runs through the arrays' own module (numpy or cupy) on 0-d arrays for the
+learning rate and step count, so no value is copied to the host during training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+import numpy
+
+from . import tree as _tree
+from .backend import get_array_module
+
+__all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Optimizer",
+    "RMSprop",
+    "adam",
+    "adamw",
+    "from_config",
+    "get",
+    "get_lr",
+    "rmsprop",
+    "set_lr",
+    "sgd",
+    "to_config",
+]
+
+_CLIP_EPS = 1e-6  # added to the norm before dividing, as torch does
+
+
+def _first_leaf(tree: Any) -> Any:
+    leaves = _tree.leaves(tree)
+    if not leaves:
+        raise ValueError("the parameter tree holds no arrays; is the model built?")
+    return leaves[0]
+
+
+def _zeros_like(tree: Any) -> Any:
+    return _tree.map(lambda p: get_array_module(p).zeros_like(p), tree)
+
+
+def _check_positive(_instance, attribute, value):
+    if value is not None and value < 0:
+        raise ValueError(f"optimizer {attribute.name} must be >= 0, got {value}")
+
+
+def _check_clip(_instance, _attribute, value):
+    if value is not None and value <= 0:
+        raise ValueError(f"optimizer clip_norm must be positive or None, got {value}")
+
+
+def global_norm(grads: Any) -> Any:
+    """‖g‖ = sqrt(Σ over every leaf of Σ g²), as a 0-d array on the grads' device."""
+    leaves = _tree.leaves(grads)
+    xp = get_array_module(leaves[0])
+    total = xp.vdot(leaves[0].ravel(), leaves[0].ravel())
+    for g in leaves[1:]:
+        total = total + xp.vdot(g.ravel(), g.ravel())
+    return xp.sqrt(total)
+
+
+def clip_by_global_norm(grads: Any, clip_norm: float) -> Any:
+    """Scale every gradient by min(1, clip_norm / (‖g‖ + 1e-6)); shapes unchanged.
+
+    The scale is computed on the device and always applied, so there is no host sync.
+    """
+    leaves = _tree.leaves(grads)
+    if not leaves:
+        return grads
+    xp = get_array_module(leaves[0])
+    norm = global_norm(grads)
+    scale = xp.minimum(clip_norm / (norm.astype("float64") + _CLIP_EPS), 1.0)
+    scales: dict[Any, Any] = {}
+
+    def clip(g):
+        if g.dtype not in scales:
+            scales[g.dtype] = scale.astype(g.dtype)
+        return g * scales[g.dtype]
+
+    return _tree.map(clip, grads)
+
+
+def _map_leaves(fn, n_out: int, template: Any, *trees: Any) -> tuple[Any, ...]:
+    """Apply `fn(*leaves) -> n_out arrays` leaf by leaf; rebuild n_out trees like `template`."""
+    flats = [_tree.flatten(t) for t in (template, *trees)]
+    outs: list[dict[str, Any]] = [{} for _ in range(n_out)]
+    for key in flats[0]:
+        results = fn(*(flat[key] for flat in flats))
+        for out, value in zip(outs, results, strict=True):
+            out[key] = value
+    return tuple(_tree.unflatten(template, out) for out in outs)
+
+
+class _Scalars:
+    """Host floats or 0-d float64 arrays cast once per leaf dtype (float32 stays float32)."""
+
+    def __init__(self, **values: Any):
+        self._values = values
+        self._cast: dict[tuple[str, Any], Any] = {}
+
+    def get(self, name: str, dtype: Any) -> Any:
+        key = (name, dtype)
+        if key not in self._cast:
+            value = self._values[name]
+            self._cast[key] = value.astype(dtype) if hasattr(value, "astype") else value
+        return self._cast[key]
+
+
+@attrs.frozen(kw_only=True)
+class Optimizer:
+    """Base of every optimizer: the shared options and the update skeleton.
+
+    Subclasses set `name`, add their hyper-parameters as fields and implement
+    `_slots(params)` (extra state trees, e.g. moments) and `_step(...)` (one leaf).
+    """
+
+    name: ClassVar[str] = "optimizer"
+    lr: float = attrs.field(converter=float, validator=_check_positive)
+    weight_decay: float = attrs.field(default=0.0, converter=float, validator=_check_positive)
+    clip_norm: float | None = attrs.field(
+        default=None, converter=attrs.converters.optional(float), validator=_check_clip
+    )
+
+    def init(self, params: Any) -> dict[str, Any]:
+        """The optimizer state for `params`: {"lr": 0-d, "step": 0-d, plus slot trees}."""
+        xp = get_array_module(_first_leaf(params))
+        state = {
+            "lr": xp.asarray(self.lr, dtype="float64"),
+            "step": xp.asarray(0, dtype="int64"),
+        }
+        state.update(self._slots(params))
+        return state
+
+    def update(self, params: Any, grads: Any, opt_state: dict[str, Any]) -> tuple[Any, Any]:
+        """One step: returns (new_params, new_opt_state); the inputs are left untouched."""
+        if self.clip_norm is not None:
+            grads = clip_by_global_norm(grads, self.clip_norm)
+        step = opt_state["step"] + 1
+        return self._apply(params, grads, opt_state, step)
+
+    def _slots(self, params: Any) -> dict[str, Any]:
+        return {}
+
+    def _apply(self, params, grads, opt_state, step):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _decayed(self, g: Any, p: Any) -> Any:
+        """The gradient with the L2 penalty: g + weight_decay · p."""
+        return g + self.weight_decay * p if self.weight_decay else g
+
+    def step(self, params_and_grads: Any) -> None:
+        """The in-place step of ConvNet-NumPy loops: `opt.step(model.get_params_and_grads())`.
+
+        `params_and_grads` is what `Model.get_params_and_grads()` returns; the model applies
+        this optimizer's pure `update` to itself. New code calls `update` directly.
+        """
+        apply = getattr(params_and_grads, "apply_optimizer", None)
+        if apply is None:
+            raise TypeError(
+                "Optimizer.step takes model.get_params_and_grads(); the optimizers are pure, "
+                "so in a custom loop use `params, opt_state = opt.update(params, grads, "
+                "opt_state)`"
+            )
+        apply(self)
+
+
+@attrs.frozen(kw_only=True)
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum, as torch.optim.SGD.
+
+    buf <- μ·buf + g;  p <- p - lr·(g + μ·buf) with nesterov, else p <- p - lr·buf.
+    Without momentum, p <- p - lr·g. State slot "momentum" (only when μ > 0).
+    """
+
+    name: ClassVar[str] = "sgd"
+    lr: float = attrs.field(default=0.01, converter=float, validator=_check_positive)
+    momentum: float = attrs.field(default=0.0, converter=float, validator=_check_positive)
+    nesterov: bool = False
+
+    def __attrs_post_init__(self):
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("sgd: nesterov=True needs momentum > 0")
+
+    def _slots(self, params):
+        return {"momentum": _zeros_like(params)} if self.momentum else {}
+
+    def _apply(self, params, grads, opt_state, step):
+        scalars = _Scalars(lr=opt_state["lr"])
+        mu = self.momentum
+
+        if not mu:
+
+            def plain(p, g):
+                return (p - scalars.get("lr", p.dtype) * self._decayed(g, p),)
+
+            (new_params,) = _map_leaves(plain, 1, params, grads)
+            return new_params, {**opt_state, "step": step}
+
+        def with_momentum(p, g, buf):
+            g = self._decayed(g, p)
+            buf = mu * buf + g
+            direction = g + mu * buf if self.nesterov else buf
+            return p - scalars.get("lr", p.dtype) * direction, buf
+
+        new_params, new_buf = _map_leaves(with_momentum, 2, params, grads, opt_state["momentum"])
+        return new_params, {**opt_state, "step": step, "momentum": new_buf}
+
+
+@attrs.frozen(kw_only=True)
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction, as torch.optim.Adam.
+
+    m <- β1·m + (1-β1)·g;  v <- β2·v + (1-β2)·g²
+    p <- p - lr/(1-β1ᵗ) · m / (sqrt(v)/sqrt(1-β2ᵗ) + eps).   State slots "m", "v".
+    """
+
+    name: ClassVar[str] = "adam"
+    lr: float = attrs.field(default=1e-3, converter=float, validator=_check_positive)
+    beta1: float = attrs.field(default=0.9, converter=float)
+    beta2: float = attrs.field(default=0.999, converter=float)
+    eps: float = attrs.field(default=1e-8, converter=float)
+
+    def __attrs_post_init__(self):
+        for label, beta in (("beta1", self.beta1), ("beta2", self.beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"{self.name}: {label} must be in [0, 1), got {beta}")
+
+    def _slots(self, params):
+        return {"m": _zeros_like(params), "v": _zeros_like(params)}
+
+    def _decoupled_decay(self, p, lr):
+        return p
+
+    def _apply(self, params, grads, opt_state, step):
+        t = step.astype("float64")
+        lr = opt_state["lr"]
+        bias1 = 1.0 - self.beta1**t  # 0-d, on the device
+        bias2 = 1.0 - self.beta2**t
+        scalars = _Scalars(lr=lr, step_size=lr / bias1, inv_sqrt_bias2=1.0 / bias2**0.5)
+        b1, b2 = self.beta1, self.beta2
+
+        def adam_leaf(p, g, m, v):
+            g = self._decayed(g, p)
+            m = b1 * m + (1.0 - b1) * g
+            v = b2 * v + (1.0 - b2) * (g * g)
+            xp = get_array_module(p)
+            denom = xp.sqrt(v) * scalars.get("inv_sqrt_bias2", p.dtype) + self.eps
+            p = self._decoupled_decay(p, scalars.get("lr", p.dtype))
+            return p - scalars.get("step_size", p.dtype) * (m / denom), m, v
+
+        new_params, m, v = _map_leaves(adam_leaf, 3, params, grads, opt_state["m"], opt_state["v"])
+        return new_params, {**opt_state, "step": step, "m": m, "v": v}
+
+
+@attrs.frozen(kw_only=True)
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW.
+
+    p <- p·(1 - lr·weight_decay) before the Adam step; the decay never enters m or v.
+    """
+
+    name: ClassVar[str] = "adamw"
+    weight_decay: float = attrs.field(default=1e-2, converter=float, validator=_check_positive)
+
+    def _decayed(self, g, p):
+        return g  # the decay is decoupled: it is applied to the weights, not the gradient
+
+    def _decoupled_decay(self, p, lr):
+        return p * (1.0 - lr * p.dtype.type(self.weight_decay)) if self.weight_decay else p
+
+
+@attrs.frozen(kw_only=True)
+class RMSprop(Optimizer):
+    """RMSprop, as torch.optim.RMSprop with alpha = decay.
+
+    v <- decay·v + (1-decay)·g²;  p <- p - lr · g / (sqrt(v) + eps).   State slot "v".
+    """
+
+    name: ClassVar[str] = "rmsprop"
+    lr: float = attrs.field(default=1e-3, converter=float, validator=_check_positive)
+    decay: float = attrs.field(default=0.9, converter=float)
+    eps: float = attrs.field(default=1e-8, converter=float)
+
+    def _slots(self, params):
+        return {"v": _zeros_like(params)}
+
+    def _apply(self, params, grads, opt_state, step):
+        scalars = _Scalars(lr=opt_state["lr"])
+        rho = self.decay
+
+        def rms_leaf(p, g, v):
+            g = self._decayed(g, p)
+            v = rho * v + (1.0 - rho) * (g * g)
+            xp = get_array_module(p)
+            return p - scalars.get("lr", p.dtype) * (g / (xp.sqrt(v) + self.eps)), v
+
+        new_params, v = _map_leaves(rms_leaf, 2, params, grads, opt_state["v"])
+        return new_params, {**opt_state, "step": step, "v": v}
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (SGD, Adam, AdamW, RMSprop)}
+
+
+def sgd(lr=0.01, momentum=0.0, nesterov=False, *, weight_decay=0.0, clip_norm=None) -> SGD:
+    """SGD with optional momentum/Nesterov (see `SGD`)."""
+    return SGD(
+        lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, clip_norm=clip_norm
+    )
+
+
+def adam(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, *, weight_decay=0.0, clip_norm=None) -> Adam:
+    """Adam with L2 `weight_decay` added to the gradient (see `Adam`)."""
+    return Adam(
+        lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, clip_norm=clip_norm
+    )
+
+
+def adamw(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2, *, clip_norm=None) -> AdamW:
+    """Adam with decoupled weight decay (see `AdamW`)."""
+    return AdamW(
+        lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, clip_norm=clip_norm
+    )
+
+
+def rmsprop(lr=1e-3, decay=0.9, eps=1e-8, *, weight_decay=0.0, clip_norm=None) -> RMSprop:
+    """RMSprop (see `RMSprop`)."""
+    return RMSprop(lr=lr, decay=decay, eps=eps, weight_decay=weight_decay, clip_norm=clip_norm)
+
+
+def get(name: str, **options: Any) -> Optimizer:
+    """The optimizer called `name` ("sgd", "adam", "adamw", "rmsprop") built with `options`.
+
+    Options it does not take raise ValueError naming them (e.g. momentum for adam).
+    """
+    key = name.lower()
+    cls = OPTIMIZERS.get(key)
+    if cls is None:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(sorted(OPTIMIZERS))}")
+    accepted = {field.name for field in attrs.fields(cls)}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(
+            f"optimizer {key!r} does not take {', '.join(unknown)}; it takes "
+            f"{', '.join(sorted(accepted))}"
+        )
+    return cls(**options)
+
+
+def to_config(opt: Optimizer) -> dict[str, Any]:
+    """{"name": "adam", "config": {"lr": ..., ...}}: JSON-able, for saving."""
+    return {"name": opt.name, "config": attrs.asdict(opt)}
+
+
+def from_config(config: dict[str, Any]) -> Optimizer:
+    """Rebuild an optimizer from `to_config` output (ValueError for unknown names/fields)."""
+    if not isinstance(config, dict) or "name" not in config:
+        raise ValueError(f"an optimizer config is a dict with 'name' and 'config', not {config!r}")
+    return get(config["name"], **dict(config.get("config", {})))
+
+
+def get_lr(opt_state: dict[str, Any]) -> float:
+    """The current learning rate as a Python float (one device-to-host copy on a GPU)."""
+    return float(opt_state["lr"])
+
+
+def set_lr(opt_state: dict[str, Any], lr: Any) -> dict[str, Any]:
+    """A new state whose learning rate is `lr` (a float or a 0-d array); the rest is shared."""
+    xp = get_array_module(opt_state["lr"])
+    if isinstance(lr, (int, float, numpy.floating, numpy.integer)) and lr < 0:
+        raise ValueError(f"the learning rate must be >= 0, got {lr}")
+    return {**opt_state, "lr": xp.asarray(lr, dtype="float64")}

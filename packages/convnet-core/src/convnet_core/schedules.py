@@ -1,0 +1,148 @@
+"""Learning-rate schedules, usable in a custom loop and by `Model.fit`.
+
+Two kinds:
+
+- Step-indexed factors: `step_decay` and `cosine` are frozen objects called with a step
+  (or epoch) number; they return the factor by which the base learning rate is scaled.
+
+      schedule = schedules.cosine(total_steps=1000, warmup_steps=100)
+      opt_state = optim.set_lr(opt_state, base_lr * schedule(step))
+
+- A metric-driven state machine: `reduce_on_plateau` watches a metric and lowers the rate
+  when it stops improving. Its state is a small JSON-able dict, so it is pure too:
+
+      plateau = schedules.reduce_on_plateau(factor=0.5, patience=3)
+      plateau_state = plateau.init()
+      lr, plateau_state = plateau.update(plateau_state, val_loss, lr)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+
+__all__ = ["Cosine", "ReduceOnPlateau", "StepDecay", "cosine", "reduce_on_plateau", "step_decay"]
+
+
+@attrs.frozen
+class StepDecay:
+    """factor(step) = gamma ** floor(step / step_size): multiply by gamma every step_size steps."""
+
+    step_size: int = attrs.field(converter=int)
+    gamma: float = attrs.field(default=0.1, converter=float)
+
+    def __attrs_post_init__(self):
+        if self.step_size < 1:
+            raise ValueError(f"step_decay: step_size must be >= 1, got {self.step_size}")
+
+    def __call__(self, step: int) -> float:
+        return self.gamma ** (int(step) // self.step_size)
+
+
+@attrs.frozen
+class Cosine:
+    """Linear warm-up then a half cosine from 1 down to min_factor.
+
+    factor(t) = (t + 1) / warmup_steps                              for t < warmup_steps
+    factor(t) = m + (1 - m)·(1 + cos(π·(t - w)/(T - w)))/2          for w <= t < T
+    factor(t) = m                                                   for t >= T
+    with T = total_steps, w = warmup_steps, m = min_factor.
+    """
+
+    total_steps: int = attrs.field(converter=int)
+    warmup_steps: int = attrs.field(default=0, converter=int)
+    min_factor: float = attrs.field(default=0.0, converter=float)
+
+    def __attrs_post_init__(self):
+        if self.total_steps < 1:
+            raise ValueError(f"cosine: total_steps must be >= 1, got {self.total_steps}")
+        if not 0 <= self.warmup_steps < self.total_steps:
+            raise ValueError(
+                f"cosine: warmup_steps must be in [0, total_steps={self.total_steps}), "
+                f"got {self.warmup_steps}"
+            )
+
+    def __call__(self, step: int) -> float:
+        t = int(step)
+        if t < self.warmup_steps:
+            return (t + 1) / self.warmup_steps
+        if t >= self.total_steps:
+            return self.min_factor
+        progress = (t - self.warmup_steps) / (self.total_steps - self.warmup_steps)
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (
+            1.0 + math.cos(math.pi * progress)
+        )
+
+
+def step_decay(step_size: int, gamma: float = 0.1) -> StepDecay:
+    """Multiply the learning rate by `gamma` every `step_size` steps (see `StepDecay`)."""
+    return StepDecay(step_size, gamma)
+
+
+def cosine(total_steps: int, warmup_steps: int = 0, min_factor: float = 0.0) -> Cosine:
+    """Cosine decay over `total_steps` after a linear warm-up (see `Cosine`)."""
+    return Cosine(total_steps, warmup_steps, min_factor)
+
+
+def is_improvement(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    """True when `value` beats `best` by more than min_delta ("min": lower, "max": higher)."""
+    if best is None:
+        return True
+    if mode == "min":
+        return value < best - min_delta
+    return value > best + min_delta
+
+
+def _check_mode(_instance, _attribute, value):
+    if value not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {value!r}")
+
+
+@attrs.frozen
+class ReduceOnPlateau:
+    """Lower the learning rate when a metric stops improving.
+
+    After each observation: if the metric beats the best by more than min_delta, it becomes
+    the best and the wait resets; otherwise the wait grows, and when it reaches `patience`
+    the rate becomes max(lr · factor, min_lr) and the wait resets. `mode` is "min" for
+    losses and "max" for accuracies. State: {"best": float or None, "wait": int}.
+    """
+
+    factor: float = attrs.field(default=0.5, converter=float)
+    patience: int = attrs.field(default=3, converter=int)
+    min_lr: float = attrs.field(default=1e-6, converter=float)
+    min_delta: float = attrs.field(default=1e-4, converter=float)
+    mode: str = attrs.field(default="min", validator=_check_mode)
+
+    def __attrs_post_init__(self):
+        if not 0.0 < self.factor < 1.0:
+            raise ValueError(f"reduce_on_plateau: factor must be in (0, 1), got {self.factor}")
+        if self.patience < 0:
+            raise ValueError(f"reduce_on_plateau: patience must be >= 0, got {self.patience}")
+
+    def init(self) -> dict[str, Any]:
+        """The starting state: no best value yet, no epochs waited."""
+        return {"best": None, "wait": 0}
+
+    def update(self, state: dict[str, Any], metric: float, lr: float) -> tuple[float, dict]:
+        """Observe `metric`; returns (new learning rate, new state)."""
+        metric = float(metric)
+        if is_improvement(metric, state["best"], self.mode, self.min_delta):
+            return lr, {"best": metric, "wait": 0}
+        wait = state["wait"] + 1
+        if wait >= self.patience:
+            return max(lr * self.factor, self.min_lr), {"best": state["best"], "wait": 0}
+        return lr, {"best": state["best"], "wait": wait}
+
+
+def reduce_on_plateau(
+    factor: float = 0.5,
+    patience: int = 3,
+    min_lr: float = 1e-6,
+    min_delta: float = 1e-4,
+    mode: str = "min",
+) -> ReduceOnPlateau:
+    """A plateau detector for a custom loop or fit (see `ReduceOnPlateau`)."""
+    return ReduceOnPlateau(factor, patience, min_lr, min_delta, mode)

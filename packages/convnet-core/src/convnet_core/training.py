@@ -1,0 +1,596 @@
+"""The training loop behind `Model.fit`, and the data helpers it shares with predict/evaluate.
+
+One step is exactly the custom loop of the design notes:
+
+    logits, state, cache = net.apply(params, state, x, training=True, rng=rng, xp=xp)
+    loss, dlogits = loss_fn(logits, y, xp=xp)
+    grads, _ = net.grad(params, cache, dlogits, xp=xp, input_grad=False)
+    params, opt_state = opt.update(params, grads, opt_state)
+
+Around it, fit only batches the data, keeps running sums of the loss and of the correct
+predictions on the device (read back to the host when the progress display refreshes and
+at the end of the epoch, never once per batch on a GPU), checks that the loss stays finite,
+and calls the callbacks.
+
+Randomness: every epoch draws its shuffling order and its dropout masks from generators
+seeded with (seed, epoch index), so a run is fully described by its seed, the data and the
+number of completed epochs; that is what `Model.get_rng_state` saves and what makes a
+resumed run end with the same parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy
+
+from . import backend
+from .callbacks import (
+    EarlyStopping,
+    EpochProgress,
+    LearningRateScheduler,
+    ReduceLROnPlateau,
+    _format_metrics,
+)
+from .layers.base import ShapeError
+from .schedules import Cosine
+
+__all__ = [
+    "NonFiniteLossError",
+    "adapt_layout",
+    "epoch_seed",
+    "fit",
+    "infer_input_shape",
+]
+
+SHUFFLE_STREAM, DROPOUT_STREAM, LOOP_STREAM = 0, 1, 2
+# On a GPU, read the loss back (to check it is finite) at most every this many batches.
+GPU_CHECK_EVERY = 50
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the model keeps its last good parameters."""
+
+
+# ---------------------------------------------------------------------------------------
+# Randomness
+
+
+def epoch_seed(seed: int, epoch_index: int, stream: int) -> int:
+    """A 64-bit seed for one epoch and one stream (shuffling, dropout), from the run's seed."""
+    sequence = numpy.random.SeedSequence([int(seed), int(epoch_index), int(stream)])  # host
+    return int(sequence.generate_state(1, numpy.uint64)[0])  # host
+
+
+def fresh_seed() -> int:
+    """A new random seed from the operating system's entropy."""
+    return int(numpy.random.SeedSequence().generate_state(1, numpy.uint32)[0])  # host
+
+
+# ---------------------------------------------------------------------------------------
+# Input layout
+
+
+def infer_input_shape(network: Any, batch_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The per-sample input shape of a batch shaped `batch_shape` (N, ...), for `network`.
+
+    Tried in order, the first the network accepts wins:
+    (N, H, W, C) with C in (1, 3) and the second axis not in (1, 3) -> (C, H, W) (channels
+    last, as ConvNet-NumPy stored images); the shape as given without N; (N, H, W) ->
+    (1, H, W) (one channel). Raises ShapeError when none fits.
+    """
+    sample = tuple(int(d) for d in batch_shape[1:])
+    candidates = []
+    if len(sample) == 3 and sample[2] in (1, 3) and sample[0] not in (1, 3):
+        candidates.append((sample[2], sample[0], sample[1]))
+    candidates.append(sample)
+    if len(sample) == 2:
+        candidates.append((1, *sample))
+    errors = []
+    for shape in candidates:
+        try:
+            network.output_shape(shape)
+        except (ShapeError, ValueError, TypeError) as error:
+            errors.append(f"{shape}: {error}")
+            continue
+        return shape
+    raise ShapeError(
+        f"the model cannot take inputs shaped {tuple(batch_shape)}; tried per-sample shapes "
+        + "; ".join(errors)
+    )
+
+
+def adapt_layout(x: Any, input_shape: tuple[int, ...], xp: Any) -> Any:
+    """`x` (N, ...) rearranged to (N, *input_shape) when that is unambiguous.
+
+    Accepted besides (N, *input_shape): for image inputs (C, H, W), (N, H, W) when C = 1
+    (a channel axis is added, no copy) and (N, H, W, C) with C in (1, 3) (channels last,
+    transposed to NCHW). Anything else raises ShapeError naming both shapes.
+    """
+    got = tuple(x.shape[1:])
+    if got == tuple(input_shape):
+        return x
+    if len(input_shape) == 3:
+        c, h, w = input_shape
+        if got == (h, w) and c == 1:
+            return x[:, None]  # (N, H, W) -> (N, 1, H, W), a view
+        if got == (h, w, c) and c in (1, 3):
+            return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))  # NHWC -> NCHW
+    raise ShapeError(
+        f"Model expects inputs of shape (N, {', '.join(map(str, input_shape))}) but got "
+        f"{tuple(x.shape)}"
+        + (
+            "; (N, H, W) and channels-last (N, H, W, C) images are also accepted"
+            if len(input_shape) == 3
+            else ""
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+
+
+def _accepts(method: Any, name: str) -> bool:
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
+class TrainingData:
+    """Either (X, y) arrays or an object with `batches(batch_size, shuffle=...)`.
+
+    `batches` yields host or device (x, y) pairs for one epoch; the seed for the shuffle is
+    passed to a dataset's `batches` only when its signature takes `seed` (likewise `xp`).
+    """
+
+    def __init__(self, data: Any):
+        if hasattr(data, "batches"):
+            self.arrays = None
+            self.dataset = data
+        elif isinstance(data, (tuple, list)) and len(data) == 2:
+            x, y = data
+            if len(x) != len(y):
+                raise ValueError(f"fit: X has {len(x)} samples but y has {len(y)}")
+            if len(x) == 0:
+                raise ValueError("fit: the training data is empty")
+            self.arrays = (x, y)
+            self.dataset = None
+        else:
+            raise TypeError(
+                "data must be (X, y) arrays or an object with a batches(batch_size, shuffle=...) "
+                f"method, not {type(data).__name__}"
+            )
+
+    def __len__(self) -> int:
+        if self.arrays is not None:
+            return len(self.arrays[0])
+        return len(self.dataset)  # TypeError when the dataset has no length
+
+    def num_batches(self, batch_size: int) -> int | None:
+        try:
+            return math.ceil(len(self) / batch_size)
+        except TypeError:
+            return None
+
+    def batches(self, batch_size: int, *, shuffle: bool, seed: int, xp: Any) -> Iterator:
+        if self.arrays is not None:
+            yield from array_batches(*self.arrays, batch_size, shuffle=shuffle, seed=seed)
+            return
+        method = self.dataset.batches
+        kwargs: dict[str, Any] = {"shuffle": shuffle}
+        if _accepts(method, "seed"):
+            kwargs["seed"] = seed
+        if _accepts(method, "xp"):
+            kwargs["xp"] = xp
+        yield from method(batch_size, **kwargs)
+
+    def first_batch_shape(self, batch_size: int) -> tuple[int, ...]:
+        if self.arrays is not None:
+            return tuple(self.arrays[0].shape)
+        for x, _ in self.dataset.batches(batch_size, shuffle=False):
+            return tuple(x.shape)
+        raise ValueError("fit: the dataset yielded no batch")
+
+
+def array_batches(x: Any, y: Any, batch_size: int, *, shuffle: bool, seed: int) -> Iterator:
+    """(x[idx], y[idx]) batches in an order drawn from `seed` (or in order if not shuffling)."""
+    n = len(x)
+    order = numpy.random.default_rng(seed).permutation(n) if shuffle else None  # host
+    for start in range(0, n, batch_size):
+        if order is None:
+            yield x[start : start + batch_size], y[start : start + batch_size]
+        else:
+            index = order[start : start + batch_size]
+            if backend.is_cupy(backend.get_array_module(x)):
+                index = backend.get_array_module(x).asarray(index)
+            yield x[index], y[index]
+
+
+def split_validation(data: TrainingData, fraction: float) -> tuple[TrainingData, tuple]:
+    """Hold out the last `fraction` of (X, y) arrays for validation (Keras' val_split)."""
+    if data.arrays is None:
+        raise ValueError("fit: val_split needs (X, y) arrays; pass val_data for a dataset")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fit: val_split must be in (0, 1), got {fraction}")
+    x, y = data.arrays
+    cut = len(x) - int(round(len(x) * fraction))
+    if cut <= 0 or cut >= len(x):
+        raise ValueError(f"fit: val_split={fraction} leaves no training or no validation data")
+    return TrainingData((x[:cut], y[:cut])), (x[cut:], y[cut:])
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+
+
+def _check_finite(pending: list, epoch: int) -> int | None:
+    """The 1-based number of the first batch in `pending` whose loss is not finite, or None."""
+    if not pending:
+        return None
+    losses = [float(loss) for _, loss in pending]  # one host read per check
+    for (batch, _), value in zip(pending, losses, strict=True):
+        if not math.isfinite(value):
+            return batch
+    return None
+
+
+def _diverged(epoch: int, batch: int, lr: float) -> NonFiniteLossError:
+    return NonFiniteLossError(
+        f"the loss became NaN or infinite at epoch {epoch}, batch {batch} "
+        f"(learning rate {lr:.3g}); the model keeps its last good parameters. "
+        "Try a lower learning rate (compile(lr=...)) or gradient clipping (clip_norm=...)."
+    )
+
+
+def run_epoch(
+    model,
+    data: TrainingData,
+    *,
+    epoch_index: int,
+    epochs: int,
+    batch_size: int,
+    shuffle: bool,
+    labels,
+    verbose: bool,
+) -> dict[str, Any]:
+    """Train one epoch; returns {"loss", "acc"} and leaves the new pytrees on `model`."""
+    xp = model.xp
+    trunk, n_trunk = model._trunk()
+    loss_fn = model._loss_fn
+    opt = model.optimizer
+    seed = model.seed
+    dropout_rng = xp.random.default_rng(epoch_seed(seed, epoch_index, DROPOUT_STREAM))
+    check_every = GPU_CHECK_EVERY if backend.is_cupy(xp) else 1
+    progress = EpochProgress(epoch_index + 1, epochs, data.num_batches(batch_size), verbose)
+
+    params, state, opt_state = model.params, model.state, model.opt_state
+    tail_params, tail_state = params[n_trunk:], state[n_trunk:]  # the fused softmax: ({},)
+    tail_grads = tuple({} for _ in tail_params)
+    last_good = (params, state, opt_state)
+    candidate = last_good
+    pending: list[tuple[int, Any]] = []
+    loss_sum = xp.zeros((), dtype="float64")
+    correct = xp.zeros((), dtype="int64")
+    seen = 0
+    try:
+        batches = data.batches(
+            batch_size, shuffle=shuffle, seed=epoch_seed(seed, epoch_index, SHUFFLE_STREAM), xp=xp
+        )
+        for batch, (xb, yb) in enumerate(batches, start=1):
+            x = model._prepare_input(xb)
+            y = labels.prepare(yb)
+            n = x.shape[0]
+            candidate = (params, state, opt_state)
+            out, trunk_state, cache = trunk.apply(
+                params[:n_trunk], state[:n_trunk], x, training=True, rng=dropout_rng, xp=xp
+            )
+            loss, dout = loss_fn(out, y, xp=xp)
+            grads, _ = trunk.grad(params[:n_trunk], cache, dout, xp=xp, input_grad=False)
+            del cache
+            params, opt_state = opt.update(params, grads + tail_grads, opt_state)
+            state = trunk_state + tail_state
+            loss_sum = loss_sum + loss * n
+            if labels.track_accuracy:
+                correct = correct + labels.correct(out, y)
+            seen += n
+            pending.append((batch, loss))
+            progress.advance()
+            refresh = progress.due()
+            if refresh or len(pending) >= check_every:
+                bad = _check_finite(pending, epoch_index + 1)
+                if bad is not None:
+                    model.params, model.state, model.opt_state = last_good
+                    raise _diverged(epoch_index + 1, bad, float(opt_state["lr"]))
+                pending.clear()
+                last_good = candidate
+            if refresh:
+                progress.show(
+                    _progress_metrics(
+                        loss_sum, correct, seen, labels, opt_state, progress.elapsed()
+                    )
+                )
+        bad = _check_finite(pending, epoch_index + 1)
+        if bad is not None:
+            model.params, model.state, model.opt_state = last_good
+            raise _diverged(epoch_index + 1, bad, float(opt_state["lr"]))
+        if seen == 0:
+            raise ValueError("fit: the training data yielded no batch")
+    except KeyboardInterrupt:
+        # Stopped by the user: keep the training done so far (the last verified step).
+        model.params, model.state, model.opt_state = last_good
+        raise
+    finally:
+        progress.close(None)
+    model.params, model.state, model.opt_state = params, state, opt_state
+    result = {"loss": float(loss_sum) / seen}
+    result["acc"] = int(correct) / seen if labels.track_accuracy else None
+    result["_seconds"] = progress.elapsed()
+    result["_samples"] = seen
+    return result
+
+
+def _progress_metrics(loss_sum, correct, seen, labels, opt_state, elapsed) -> dict[str, Any]:
+    return {
+        "loss": float(loss_sum) / seen,
+        "acc": int(correct) / seen if labels.track_accuracy else None,
+        "lr": float(opt_state["lr"]),
+        "samples/s": seen / max(elapsed, 1e-9),
+    }
+
+
+class Labels:
+    """How fit reads labels: integer classes (N,) or one-hot/soft rows (N, classes).
+
+    `prepare` moves a batch of labels to the device (one-hot encoding integer labels for
+    losses that compare whole rows, such as mse); `correct` counts right answers on the
+    device.
+    """
+
+    def __init__(self, model, y_sample: Any, num_classes: int | None, out_shape):
+        self.xp = model.xp
+        self.num_classes = num_classes
+        y_sample = numpy.asarray(backend.to_host(y_sample))  # host: a few labels, for checks
+        self.integer = y_sample.ndim == 1 and (
+            y_sample.dtype.kind in "iu" or numpy.all(numpy.mod(y_sample, 1) == 0)  # host
+        )
+        classes = out_shape[0] if len(out_shape) == 1 else None
+        if num_classes is not None and classes is not None and classes != num_classes:
+            raise ValueError(
+                f"fit: num_classes={num_classes} but the model's output has {classes} units"
+            )
+        if num_classes is not None and self.integer and y_sample.size:
+            top = int(y_sample.max())
+            if top >= num_classes or int(y_sample.min()) < 0:
+                raise ValueError(f"fit: labels must be in [0, {num_classes}), found {top}")
+        self.classes = classes
+        self.cross_entropy = model._is_cross_entropy()
+        self.one_hot_targets = self.integer and not self.cross_entropy and classes and classes > 1
+        self.track_accuracy = bool(
+            classes and classes > 1 and (self.cross_entropy or self.integer or y_sample.ndim == 2)
+        )
+
+    def prepare(self, y: Any) -> Any:
+        xp = self.xp
+        y = xp.asarray(y)
+        if self.integer:
+            y = y.astype("int64", copy=False)
+            if self.one_hot_targets:
+                from .losses import one_hot
+
+                return one_hot(y, self.classes, xp=xp)
+        return y
+
+    def correct(self, out: Any, y: Any) -> Any:
+        """Number of rows whose arg-max matches the label (0-d, on the device)."""
+        predicted = out.argmax(axis=1)
+        truth = y.argmax(axis=1) if y.ndim == 2 else y
+        return (predicted == truth).sum()
+
+
+def evaluate_batches(model, batches, labels: Labels) -> tuple[float, float | None]:
+    """Mean loss and accuracy of `model` over (x, y) batches, without training."""
+    xp = model.xp
+    trunk, n_trunk = model._trunk()
+    loss_sum = xp.zeros((), dtype="float64")
+    correct = xp.zeros((), dtype="int64")
+    seen = 0
+    for xb, yb in batches:
+        x = model._prepare_input(xb)
+        y = labels.prepare(yb)
+        out, _, _ = trunk.apply(
+            model.params[:n_trunk], model.state[:n_trunk], x, training=False, rng=None, xp=xp
+        )
+        loss, _ = model._loss_fn(out, y, xp=xp)
+        loss_sum = loss_sum + loss * x.shape[0]
+        if labels.track_accuracy:
+            correct = correct + labels.correct(out, y)
+        seen += x.shape[0]
+    if seen == 0:
+        raise ValueError("evaluate: no data")
+    return float(loss_sum) / seen, (int(correct) / seen if labels.track_accuracy else None)
+
+
+def _schedule_callbacks(
+    model,
+    *,
+    lr_schedule,
+    lr_patience,
+    lr_factor,
+    lr_min,
+    min_delta,
+    early_stopping,
+    patience,
+    restore_best,
+    monitor,
+    first_epoch,
+    last_epoch,
+):
+    """The built-in callbacks that fit's keyword arguments ask for."""
+    begin: list[Any] = []
+    end: list[Any] = []
+    if lr_schedule == "plateau":
+        end.append(ReduceLROnPlateau(monitor, lr_factor, lr_patience, lr_min, min_delta))
+    elif lr_schedule == "cosine":
+        base = model.optimizer.lr
+        cosine = Cosine(max(last_epoch - first_epoch, 1), 0, lr_min / base if base else 0.0)
+        begin.append(LearningRateScheduler(lambda e, _lr: base * cosine(e - first_epoch)))
+    elif callable(lr_schedule):
+        begin.append(LearningRateScheduler(lr_schedule))
+    elif lr_schedule is not None:
+        raise ValueError(
+            f"fit: lr_schedule must be None, 'plateau', 'cosine' or a callable (epoch, lr) -> "
+            f"lr, not {lr_schedule!r}"
+        )
+    if early_stopping:
+        end.append(EarlyStopping(monitor, patience, min_delta, restore_best=restore_best))
+    return begin, end
+
+
+def fit(
+    model,
+    data,
+    epochs=1,
+    batch_size=64,
+    num_classes=None,
+    val_data=None,
+    val_split=0.0,
+    early_stopping=False,
+    patience=5,
+    min_delta=1e-4,
+    restore_best=True,
+    lr_schedule=None,
+    lr_patience=3,
+    lr_factor=0.5,
+    lr_min=1e-6,
+    shuffle=True,
+    seed=None,
+    verbose=True,
+    callbacks=(),
+    monitor=None,
+    resume_from=None,
+) -> dict[str, list]:
+    """Train `model`; see `Model.fit` for the arguments. Returns `model.history`."""
+    if resume_from is not None:
+        model._restore_checkpoint(resume_from)
+    if model.optimizer is None or model._loss_fn is None:
+        raise ValueError("fit: call model.compile(loss=..., optimizer=...) before fit")
+    if int(batch_size) < 1:
+        raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
+    batch_size = int(batch_size)
+    train = TrainingData(data)
+    if val_split:
+        if val_data is not None:
+            raise ValueError("fit: pass either val_data or val_split, not both")
+        train, val_data = split_validation(train, val_split)
+    if seed is not None:
+        model.seed = int(seed)
+    model._ensure_seed()
+    if model.params is None:
+        model.build(infer_input_shape(model.network, train.first_batch_shape(batch_size)))
+    model._ensure_opt_state()
+
+    out_shape = model.network.output_shape(model.input_shape)
+    y_sample = _label_sample(train, batch_size)
+    labels = Labels(model, y_sample, num_classes, out_shape)
+    val = TrainingData(val_data) if val_data is not None else None
+
+    first_epoch = 0 if resume_from is not None else model.epoch
+    last_epoch = int(epochs) if resume_from is not None else model.epoch + int(epochs)
+    if monitor is None:
+        monitor = _default_monitor(val is not None, labels.track_accuracy)
+    begin_cbs, end_cbs = _schedule_callbacks(
+        model,
+        lr_schedule=lr_schedule,
+        lr_patience=lr_patience,
+        lr_factor=lr_factor,
+        lr_min=lr_min,
+        min_delta=min_delta,
+        early_stopping=early_stopping,
+        patience=patience,
+        restore_best=restore_best,
+        monitor=monitor,
+        first_epoch=first_epoch,
+        last_epoch=last_epoch,
+    )
+    all_callbacks = [*begin_cbs, *end_cbs, *callbacks]
+    model.stop_training = False
+    for key in ("loss", "acc", "val_loss", "val_acc", "lr"):
+        model.history.setdefault(key, [])
+    _call(all_callbacks, "on_train_begin", model)
+    for epoch_index in range(model.epoch, last_epoch):
+        for callback in begin_cbs:
+            callback.on_epoch_begin(model, epoch_index)
+        lr = model.lr
+        result = run_epoch(
+            model,
+            train,
+            epoch_index=epoch_index,
+            epochs=last_epoch,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            labels=labels,
+            verbose=verbose,
+        )
+        logs = {
+            "loss": result["loss"],
+            "acc": result["acc"],
+            "val_loss": None,
+            "val_acc": None,
+            "lr": lr,
+        }
+        if val is not None:
+            logs["val_loss"], logs["val_acc"] = evaluate_batches(
+                model,
+                val.batches(max(batch_size, 256), shuffle=False, seed=0, xp=model.xp),
+                labels,
+            )
+        for key, value in logs.items():
+            model.history[key].append(value)
+        model.epoch = epoch_index + 1
+        if verbose:
+            rate = result["_samples"] / max(result["_seconds"], 1e-9)
+            shown = {k: v for k, v in logs.items()}
+            shown["samples/s"] = rate
+            print(
+                f"epoch {model.epoch}/{last_epoch}: {_format_metrics(shown)}  "
+                f"({result['_seconds']:.1f} s)",
+                flush=True,
+            )
+        _call(end_cbs, "on_epoch_end", model, model.epoch, logs)
+        _call(list(callbacks), "on_epoch_end", model, model.epoch, logs)
+        if model.stop_training:
+            if verbose:
+                print(f"stopping early after epoch {model.epoch}", flush=True)
+            break
+    _call(all_callbacks, "on_train_end", model)
+    return model.history
+
+
+def _label_sample(data: TrainingData, batch_size: int) -> Any:
+    if data.arrays is not None:
+        return data.arrays[1][: min(len(data.arrays[1]), 4096)]
+    for _, y in data.dataset.batches(batch_size, shuffle=False):
+        return y
+    raise ValueError("fit: the dataset yielded no batch")
+
+
+def _default_monitor(has_validation: bool, has_accuracy: bool) -> str:
+    """ConvNet-NumPy's choice: validation accuracy, else training accuracy (losses when no
+    accuracy is defined)."""
+    name = "acc" if has_accuracy else "loss"
+    return f"val_{name}" if has_validation else name
+
+
+def _call(callbacks, method: str, *args) -> None:
+    for callback in callbacks:
+        fn = getattr(callback, method, None)
+        if fn is not None:
+            fn(*args)
