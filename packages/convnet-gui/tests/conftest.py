@@ -5,7 +5,8 @@
   straight from data/mnist/ (convnet-data is not a dependency of this package).
 - `display`: a private Xvfb display for the `gui` tests, set as DISPLAY; the tests skip with
   a message when Xvfb is not installed.
-- `reference_model`: a small trained CNN (see make_reference_model.py) as a predict function.
+- `mnist_round_trip`: 500 MNIST test digits drawn large, dark on light, and passed back
+  through `to_mnist`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pathlib
 import numpy
 import pytest
 from convnet_core import backend
+from convnet_gui.preprocess import to_mnist
+from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 MNIST_DIR = REPO / "data" / "mnist"
@@ -62,3 +65,26 @@ def display():
         os.environ.pop("DISPLAY", None)
     else:
         os.environ["DISPLAY"] = previous
+
+
+def as_large_drawing(digit: numpy.ndarray, rng: numpy.random.Generator) -> Image.Image:
+    """An MNIST digit (28, 28), white on black, as a large dark-on-light drawing on a canvas."""
+    scale = rng.uniform(6, 16)
+    side = round(28 * scale)
+    big = Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BILINEAR)
+    canvas_w, canvas_h = side + int(rng.integers(0, 200)), side + int(rng.integers(0, 200))
+    canvas = Image.new("L", (canvas_w, canvas_h), 255)
+    canvas.paste(
+        big, (int(rng.integers(0, canvas_w - side + 1)), int(rng.integers(0, canvas_h - side + 1)))
+    )
+    return canvas
+
+
+@pytest.fixture(scope="session")
+def mnist_round_trip(mnist_test):
+    """The first 500 MNIST test digits, drawn large and passed through to_mnist."""
+    images, labels = mnist_test
+    rng = numpy.random.default_rng(0)
+    originals = images[:500].astype(numpy.float32) / 255  # (500, 28, 28)
+    back = numpy.concatenate([to_mnist(as_large_drawing(d, rng)) for d in images[:500]])
+    return originals, back[:, 0], labels[:500]

@@ -204,31 +204,8 @@ def test_colour_and_transparency_give_the_same_input_as_grey():
 # --- MNIST digits drawn large, dark on light, and read back -----------------------------------
 
 
-def as_large_drawing(digit: numpy.ndarray, rng: numpy.random.Generator) -> Image.Image:
-    """An MNIST digit (28, 28), white on black, as a large dark-on-light drawing on a canvas."""
-    scale = rng.uniform(6, 16)
-    side = round(28 * scale)
-    big = Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BILINEAR)
-    canvas_w, canvas_h = side + int(rng.integers(0, 200)), side + int(rng.integers(0, 200))
-    canvas = Image.new("L", (canvas_w, canvas_h), 255)
-    canvas.paste(
-        big, (int(rng.integers(0, canvas_w - side + 1)), int(rng.integers(0, canvas_h - side + 1)))
-    )
-    return canvas
-
-
-@pytest.fixture(scope="module")
-def round_trip(mnist_test):
-    """The first 500 MNIST test digits, drawn large and passed through to_mnist."""
-    images, labels = mnist_test
-    rng = numpy.random.default_rng(0)
-    originals = images[:500].astype(numpy.float32) / 255  # (500, 28, 28)
-    back = numpy.concatenate([P.to_mnist(as_large_drawing(d, rng)) for d in images[:500]])
-    return originals, back[:, 0], labels[:500]
-
-
-def test_mnist_digits_come_back_close_to_the_originals(round_trip):
-    originals, back, _ = round_trip
+def test_mnist_digits_come_back_close_to_the_originals(mnist_round_trip):
+    originals, back, _ = mnist_round_trip
     correlation = numpy.array(
         [numpy.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(originals, back, strict=True)]
     )

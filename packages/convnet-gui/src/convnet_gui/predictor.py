@@ -78,6 +78,9 @@ def missing_model_message(path: str | os.PathLike) -> str:
 def load_predictor(path: str | os.PathLike = DEFAULT_MODEL, device: str = "cpu") -> PredictFn:
     """Load a model file with `convnet_io.load` and return its predict function on `device`.
 
+    The file's parts (network spec, params, state) are read as NumPy arrays and moved to
+    the array module of `device` ("cpu" or "cuda"; "cuda" raises RuntimeError without a GPU).
+
     Raises MissingModelError (with the command that trains one) when there is no file at
     `path`; errors of convnet_io (a damaged or foreign file) pass through unchanged.
     """
@@ -86,8 +89,8 @@ def load_predictor(path: str | os.PathLike = DEFAULT_MODEL, device: str = "cpu")
         raise MissingModelError(missing_model_message(path))
     import convnet_io
 
-    model = convnet_io.load(path)
+    saved = convnet_io.load(path, parts=True)  # the network spec and host NumPy pytrees
     xp = backend.array_module(device)
-    params = backend.to_device(model.params, xp)
-    state = backend.to_device(model.state, xp)
-    return predictor_from_parts(model.network, params, state, xp=xp)
+    params = backend.to_device(saved.params, xp)
+    state = backend.to_device(saved.state, xp)
+    return predictor_from_parts(saved.layer, params, state, xp=xp)
