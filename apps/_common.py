@@ -1,0 +1,422 @@
+"""Helpers shared by the programs in apps/: threads, errors, data, reports and plots.
+
+Nothing here imports NumPy at module level: `set_blas_threads` must run before NumPy
+loads its BLAS library, because OpenBLAS reads its thread count from the environment
+once, when it is loaded (setting the variable afterwards, as ConvNet-NumPy did, changes
+nothing).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import traceback
+from typing import Any
+
+import click
+
+#: Setting this environment variable shows the full traceback of an unexpected error.
+DEBUG_ENV = "CONVNET_DEBUG"
+
+_THREAD_VARIABLES = (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+class AppError(Exception):
+    """An error the user can fix; the program prints its message as one line and exits 1."""
+
+
+# ---------------------------------------------------------------------------------------
+# Threads
+
+
+_thread_limiter: Any = None  # keeps a threadpoolctl limiter alive for the whole run
+
+
+def set_blas_threads(threads: int | None) -> None:
+    """Make BLAS (matmul, the heart of every conv) use `threads` threads; None keeps the default.
+
+    Before NumPy is imported the environment variables read by OpenBLAS, MKL, BLIS and
+    OpenMP are set, which works with every BLAS. When NumPy is already imported, the
+    thread pools are resized through threadpoolctl; without threadpoolctl the program
+    re-executes itself with the variables set (only when it runs as a script).
+    """
+    global _thread_limiter
+    if threads is None:
+        return
+    if threads < 1:
+        raise AppError(f"--threads must be at least 1, not {threads}")
+    numpy_loaded = "numpy" in sys.modules
+    for name in _THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    if not numpy_loaded:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        _reexec_with_environment()
+        return
+    _thread_limiter = threadpool_limits(limits=threads)
+
+
+def _reexec_with_environment() -> None:
+    """Run this program again from the start, so that NumPy loads with the new variables."""
+    marker = "CONVNET_THREADS_REEXEC"
+    main = sys.modules.get("__main__")
+    if os.environ.get(marker) or not getattr(main, "__file__", None):
+        return  # already re-executed, or not a script: keep going with what we have
+    os.environ[marker] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def openblas_threads() -> int | None:
+    """The thread count OpenBLAS reports for itself (read through ctypes), or None.
+
+    Linux only: finds the OpenBLAS library NumPy loaded in /proc/self/maps and calls its
+    `openblas_get_num_threads` (NumPy's wheels prefix and suffix the symbol).
+    """
+    import ctypes
+
+    import numpy  # noqa: F401  (loads the BLAS library)
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
+    except OSError:
+        return None
+    names = ("openblas_get_num_threads", "scipy_openblas_get_num_threads64_")
+    names += ("openblas_get_num_threads64_", "scipy_openblas_get_num_threads")
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in names:
+            function = getattr(library, name, None)
+            if function is not None:
+                return int(function())
+    return None
+
+
+def blas_description() -> str:
+    """One line: the BLAS library and how many threads it uses (read back, not assumed)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        count = openblas_threads()
+        if count is None:
+            wanted = os.environ.get("OPENBLAS_NUM_THREADS") or f"default ({os.cpu_count()} cores)"
+            return f"BLAS threads: {wanted}"
+        return f"BLAS threads: {count} (openblas)"
+    import numpy  # noqa: F401  (loads the BLAS library)
+
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    if not pools:
+        return "BLAS threads: unknown (no BLAS library found)"
+    return ", ".join(
+        f"BLAS threads: {p['num_threads']} ({p.get('internal_api', 'blas')})" for p in pools
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Errors: one clear line and a non-zero exit, never a traceback
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (multi-line messages are joined with '; ')."""
+    text = str(error).strip() or type(error).__name__
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def describe_os_error(error: OSError) -> str:
+    """A short sentence for an OSError: full disk, permissions, missing files."""
+    where = error.filename if error.filename is not None else ""
+    where = f" {where}" if where else ""
+    if error.errno == errno.ENOSPC:
+        return f"no space left on the device while writing{where}"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied:{where}" if where else "permission denied"
+    if error.errno == errno.ENOENT:
+        return f"no such file or directory:{where}" if where else one_line(error)
+    if error.strerror:
+        return f"{error.strerror.lower()}:{where}" if where else error.strerror.lower()
+    return one_line(error)
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """True when `error` or one of its causes is ENOSPC (HDF5 reports it inside its message)."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        text = str(error)
+        if "No space left on device" in text or "errno = 28," in text:
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
+def run_command(command: click.Command, prog: str, argv: list[str] | None = None) -> int:
+    """Run a click command; map every failure to one line on stderr and an exit code.
+
+    0 success, 1 an error (bad file, full disk, ...), 2 bad arguments, 130 interrupted.
+    """
+
+    def fail(message: str, code: int) -> int:
+        click.echo(f"{prog}: error: {message}", err=True)
+        return code
+
+    try:
+        result = command.main(args=argv, prog_name=prog, standalone_mode=False)
+    except click.UsageError as error:
+        return fail(f"{one_line(error.format_message())} (see {prog} --help)", 2)
+    except click.ClickException as error:
+        return fail(one_line(error.format_message()), error.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        return fail("interrupted", 130)
+    except AppError as error:
+        return fail(one_line(error), 1)
+    except MemoryError:
+        return fail("out of memory (try a smaller --batch-size)", 1)
+    except Exception as error:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        if _is_disk_full(error):
+            where = getattr(error, "filename", None)
+            return fail(
+                f"no space left on the device{f' while writing {where}' if where else ''}", 1
+            )
+        if isinstance(error, OSError):
+            return fail(describe_os_error(error), 1)
+        if isinstance(error, (ValueError, RuntimeError, ImportError)):
+            return fail(one_line(error), 1)  # ModelFormatError, data errors: they name the file
+        hint = "" if os.environ.get(DEBUG_ENV) else f" (set {DEBUG_ENV}=1 for the traceback)"
+        return fail(f"{type(error).__name__}: {one_line(error)}{hint}", 1)
+    return int(result or 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Files
+
+
+def companion_path(model_path: str | os.PathLike, suffix: str) -> pathlib.Path:
+    """A file beside the model: models/mnist.h5 + ".history.json" -> models/mnist.history.json."""
+    path = pathlib.Path(model_path)
+    return path.with_name(path.stem + suffix)
+
+
+def check_writable_dir(path: str | os.PathLike) -> None:
+    """Create the folder of `path` when missing; AppError when it cannot be written to."""
+    folder = pathlib.Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AppError(f"cannot create the folder {folder}: {describe_os_error(error)}") from None
+    if not os.access(folder, os.W_OK):
+        raise AppError(f"cannot write to the folder {folder} (permission denied)")
+
+
+def write_atomic(path: str | os.PathLike, write) -> None:
+    """Write a file through `write(tmp_path)` into a temporary file, then rename it into place.
+
+    A crash or a full disk halfway leaves the previous file intact.
+    """
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write `data` as indented JSON, atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+
+    write_atomic(path, write)
+
+
+def jsonable(value: Any) -> Any:
+    """Plain Python numbers and lists for numpy/cupy scalars and arrays (for JSON)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+
+
+def load_mnist_data(data_dir: str | os.PathLike | None, limit_train=None, limit_test=None):
+    """The MNIST (train, test) Datasets from `data_dir` (None: the bundled files).
+
+    Every file is checked against its known checksum. `limit_train`/`limit_test` keep the
+    first N samples (for quick runs and tests).
+    """
+    import convnet_data
+
+    if data_dir is not None:
+        root = pathlib.Path(data_dir)
+        if not root.exists():
+            raise AppError(f"data directory {root} does not exist")
+        if not root.is_dir():
+            raise AppError(f"data directory {root} is not a directory")
+    try:
+        train, test = convnet_data.load_mnist(data_dir)
+    except FileNotFoundError as error:  # DataNotFoundError: the message names the file
+        raise AppError(one_line(error.strerror or error)) from None
+    return limit(train, limit_train), limit(test, limit_test)
+
+
+def limit(dataset, count: int | None):
+    """The first `count` samples of a Dataset (all of them for None)."""
+    if count is None or count >= len(dataset):
+        return dataset
+    if count < 1:
+        raise AppError(f"a sample limit must be at least 1, not {count}")
+    return dataset.subset(count)
+
+
+def to_inputs(images):
+    """uint8 images (N, 1, 28, 28) -> float32 inputs in [0, 1] (N, 1, 28, 28)."""
+    import numpy
+
+    return numpy.asarray(images, dtype=numpy.float32) / 255.0
+
+
+def load_model(path: str | os.PathLike, xp=None):
+    """A saved Model (convnet-io format or an old ConvNet-NumPy file), on the array module `xp`.
+
+    AppError when the file is missing; convnet-io's ModelFormatError (one line naming the
+    file and the problem) when it is not a readable model.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise AppError(f"model file {path} does not exist")
+    if path.is_dir():
+        raise AppError(f"model file {path} is a directory")
+    import convnet_io
+
+    model = convnet_io.load(str(path))
+    if xp is not None:
+        move_model(model, xp)
+    if model.loss_name is None:  # predict gives probabilities only with a cross-entropy loss
+        model.compile(loss="categorical_crossentropy", optimizer=model.optimizer or "adam")
+    return model
+
+
+def move_model(model, xp) -> None:
+    """Put a Model's parameters and state on the array module `xp` (numpy or cupy)."""
+    from convnet_core import backend
+
+    model.params = backend.to_device(model.params, xp)
+    model.state = backend.to_device(model.state, xp)
+    if getattr(model, "opt_state", None) is not None:
+        model.opt_state = backend.to_device(model.opt_state, xp)
+    model.xp = xp
+
+
+# ---------------------------------------------------------------------------------------
+# Reports
+
+
+def confusion_matrix(labels, predicted, num_classes: int = 10):
+    """counts[true, predicted] as an int64 array (num_classes, num_classes)."""
+    import numpy
+
+    counts = numpy.zeros((num_classes, num_classes), dtype=numpy.int64)
+    numpy.add.at(counts, (numpy.asarray(labels), numpy.asarray(predicted)), 1)
+    return counts
+
+
+def per_class_accuracy(matrix):
+    """Accuracy of each true class (the diagonal over the row sums); NaN for an empty class."""
+    import numpy
+
+    totals = matrix.sum(axis=1)
+    with numpy.errstate(invalid="ignore", divide="ignore"):
+        return numpy.where(totals > 0, numpy.diag(matrix) / totals, numpy.nan)
+
+
+def format_confusion(matrix) -> str:
+    """The confusion matrix as text: one row per true class, one column per prediction."""
+    n = matrix.shape[0]
+    width = max(5, len(str(int(matrix.max()))) + 1)
+    head = "true\\pred" + "".join(f"{j:>{width}}" for j in range(n)) + "   acc"
+    accuracy = per_class_accuracy(matrix)
+    rows = [head]
+    for i in range(n):
+        cells = "".join(f"{int(v):>{width}}" for v in matrix[i])
+        rows.append(f"{i:>9}{cells}  {100 * accuracy[i]:5.1f}%")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------
+# Plots
+
+
+def import_pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path: str | os.PathLike) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    check_writable_dir(path)
+    try:
+        write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    finally:
+        figure.canvas.figure.clf()
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+
+def image_grid(plt, images, titles, columns: int, cmap="gray", size: float = 1.4):
+    """A figure showing `images` (list of 2-D arrays) in a grid, each with its title."""
+    count = max(1, len(images))
+    rows = (count + columns - 1) // columns
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(size * columns, size * rows + 0.4), squeeze=False
+    )
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < len(images):
+            axis.imshow(images[index], cmap=cmap)
+            axis.set_title(titles[index], fontsize=7)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,151 @@
+"""Evaluate a saved model on the MNIST test set: `uv run apps/evaluate.py models/mnist.h5`.
+
+Prints the accuracy, the loss and the confusion matrix, and saves a PNG grid of the test
+digits the model got wrong with the most confidence (needs matplotlib).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+_APPS = str(pathlib.Path(__file__).resolve().parent)
+if _APPS not in sys.path:  # `python apps/evaluate.py` adds it; -P or PYTHONSAFEPATH do not
+    sys.path.insert(0, _APPS)
+
+import click  # noqa: E402
+from _common import (  # noqa: E402
+    AppError,
+    blas_description,
+    check_writable_dir,
+    companion_path,
+    confusion_matrix,
+    format_confusion,
+    image_grid,
+    import_pyplot,
+    load_mnist_data,
+    load_model,
+    per_class_accuracy,
+    run_command,
+    save_figure,
+    set_blas_threads,
+    to_inputs,
+)
+
+PROG = "evaluate.py"
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=pathlib.Path))
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    help="Folder with the four MNIST IDX .gz files (default: the bundled data/mnist).",
+)
+@click.option(
+    "--wrong",
+    "wrong_path",
+    type=click.Path(dir_okay=False, path_type=pathlib.Path),
+    help="Where to save the grid of confidently wrong digits (default: NAME.wrong.png "
+    "beside MODEL).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1, max=400),
+    default=36,
+    show_default=True,
+    help="How many wrong digits the grid shows at most.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Digits per forward pass.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to compute: cuda needs CuPy and a GPU; auto uses one when usable.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="BLAS threads for the CPU (default: the BLAS library's own).",
+)
+@click.option(
+    "--limit-test",
+    type=click.IntRange(min=1),
+    help="Evaluate on the first N test digits only (quick runs and tests).",
+)
+def main(model_path, data_dir, wrong_path, count, batch_size, device, threads, limit_test):
+    """Accuracy, loss and confusion matrix of MODEL on the MNIST test set, and a PNG of the
+    test digits it got wrong with the highest confidence."""
+    set_blas_threads(threads)  # before NumPy is imported
+    import convnet_core as cn
+    import numpy
+
+    if wrong_path is None:
+        wrong_path = companion_path(model_path, ".wrong.png")
+    check_writable_dir(wrong_path)
+    xp = cn.backend.array_module(device)
+    click.echo(f"device: {cn.backend.device_name(xp)}; {blas_description()}")
+    model = load_model(model_path, xp)
+    _, test_set = load_mnist_data(data_dir, limit_train=1, limit_test=limit_test)
+    x = to_inputs(test_set.images)  # (N, 1, 28, 28)
+    labels = numpy.asarray(test_set.labels)
+
+    probabilities = numpy.asarray(cn.backend.to_host(model.predict(x, batch_size=batch_size)))
+    if probabilities.ndim != 2 or probabilities.shape[1] != 10:
+        raise AppError(
+            f"{model_path}: expected 10 class probabilities per digit, "
+            f"got shape {probabilities.shape[1:]}"
+        )
+    predicted = probabilities.argmax(axis=1)
+    picked = probabilities[numpy.arange(len(labels)), labels]  # host
+    loss = float(-numpy.log(numpy.clip(picked, 1e-12, 1.0)).mean())
+    accuracy = float((predicted == labels).mean())
+    matrix = confusion_matrix(labels, predicted)
+
+    click.echo(f"test digits: {len(labels)}")
+    click.echo(f"test accuracy: {100 * accuracy:.2f}%  test loss: {loss:.4f}")
+    click.echo("confusion matrix (rows: true digit, columns: predicted):")
+    click.echo(format_confusion(matrix))
+    worst = numpy.argsort(numpy.nan_to_num(per_class_accuracy(matrix), nan=2.0), kind="stable")
+    click.echo("lowest accuracy: " + ", ".join(f"digit {d}" for d in worst[:3]))
+
+    wrong = numpy.flatnonzero(predicted != labels)
+    confidence = probabilities[wrong, predicted[wrong]]
+    wrong = wrong[numpy.argsort(-confidence, kind="stable")][:count]
+    save_wrong_grid(wrong_path, test_set.images, labels, predicted, probabilities, wrong)
+    return 0
+
+
+def save_wrong_grid(path, images, labels, predicted, probabilities, indices) -> None:
+    """A PNG grid of the digits at `indices`, titled 'true -> predicted (confidence)'."""
+    if len(indices) == 0:
+        click.echo("no wrong digits: no grid to draw")
+        return
+    plt = import_pyplot()
+    if plt is None:
+        click.echo("matplotlib is not installed: no grid of wrong digits (pip install matplotlib)")
+        return
+    pictures = [images[i][0] for i in indices]
+    titles = [
+        f"#{i}: {labels[i]}->{predicted[i]} ({100 * probabilities[i, predicted[i]]:.0f}%)"
+        for i in indices
+    ]
+    figure = image_grid(plt, pictures, titles, columns=min(6, len(pictures)))
+    figure.suptitle("most confidently wrong test digits (true -> predicted)", fontsize=9)
+    figure.tight_layout()
+    save_figure(figure, path)
+    click.echo(f"the {len(indices)} most confidently wrong digits: {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main, PROG))

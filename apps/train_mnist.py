@@ -1,0 +1,530 @@
+"""Train a convnet on MNIST: `uv run apps/train_mnist.py` (the README's first command).
+
+With no arguments it trains the default preset on the MNIST files bundled in data/mnist/
+(no download), prints the test accuracy, the confusion matrix and the slowest-learned
+digits, and saves the model to models/mnist.h5 with its history and training curves
+beside it. `--help` lists every option.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import time
+
+_APPS = str(pathlib.Path(__file__).resolve().parent)
+if _APPS not in sys.path:  # `python apps/train_mnist.py` adds it; -P or PYTHONSAFEPATH do not
+    sys.path.insert(0, _APPS)
+
+import click  # noqa: E402
+from _common import (  # noqa: E402
+    AppError,
+    blas_description,
+    check_writable_dir,
+    companion_path,
+    confusion_matrix,
+    format_confusion,
+    import_pyplot,
+    jsonable,
+    load_mnist_data,
+    per_class_accuracy,
+    run_command,
+    save_figure,
+    set_blas_threads,
+    to_inputs,
+    write_json,
+)
+
+PROG = "train_mnist.py"
+
+
+# ---------------------------------------------------------------------------------------
+# Presets: an architecture and the training settings that suit it. Every setting can be
+# overridden on the command line.
+
+
+def readme_network(L):
+    """The old project's README model: two 3x3 convs with pooling, a 64-unit hidden layer."""
+    return [
+        L.Conv2D(8, (3, 3), padding="valid"),
+        L.Activation("relu"),
+        L.MaxPool2D((2, 2)),
+        L.Conv2D(16, (3, 3), padding="valid"),
+        L.Activation("relu"),
+        L.MaxPool2D((2, 2)),
+        L.Flatten(),
+        L.Dense(64),
+        L.Activation("relu"),
+        L.Dense(10),
+    ]
+
+
+def best_network(L):
+    """Two blocks of two 3x3 convs with BatchNorm, pooling and dropout, then a dense head."""
+
+    def conv_bn_relu(filters):
+        return [L.Conv2D(filters, (3, 3), padding="same"), L.BatchNorm2D(), L.Activation("relu")]
+
+    return [
+        *conv_bn_relu(32),
+        *conv_bn_relu(32),
+        L.MaxPool2D((2, 2)),  # (32, 14, 14)
+        *conv_bn_relu(64),
+        *conv_bn_relu(64),
+        L.MaxPool2D((2, 2)),  # (64, 7, 7)
+        L.Flatten(),
+        L.Dropout(0.3),
+        L.Dense(128),
+        L.Activation("relu"),
+        L.Dropout(0.3),
+        L.Dense(10),
+    ]
+
+
+PRESETS = {
+    "readme": {
+        "network": readme_network,
+        "about": "the old project's README model (Conv8-Conv16-Dense64, 27k weights)",
+        "epochs": 12,
+        "batch_size": 64,
+        "optimizer": "adam",
+        "lr": 2e-3,
+        "weight_decay": 0.0,
+        "clip_norm": None,
+        "val_split": 0.0,
+        "early_stopping": False,
+        "patience": 5,
+        "lr_schedule": "cosine",
+        "augment": False,
+    },
+    "best": {
+        "network": best_network,
+        "about": "32-32-64-64 conv blocks with BatchNorm and dropout, trained with augmentation",
+        "epochs": 15,
+        "batch_size": 128,
+        "optimizer": "adam",
+        "lr": 3e-3,
+        "weight_decay": 0.0,
+        "clip_norm": None,
+        "val_split": 0.0,
+        "early_stopping": False,
+        "patience": 5,
+        "lr_schedule": "cosine",
+        "augment": True,
+    },
+}
+DEFAULT_ARCH = "readme"
+SLOWEST_SHOWN = 3
+
+
+def preset_help() -> str:
+    lines = []
+    for name, preset in PRESETS.items():
+        settings = (
+            f"{preset['epochs']} epochs, {preset['optimizer']} lr {preset['lr']:g}, "
+            f"batch {preset['batch_size']}, {preset['lr_schedule']} schedule, "
+            f"augment {'on' if preset['augment'] else 'off'}"
+        )
+        default = " (the default)" if name == DEFAULT_ARCH else ""
+        lines.append(f"'{name}'{default}: {preset['about']}; {settings}.")
+    return " ".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# The command
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=(
+        "Slowest-learned digits: the digits with the lowest test accuracy after the first "
+        "epoch, shown with their final accuracy (they are the ones the network took "
+        "longest to learn). Files written beside --out (default models/mnist.h5): "
+        "NAME.ckpt.h5 (checkpoint after every epoch, for --resume), NAME.history.json "
+        "(per-epoch metrics, test results, settings) and NAME.curves.png (loss, accuracy and "
+        "learning rate per epoch; needs matplotlib). Ctrl-C saves the model and exits; the "
+        "checkpoint loses at most the epoch in progress."
+    ),
+)
+@click.option(
+    "--arch",
+    type=click.Choice(sorted(PRESETS)),
+    default=DEFAULT_ARCH,
+    show_default=True,
+    help="Network and training preset. " + preset_help(),
+)
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs to train in all [preset].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Samples per step [preset].")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "adamw", "sgd", "rmsprop"]),
+    help="Optimizer [preset: adam]. sgd uses momentum 0.9.",
+)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate [preset].")
+@click.option(
+    "--weight-decay",
+    type=click.FloatRange(min=0),
+    help="L2 weight decay (decoupled for adamw) [preset: 0].",
+)
+@click.option(
+    "--clip-norm",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Clip the gradients to this global norm [preset: no clipping].",
+)
+@click.option(
+    "--val-split",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    help="Fraction of the training set held out for validation [preset: 0]. Needed by "
+    "early stopping; the plateau schedule watches the validation loss when there is one.",
+)
+@click.option(
+    "--early-stopping/--no-early-stopping",
+    default=None,
+    help="Stop when the validation loss has not improved for --patience epochs, keeping the "
+    "best weights (needs --val-split) [preset: off].",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    help="Epochs without improvement before early stopping [preset: 5].",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(["plateau", "cosine", "none"]),
+    help="Learning-rate schedule: plateau halves it when the monitored loss stalls, cosine "
+    "decays it to zero over all epochs, none keeps it fixed [preset: cosine].",
+)
+@click.option(
+    "--augment/--no-augment",
+    default=None,
+    help="Random shifts and small rotations of the training digits [preset].",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to compute: cuda needs CuPy and a GPU; auto uses one when usable.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="BLAS threads for the CPU (default: the BLAS library's own, usually all cores).",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    help="Folder with the four MNIST IDX .gz files (default: the bundled data/mnist).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=pathlib.Path),
+    default=pathlib.Path("models/mnist.h5"),
+    show_default=True,
+    help="Where to save the trained model (written atomically).",
+)
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False, path_type=pathlib.Path),
+    help="Continue from a checkpoint (NAME.ckpt.h5) up to --epochs epochs in all.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=pathlib.Path),
+    help="Where to save the training curves PNG (default: NAME.curves.png beside --out).",
+)
+@click.option("--quiet", is_flag=True, help="Print only the final results.")
+@click.option(
+    "--limit-train",
+    type=click.IntRange(min=1),
+    help="Train on the first N training digits only (quick runs and tests).",
+)
+@click.option(
+    "--limit-test",
+    type=click.IntRange(min=1),
+    help="Test on the first N test digits only (quick runs and tests).",
+)
+def main(**options) -> int:
+    """Train a convnet on MNIST and save it, its history and its training curves."""
+    set_blas_threads(options["threads"])  # before NumPy is imported
+    return train(resolve_settings(options))
+
+
+def resolve_settings(options: dict) -> dict:
+    """The command-line options with every unset one filled in from the --arch preset."""
+    settings = dict(options)
+    preset = PRESETS[options["arch"]]
+    for key, value in preset.items():
+        if key in settings and settings[key] is None:
+            settings[key] = value
+    if settings["early_stopping"] and settings["val_split"] == 0:
+        raise click.BadParameter(
+            "early stopping watches the validation loss: give --val-split too (e.g. 0.1)",
+            param_hint="--early-stopping",
+        )
+    if settings["resume"] is not None and not settings["resume"].is_file():
+        raise AppError(f"checkpoint {settings['resume']} does not exist")
+    out = settings["out"]
+    settings["checkpoint"] = companion_path(out, ".ckpt" + (out.suffix or ".h5"))
+    settings["history_path"] = companion_path(out, ".history.json")
+    if settings["plot"] is None:
+        settings["plot"] = companion_path(out, ".curves.png")
+    return settings
+
+
+def say(settings: dict, *lines: str) -> None:
+    if not settings["quiet"]:
+        for line in lines:
+            click.echo(line)
+
+
+# ---------------------------------------------------------------------------------------
+# Training
+
+
+class EpochOneReport:
+    """Callback: per-class test accuracy after the first epoch (for the slowest-learned)."""
+
+    def __init__(self, test_x, test_y, batch_size: int):
+        self.test_x = test_x
+        self.test_y = test_y
+        self.batch_size = batch_size
+        self.accuracy = None
+
+    def on_epoch_end(self, model, epoch, logs):
+        if epoch == 1 and self.accuracy is None:
+            predicted = model.predict(self.test_x, batch_size=self.batch_size).argmax(axis=1)
+            self.accuracy = per_class_accuracy(confusion_matrix(self.test_y, predicted))
+
+
+class AugmentedTraining:
+    """The training Dataset seen through augmentation: what `Model.fit` iterates over."""
+
+    def __init__(self, dataset, augment):
+        self.dataset = dataset
+        self.augment = augment
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def batches(self, batch_size, shuffle=True, **kwargs):
+        kwargs.setdefault("augment", self.augment)
+        return self.dataset.batches(batch_size, shuffle=shuffle, **kwargs)
+
+
+def build_model(settings: dict, xp):
+    """The compiled Model of the chosen preset, on the array module `xp`."""
+    import convnet_core as cn
+    from convnet_core import layers as L
+
+    model = cn.Model(PRESETS[settings["arch"]]["network"](L), seed=settings["seed"], device=xp)
+    model.build((1, 28, 28))
+    options = {"lr": settings["lr"], "weight_decay": settings["weight_decay"]}
+    options["clip_norm"] = settings["clip_norm"]
+    if settings["optimizer"] == "sgd":
+        options["momentum"] = 0.9
+    model.compile(loss="categorical_crossentropy", optimizer=settings["optimizer"], **options)
+    return model
+
+
+def augmentation():
+    """Random shifts (up to 2 pixels) and rotations (up to 10 degrees), from convnet-data."""
+    from convnet_data import augment
+
+    return augment.random_affine(max_shift=2, max_degrees=10.0)
+
+
+def train(settings: dict) -> int:
+    """Build, train, test and save; returns the exit code."""
+    check_writable_dir(settings["out"])
+    check_writable_dir(settings["checkpoint"])
+
+    import convnet_core as cn
+    import numpy  # after set_blas_threads
+    from convnet_io import Checkpoint
+
+    xp = cn.backend.array_module(settings["device"])
+    say(settings, f"device: {cn.backend.device_name(xp)}; {blas_description()}")
+
+    started = time.perf_counter()
+    train_set, test_set = load_mnist_data(
+        settings["data_dir"], settings["limit_train"], settings["limit_test"]
+    )
+    test_x = to_inputs(test_set.images)
+    test_y = numpy.asarray(test_set.labels)
+    say(
+        settings,
+        f"data: {len(train_set.labels)} training and {len(test_y)} test digits "
+        f"({time.perf_counter() - started:.1f} s to load)",
+    )
+
+    val_data = None
+    if settings["val_split"] > 0:
+        train_set, val_set = train_set.split(settings["val_split"], seed=settings["seed"])
+        val_data = (to_inputs(val_set.images), numpy.asarray(val_set.labels))
+    data = train_set
+    if settings["augment"]:
+        data = AugmentedTraining(train_set, augmentation())
+
+    model = build_model(settings, xp)
+    if not settings["quiet"]:
+        model.summary()
+    say(
+        settings,
+        f"training '{settings['arch']}': {settings['epochs']} epochs, batch "
+        f"{settings['batch_size']}, {settings['optimizer']} lr {settings['lr']:g}, "
+        f"schedule {settings['lr_schedule']}, augment {'on' if settings['augment'] else 'off'}",
+    )
+
+    epoch_one = EpochOneReport(test_x, test_y, batch_size=512)
+    checkpoint = Checkpoint(str(settings["checkpoint"]))
+    fit_options = {
+        "epochs": settings["epochs"],
+        "batch_size": settings["batch_size"],
+        "val_data": val_data,
+        "early_stopping": settings["early_stopping"],
+        "patience": settings["patience"],
+        "lr_schedule": None if settings["lr_schedule"] == "none" else settings["lr_schedule"],
+        "seed": settings["seed"],
+        "verbose": not settings["quiet"],
+        "callbacks": (checkpoint, epoch_one),
+    }
+    if settings["resume"] is not None:
+        fit_options["resume_from"] = str(settings["resume"])
+        say(settings, f"resuming from {settings['resume']}")
+
+    fit_started = time.perf_counter()
+    try:
+        model.fit(data, **fit_options)
+    except KeyboardInterrupt:
+        return save_interrupted(model, settings)
+    train_seconds = time.perf_counter() - fit_started
+
+    results = test_model(model, test_x, test_y)
+    report(settings, results, epoch_one.accuracy, train_seconds)
+    model.save(str(settings["out"]))
+    write_history(settings, model, results, epoch_one.accuracy, train_seconds, xp)
+    say(settings, f"saved the model to {settings['out']}")
+    say(settings, f"history: {settings['history_path']}")
+    plot_curves(settings, model.history)
+    return 0
+
+
+def save_interrupted(model, settings: dict) -> int:
+    """Ctrl-C during training: save the model as it is, say how to resume, exit 130."""
+    click.echo("", err=True)
+    try:
+        model.save(str(settings["out"]))
+    except KeyboardInterrupt:
+        click.echo(f"{PROG}: interrupted again: the model was not saved", err=True)
+        return 130
+    click.echo(
+        f"{PROG}: interrupted after {model.epoch} complete epoch(s): saved the model to "
+        f"{settings['out']}; continue with --resume {settings['checkpoint']}",
+        err=True,
+    )
+    return 130
+
+
+def test_model(model, test_x, test_y) -> dict:
+    """Loss, accuracy and confusion matrix on the test set."""
+    import numpy
+
+    probabilities = numpy.asarray(model.predict(test_x, batch_size=512))
+    predicted = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(test_y, predicted)
+    picked = probabilities[numpy.arange(len(test_y)), test_y]  # host
+    loss = float(-numpy.log(numpy.clip(picked, 1e-12, 1.0)).mean())
+    return {
+        "accuracy": float((predicted == test_y).mean()),
+        "loss": loss,
+        "confusion_matrix": matrix,
+        "per_class_accuracy": per_class_accuracy(matrix),
+    }
+
+
+def slowest_learned(after_epoch_one, final) -> list[int]:
+    """The digits with the lowest accuracy after epoch 1 (or at the end, when unknown)."""
+    import numpy
+
+    basis = final if after_epoch_one is None else after_epoch_one
+    order = numpy.argsort(numpy.nan_to_num(basis, nan=2.0), kind="stable")
+    return [int(d) for d in order[:SLOWEST_SHOWN]]
+
+
+def report(settings, results, after_epoch_one, train_seconds) -> None:
+    """Print the test accuracy, the confusion matrix and the slowest-learned digits."""
+    click.echo(
+        f"test accuracy: {100 * results['accuracy']:.2f}%  test loss: {results['loss']:.4f}  "
+        f"(trained in {train_seconds:.0f} s)"
+    )
+    say(settings, "confusion matrix (rows: true digit, columns: predicted):")
+    say(settings, format_confusion(results["confusion_matrix"]))
+    final = results["per_class_accuracy"]
+    digits = slowest_learned(after_epoch_one, final)
+    if after_epoch_one is None:
+        shown = ", ".join(f"{d} ({100 * final[d]:.1f}%)" for d in digits)
+        say(settings, f"lowest test accuracy: {shown}")
+    else:
+        shown = ", ".join(
+            f"{d} ({100 * after_epoch_one[d]:.1f}% after epoch 1 -> {100 * final[d]:.1f}%)"
+            for d in digits
+        )
+        say(settings, f"slowest-learned digits: {shown}")
+
+
+def write_history(settings, model, results, after_epoch_one, train_seconds, xp) -> None:
+    """The per-epoch history, the test results and the settings, as JSON beside the model."""
+    import convnet_core as cn
+
+    keep = ("arch", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "clip_norm")
+    keep += ("val_split", "early_stopping", "patience", "lr_schedule", "augment", "seed")
+    keep += ("device", "threads", "limit_train", "limit_test")
+    record = {
+        "history": jsonable(model.history),
+        "epochs_completed": int(model.epoch),
+        "test": {
+            "accuracy": results["accuracy"],
+            "loss": results["loss"],
+            "confusion_matrix": jsonable(results["confusion_matrix"]),
+            "per_class_accuracy": jsonable(results["per_class_accuracy"]),
+            "per_class_accuracy_after_epoch_1": jsonable(after_epoch_one),
+        },
+        "train_seconds": train_seconds,
+        "device": cn.backend.device_name(xp),
+        "settings": {key: jsonable(settings[key]) for key in keep},
+    }
+    write_json(settings["history_path"], record)
+
+
+def plot_curves(settings, history) -> None:
+    """Loss, accuracy and learning rate per epoch as a PNG (a note when matplotlib is missing)."""
+    plt = import_pyplot()
+    if plt is None:
+        say(settings, "matplotlib is not installed: no training curves (pip install matplotlib)")
+        return
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for axis, (key, title) in zip(
+        axes, (("loss", "loss"), ("acc", "accuracy"), ("lr", "learning rate")), strict=True
+    ):
+        for name, style in ((key, "-o"), (f"val_{key}", "--s")):
+            values = history.get(name) or []
+            if values:
+                epochs = range(1, len(values) + 1)
+                label = "validation" if name.startswith("val_") else "training"
+                axis.plot(epochs, [float(v) for v in values], style, label=label, markersize=3)
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        if key == "lr":
+            axis.set_yscale("log")
+        elif axis.lines:
+            axis.legend()
+    figure.tight_layout()
+    save_figure(figure, settings["plot"])
+    say(settings, f"training curves: {settings['plot']}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main, PROG))

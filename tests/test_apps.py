@@ -1,0 +1,313 @@
+"""The programs in apps/ run end to end as processes, on a small subset of the bundled MNIST.
+
+Each program is started as `python apps/X.py ...` in a temporary working folder; the
+tests check exit codes, what is printed, and the files written (the model loads and
+predicts, the history JSON holds the epochs, the PNGs are PNGs). The error cases check
+for one clear line on stderr, a non-zero exit and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+APPS = ROOT / "apps"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+QUICK = ["--device", "cpu", "--limit-train", "600", "--limit-test", "200", "--seed", "3"]
+
+try:
+    import matplotlib  # noqa: F401
+
+    HAVE_MATPLOTLIB = True
+except ImportError:
+    HAVE_MATPLOTLIB = False
+
+
+def run_app(script: str, *args: str, cwd: pathlib.Path, timeout: float = 120, env=None):
+    """Run apps/<script> with this interpreter; the CompletedProcess (text output)."""
+    environment = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+    environment.pop("CONVNET_DEBUG", None)
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(APPS / script), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+    )
+
+
+def assert_clear_error(result, *words: str, code: int | None = None) -> str:
+    """A non-zero exit with one line on stderr holding every word, and no traceback."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    if code is not None:
+        assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if ": error: " in line]
+    assert len(errors) == 1, result.stderr
+    for word in words:
+        assert word.lower() in errors[0].lower(), errors[0]
+    return errors[0]
+
+
+def is_png(path: pathlib.Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One quick training run (600 digits, 1 epoch) shared by the tests that read its files."""
+    folder = tmp_path_factory.mktemp("train")
+    result = run_app("train_mnist.py", *QUICK, "--epochs", "1", "--out", "m/model.h5", cwd=folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder, result
+
+
+# ---------------------------------------------------------------------------------------
+# train_mnist.py
+
+
+def test_help_explains_every_option(tmp_path):
+    result = run_app("train_mnist.py", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for option in (
+        "--arch", "--epochs", "--batch-size", "--optimizer", "--lr", "--weight-decay",
+        "--clip-norm", "--val-split", "--early-stopping", "--no-early-stopping", "--patience",
+        "--lr-schedule", "--augment", "--no-augment", "--seed", "--device", "--threads",
+        "--data", "--out", "--resume", "--plot", "--quiet", "--limit-train", "--limit-test",
+    ):  # fmt: skip
+        assert re.search(rf"{re.escape(option)}\b", result.stdout), option
+    assert "readme" in result.stdout and "best" in result.stdout
+    assert "slowest-learned" in result.stdout.lower()
+
+
+def test_training_prints_the_report(trained):
+    _, result = trained
+    out = result.stdout
+    assert "device: CPU" in out
+    assert re.search(r"BLAS threads: \d+", out)
+    assert "Total" in out or "total" in out  # the model summary
+    accuracy = re.search(r"test accuracy: ([\d.]+)%", out)
+    assert accuracy, out
+    assert 30.0 < float(accuracy.group(1)) <= 100.0  # 600 digits, one epoch: well above chance
+    matrix_rows = [line for line in out.splitlines() if re.match(r"^\s+\d\s+(\s+\d+){10}\s", line)]
+    assert len(matrix_rows) == 10, out
+    assert sum(int(n) for row in matrix_rows for n in row.split()[1:11]) == 200
+    assert "slowest-learned digits:" in out and "after epoch 1" in out
+
+
+def test_training_writes_a_model_that_loads(trained):
+    import convnet_io
+
+    folder, result = trained
+    model = convnet_io.load(str(folder / "m" / "model.h5"))
+    probabilities = np.asarray(model.predict(np.zeros((3, 1, 28, 28), np.float32)))
+    assert probabilities.shape == (3, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert (folder / "m" / "model.ckpt.h5").is_file()
+    assert not [p for p in (folder / "m").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_training_writes_history_and_curves(trained):
+    folder, result = trained
+    record = json.loads((folder / "m" / "model.history.json").read_text())
+    assert len(record["history"]["loss"]) == 1 and len(record["history"]["acc"]) == 1
+    assert record["epochs_completed"] == 1
+    printed = float(re.search(r"test accuracy: ([\d.]+)%", result.stdout).group(1))
+    assert abs(100 * record["test"]["accuracy"] - printed) < 0.01
+    matrix = np.array(record["test"]["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 200
+    assert abs(np.trace(matrix) / 200 - record["test"]["accuracy"]) < 1e-9
+    assert record["settings"]["arch"] == "readme"
+    curves = folder / "m" / "model.curves.png"
+    if HAVE_MATPLOTLIB:
+        assert is_png(curves)
+    else:
+        assert not curves.exists() and "matplotlib is not installed" in result.stdout
+
+
+def test_resume_continues_to_the_total_epochs(trained, tmp_path):
+    folder, _ = trained
+    checkpoint = folder / "m" / "model.ckpt.h5"
+    result = run_app(
+        "train_mnist.py", *QUICK, "--epochs", "2", "--resume", checkpoint, "--out",
+        "resumed.h5", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads((tmp_path / "resumed.history.json").read_text())
+    assert record["epochs_completed"] == 2
+    assert len(record["history"]["loss"]) == 2
+    first = json.loads((folder / "m" / "model.history.json").read_text())
+    assert record["history"]["loss"][0] == first["history"]["loss"][0]  # kept, not retrained
+    assert "test accuracy" in result.stdout
+
+
+def test_threads_option_sets_the_blas_thread_count(tmp_path):
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import _common; "
+        "_common.set_blas_threads(int(sys.argv[2])); print(_common.openblas_threads())"
+    )
+    counts = []
+    for wanted in (1, 2):
+        result = subprocess.run(
+            [sys.executable, "-c", probe, str(APPS), str(wanted)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")},
+        )
+        assert result.returncode == 0, result.stderr
+        counts.append(result.stdout.strip())
+    if counts[0] == "None":  # a BLAS other than OpenBLAS: ask threadpoolctl instead
+        threadpoolctl = pytest.importorskip("threadpoolctl")
+        assert threadpoolctl.threadpool_info()
+    else:
+        assert counts == ["1", "2"]
+
+
+def test_training_on_missing_data_dir_is_one_clear_line(tmp_path):
+    result = run_app("train_mnist.py", "--data", tmp_path / "nowhere", *QUICK[:2], cwd=tmp_path)
+    assert_clear_error(result, "nowhere", "does not exist", code=1)
+    assert not (tmp_path / "models" / "mnist.h5").exists()
+
+
+def test_training_on_a_corrupt_data_file_is_one_clear_line(tmp_path):
+    data = tmp_path / "mnist"
+    data.mkdir()
+    for source in (ROOT / "data" / "mnist").glob("*.gz"):
+        (data / source.name).symlink_to(source)
+    (data / "t10k-labels-idx1-ubyte.gz").unlink()
+    (data / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b this is not gzip data")
+    result = run_app("train_mnist.py", "--data", data, *QUICK, cwd=tmp_path)
+    assert_clear_error(result, "t10k-labels", code=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--arch", "huge"], "--arch"),
+        (["--lr", "-1"], "--lr"),
+        (["--no-such-option"], "no-such-option"),
+        (["--early-stopping"], "val-split"),
+    ],
+)
+def test_bad_arguments_are_one_clear_line(tmp_path, args, word):
+    result = run_app("train_mnist.py", *args, cwd=tmp_path)
+    assert_clear_error(result, word, code=2)
+
+
+def test_unwritable_output_fails_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    started = time.perf_counter()
+    result = run_app("train_mnist.py", *QUICK, "--out", blocker / "model.h5", cwd=tmp_path)
+    assert_clear_error(result, "a-file", code=1)
+    assert time.perf_counter() - started < 30  # refused at once, not after training
+
+
+def test_full_disk_while_saving_is_one_clear_line(tmp_path):
+    """ENOSPC from the file system (simulated in the saving function) ends cleanly."""
+    driver = (
+        "import errno, runpy, sys\n"
+        "import convnet_io.format as fmt, convnet_io.checkpoint as ck\n"
+        "def full(path, *args, **kwargs):\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
+        "fmt.save = ck.save = full\n"
+        "import convnet_io; convnet_io.save = full\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", driver, str(APPS / "train_mnist.py"), *QUICK, "--epochs", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    assert_clear_error(result, "no space left", code=1)
+    assert not (tmp_path / "models" / "mnist.h5").exists()
+
+
+def test_ctrl_c_saves_the_model_and_says_how_to_resume(tmp_path):
+    environment = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(APPS / "train_mnist.py"), *QUICK, "--epochs", "500", "--quiet"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    checkpoint = tmp_path / "models" / "mnist.ckpt.h5"
+    deadline = time.monotonic() + 90
+    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert checkpoint.exists(), "no checkpoint was written after the first epoch"
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    assert "--resume" in stderr and "mnist.ckpt.h5" in stderr
+    import convnet_io
+
+    model = convnet_io.load(str(tmp_path / "models" / "mnist.h5"))
+    assert model.epoch >= 1
+    assert convnet_io.load(str(checkpoint)).epoch >= 1
+
+
+# ---------------------------------------------------------------------------------------
+# evaluate.py and show_filters.py
+
+
+def test_evaluate_reports_and_draws_wrong_digits(trained):
+    folder, _ = trained
+    result = run_app("evaluate.py", folder / "m" / "model.h5", "--limit-test", "300", cwd=folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    accuracy = float(re.search(r"test accuracy: ([\d.]+)%", result.stdout).group(1))
+    assert 30.0 < accuracy <= 100.0
+    assert re.search(r"test loss: [\d.]+", result.stdout)
+    matrix_rows = [
+        line for line in result.stdout.splitlines() if re.match(r"^\s+\d\s+(\s+\d+){10}\s", line)
+    ]
+    assert sum(int(n) for row in matrix_rows for n in row.split()[1:11]) == 300
+    wrong = folder / "m" / "model.wrong.png"
+    if HAVE_MATPLOTLIB:
+        assert is_png(wrong)
+    else:
+        assert "matplotlib is not installed" in result.stdout
+
+
+def test_show_filters_draws_filters_and_feature_maps(trained):
+    folder, _ = trained
+    result = run_app("show_filters.py", folder / "m" / "model.h5", "--digit", "3", cwd=folder)
+    if not HAVE_MATPLOTLIB:
+        assert_clear_error(result, "matplotlib", code=1)
+        return
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8 filters" in result.stdout  # the readme model's first Conv2D
+    assert is_png(folder / "m" / "model.filters.png")
+    assert is_png(folder / "m" / "model.features.png")
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py"])
+def test_missing_and_corrupt_model_files_are_one_clear_line(tmp_path, script):
+    result = run_app(script, tmp_path / "absent.h5", cwd=tmp_path)
+    assert_clear_error(result, "absent.h5", code=1)
+    corrupt = tmp_path / "corrupt.h5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
+    result = run_app(script, corrupt, cwd=tmp_path)
+    assert_clear_error(result, "corrupt.h5", code=1)
