@@ -1,0 +1,147 @@
+"""Augmentation: exact known moves, determinism, and sanity on real digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convnet_core import backend
+from convnet_data import Dataset, augment, load_mnist
+
+
+def batch(xp, n=6, c=2, h=9, w=9, seed=0):
+    rng = np.random.default_rng(seed)
+    return xp.asarray(rng.random((n, c, h, w)).astype(np.float32))
+
+
+def centre_of_mass(x):
+    """(N, 2) row and column centre of mass of the summed channels."""
+    x = backend.to_host(x).sum(axis=1)  # (N, H, W)
+    rows = np.arange(x.shape[1])[None, :, None]
+    cols = np.arange(x.shape[2])[None, None, :]
+    total = x.sum(axis=(1, 2))
+    return np.stack([(x * rows).sum(axis=(1, 2)) / total, (x * cols).sum(axis=(1, 2)) / total], 1)
+
+
+def test_whole_pixel_shift_moves_pixels_exactly(xp):
+    x = batch(xp)
+    shifts = np.array([[1, 2], [-2, 0], [0, -1], [3, 3], [0, 0], [-1, 1]])
+    out = backend.to_host(augment.transform(x, np.zeros(6), shifts))
+    host = backend.to_host(x)
+    for i, (dy, dx) in enumerate(shifts):
+        expected = np.zeros_like(host[i])
+        h, w = host.shape[2:]
+        expected[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = host[
+            i, :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+        ]
+        np.testing.assert_allclose(out[i], expected, atol=1e-6)
+
+
+def test_quarter_turn_is_rot90(xp):
+    x = batch(xp, h=8, w=8)
+    out = augment.transform(x, np.full(6, 90.0), np.zeros((6, 2)))
+    expected = np.rot90(backend.to_host(x), k=1, axes=(2, 3))
+    np.testing.assert_allclose(backend.to_host(out), expected, atol=1e-5)
+
+
+def test_half_pixel_shift_is_the_average_of_neighbours(xp):
+    x = batch(xp, n=1, c=1)
+    out = backend.to_host(augment.transform(x, [0.0], [[0.0, 0.5]]))
+    host = backend.to_host(x)[0, 0]
+    np.testing.assert_allclose(out[0, 0, :, 1:], (host[:, 1:] + host[:, :-1]) / 2, atol=1e-6)
+    np.testing.assert_allclose(out[0, 0, :, 0], host[:, 0] / 2, atol=1e-6)  # outside is 0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: augment.random_shift(2),
+        lambda: augment.random_rotation(15),
+        lambda: augment.random_affine(2, 10, 0.1),
+        lambda: augment.elastic(8, 4),
+        lambda: augment.compose(augment.random_shift(1), augment.elastic(4, 3)),
+    ],
+    ids=["shift", "rotation", "affine", "elastic", "compose"],
+)
+def test_deterministic_for_a_seed_and_varied_across_samples(xp, make):
+    aug = make()
+    x = batch(xp)
+    a = backend.to_host(aug(x, np.random.default_rng(5)))
+    b = backend.to_host(aug(x, np.random.default_rng(5)))
+    c = backend.to_host(aug(x, np.random.default_rng(6)))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert a.shape == x.shape and a.dtype == np.float32
+    assert np.isfinite(a).all()
+    changes = [not np.allclose(a[i], backend.to_host(x)[i]) for i in range(len(a))]
+    assert sum(changes) >= 4  # most samples were moved, each by its own draw
+
+
+def test_zero_strength_is_the_identity(xp):
+    x = batch(xp)
+    rng = np.random.default_rng(0)
+    for aug in (augment.random_affine(0, 0.0), augment.elastic(alpha=0.0)):
+        np.testing.assert_allclose(backend.to_host(aug(x, rng)), backend.to_host(x), atol=1e-6)
+
+
+def test_augmentations_reject_bad_parameters():
+    with pytest.raises(ValueError, match="RandomAffine"):
+        augment.random_affine(max_shift=-1)
+    with pytest.raises(ValueError, match="Elastic"):
+        augment.elastic(sigma=0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train, _ = load_mnist()
+    return train.subset(64)
+
+
+def test_shift_moves_the_centre_of_mass_of_digits(xp, digits):
+    x = xp.asarray(digits.images.astype(np.float32))
+    shifts = np.tile([[2, -3]], (len(digits), 1))
+    moved = augment.transform(x, np.zeros(len(digits)), shifts)
+    delta = centre_of_mass(moved) - centre_of_mass(x)
+    # digits whose ink stays inside the frame move by exactly the shift
+    kept = np.isclose(
+        backend.to_host(moved).sum(axis=(1, 2, 3)), backend.to_host(x).sum(axis=(1, 2, 3))
+    )
+    assert kept.sum() >= 40
+    np.testing.assert_allclose(delta[kept], np.tile([[2.0, -3.0]], (kept.sum(), 1)), atol=1e-3)
+    # the others lost ink at the frame, and still moved that way
+    assert (delta[:, 0] > 1.0).all() and (delta[:, 1] < -2.0).all()
+
+
+def test_rotation_keeps_the_ink_and_the_centre(xp, digits):
+    x = xp.asarray(digits.images.astype(np.float32))
+    out = augment.random_rotation(10)(x, np.random.default_rng(0))
+    ink_before = backend.to_host(x).sum(axis=(1, 2, 3))
+    ink_after = backend.to_host(out).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(ink_after, ink_before, rtol=0.02)
+    assert np.abs(centre_of_mass(out) - centre_of_mass(x)).max() < 1.5
+
+
+def test_elastic_keeps_the_digit_close(xp, digits):
+    x = xp.asarray(digits.images.astype(np.float32))
+    out = backend.to_host(augment.elastic(8, 4)(x, np.random.default_rng(0)))
+    host = backend.to_host(x)
+    assert 0 < np.abs(out - host).mean() < 0.5 * host.mean()
+    np.testing.assert_allclose(out.sum(axis=(1, 2, 3)), host.sum(axis=(1, 2, 3)), rtol=0.1)
+
+
+def test_augment_in_batches_is_deterministic_and_threads_do_not_matter(xp):
+    rng = np.random.default_rng(0)
+    ds = Dataset(rng.integers(0, 256, (50, 1, 12, 12), dtype=np.uint8), np.arange(50) % 10)
+    aug = augment.random_affine(2, 10)
+
+    def epoch(threads):
+        return [
+            backend.to_host(x)
+            for x, _ in ds.batches(8, seed=4, augment=aug, xp=xp, num_threads=threads)
+        ]
+
+    a, b = epoch(0), epoch(3)
+    for xa, xb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(xa, xb)
+    plain = [backend.to_host(x) for x, _ in ds.batches(8, seed=4, xp=xp)]
+    assert not np.allclose(a[0], plain[0])
+    assert all(0.0 <= x.min() and x.max() <= 1.0 + 1e-6 for x in a)

@@ -1,0 +1,260 @@
+"""Dataset: construction, indexing, split/subset, and the batch iterator's invariants."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from convnet_core import backend
+from convnet_data import Dataset
+
+
+def make_dataset(n=103, shape=(1, 5, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+    # each image's first pixel encodes its index, so batches can be traced back
+    labels = np.arange(n) % 7
+    return Dataset(images, labels)
+
+
+def sample_ids(dataset, x, y):
+    """The dataset indices of a batch, found by matching images exactly."""
+    x = backend.to_host(x)
+    flat = dataset.images.reshape(len(dataset), -1).astype(np.float32) / 255
+    ids = []
+    for row in x.reshape(len(x), -1):
+        match = np.flatnonzero(np.abs(flat - row).max(axis=1) < 1e-6)
+        assert len(match) == 1
+        ids.append(int(match[0]))
+    np.testing.assert_array_equal(dataset.labels[ids], backend.to_host(y))
+    return ids
+
+
+# -- construction and indexing ----------------------------------------------------------
+
+
+def test_construction_adds_channel_axis_and_int64_labels():
+    ds = Dataset(np.zeros((4, 6, 5), np.uint8), np.array([0, 2, 1, 2], np.uint8))
+    assert ds.images.shape == (4, 1, 6, 5) and ds.labels.dtype == np.int64
+    assert len(ds) == 4 and ds.num_classes == 3 and ds.sample_shape == (1, 6, 5)
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "message"),
+    [
+        (np.zeros((4, 6, 5), np.float32), np.zeros(4, int), "uint8"),
+        (np.zeros((4, 5), np.uint8), np.zeros(4, int), r"\(N, C, H, W\)"),
+        (np.zeros((4, 1, 6, 5), np.uint8), np.zeros(3, int), r"\(4,\)"),
+        (np.zeros((4, 1, 6, 5), np.uint8), np.zeros(4, np.float32), "integers"),
+        (np.zeros((4, 1, 6, 5), np.uint8), -np.ones(4, int), ">= 0"),
+    ],
+)
+def test_construction_errors(images, labels, message):
+    with pytest.raises(ValueError, match=message):
+        Dataset(images, labels)
+
+
+def test_indexing():
+    ds = make_dataset()
+    image, label = ds[5]
+    np.testing.assert_array_equal(image, ds.images[5])
+    assert label == 5 and isinstance(label, int)
+    part = ds[10:20]
+    assert isinstance(part, Dataset) and len(part) == 10
+    np.testing.assert_array_equal(part.labels, np.arange(10, 20) % 7)
+    picked = ds[np.array([3, 1, 4])]
+    np.testing.assert_array_equal(picked.images, ds.images[[3, 1, 4]])
+    assert picked.num_classes == ds.num_classes
+
+
+def test_split_is_disjoint_complete_and_seeded():
+    ds = make_dataset(100)
+    train, val = ds.split(0.2, seed=3)
+    assert len(train) == 80 and len(val) == 20
+    ids = sample_ids(ds, train.images / 255, train.labels) + sample_ids(
+        ds, val.images / 255, val.labels
+    )
+    assert sorted(ids) == list(range(100))
+    again = ds.split(0.2, seed=3)[1]
+    np.testing.assert_array_equal(again.images, val.images)
+    assert not np.array_equal(ds.split(0.2, seed=4)[1].images, val.images)
+    for bad in (0.0, 1.0, 0.001):
+        with pytest.raises(ValueError, match="split"):
+            ds.split(bad)
+
+
+def test_subset():
+    ds = make_dataset(50)
+    np.testing.assert_array_equal(ds.subset(10).images, ds.images[:10])
+    a, b = ds.subset(10, seed=1), ds.subset(10, seed=1)
+    np.testing.assert_array_equal(a.images, b.images)
+    ids = sample_ids(ds, a.images / 255, a.labels)
+    assert len(set(ids)) == 10 and ids == sorted(ids)
+    np.testing.assert_array_equal(ds.subset([4, 2]).labels, ds.labels[[4, 2]])
+    with pytest.raises(ValueError, match="subset"):
+        ds.subset(51)
+
+
+# -- batches ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_threads", [0, 1, 3])
+def test_every_sample_once_per_epoch(xp, num_threads):
+    ds = make_dataset(103)
+    sizes, ids = [], []
+    for x, y in ds.batches(16, seed=0, num_threads=num_threads, xp=xp):
+        assert backend.get_array_module(x) is xp and backend.get_array_module(y) is xp
+        assert x.dtype == np.float32 and y.dtype == np.int64
+        assert x.shape[1:] == (1, 5, 4) and x.shape[0] == y.shape[0]
+        sizes.append(len(y))
+        ids += sample_ids(ds, x, y)
+    assert sizes == [16] * 6 + [7]
+    assert sorted(ids) == list(range(103))
+    assert ids != list(range(103))  # shuffled
+
+
+def test_values_in_unit_interval_and_no_shuffle_keeps_order(xp):
+    ds = make_dataset(20)
+    batches = list(ds.batches(8, shuffle=False, xp=xp))
+    x = backend.to_host(batches[0][0])
+    np.testing.assert_allclose(x, ds.images[:8] / 255.0, rtol=1e-6)
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    assert sum((sample_ids(ds, bx, by) for bx, by in batches), []) == list(range(20))
+
+
+def test_drop_last():
+    ds = make_dataset(103)
+    sizes = [len(y) for _, y in ds.batches(16, drop_last=True, seed=1)]
+    assert sizes == [16] * 6
+    assert [len(y) for _, y in ds.batches(103, drop_last=True)] == [103]
+
+
+def test_deterministic_for_a_seed_whatever_the_threads():
+    ds = make_dataset(64)
+    runs = [
+        [backend.to_host(y) for _, y in ds.batches(10, seed=7, num_threads=t)] for t in (0, 1, 4)
+    ]
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run, strict=True):
+            np.testing.assert_array_equal(a, b)
+    other = np.concatenate([y for _, y in ds.batches(10, seed=8)])
+    assert not np.array_equal(np.concatenate(runs[0]), other)
+
+
+def test_a_generator_seed_gives_a_new_order_each_epoch_reproducibly():
+    ds = make_dataset(64)
+
+    def two_epochs(rng):
+        return [np.concatenate([y for _, y in ds.batches(10, seed=rng)]) for _ in range(2)]
+
+    first = two_epochs(np.random.default_rng(0))
+    second = two_epochs(np.random.default_rng(0))
+    assert not np.array_equal(first[0], first[1])
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_preprocess_receives_float_0_255_and_old_signature_matches_default():
+    ds = make_dataset(40)
+    seen = []
+
+    def record(x):
+        seen.append((x.dtype, float(x.max())))
+        return x / 255.0
+
+    old = list(ds.batches(batch_size=8, shuffle=True, preprocess=record, num_threads=4, seed=2))
+    new = list(ds.batches(8, seed=2))
+    for (xo, yo), (xn, yn) in zip(old, new, strict=True):
+        np.testing.assert_allclose(xo, xn, rtol=1e-6)
+        np.testing.assert_array_equal(yo, yn)
+    assert all(dtype == np.float32 for dtype, _ in seen)
+    assert max(top for _, top in seen) > 1.0  # raw 0..255 values, not yet scaled
+
+
+def test_batches_are_made_in_background_threads_ahead_of_the_consumer():
+    ds = make_dataset(400)
+    made = []
+
+    def record(x):
+        made.append(threading.current_thread().name)
+        return x / 255.0
+
+    iterator = ds.batches(4, preprocess=record, num_threads=2, seed=0)
+    next(iterator)
+    deadline = time.monotonic() + 5.0
+    while len(made) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert 3 <= len(made) <= 2 * 2 + 1  # ahead, but bounded (100 batches in the epoch)
+    assert all(name.startswith("convnet-data") for name in made)
+    iterator.close()
+
+
+def count_threads_after(action):
+    before = threading.active_count()
+    action()
+    deadline = time.monotonic() + 2.0
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return before, threading.active_count()
+
+
+def test_leaving_the_loop_early_leaks_no_threads():
+    ds = make_dataset(500)
+
+    def break_early():
+        for _ in ds.batches(4, num_threads=4, seed=0):
+            break
+
+    def close_midway():
+        iterator = ds.batches(4, num_threads=4, seed=0)
+        for _ in range(5):
+            next(iterator)
+        iterator.close()
+
+    def run_to_the_end():
+        for _ in ds.batches(64, num_threads=4):
+            pass
+
+    for action in (break_early, close_midway, run_to_the_end):
+        before, after = count_threads_after(action)
+        assert after == before, action.__name__
+
+
+def test_close_joins_the_threads_immediately():
+    ds = make_dataset(500)
+    before = threading.active_count()
+    iterator = ds.batches(4, num_threads=4, seed=0)
+    next(iterator)
+    assert threading.active_count() > before
+    iterator.close()
+    assert threading.active_count() == before
+
+
+def test_an_error_in_a_worker_reaches_the_consumer_and_stops_the_threads():
+    ds = make_dataset(100)
+    calls = []
+
+    def failing(x):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("broken preprocess")
+        return x / 255.0
+
+    def consume():
+        with pytest.raises(RuntimeError, match="broken preprocess"):
+            for _ in ds.batches(4, preprocess=failing, num_threads=2, seed=0):
+                pass
+
+    before, after = count_threads_after(consume)
+    assert after == before
+
+
+def test_batches_argument_errors():
+    ds = make_dataset(10)
+    with pytest.raises(ValueError, match="batch_size"):
+        ds.batches(0)
+    with pytest.raises(ValueError, match="num_threads"):
+        next(ds.batches(4, num_threads=-1))
