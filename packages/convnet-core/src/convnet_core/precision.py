@@ -54,6 +54,7 @@ __all__ = [
     "cast_floating",
     "get_policy",
     "mixed_precision_step",
+    "scaled_forward_backward",
     "select_if_finite",
 ]
 
@@ -247,6 +248,48 @@ class DynamicLossScaler:
         )
 
 
+def scaled_forward_backward(
+    network: Any,
+    params: Any,
+    state: Any,
+    x: Any,
+    labels: Any,
+    scaler: DynamicLossScaler,
+    *,
+    loss_fn: Any,
+    rng: Any = None,
+    xp: Any = numpy,
+    policy: Policy = MIXED,
+) -> tuple[Any, Any, Any, Any, Any]:
+    """Steps 1-4 of the module docstring: forward and backward in the compute dtype.
+
+    Args:
+        network: the layer (usually a `Sequential`); params, state: its float32 pytrees.
+        x: the batch (N, *input_shape), any float dtype; labels as `loss_fn` takes them.
+        loss_fn: `(logits, labels, *, xp) -> (loss, dloss/dlogits)`, run in float32.
+
+    Returns:
+        (loss, logits, new_state, grads, finite): the float32 loss (0-d) and logits (for
+        metrics), the new layer state in the dtypes of `state`, the true gradients in
+        float32 (divided by the loss scale), and whether they are all finite (0-d bool).
+    """
+    compute_params = policy.cast_to_compute(params)
+    x = x.astype(policy.compute_dtype, copy=False)
+    # An overflow in float16 is expected now and then: the scaler detects it and the step
+    # is skipped, so NumPy need not warn about it.
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        logits, new_state, cache = api.apply(
+            network, compute_params, state, x, training=True, rng=rng, xp=xp
+        )
+        logits = logits.astype("float32")  # softmax and the loss in float32
+        loss, dlogits = loss_fn(logits, labels, xp=xp)
+        dlogits = scaler.scale_loss_grad(dlogits).astype(policy.compute_dtype)
+        grads, _ = api.grad(network, compute_params, cache, dlogits, xp=xp, input_grad=False)
+        grads, finite = scaler.unscale_and_check(grads)
+    new_state = _cast_like(new_state, state)  # running statistics stay float32
+    return loss, logits, new_state, policy.cast_to_param(grads), finite
+
+
 def mixed_precision_step(
     network: Any,
     params: Any,
@@ -262,35 +305,19 @@ def mixed_precision_step(
     xp: Any = numpy,
     policy: Policy = MIXED,
 ) -> tuple[Any, Any, Any, DynamicLossScaler, Any, Any, Any]:
-    """One training step in mixed precision (the five steps of the module docstring).
+    """One whole training step in mixed precision (the five steps of the module docstring).
 
-    Args:
-        network: the layer (usually a `Sequential`).
-        params, state, opt_state: float32 pytrees (master weights, layer state, optimizer).
-        scaler: the current `DynamicLossScaler`.
-        x: the batch (N, *input_shape), any float dtype; labels as `loss_fn` takes them.
-        optimizer: an `optim.Optimizer`; loss_fn: `(logits, labels, *, xp) -> (loss, grad)`.
+    `scaled_forward_backward`, then `optimizer.update` of the float32 params when the
+    gradients are finite (a skipped step otherwise), then `scaler.update`.
 
     Returns:
         (params, state, opt_state, scaler, loss, logits, finite): the new float32 trees
         (unchanged when `finite` is false), the next scaler, the float32 loss (0-d), the
         float32 logits (N, classes) for metrics, and whether the step was taken (0-d).
     """
-    compute_params = policy.cast_to_compute(params)
-    x = x.astype(policy.compute_dtype, copy=False)
-    # An overflow in float16 is expected now and then: the scaler detects it and the step
-    # is skipped, so NumPy need not warn about it.
-    with numpy.errstate(over="ignore", invalid="ignore"):
-        logits, new_state, cache = api.apply(
-            network, compute_params, state, x, training=True, rng=rng, xp=xp
-        )
-        logits = logits.astype("float32")  # softmax and the loss in float32
-        loss, dlogits = loss_fn(logits, labels, xp=xp)
-        dlogits = scaler.scale_loss_grad(dlogits).astype(policy.compute_dtype)
-        grads, _ = api.grad(network, compute_params, cache, dlogits, xp=xp, input_grad=False)
-        grads, finite = scaler.unscale_and_check(grads)
-    grads = policy.cast_to_param(grads)
-    new_state = _cast_like(new_state, state)  # running statistics stay float32
+    loss, logits, new_state, grads, finite = scaled_forward_backward(
+        network, params, state, x, labels, scaler, loss_fn=loss_fn, rng=rng, xp=xp, policy=policy
+    )
     if xp is numpy and not finite:  # on the host the skip is a plain branch
         return params, state, opt_state, scaler.update(finite), loss, logits, finite
     new_params, new_opt_state = optimizer.update(params, grads, opt_state)
