@@ -1,0 +1,70 @@
+"""Schedules against their formulas, and the plateau state machine on scripted metrics."""
+
+import json
+import math
+
+import pytest
+from convnet_core import schedules
+
+
+def test_step_decay_formula():
+    schedule = schedules.step_decay(step_size=3, gamma=0.5)
+    for step in range(12):
+        assert schedule(step) == 0.5 ** (step // 3)
+    with pytest.raises(ValueError, match="step_size"):
+        schedules.step_decay(0)
+
+
+def test_cosine_formula_without_warmup():
+    total = 10
+    schedule = schedules.cosine(total)
+    for t in range(total):
+        assert schedule(t) == pytest.approx(0.5 * (1 + math.cos(math.pi * t / total)))
+    assert schedule(0) == 1.0
+    assert schedule(total) == 0.0 and schedule(total + 5) == 0.0
+
+
+def test_cosine_formula_with_warmup_and_floor():
+    schedule = schedules.cosine(total_steps=20, warmup_steps=4, min_factor=0.1)
+    assert [schedule(t) for t in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    for t in range(4, 20):
+        progress = (t - 4) / 16
+        want = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        assert schedule(t) == pytest.approx(want)
+    assert schedule(4) == pytest.approx(1.0)
+    assert schedule(25) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        schedules.cosine(10, warmup_steps=10)
+
+
+def run_plateau(plateau, metrics, lr):
+    state = plateau.init()
+    lrs = []
+    for metric in metrics:
+        lr, state = plateau.update(state, metric, lr)
+        lrs.append(lr)
+        json.dumps(state)  # the state stays JSON-able
+    return lrs, state
+
+
+def test_plateau_on_a_scripted_loss_sequence():
+    plateau = schedules.reduce_on_plateau(factor=0.5, patience=2, min_lr=0.1, min_delta=0.01)
+    # improves, improves, stalls twice (-> halve), a tiny gain below min_delta counts as a
+    # stall, then stalls again (-> halve), then floors at min_lr.
+    metrics = [1.0, 0.9, 0.95, 0.9, 0.895, 0.899, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
+    lrs, state = run_plateau(plateau, metrics, 1.0)
+    assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125, 0.125, 0.1, 0.1, 0.1]
+    assert state["best"] == 0.5
+
+
+def test_plateau_in_max_mode_for_accuracy():
+    plateau = schedules.reduce_on_plateau(factor=0.1, patience=1, min_lr=0.0, mode="max")
+    lrs, _ = run_plateau(plateau, [0.5, 0.6, 0.6, 0.7, 0.65], 1.0)
+    assert lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
+
+
+def test_plateau_rejects_bad_settings():
+    with pytest.raises(ValueError, match="factor"):
+        schedules.reduce_on_plateau(factor=1.5)
+    with pytest.raises(ValueError, match="mode"):
+        schedules.reduce_on_plateau(mode="up")
