@@ -25,13 +25,16 @@ a module-level cache, so it is built once per process (and per dtype for col2im)
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy
 
 __all__ = [
+    "COL2IM_ON_GPU",
     "adam_update_reference",
     "col2im_gather",
+    "col2im_on_gpu",
     "col2im_loop",
     "fused_adam_update",
     "fused_relu_backward",
@@ -278,9 +281,9 @@ extern "C" __global__ void convnet_col2im_gather_${NAME}(
 }
 """
 
-# dtype name -> (C type, accumulator type): float16 sums in float32
+# dtype name -> (C type, accumulator type). float16 is left to the loop: a half kernel
+# needs cuda_fp16.h, which NVRTC finds only where the CUDA headers are installed.
 _COL2IM_TYPES = {
-    "float16": ("half", "float"),
     "float32": ("float", "float"),
     "float64": ("double", "double"),
 }
@@ -288,15 +291,17 @@ _COL2IM_TYPES = {
 
 def _col2im_kernel(dtype_name: str) -> Any:
     cupy = _cupy()
+    return cupy.RawKernel(col2im_source(dtype_name), f"convnet_col2im_gather_{dtype_name}")
+
+
+def col2im_source(dtype_name: str) -> str:
+    """The CUDA C source of the gather kernel for `dtype_name` ("float32" or "float64")."""
     c_type, acc_type = _COL2IM_TYPES[dtype_name]
-    source = (
+    return (
         _COL2IM_SOURCE.replace("${NAME}", dtype_name)
         .replace("${T}", c_type)
         .replace("${ACC}", acc_type)
     )
-    if dtype_name == "float16":
-        source = "#include <cuda_fp16.h>\n" + source
-    return cupy.RawKernel(source, f"convnet_col2im_gather_{dtype_name}")
 
 
 def col2im_gather(blocks: Any, padded_shape: tuple[int, int, int, int], stride: Any) -> Any:
@@ -325,3 +330,24 @@ def col2im_gather(blocks: Any, padded_shape: tuple[int, int, int, int], stride: 
     args += tuple(numpy.int64(s) for s in elem_strides)  # host
     kernel((max(grid, 1),), (threads,), args)
     return dx.transpose(1, 0, 2, 3)  # (N, C, Hp, Wp) view
+
+
+#: How `col2im_on_gpu` works on CuPy: "gather" (the kernel above) or "loop" (the strided
+#: adds). Set with the environment variable CONVNET_COL2IM; benchmarks/bench_gpu.py times both.
+COL2IM_ON_GPU = os.environ.get("CONVNET_COL2IM", "gather")
+
+
+def col2im_on_gpu(
+    dcols: Any, padded_shape: tuple[int, int, int, int], kernel: Any, stride: Any
+) -> Any:
+    """`convnet_core.ops.col2im` for CuPy arrays: dcols (C*kh*kw, N*Ho*Wo) -> dx_padded
+    (N, C, Hp, Wp), by `col2im_gather` (float32/float64, unless COL2IM_ON_GPU is "loop")
+    or else by `col2im_loop`."""
+    n, c, hp, wp = padded_shape
+    kh, kw = kernel
+    sh, sw = stride
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    blocks = dcols.reshape(c, kh, kw, n, ho, wo)  # a view
+    if COL2IM_ON_GPU == "gather" and blocks.dtype.name in _COL2IM_TYPES:
+        return col2im_gather(blocks, padded_shape, stride)
+    return col2im_loop(blocks, padded_shape, stride, xp=_cupy())

@@ -62,14 +62,14 @@ __all__ = [
 def accumulation_dtype(dtype: Any) -> numpy.dtype:
     """The dtype to accumulate sums and means of `dtype` values in: float32 for float16,
     otherwise `dtype` itself (so float32 and float64 code is unchanged)."""
-    dtype = numpy.dtype(dtype)
-    return numpy.dtype("float32") if dtype == numpy.float16 else dtype
+    dtype = numpy.dtype(dtype)  # host
+    return numpy.dtype("float32") if dtype == numpy.float16 else dtype  # host
 
 
 def cast_floating(tree: Any, dtype: Any) -> Any:
     """Every floating-point leaf of `tree` cast to `dtype` (no copy where it already is);
     integer, boolean and non-array leaves unchanged."""
-    dtype = numpy.dtype(dtype)
+    dtype = numpy.dtype(dtype)  # host
 
     def cast(leaf: Any) -> Any:
         leaf_dtype = getattr(leaf, "dtype", None)
@@ -139,7 +139,7 @@ def all_finite(tree: Any) -> Any:
     device (no host copy)."""
     leaves = _tree.leaves(tree)
     if not leaves:
-        return numpy.bool_(True)
+        return numpy.bool_(True)  # host: nothing to check
     xp = get_array_module(leaves[0])
     finite = xp.isfinite(leaves[0]).all()
     for leaf in leaves[1:]:
@@ -153,7 +153,7 @@ def select_if_finite(finite: Any, new: Any, old: Any) -> Any:
     With a host boolean (NumPy) this is a plain branch; with a 0-d device array (CuPy) it
     is `where(finite, new, old)` on the device, so deciding costs no host sync.
     """
-    if isinstance(finite, (bool, numpy.bool_)) or get_array_module(finite) is numpy:
+    if isinstance(finite, (bool, numpy.bool_)) or get_array_module(finite) is numpy:  # host
         return new if bool(finite) else old
     xp = get_array_module(finite)
     return _tree.map(lambda n, o: xp.where(finite, n, o), new, old)
@@ -205,12 +205,12 @@ class DynamicLossScaler:
         boolean that is false when any of them overflowed to inf or NaN."""
         leaves = _tree.leaves(grads)
         if not leaves:
-            return grads, numpy.bool_(True)
+            return grads, numpy.bool_(True)  # host: nothing to check
         xp = get_array_module(leaves[0])
         inverse = 1.0 / xp.asarray(self.scale, dtype="float32")
 
         def unscale(g: Any) -> Any:
-            g32 = g.astype("float32") if g.dtype != numpy.float32 else g
+            g32 = g.astype("float32") if g.dtype != "float32" else g
             return g32 * inverse.astype(g32.dtype)
 
         unscaled = _tree.map(unscale, grads)
@@ -218,7 +218,7 @@ class DynamicLossScaler:
 
     def update(self, finite: Any) -> DynamicLossScaler:
         """The scaler after a step whose gradients were `finite` (see the class docstring)."""
-        if isinstance(finite, (bool, numpy.bool_)) or get_array_module(finite) is numpy:
+        if isinstance(finite, (bool, numpy.bool_)) or get_array_module(finite) is numpy:  # host
             return self._update_host(bool(finite))
         return self._update_device(finite)
 
@@ -277,7 +277,7 @@ def scaled_forward_backward(
     x = x.astype(policy.compute_dtype, copy=False)
     # An overflow in float16 is expected now and then: the scaler detects it and the step
     # is skipped, so NumPy need not warn about it.
-    with numpy.errstate(over="ignore", invalid="ignore"):
+    with numpy.errstate(over="ignore", invalid="ignore"):  # host: warnings only
         logits, new_state, cache = api.apply(
             network, compute_params, state, x, training=True, rng=rng, xp=xp
         )
