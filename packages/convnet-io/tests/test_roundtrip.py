@@ -27,7 +27,7 @@ def test_every_layer_round_trips_bit_for_bit(tmp_path, suffix, net_parts, xp):
     saved = convnet_io.load(path, parts=True)
 
     assert written == str(path)
-    assert storage.container_of(path) == ("npz" if suffix == ".npz" else "hdf5")
+    assert storage.container_of(path) == ("npz" if suffix == ".npz" else "sealed-hdf5")
     assert saved.layer == net and saved.input_shape == shape
     assert all(isinstance(leaf, numpy.ndarray) for leaf in tree.leaves(saved.params))
     assert_same_tree(saved.params, params)

@@ -9,10 +9,17 @@ root); strings are 0-d unicode arrays, so nothing is ever pickled.
 Writers take `attributes: {group: {name: value}}` and `arrays: {path: ndarray}`. Readers
 (`open_reader`) expose the same two views and check every array's declared size against
 the file before reading it, so a corrupted header cannot make us allocate gigabytes.
+
+The HDF5 library can crash the process (not raise) on some corrupted files. So the HDF5
+files written here start with a 512-byte user block, which HDF5 itself skips, holding a
+seal: a magic line and the SHA-256 of every byte after the block. The seal is checked
+before h5py ever sees the file; a damaged file is refused without being parsed. Only
+HDF5 files written elsewhere (ConvNet-NumPy's) are opened without that protection.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import zipfile
@@ -26,6 +33,7 @@ __all__ = [
     "HDF5_SIGNATURE",
     "H5PY_AVAILABLE",
     "Reader",
+    "check_seal",
     "container_of",
     "open_reader",
     "write_hdf5",
@@ -46,15 +54,51 @@ MAX_EXPANSION = 64
 SLACK_BYTES = 1 << 20
 
 
+SEAL_MAGIC = b"\x89convnet-hdf5\r\n\x1a\n"
+USERBLOCK_SIZE = 512
+
+
 def container_of(path: str | os.PathLike) -> str | None:
-    """ "hdf5", "npz" or None, from the first bytes of the file."""
+    """The kind of file, from its first bytes: "sealed-hdf5" (an HDF5 file written here),
+    "hdf5" (any other HDF5 file), "npz", or None."""
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head == HDF5_SIGNATURE:
+        head = f.read(len(SEAL_MAGIC))
+    if head == SEAL_MAGIC:
+        return "sealed-hdf5"
+    if head[:8] == HDF5_SIGNATURE:
         return "hdf5"
     if head[:4] in ZIP_SIGNATURES:
         return "npz"
     return None
+
+
+def _sha256_after_userblock(f) -> str:
+    digest = hashlib.sha256()
+    f.seek(USERBLOCK_SIZE)
+    while chunk := f.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _seal(path: str) -> None:
+    """Write the seal (magic + SHA-256 of the HDF5 data) into the file's user block."""
+    with open(path, "r+b") as f:
+        header = SEAL_MAGIC + f"sha256 {_sha256_after_userblock(f)}\n".encode()
+        f.seek(0)
+        f.write(header.ljust(USERBLOCK_SIZE, b"\0"))
+
+
+def check_seal(path: str) -> None:
+    """Raise ValueError unless the sealed HDF5 file at `path` is byte-for-byte as written."""
+    with open(path, "rb") as f:
+        block = f.read(USERBLOCK_SIZE)
+        if len(block) < USERBLOCK_SIZE:
+            raise ValueError("the file is truncated (shorter than its header)")
+        line = block[len(SEAL_MAGIC) :].split(b"\n", 1)[0]
+        if not line.startswith(b"sha256 ") or len(line) != 7 + 64:
+            raise ValueError("the file's header is damaged")
+        if _sha256_after_userblock(f) != line[7:].decode("ascii", "replace"):
+            raise ValueError("the file is corrupted or truncated (its SHA-256 does not match)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -65,13 +109,14 @@ def write_hdf5(path: str, attributes: dict[str, dict[str, Any]], arrays: dict[st
     """Write groups, attributes and arrays to a new HDF5 file at `path` (uncompressed)."""
     if h5py is None:
         raise ImportError("writing HDF5 needs h5py: pip install h5py (or save to a .npz path)")
-    with h5py.File(path, "w") as f:
+    with h5py.File(path, "w", userblock_size=USERBLOCK_SIZE) as f:
         for group, attrs in attributes.items():
             node = f.require_group(group) if group else f
             for name, value in attrs.items():
                 node.attrs[name] = value
         for key, array in arrays.items():
             f.create_dataset(key, data=array)
+    _seal(path)
 
 
 def _npz_member(zf: zipfile.ZipFile, key: str, array: numpy.ndarray) -> None:
@@ -287,5 +332,8 @@ class NPZReader(Reader):
 
 
 def open_reader(path: str, kind: str) -> Reader:
-    """A reader for `path`, of `kind` "hdf5" or "npz" (see `container_of`)."""
+    """A reader for `path`, of a `kind` given by `container_of` (a sealed file is checked)."""
+    if kind == "sealed-hdf5":
+        check_seal(path)
+        return HDF5Reader(path)
     return HDF5Reader(path) if kind == "hdf5" else NPZReader(path)
