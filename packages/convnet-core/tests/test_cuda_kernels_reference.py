@@ -40,21 +40,19 @@ def reference_adam_steps(opt, params, grads_per_step, *, decoupled):
         flat_p, flat_g, flat_m, flat_v = (T.flatten(x) for x in (params, grads, m, v))
         for key, p in flat_p.items():
             dtype = p.dtype
-            decay = None
-            if decoupled:
-                decay = 1.0 - lr.astype(dtype) * dtype.type(opt.weight_decay)
             new[key] = K.adam_update_reference(
                 p,
                 flat_g[key],
                 flat_m[key],
                 flat_v[key],
+                lr=lr.astype(dtype),
                 step_size=step_size.astype(dtype),
                 inv_sqrt_bias2=inv_sqrt_bias2.astype(dtype),
                 beta1=opt.beta1,
                 beta2=opt.beta2,
                 eps=opt.eps,
                 weight_decay=0.0 if decoupled else opt.weight_decay,
-                decay_factor=decay,
+                decoupled_weight_decay=opt.weight_decay if decoupled else 0.0,
             )
         params, m, v = (
             T.unflatten(params, {key: out[i] for key, out in new.items()}) for i in range(3)

@@ -71,42 +71,47 @@ def adam_update_reference(
     m: Any,
     v: Any,
     *,
+    lr: Any,
     step_size: Any,
     inv_sqrt_bias2: Any,
     beta1: float,
     beta2: float,
     eps: float,
     weight_decay: float = 0.0,
-    decay_factor: Any = None,
+    decoupled_weight_decay: float = 0.0,
     xp: Any = numpy,
 ) -> tuple[Any, Any, Any]:
     """One Adam step for one parameter array, as `convnet_core.optim.Adam` computes it.
 
-    With g = grad + weight_decay · param (L2, skipped when weight_decay is 0):
+    With g = grad + weight_decay · param (Adam's L2 term, skipped when it is 0):
 
         m' = β1·m + (1-β1)·g
         v' = β2·v + (1-β2)·g²
-        param' = param·decay_factor - step_size · m' / (sqrt(v')·inv_sqrt_bias2 + eps)
+        param' = param·(1 - lr·λ) - step_size · m' / (sqrt(v')·inv_sqrt_bias2 + eps)
 
-    where step_size = lr / (1 - β1ᵗ), inv_sqrt_bias2 = 1 / sqrt(1 - β2ᵗ) (0-d arrays or
-    floats) and decay_factor = 1 - lr·weight_decay for AdamW's decoupled decay (None for
-    Adam). All arrays share one shape; returns (param', m', v').
+    where step_size = lr / (1 - β1ᵗ) and inv_sqrt_bias2 = 1 / sqrt(1 - β2ᵗ) (0-d arrays
+    of the parameter's dtype, or floats), and λ = decoupled_weight_decay is AdamW's decay
+    (the factor is skipped when λ is 0). All arrays share one shape; returns
+    (param', m', v').
     """
     g = grad + weight_decay * param if weight_decay else grad
     m = beta1 * m + (1.0 - beta1) * g
     v = beta2 * v + (1.0 - beta2) * (g * g)
     denom = xp.sqrt(v) * inv_sqrt_bias2 + eps
-    if decay_factor is not None:
-        param = param * decay_factor
+    if decoupled_weight_decay:
+        param = param * (1.0 - lr * param.dtype.type(decoupled_weight_decay))
     return param - step_size * (m / denom), m, v
 
 
+# The same arithmetic per element. Hyper-parameters arrive as float64 kernel arguments and
+# are rounded to T as NumPy rounds a Python float that meets a T array.
 _ADAM_SOURCE = """
-    T g = grad + weight_decay * param;
-    T m_new = beta1 * m + one_minus_beta1 * g;
-    T v_new = beta2 * v + one_minus_beta2 * (g * g);
-    T denom = sqrt(v_new) * inv_sqrt_bias2 + eps;
-    param_out = param * decay_factor - step_size * (m_new / denom);
+    T g = grad + (T)weight_decay * param;
+    T m_new = (T)beta1 * m + (T)one_minus_beta1 * g;
+    T v_new = (T)beta2 * v + (T)one_minus_beta2 * (g * g);
+    T denom = sqrt(v_new) * inv_sqrt_bias2 + (T)eps;
+    param_out = param * ((T)1 - lr * (T)decoupled_weight_decay)
+                - step_size * (m_new / denom);
     m_out = m_new;
     v_out = v_new;
 """
@@ -115,9 +120,9 @@ _ADAM_SOURCE = """
 def _adam_kernel() -> Any:
     cupy = _cupy()
     return cupy.ElementwiseKernel(
-        "T param, T grad, T m, T v, T step_size, T inv_sqrt_bias2, T decay_factor, "
-        "float32 beta1, float32 one_minus_beta1, float32 beta2, float32 one_minus_beta2, "
-        "float32 eps, float32 weight_decay",
+        "T param, T grad, T m, T v, T lr, T step_size, T inv_sqrt_bias2, "
+        "float64 beta1, float64 one_minus_beta1, float64 beta2, float64 one_minus_beta2, "
+        "float64 eps, float64 weight_decay, float64 decoupled_weight_decay",
         "T param_out, T m_out, T v_out",
         _ADAM_SOURCE,
         "convnet_fused_adam",
@@ -130,42 +135,38 @@ def fused_adam_update(
     m: Any,
     v: Any,
     *,
+    lr: Any,
     step_size: Any,
     inv_sqrt_bias2: Any,
     beta1: float,
     beta2: float,
     eps: float,
     weight_decay: float = 0.0,
-    decay_factor: Any = None,
+    decoupled_weight_decay: float = 0.0,
 ) -> tuple[Any, Any, Any]:
-    """`adam_update_reference` on CuPy arrays in one kernel: 4 reads and 3 writes per element.
+    """`adam_update_reference` on CuPy arrays (float32 or float64) in one kernel: 4 arrays
+    read and 3 written per element, where the unfused update makes about a dozen passes.
 
-    `step_size`, `inv_sqrt_bias2` and `decay_factor` may be 0-d device arrays (they are
-    cast to the parameter's dtype on the device, so nothing is copied to the host).
-    Returns new arrays (param', m', v'); the inputs are left untouched.
+    `lr`, `step_size` and `inv_sqrt_bias2` are 0-d device arrays of the parameter's dtype
+    (as optim.Adam keeps them), so nothing is copied between host and device. Returns new
+    arrays (param', m', v'); the inputs are left untouched.
     """
-    cupy = _cupy()
-    dtype = param.dtype
-
-    def scalar(value: Any) -> Any:  # a 0-d device array of the parameter's dtype
-        return cupy.asarray(value).astype(dtype, copy=False)
-
-    decay = 1.0 if decay_factor is None else decay_factor
     kernel = _cached("adam", _adam_kernel)
     return kernel(
         param,
         grad,
         m,
         v,
-        scalar(step_size),
-        scalar(inv_sqrt_bias2),
-        scalar(decay),
+        lr,
+        step_size,
+        inv_sqrt_bias2,
         beta1,
         1.0 - beta1,
         beta2,
         1.0 - beta2,
         eps,
         weight_decay,
+        decoupled_weight_decay,
     )
 
 
