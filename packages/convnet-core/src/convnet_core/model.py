@@ -200,18 +200,7 @@ class Model:
             lr, weight_decay, clip_norm, momentum, beta1, beta2, eps, **options: passed to
                 the named optimizer (only those given; each optimizer has its defaults).
         """
-        if isinstance(loss, str):
-            if loss not in losses.LOSSES:
-                raise ValueError(
-                    f"unknown loss {loss!r}; known: {', '.join(sorted(losses.LOSSES))}"
-                )
-            self._loss_fn = losses.LOSSES[loss]
-            self.loss_name = loss
-        elif callable(loss):
-            self._loss_fn = loss
-            self.loss_name = getattr(loss, "__name__", "custom")
-        else:
-            raise TypeError(f"loss must be a name or a function, not {type(loss).__name__}")
+        self._set_loss(loss)
         given = {
             "lr": lr,
             "momentum": momentum,
@@ -240,6 +229,22 @@ class Model:
         self.opt_state = None
         self.loss = LossFunction(self)
         return self
+
+    def _set_loss(self, loss: Any) -> None:
+        """Set the loss from a name in `losses.LOSSES` or a function."""
+        if isinstance(loss, str):
+            if loss not in losses.LOSSES:
+                raise ValueError(
+                    f"unknown loss {loss!r}; known: {', '.join(sorted(losses.LOSSES))}"
+                )
+            self._loss_fn = losses.LOSSES[loss]
+            self.loss_name = loss
+        elif callable(loss):
+            self._loss_fn = loss
+            self.loss_name = getattr(loss, "__name__", "custom")
+        else:
+            raise TypeError(f"loss must be a name or a function, not {type(loss).__name__}")
+        self.loss = LossFunction(self)
 
     def _is_cross_entropy(self) -> bool:
         return self.loss_name in CROSS_ENTROPY_NAMES
@@ -520,10 +525,10 @@ class Model:
 
     def set_rng_state(self, rng_state: dict[str, Any]) -> None:
         """Restore what `get_rng_state` returned."""
-        seed = rng_state.get("seed") if isinstance(rng_state, dict) else None
-        if seed is None:
-            raise ValueError(f"set_rng_state expects {{'seed': int}}, got {rng_state!r}")
-        self.seed = int(seed)
+        if not isinstance(rng_state, dict) or "seed" not in rng_state:
+            raise ValueError(f"set_rng_state expects {{'seed': int or None}}, got {rng_state!r}")
+        seed = rng_state["seed"]
+        self.seed = None if seed is None else int(seed)
         self._loop_rng = None
 
     @classmethod
@@ -552,10 +557,11 @@ class Model:
         model._set_parts(params, state, input_shape)
         if isinstance(optimizer, dict):
             optimizer = optim.from_config(optimizer)
-        if loss_name is not None:
-            model.compile(loss=loss_name, optimizer=optimizer or "adam")
+        model.optimizer = optimizer
+        if loss_name in losses.LOSSES:
+            model._set_loss(loss_name)
         else:
-            model.optimizer = optimizer
+            model.loss_name = loss_name  # a custom function: compile again to train
         if opt_state is not None:
             model.opt_state = backend.to_device(opt_state, model.xp)
         model.history = {key: list(values) for key, values in (history or {}).items()}
@@ -586,11 +592,8 @@ class Model:
         if checkpoint.get("optimizer") is not None:
             self.optimizer = optim.from_config(checkpoint["optimizer"])
         metadata = checkpoint.get("metadata") or {}
-        if self._loss_fn is None:
-            self.compile(
-                loss=metadata.get("loss", "categorical_crossentropy"),
-                optimizer=self.optimizer or "adam",
-            )
+        if self._loss_fn is None and metadata.get("loss_name") in losses.LOSSES:
+            self._set_loss(metadata["loss_name"])
         self.opt_state = (
             None
             if checkpoint.get("opt_state") is None

@@ -192,12 +192,21 @@ class TrainingData:
             kwargs["xp"] = xp
         yield from method(batch_size, **kwargs)
 
-    def first_batch_shape(self, batch_size: int) -> tuple[int, ...]:
+    def peek(self, batch_size: int) -> tuple[tuple[int, ...], Any]:
+        """The shape of the inputs and a sample of labels (for building and label checks)."""
         if self.arrays is not None:
-            return tuple(self.arrays[0].shape)
-        for x, _ in self.dataset.batches(batch_size, shuffle=False):
-            return tuple(x.shape)
-        raise ValueError("fit: the dataset yielded no batch")
+            x, y = self.arrays
+            return tuple(x.shape), y[: min(len(y), 4096)]
+        batches = iter(self.dataset.batches(batch_size, shuffle=False))
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            raise ValueError("fit: the dataset yielded no batch") from None
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # stops a dataset's prefetching threads
+        return tuple(x.shape), y
 
 
 def array_batches(x: Any, y: Any, batch_size: int, *, shuffle: bool, seed: int) -> Iterator:
@@ -493,12 +502,12 @@ def fit(
     if seed is not None:
         model.seed = int(seed)
     model._ensure_seed()
+    x_shape, y_sample = train.peek(batch_size)
     if model.params is None:
-        model.build(infer_input_shape(model.network, train.first_batch_shape(batch_size)))
+        model.build(infer_input_shape(model.network, x_shape))
     model._ensure_opt_state()
 
     out_shape = model.network.output_shape(model.input_shape)
-    y_sample = _label_sample(train, batch_size)
     labels = Labels(model, y_sample, num_classes, out_shape)
     val = TrainingData(val_data) if val_data is not None else None
 
@@ -572,14 +581,6 @@ def fit(
             break
     _call(all_callbacks, "on_train_end", model)
     return model.history
-
-
-def _label_sample(data: TrainingData, batch_size: int) -> Any:
-    if data.arrays is not None:
-        return data.arrays[1][: min(len(data.arrays[1]), 4096)]
-    for _, y in data.dataset.batches(batch_size, shuffle=False):
-        return y
-    raise ValueError("fit: the dataset yielded no batch")
 
 
 def _default_monitor(has_validation: bool, has_accuracy: bool) -> str:

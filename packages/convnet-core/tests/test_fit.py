@@ -1,0 +1,374 @@
+"""Model.fit: learning a separable problem, reproducibility, resume, callbacks, early
+stopping, learning-rate schedules, divergence, data sources and output."""
+
+import math
+import sys
+import types
+
+import numpy
+import pytest
+from convnet_core import Model, optim
+from convnet_core import tree as T
+from convnet_core.callbacks import EarlyStopping, ReduceLROnPlateau
+from convnet_core.layers import Activation, BatchNorm2D, Conv2D, Dense, Dropout, Flatten
+from convnet_core.training import NonFiniteLossError
+
+
+def host_leaves(tree):
+    from convnet_core import backend
+
+    return [numpy.array(leaf) for leaf in T.leaves(backend.to_host(tree))]
+
+
+def blobs(n=200, seed=0):
+    """Two well separated Gaussian blobs in 4-d: labels 0/1."""
+    rng = numpy.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    centers = numpy.array([[-3.0, 0.0, 3.0, 0.0], [3.0, 0.0, -3.0, 0.0]])
+    x = (centers[y] + rng.normal(size=(n, 4))).astype(numpy.float32)
+    return x, y
+
+
+def mlp(xp, dropout=0.0, **kw):
+    layers = [Dense(16), Activation("relu")]
+    if dropout:
+        layers.append(Dropout(dropout))
+    layers += [Dense(2)]
+    return Model(layers, device=xp, **kw)
+
+
+def test_learns_a_separable_problem_to_full_accuracy(xp):
+    x, y = blobs()
+    model = mlp(xp, seed=0).compile(optimizer="adam", lr=0.05)
+    history = model.fit((x, y), epochs=5, batch_size=32, verbose=False)
+    assert history["acc"][-1] == 1.0
+    assert history["loss"][-1] < history["loss"][0]
+    assert (model.predict(x).argmax(axis=1) == y).all()
+    assert model.evaluate(x, y)[1] == 1.0
+    assert model.epoch == 5 and len(history["lr"]) == 5
+    assert history["val_loss"] == [None] * 5
+
+
+def test_small_convnet_with_batchnorm_and_dropout_trains(xp):
+    rng = numpy.random.default_rng(0)
+    y = rng.integers(0, 2, 64)
+    x = rng.normal(size=(64, 1, 6, 6)).astype(numpy.float32) * 0.1
+    x[y == 1, :, :3] += 1.0  # class 1 is bright on top
+    model = Model(
+        [Conv2D(4, (3, 3)), BatchNorm2D(), Activation("relu"), Dropout(0.1), Flatten(), Dense(2)],
+        device=xp,
+        seed=0,
+    )
+    model.compile(optimizer="adam", lr=0.02)
+    before = host_leaves(model.build((1, 6, 6)).state)
+    history = model.fit((x, y), epochs=6, batch_size=16, verbose=False)
+    assert history["acc"][-1] == 1.0
+    after = host_leaves(model.state)
+    assert not numpy.allclose(before[0], after[0])  # running mean moved
+
+
+def fit_run(xp, seed, epochs=3, **kw):
+    x, y = blobs(96, seed=1)
+    model = mlp(xp, dropout=0.3).compile(optimizer="sgd", lr=0.1, momentum=0.9)
+    history = model.fit((x, y), epochs=epochs, batch_size=16, seed=seed, verbose=False, **kw)
+    return model, history
+
+
+def test_same_seed_gives_bit_identical_results():
+    a, history_a = fit_run(numpy, seed=7)
+    b, history_b = fit_run(numpy, seed=7)
+    assert history_a == history_b
+    for p, q in zip(host_leaves(a.params), host_leaves(b.params), strict=True):
+        numpy.testing.assert_array_equal(p, q)
+    c, history_c = fit_run(numpy, seed=8)
+    assert history_c["loss"] != history_a["loss"]
+
+
+def test_two_fits_continue_like_one(xp):
+    x, y = blobs(96, seed=1)
+    once = mlp(xp, dropout=0.3, seed=3).compile(optimizer="adam", lr=0.01)
+    once.fit((x, y), epochs=4, batch_size=16, verbose=False)
+    twice = mlp(xp, dropout=0.3, seed=3).compile(optimizer="adam", lr=0.01)
+    twice.fit((x, y), epochs=2, batch_size=16, verbose=False)
+    twice.fit((x, y), epochs=2, batch_size=16, verbose=False)
+    assert once.history == twice.history and twice.epoch == 4
+    for p, q in zip(host_leaves(once.params), host_leaves(twice.params), strict=True):
+        numpy.testing.assert_array_equal(p, q)
+
+
+class Snapshot:
+    """A stand-in for convnet_io.Checkpoint: keeps the parts a checkpoint file holds."""
+
+    def __init__(self, at_epoch):
+        self.at_epoch = at_epoch
+        self.saved = None
+
+    def on_epoch_end(self, model, epoch, logs):
+        if epoch == self.at_epoch:
+            from convnet_core import backend
+
+            self.saved = {
+                "network": model.network,
+                "input_shape": model.input_shape,
+                "params": backend.to_host(model.params),
+                "state": backend.to_host(model.state),
+                "optimizer": optim.to_config(model.optimizer),
+                "opt_state": backend.to_host(model.opt_state),
+                "epoch": model.epoch,
+                "history": {k: list(v) for k, v in model.history.items()},
+                "rng_state": model.get_rng_state(),
+                "metadata": {"loss_name": model.loss_name},
+            }
+
+
+def test_resume_ends_like_an_uninterrupted_run(xp, monkeypatch):
+    x, y = blobs(96, seed=1)
+    val = blobs(40, seed=2)
+    settings = dict(
+        batch_size=16,
+        val_data=val,
+        lr_schedule="plateau",
+        lr_patience=1,
+        early_stopping=True,
+        patience=50,
+        restore_best=False,
+        verbose=False,
+    )
+    # (restore_best can only restore a best epoch seen after the resume: not compared here)
+    snapshot = Snapshot(at_epoch=2)
+    full = mlp(xp, dropout=0.3).compile(optimizer="adam", lr=0.05)
+    full.fit((x, y), epochs=5, seed=11, callbacks=[snapshot], **settings)
+    assert len(set(full.history["lr"])) > 1  # the plateau schedule acted
+
+    fake_io = types.ModuleType("convnet_io")
+    fake_io.load_checkpoint = lambda path: snapshot.saved if path == "ckpt.h5" else None
+    monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
+    resumed = mlp(xp, dropout=0.3).compile(optimizer="adam", lr=0.05)
+    resumed.fit((x, y), epochs=5, resume_from="ckpt.h5", **settings)
+    assert resumed.epoch == 5
+    assert resumed.history == full.history
+    for p, q in zip(host_leaves(resumed.params), host_leaves(full.params), strict=True):
+        numpy.testing.assert_array_equal(p, q)
+
+    fresh = Model(device=xp)  # no layers, not compiled: everything comes from the file
+    fresh.fit((x, y), epochs=5, resume_from="ckpt.h5", **settings)
+    for p, q in zip(host_leaves(fresh.params), host_leaves(full.params), strict=True):
+        numpy.testing.assert_array_equal(p, q)
+
+    other = Model([Dense(3), Dense(2)], device=xp).compile()
+    with pytest.raises(ValueError, match="architecture differs"):
+        other.fit((x, y), epochs=5, resume_from="ckpt.h5", verbose=False)
+
+
+class FakeModel:
+    def __init__(self):
+        self.history = {}
+        self.params = self.state = None
+        self.stop_training = False
+        self.lr = 1.0
+
+
+def test_early_stopping_on_a_scripted_sequence_restores_the_best():
+    model = FakeModel()
+    stopper = EarlyStopping("val_loss", patience=2, min_delta=0.01)
+    stopper.on_train_begin(model)
+    losses = [1.0, 0.8, 0.795, 0.9, 0.5]  # 0.795 is not better by min_delta
+    for epoch, value in enumerate(losses, start=1):
+        model.params = f"params after epoch {epoch}"
+        stopper.on_epoch_end(model, epoch, {"val_loss": value})
+        if model.stop_training:
+            break
+    assert epoch == 4 and stopper.stopped_epoch == 4 and stopper.best_epoch == 2
+    stopper.on_train_end(model)
+    assert model.params == "params after epoch 2"
+
+
+def test_early_stopping_rebuilds_its_counters_from_history():
+    model = FakeModel()
+    model.history = {"val_acc": [0.5, 0.7, 0.69]}
+    stopper = EarlyStopping("val_acc", patience=2)
+    stopper.on_train_begin(model)
+    assert stopper.mode == "max" and stopper.best == 0.7 and stopper.wait == 1
+    stopper.on_epoch_end(model, 4, {"val_acc": 0.7})
+    assert model.stop_training
+
+
+def test_plateau_callback_on_a_scripted_sequence():
+    model = FakeModel()
+    plateau = ReduceLROnPlateau("loss", factor=0.5, patience=2, min_lr=0.2)
+    plateau.on_train_begin(model)
+    lrs = []
+    for epoch, value in enumerate([1.0, 1.0, 1.0, 0.5, 0.6, 0.7, 0.8, 0.9], start=1):
+        plateau.on_epoch_end(model, epoch, {"loss": value})
+        lrs.append(model.lr)
+    assert lrs == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.2]
+
+
+def test_fit_early_stopping_stops_and_keeps_the_best(xp):
+    x, y = blobs(64)
+    model = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.0)  # nothing can improve
+    history = model.fit((x, y), epochs=20, early_stopping=True, patience=3, verbose=False)
+    assert len(history["loss"]) == 4 and model.epoch == 4
+
+
+def test_fit_plateau_halves_the_rate_while_stuck(xp):
+    x, y = blobs(64)
+    model = mlp(xp, seed=0).compile(optimizer="sgd", lr=1e-3)
+    history = model.fit(
+        (x, y),
+        epochs=5,
+        lr_schedule="plateau",
+        lr_patience=1,
+        lr_factor=0.5,
+        monitor="val_loss",
+        val_data=(x[:8], y[:8]),
+        verbose=False,
+        callbacks=[FreezeWeights()],
+    )
+    assert history["lr"] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4])
+
+
+class FreezeWeights:
+    """Puts the initial weights back after every epoch, so the metrics never improve."""
+
+    def on_train_begin(self, model):
+        self.params = model.params
+
+    def on_epoch_end(self, model, epoch, logs):
+        model.params = self.params
+
+
+def test_cosine_schedule_follows_the_formula(xp):
+    x, y = blobs(32)
+    model = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.1)
+    history = model.fit((x, y), epochs=4, lr_schedule="cosine", lr_min=0.0, verbose=False)
+    want = [0.1 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    assert history["lr"] == pytest.approx(want)
+    custom = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.1)
+    history = custom.fit((x, y), epochs=3, lr_schedule=lambda e, lr: 0.1 / (e + 1), verbose=False)
+    assert history["lr"] == pytest.approx([0.1, 0.05, 0.1 / 3])
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_good_params(xp):
+    x, y = blobs(128)
+    model = mlp(xp, seed=0).compile(optimizer="sgd", lr=1e30)
+    model.build((4,))
+    with (
+        numpy.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(NonFiniteLossError, match=r"epoch 1, batch \d+.*lower learning rate"),
+    ):
+        model.fit((x, y), epochs=2, batch_size=8, verbose=False)
+    assert all(numpy.isfinite(leaf).all() for leaf in host_leaves(model.params))
+    assert model.epoch == 0
+
+
+class Recorder:
+    def __init__(self, stop_at=None):
+        self.calls = []
+        self.stop_at = stop_at
+
+    def on_train_begin(self, model):
+        self.calls.append(("begin", model.epoch))
+
+    def on_epoch_end(self, model, epoch, logs):
+        self.calls.append(("epoch", epoch, sorted(logs)))
+        if epoch == self.stop_at:
+            model.stop_training = True
+
+    def on_train_end(self, model):
+        self.calls.append(("end", model.epoch))
+
+
+def test_callback_protocol(xp):
+    x, y = blobs(32)
+    recorder = Recorder(stop_at=2)
+    model = mlp(xp, seed=0).compile()
+    model.fit((x, y), epochs=5, callbacks=[recorder, object()], verbose=False)
+    keys = ["acc", "loss", "lr", "val_acc", "val_loss"]
+    assert recorder.calls == [("begin", 0), ("epoch", 1, keys), ("epoch", 2, keys), ("end", 2)]
+
+
+class ArrayDataset:
+    """A dataset with ConvNet-NumPy's batches(batch_size, shuffle=...) interface."""
+
+    def __init__(self, x, y, takes_seed):
+        self.x, self.y = x, y
+        self.seeds = []
+        if takes_seed:
+            self.batches = self._batches_with_seed
+        else:
+            self.batches = self._batches
+
+    def __len__(self):
+        return len(self.x)
+
+    def _batches(self, batch_size, shuffle=True):
+        for start in range(0, len(self.x), batch_size):
+            yield self.x[start : start + batch_size], self.y[start : start + batch_size]
+
+    def _batches_with_seed(self, batch_size, shuffle=True, seed=None):
+        self.seeds.append(seed)
+        order = numpy.random.default_rng(seed).permutation(len(self.x))
+        for start in range(0, len(self.x), batch_size):
+            index = order[start : start + batch_size]
+            yield self.x[index], self.y[index]
+
+
+def test_datasets_with_and_without_a_seed_argument(xp):
+    x, y = blobs(64)
+    seeded = ArrayDataset(x, y, takes_seed=True)
+    mlp(xp, seed=0).compile(lr=0.05).fit(seeded, epochs=2, batch_size=16, verbose=False)
+    assert len(seeded.seeds) == 3  # a look at the first batch, then one call per epoch
+    assert None not in seeded.seeds[1:]
+    assert seeded.seeds[1] != seeded.seeds[2]  # a new order each epoch
+    plain = ArrayDataset(x, y, takes_seed=False)
+    history = mlp(xp, seed=0).compile(lr=0.05).fit(plain, epochs=3, verbose=False, val_data=plain)
+    assert history["acc"][-1] == 1.0 and history["val_acc"][-1] == 1.0
+
+
+def test_one_hot_labels_train_like_integer_labels(xp):
+    x, y = blobs(64)
+    ints = mlp(xp, seed=0).compile().fit((x, y), epochs=2, seed=1, verbose=False)
+    hot = (
+        mlp(xp, seed=0)
+        .compile()
+        .fit((x, numpy.eye(2)[y]), epochs=2, seed=1, num_classes=2, verbose=False)
+    )
+    assert hot["acc"] == ints["acc"]
+    assert hot["loss"] == pytest.approx(ints["loss"], rel=1e-6)
+
+
+def test_val_split_and_bad_arguments(xp):
+    x, y = blobs(50)
+    model = mlp(xp, seed=0).compile()
+    history = model.fit((x, y), epochs=1, val_split=0.2, verbose=False)
+    assert history["val_loss"][0] is not None
+    with pytest.raises(ValueError, match="num_classes=3"):
+        model.fit((x, y), epochs=1, num_classes=3, verbose=False)
+    with pytest.raises(ValueError, match="compile"):
+        mlp(xp).fit((x, y), epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="X has 50 samples but y has 10"):
+        model.fit((x, y[:10]), epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        model.fit((x, y), epochs=1, lr_schedule="linear", verbose=False)
+
+
+def test_mse_regression_has_no_accuracy(xp):
+    rng = numpy.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype(numpy.float32)
+    target = x @ numpy.array([1.0, -2.0, 0.5], numpy.float32)
+    model = Model([Dense(1)], device=xp, seed=0).compile(loss="mse", optimizer="sgd", lr=0.1)
+    history = model.fit((x, target[:, None]), epochs=20, batch_size=16, verbose=False)
+    assert history["acc"] == [None] * 20
+    assert history["loss"][-1] < 1e-3
+
+
+def test_verbose_prints_one_line_per_epoch_and_silent_prints_nothing(xp, capsys):
+    x, y = blobs(32)
+    mlp(xp, seed=0).compile().fit((x, y), epochs=2, verbose=False)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    mlp(xp, seed=0).compile().fit((x, y), epochs=2, verbose=True)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert "loss" in lines[0] and "acc" in lines[0] and "samples/s" in lines[0]
