@@ -1,0 +1,204 @@
+"""Models saved by ConvNet-NumPy (NHWC, weights.json + weights.hdf5) load converted.
+
+The fixtures are written here from the old format's description, and the old NHWC
+forward pass is computed independently in plain NumPy to compare predictions.
+"""
+
+import json
+
+import convnet_io
+import numpy
+import pytest
+from convnet_core import apply
+from convnet_core import layers as L
+from convnet_io import ModelFormatError
+
+OLD_ARCHITECTURE = [
+    {
+        "class": "Conv2D",
+        "config": {
+            "filters": 4,
+            "kernel_size": [3, 3],
+            "stride": 1,
+            "padding": "same",
+            "use_bias": True,
+        },
+    },
+    {"class": "BatchNorm2D", "config": {"momentum": 0.9, "eps": 1e-5}},
+    {"class": "Activation", "config": {"func": "relu"}},
+    {"class": "MaxPool2D", "config": {"pool_size": [2, 2], "stride": None}},
+    {
+        "class": "Conv2D",
+        "config": {
+            "filters": 5,
+            "kernel_size": 3,
+            "stride": 1,
+            "padding": "valid",
+            "use_bias": True,
+        },
+    },
+    {"class": "Activation", "config": {"func": "tanh"}},
+    {"class": "Flatten", "config": {}},
+    {"class": "Dropout", "config": {"rate": 0.3}},
+    {"class": "Dense", "config": {"units": 7, "use_bias": True}},
+    {"class": "Activation", "config": {"func": "relu"}},
+    {"class": "Dense", "config": {"units": 3, "use_bias": False}},
+    {"class": "Activation", "config": {"func": "softmax"}},
+]
+
+
+def old_weights(in_channels, flat_features, seed=0, with_stats=False):
+    """float64 weights in the old NHWC layout, keyed as the old package named them."""
+    rng = numpy.random.default_rng(seed)
+    w = {
+        "0_Conv2D_W": rng.normal(0, 0.5, (3, 3, in_channels, 4)),
+        "0_Conv2D_b": rng.normal(0, 0.1, 4),
+        "1_BatchNorm2D_gamma": rng.uniform(0.5, 1.5, 4),
+        "1_BatchNorm2D_beta": rng.normal(0, 0.1, 4),
+        "4_Conv2D_W": rng.normal(0, 0.3, (3, 3, 4, 5)),
+        "4_Conv2D_b": rng.normal(0, 0.1, 5),
+        "8_Dense_W": rng.normal(0, 0.2, (flat_features, 7)),
+        "8_Dense_b": rng.normal(0, 0.1, 7),
+        "10_Dense_W": rng.normal(0, 0.5, (7, 3)),
+    }
+    if with_stats:
+        w["1_BatchNorm2D_running_mean"] = rng.normal(0, 0.2, 4)
+        w["1_BatchNorm2D_running_var"] = rng.uniform(0.5, 2.0, 4)
+    return w
+
+
+def old_conv(x, W, b, padding):
+    """NHWC convolution, stride 1: x (N, H, W, C), W (kh, kw, C, O) -> (N, Ho, Wo, O)."""
+    kh, kw = W.shape[:2]
+    if padding == "same":
+        x = numpy.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    out = numpy.zeros((x.shape[0], ho, wo, W.shape[3]))
+    for i in range(kh):
+        for j in range(kw):
+            out += numpy.einsum("nhwc,co->nhwo", x[:, i : i + ho, j : j + wo, :], W[i, j])
+    return out + b
+
+
+def old_forward(x_nhwc, w):
+    """The old package's inference pass, in NHWC, float64; BatchNorm stats 0/1 unless saved."""
+    y = old_conv(x_nhwc, w["0_Conv2D_W"], w["0_Conv2D_b"], "same")
+    mean = w.get("1_BatchNorm2D_running_mean", numpy.zeros(4))
+    var = w.get("1_BatchNorm2D_running_var", numpy.ones(4))
+    y = w["1_BatchNorm2D_gamma"] * (y - mean) / numpy.sqrt(var + 1e-5) + w["1_BatchNorm2D_beta"]
+    y = numpy.maximum(y, 0)
+    n, h, wd, c = y.shape
+    y = y[:, : h // 2 * 2, : wd // 2 * 2].reshape(n, h // 2, 2, wd // 2, 2, c).max(axis=(2, 4))
+    y = numpy.tanh(old_conv(y, w["4_Conv2D_W"], w["4_Conv2D_b"], "valid"))
+    y = y.reshape(n, -1)  # the old Flatten: (H, W, C) order
+    y = numpy.maximum(y @ w["8_Dense_W"] + w["8_Dense_b"], 0)
+    y = y @ w["10_Dense_W"]
+    e = numpy.exp(y - y.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def write_old(directory, weights, *, container, architecture=OLD_ARCHITECTURE):
+    """weights.json + weights.hdf5 (or weights.hdf5.npz), as ConvNet-NumPy saved them."""
+    (directory / "weights.json").write_text(json.dumps(architecture))
+    if container == "hdf5":
+        h5py = pytest.importorskip("h5py")
+        path = directory / "weights.hdf5"
+        with h5py.File(path, "w") as f:
+            for key, value in weights.items():
+                f.create_dataset(key, data=value)
+        return path
+    path = directory / "weights.hdf5.npz"
+    numpy.savez(path, **weights)
+    return path
+
+
+# (C, H, W) inputs: MNIST's default, and a non-square multi-channel one where a wrong
+# flatten order or transpose could not go unnoticed.
+CASES = [((1, 28, 28), None), ((2, 11, 9), (2, 11, 9))]
+
+
+@pytest.mark.parametrize("container", ["hdf5", "npz"])
+@pytest.mark.parametrize(("shape", "given_shape"), CASES)
+def test_old_model_predicts_what_it_predicted(tmp_path, container, shape, given_shape):
+    c, h, w = shape
+    flat = ((h // 2) - 2) * ((w // 2) - 2) * 5
+    weights = old_weights(c, flat)
+    path = write_old(tmp_path, weights, container=container)
+    x = numpy.random.default_rng(1).normal(size=(5, c, h, w)).astype("float32")
+
+    with pytest.warns(UserWarning, match="did not save BatchNorm running statistics"):
+        saved = convnet_io.load(path, parts=True, input_shape=given_shape)
+
+    assert saved.source == "convnet-numpy" and saved.input_shape == shape
+    assert saved.layer.layers[0] == L.Conv2D(4, (3, 3), stride=1, padding="same")
+    assert saved.layer.layers[3] == L.MaxPool2D((2, 2), stride=None)
+    assert saved.params[0]["W"].shape == (4, c, 3, 3) and saved.params[0]["W"].dtype == "float32"
+    assert numpy.array_equal(saved.state[1]["running_mean"], numpy.zeros(4, "float32"))
+    assert numpy.array_equal(saved.state[1]["running_var"], numpy.ones(4, "float32"))
+    got, _, _ = apply(saved.layer, saved.params, saved.state, x)
+    want = old_forward(x.astype("float64").transpose(0, 2, 3, 1), weights)
+    numpy.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert numpy.array_equal(got.argmax(1), want.argmax(1))
+
+
+def test_saved_running_statistics_are_used_without_warning(tmp_path, recwarn):
+    weights = old_weights(1, 720, with_stats=True)
+    path = write_old(tmp_path, weights, container="npz")
+    saved = convnet_io.load(path, parts=True)
+    assert not [w for w in recwarn if "BatchNorm" in str(w.message)]
+    x = numpy.random.default_rng(2).normal(size=(3, 1, 28, 28)).astype("float32")
+    got, _, _ = apply(saved.layer, saved.params, saved.state, x)
+    numpy.testing.assert_allclose(
+        got, old_forward(x.astype("float64").transpose(0, 2, 3, 1), weights), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_converted_model_saves_in_the_new_format(tmp_path):
+    path = write_old(tmp_path, old_weights(1, 720), container="npz")
+    with pytest.warns(UserWarning):
+        old = convnet_io.load(path, parts=True)
+    convnet_io.save(
+        tmp_path / "new.h5",
+        layer=old.layer,
+        params=old.params,
+        state=old.state,
+        input_shape=old.input_shape,
+        metadata=old.metadata,
+    )
+    new = convnet_io.load(tmp_path / "new.h5", parts=True)
+    assert new.source == "convnet" and new.metadata["converted_from"] == "ConvNet-NumPy"
+    assert numpy.array_equal(new.params[8]["W"], old.params[8]["W"])
+
+
+def expect_error(path, *fragments, **kwargs):
+    with pytest.raises(ModelFormatError) as info:
+        convnet_io.load(path, parts=True, **kwargs)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("container", ["hdf5", "npz"])
+def test_bad_old_files(tmp_path, container):
+    good = old_weights(1, 720)
+    path = write_old(tmp_path, {**good, "8_Dense_W": good["8_Dense_W"][:-1]}, container=container)
+    expect_error(path, "8_Dense_W", "(719, 7)", "(720, 7)")
+    path = write_old(tmp_path, {**good, "4_Dense_W": good["4_Conv2D_W"]}, container=container)
+    expect_error(path, "'4_Dense_W' is for a Dense, but layer 4 is a Conv2D")
+    del good["4_Conv2D_b"]
+    path = write_old(tmp_path, good, container=container)
+    expect_error(path, "'4_Conv2D_b' is missing")
+    ints = {**old_weights(1, 720), "0_Conv2D_b": numpy.arange(4)}
+    path = write_old(tmp_path, ints, container=container)
+    expect_error(path, "0_Conv2D_b", "int64")
+    nan = old_weights(1, 720)
+    nan["8_Dense_b"][3] = numpy.nan
+    path = write_old(tmp_path, nan, container=container)
+    with pytest.warns(UserWarning):
+        expect_error(path, "NaN")
+    unknown = [*OLD_ARCHITECTURE[:-1], {"class": "Softmax2D", "config": {}}]
+    path = write_old(tmp_path, old_weights(1, 720), container=container, architecture=unknown)
+    expect_error(path, "Softmax2D", "known: Activation, BatchNorm2D, Conv2D")
+    path = write_old(tmp_path, old_weights(1, 720), container=container)
+    expect_error(path, "input_shape", input_shape=(1, 4, 4))
+    (tmp_path / "weights.json").unlink()
+    expect_error(path, "weights.json is missing")
