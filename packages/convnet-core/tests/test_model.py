@@ -92,7 +92,7 @@ def test_fused_softmax_gradient_matches_finite_differences(xp):
                 bumped = host_leaves(start)
                 bumped[index][pos] += sign * 1e-6
                 model.params = T.unflatten(
-                    start, dict(zip(T.flatten(start), map(xp.asarray, bumped)))
+                    start, dict(zip(T.flatten(start), map(xp.asarray, bumped), strict=True))
                 )
                 values.append(cross_entropy_of_probabilities(model, x, labels))
             g[pos] = (values[0] - values[1]) / 2e-6
