@@ -138,6 +138,46 @@ def test_nan_weights(saved_file):
     expect_error(saved_file, "params/0/W", "NaN")
 
 
+def test_optimizer_state_that_does_not_fit(tmp_path):
+    from convnet_core import optim
+
+    params, state = parts()
+    opt = optim.sgd(lr=0.1, momentum=0.9)
+    opt_state = opt.init(params)
+    path = tmp_path / "m.h5"
+    convnet_io.save(
+        path,
+        layer=NET,
+        params=params,
+        state=state,
+        input_shape=SHAPE,
+        optimizer=opt,
+        optimizer_state=opt_state,
+    )
+    assert convnet_io.load(path, parts=True).optimizer == optim.to_config(opt)
+    rewrite(
+        path,
+        lambda a, arrays: (
+            arrays.update({"optimizer/state/velocity/5/W": numpy.zeros((2, 2), "float32")})
+            if "optimizer/state/velocity/5/W" in arrays
+            else arrays.update(
+                {
+                    k: numpy.zeros((2, 2), "float32")
+                    for k in arrays
+                    if k.endswith("/5/W") and k.startswith("optimizer/")
+                }
+            )
+        ),
+    )
+    expect_error(path, "optimizer/state/", "/5/W has shape (2, 2), expected (8, 3)")
+
+    def bad_config(attributes, arrays):
+        attributes["optimizer"]["config"] = json.dumps({"name": "adagrad", "config": {}})
+
+    rewrite(path, bad_config)
+    expect_error(path, "bad optimizer config", "adagrad")
+
+
 def test_newer_format_version(saved_file):
     rewrite(saved_file, lambda attributes, a: attributes[""].update(format_version=2))
     expect_error(saved_file, "format_version 2 is newer", "upgrade convnet-io")

@@ -77,12 +77,11 @@ def test_optimizer_metadata_and_odd_structures_round_trip(tmp_path, suffix):
         layer=net,
         params=params,
         input_shape=(3,),
-        optimizer={"name": "adam", "config": {"lr": 0.01}},
         optimizer_state=opt_state,
         metadata=metadata,
     )
     saved = convnet_io.load(path, parts=True)
-    assert saved.optimizer == {"name": "adam", "config": {"lr": 0.01}}
+    assert saved.optimizer is None  # a state without a config: stored as it is, unchecked
     assert_same_tree(saved.optimizer_state, opt_state)
     assert saved.state == ({}, {})  # state defaults to empty dicts shaped like params
     assert saved.metadata["rng_state"] == metadata["rng_state"]
@@ -199,3 +198,28 @@ def test_save_refuses_what_load_would_refuse(tmp_path):
     with pytest.raises(ValueError, match="layer= and params="):
         convnet_io.save(tmp_path / "m.h5")
     assert not list(tmp_path.iterdir())  # nothing half-written left behind
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("name", ["conv", "batchnorm", "every-layer"])
+def test_real_optimizer_state_round_trips(tmp_path, suffix, name):
+    from convnet_core import init, optim
+
+    net, shape = next((net, shape) for n, net, shape in NETS if n == name)
+    params, state = init(net, shape, rng=0)
+    opt = optim.adam(lr=3e-3, weight_decay=1e-4)
+    grads = tree.map(lambda p: numpy.ones_like(p), params)
+    _, opt_state = opt.update(params, grads, opt.init(params))
+    path = tmp_path / f"m{suffix}"
+    convnet_io.save(
+        path,
+        layer=net,
+        params=params,
+        state=state,
+        input_shape=shape,
+        optimizer=opt,
+        optimizer_state=opt_state,
+    )
+    saved = convnet_io.load(path, parts=True)
+    assert optim.from_config(saved.optimizer) == opt
+    assert_same_tree(saved.optimizer_state, opt_state)

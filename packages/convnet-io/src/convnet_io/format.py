@@ -319,6 +319,12 @@ def _layout(parts: dict[str, Any], path: str):
 # Checks shared by save and load
 
 
+def _as_arrays(structure: Any) -> Any:
+    """A structure with 0-d NumPy scalars counted as arrays (arithmetic turns one into the
+    other), for comparing a file's structure with a freshly made one."""
+    return json.loads(json.dumps(structure).replace('"scalar"', '"array"'))
+
+
 def _first_float_dtype(leaves: dict[str, Any]) -> numpy.dtype:
     for value in leaves.values():
         if value.dtype.kind == "f":
@@ -352,7 +358,7 @@ def _check_parts(layer, input_shape, params_encoded, state_encoded, info=None) -
         ("state", ref_state, state_encoded),
     ):
         ref_structure, ref_leaves = treedef.encode(reference)
-        if ref_structure != structure or list(ref_leaves) != list(leaves):
+        if _as_arrays(ref_structure) != _as_arrays(structure) or list(ref_leaves) != list(leaves):
             return (
                 f"{group}: the architecture has {len(ref_leaves)} arrays "
                 f"({', '.join(ref_leaves) or 'none'}) but the file has {len(leaves)} "
@@ -367,6 +373,35 @@ def _check_parts(layer, input_shape, params_encoded, state_encoded, info=None) -
                 )
             if numpy.dtype(dtype_) != ref.dtype:
                 return f"{group}/{key} has dtype {dtype_} but the architecture needs {ref.dtype}"
+    return None
+
+
+def _check_optimizer(config: dict, params: Any, encoded_state) -> str | None:
+    """None when the optimizer config is buildable and its state fits it and the params."""
+    from convnet_core import optim
+
+    try:
+        optimizer = optim.from_config(config)
+    except (TypeError, ValueError) as error:
+        return f"bad optimizer config {config!r}: {error}"
+    if encoded_state is None:
+        return None
+    structure, leaves = encoded_state
+    for key, value in leaves.items():
+        if value.dtype.kind in "fc" and not numpy.isfinite(value).all():  # host
+            return f"optimizer/state/{key} holds NaN or infinite values"
+    try:
+        ref_structure, ref_leaves = treedef.encode(optimizer.init(params))
+    except ValueError as error:
+        return f"the optimizer state does not fit the parameters: {error}"
+    if _as_arrays(ref_structure) != _as_arrays(structure):
+        return (
+            f"the optimizer state does not fit the optimizer {config.get('name')!r}: it has "
+            f"arrays {', '.join(leaves) or 'none'}, expected {', '.join(ref_leaves) or 'none'}"
+        )
+    for key, ref in ref_leaves.items():
+        if leaves[key].shape != ref.shape:
+            return f"optimizer/state/{key} has shape {leaves[key].shape}, expected {ref.shape}"
     return None
 
 
@@ -512,6 +547,12 @@ def _read_v1(path: str, reader: storage.Reader, attributes, input_shape) -> Save
         raise ModelFormatError(path, problem)
 
     rebuilt = {group: treedef.decode(*trees[group]) for group in trees}
+    if optimizer_config is not None:
+        problem = _check_optimizer(
+            optimizer_config, rebuilt["params"], trees.get("optimizer/state")
+        )
+        if problem:
+            raise ModelFormatError(path, problem)
     return SavedModel(
         layer=layer,
         params=rebuilt["params"],
