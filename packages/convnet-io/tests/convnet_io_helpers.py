@@ -56,9 +56,15 @@ NETS = [
 ]
 
 
-def assert_same_tree(got, want):
-    """Same structure (tuple/list/dict, key order) and bit-identical leaves of the same dtype."""
+def assert_same_tree(got, want, *, exact_kinds=True):
+    """Same structure (tuple/list/dict, key order) and bit-identical leaves of the same dtype.
+
+    With exact_kinds=False a NumPy scalar and a 0-d array of the same value are taken as
+    equal (a Model moves every leaf to its device as an array).
+    """
     assert tree.structure(got) == tree.structure(want)
+    if not exact_kinds:
+        got, want = (tree.map(numpy.asarray, t) for t in (got, want))
     assert treedef.encode(got)[0] == treedef.encode(want)[0]  # tuple vs list, scalar kinds
     for a, b in zip(tree.leaves(got), tree.leaves(want), strict=True):
         assert type(a) is type(b)

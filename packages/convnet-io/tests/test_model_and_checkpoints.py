@@ -1,0 +1,159 @@
+"""Whole models: Model.save/Model.load, the Checkpoint callback, and resuming fit."""
+
+import os
+
+import convnet_io
+import numpy
+import pytest
+from convnet_core import Model, optim
+from convnet_core import layers as L
+from convnet_io_helpers import assert_same_tree
+
+
+def data(seed=0, n=48):
+    rng = numpy.random.default_rng(seed)
+    x = rng.normal(size=(n, 1, 8, 8)).astype("float32")
+    y = (x[:, 0, :4].mean(axis=(1, 2)) > 0).astype("int64") + 2 * (x[:, 0, 4:].mean((1, 2)) > 0)
+    return x, y
+
+
+def new_model(seed=7):
+    model = Model(
+        [
+            L.Conv2D(4, (3, 3)),
+            L.BatchNorm2D(),
+            L.Activation("relu"),
+            L.MaxPool2D((2, 2)),
+            L.Dropout(0.2),
+            L.Flatten(),
+            L.Dense(4),
+        ],
+        seed=seed,
+        device="cpu",
+    )
+    return model.compile(loss="categorical_crossentropy", optimizer="adam", lr=0.01)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+def test_model_save_load_restores_the_whole_training_state(tmp_path, suffix):
+    x, y = data()
+    model = new_model()
+    model.fit((x, y), epochs=2, batch_size=16, verbose=False)
+    path = tmp_path / f"model{suffix}"
+    model.save(path, metadata={"note": "two epochs"})
+
+    loaded = Model.load(path)
+    assert isinstance(loaded, Model)
+    assert loaded.network == model.network and loaded.input_shape == model.input_shape
+    assert_same_tree(loaded.params, model.params)
+    assert_same_tree(loaded.state, model.state)
+    assert_same_tree(loaded.opt_state, model.opt_state, exact_kinds=False)
+    assert optim.to_config(loaded.optimizer) == optim.to_config(model.optimizer)
+    assert loaded.epoch == 2 and loaded.history == model.history
+    assert loaded.get_rng_state() == model.get_rng_state()
+    assert loaded.loss_name == model.loss_name
+    assert numpy.array_equal(loaded.predict(x), model.predict(x))
+    # both continue identically: nothing that training depends on was lost
+    model.fit((x, y), epochs=1, batch_size=16, verbose=False)
+    loaded.fit((x, y), epochs=1, batch_size=16, verbose=False)
+    assert_same_tree(loaded.params, model.params)
+    parts = convnet_io.load(path, parts=True)
+    assert parts.metadata["note"] == "two epochs" and parts.metadata["epoch"] == 2
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_params(tmp_path):
+    x, y = data()
+    straight = new_model()
+    straight.fit((x, y), epochs=4, batch_size=16, verbose=False)
+
+    path = tmp_path / "ckpt.h5"
+    first = new_model()
+    first.fit(
+        (x, y), epochs=2, batch_size=16, verbose=False, callbacks=[convnet_io.Checkpoint(path)]
+    )
+    del first  # the "crash"
+    resumed = Model(device="cpu")  # a fresh process knows nothing but the file
+    resumed.compile(loss="categorical_crossentropy", optimizer="adam", lr=0.01)
+    resumed.fit((x, y), epochs=4, batch_size=16, verbose=False, resume_from=path)
+
+    assert resumed.epoch == 4
+    assert_same_tree(resumed.params, straight.params)
+    assert_same_tree(resumed.state, straight.state)
+    assert resumed.history["loss"] == straight.history["loss"]
+
+
+def test_load_checkpoint_keys(tmp_path):
+    x, y = data()
+    model = new_model()
+    path = tmp_path / "ckpt.npz"
+    model.fit(
+        (x, y), epochs=1, batch_size=16, verbose=False, callbacks=[convnet_io.Checkpoint(path)]
+    )
+    checkpoint = convnet_io.load_checkpoint(path)
+    assert set(checkpoint) == {
+        "network",
+        "input_shape",
+        "params",
+        "state",
+        "optimizer",
+        "opt_state",
+        "epoch",
+        "history",
+        "rng_state",
+        "metadata",
+    }
+    assert checkpoint["network"] == model.network
+    assert checkpoint["input_shape"] == (1, 8, 8)
+    assert checkpoint["optimizer"] == optim.to_config(model.optimizer)
+    assert checkpoint["epoch"] == 1 and checkpoint["rng_state"] == {"seed": 7}
+    assert checkpoint["history"]["loss"] == model.history["loss"]
+    assert_same_tree(checkpoint["params"], model.params)
+    assert_same_tree(checkpoint["opt_state"], model.opt_state, exact_kinds=False)
+    assert checkpoint["metadata"]["checkpoint"]["monitor"] == "val_loss"
+
+
+def test_save_best_only_keeps_the_best_epoch(tmp_path):
+    x, y = data(0, 64)
+    xv, yv = data(1, 32)
+    model = new_model()
+    path = tmp_path / "best.h5"
+    checkpoint = convnet_io.Checkpoint(path, monitor="val_acc", mode="max", save_best_only=True)
+    # a learning rate so high that validation accuracy goes up and down
+    model.compile(loss="categorical_crossentropy", optimizer="sgd", lr=0.5)
+    model.fit(
+        (x, y), epochs=6, batch_size=16, verbose=False, val_data=(xv, yv), callbacks=[checkpoint]
+    )
+    val_acc = model.history["val_acc"]
+    best_epoch = int(numpy.argmax(val_acc)) + 1  # the first epoch reaching the maximum
+    saved = convnet_io.load_checkpoint(path)
+    assert saved["epoch"] == best_epoch
+    assert checkpoint.best == max(val_acc)
+    assert saved["metadata"]["checkpoint"]["best"] == max(val_acc)
+
+
+def test_every_and_path_template(tmp_path):
+    x, y = data()
+    model = new_model()
+    template = str(tmp_path / "ckpt-{epoch:02d}-{loss:.2f}.h5")
+    callback = convnet_io.Checkpoint(template, every=2)
+    model.fit((x, y), epochs=5, batch_size=16, verbose=False, callbacks=[callback])
+    names = sorted(os.listdir(tmp_path))
+    assert [n[:7] for n in names] == ["ckpt-02", "ckpt-04"]
+    assert callback.last_saved == str(tmp_path / names[-1])
+    assert convnet_io.load_checkpoint(callback.last_saved)["epoch"] == 4
+
+
+def test_checkpoint_arguments_are_checked():
+    with pytest.raises(ValueError, match="mode"):
+        convnet_io.Checkpoint("x.h5", mode="best")
+    with pytest.raises(ValueError, match="every"):
+        convnet_io.Checkpoint("x.h5", every=0)
+
+
+def test_missing_monitor_warns_once(tmp_path):
+    x, y = data()
+    model = new_model()
+    callback = convnet_io.Checkpoint(tmp_path / "c.h5", save_best_only=True)  # no val data
+    with pytest.warns(RuntimeWarning, match="val_loss"):
+        model.fit((x, y), epochs=2, batch_size=16, verbose=False, callbacks=[callback])
+    assert not (tmp_path / "c.h5").exists()
