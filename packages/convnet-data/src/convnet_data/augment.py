@@ -93,8 +93,8 @@ def transform(x, angles, shifts, scales=None):
     angles = np.radians(np.asarray(angles, dtype=np.float64).reshape(n))  # host
     shifts = np.asarray(shifts, dtype=np.float64).reshape(n, 2)  # host
     scales = np.ones(n) if scales is None else np.asarray(scales, dtype=np.float64)  # host
-    cos = xp.asarray(np.cos(angles) / scales)[:, None, None]  # (N, 1, 1)  # host math
-    sin = xp.asarray(np.sin(angles) / scales)[:, None, None]  # host math
+    cos = xp.asarray(np.cos(angles) / scales)[:, None, None]  # (N, 1, 1) # host
+    sin = xp.asarray(np.sin(angles) / scales)[:, None, None]  # host
     shift_y = xp.asarray(shifts[:, 0])[:, None, None]
     shift_x = xp.asarray(shifts[:, 1])[:, None, None]
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0

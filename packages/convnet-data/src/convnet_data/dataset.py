@@ -3,6 +3,10 @@
 Images stay uint8 (N, C, H, W) in memory (MNIST's 60000 training images take 47 MB this
 way, four times less than as float32); `batches` converts each batch to float32 when it is
 needed, in background threads, optionally augments it, and can place it on the GPU.
+
+A Dataset lives on the host: its arrays are NumPy arrays and its bookkeeping (orders,
+splits, seeds) is NumPy on purpose. The numerical work on batches (conversion, augmentation,
+scaling) goes through the array module `xp` the batches are asked for.
 """
 
 from __future__ import annotations
@@ -173,8 +177,9 @@ class Dataset:
         in a background thread (`num_threads`, default min(8, CPU count); 0 for none):
 
         1. gather the uint8 images and labels of the batch on the host;
-        2. move them to `xp` (numpy by default; with cupy the copy happens in the worker,
-           on its own CUDA stream, so it overlaps the caller's computation);
+        2. move them to `xp` (numpy by default; with cupy the copy and the augmentation
+           run in the worker thread, which waits for them to finish, so the caller's
+           thread never blocks on the transfer; the uint8 batch is what crosses the bus);
         3. convert the images to float32, values 0..255;
         4. `augment(x, rng)` when given (see convnet_data.augment), with a NumPy Generator
            derived from the seed and the batch's index;
@@ -226,10 +231,12 @@ class _BatchMaker:
             return self._finish(images, labels, index)
         cupy = self.xp
         with cupy.cuda.Device(self.device_id):
-            stream = cupy.cuda.Stream(non_blocking=True)
-            with stream:
-                x, y = self._finish(images, labels, index)
-            stream.synchronize()  # the batch is complete before the caller sees it
+            x, y = self._finish(images, labels, index)
+            # The copy and the augmentation kernels were queued on this thread's current
+            # stream (the default stream, shared with the caller's kernels, which keeps the
+            # memory pool's reuse safe); waiting here means the caller gets a finished batch
+            # and never waits for it itself.
+            cupy.cuda.get_current_stream().synchronize()
         return x, y
 
     def _finish(self, images: np.ndarray, labels: np.ndarray, index: int):
@@ -237,9 +244,8 @@ class _BatchMaker:
         x = xp.asarray(images).astype(xp.float32)  # (B, C, H, W), 0..255
         if self.augment is not None:
             seq = self.augment_seed
-            rng = np.random.default_rng(
-                np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, index))
-            )
+            key = (*seq.spawn_key, index)  # one stream per batch: threads cannot reorder it
+            rng = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=key))  # host
             x = self.augment(x, rng)
         if self.preprocess is not None:
             x = self.preprocess(x)
