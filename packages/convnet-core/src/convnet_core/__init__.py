@@ -13,6 +13,7 @@ explicit parameter pytrees with an array module `xp` (numpy or cupy).
 
 from . import backend, callbacks, layers, losses, optim, schedules, tree
 from .api import apply, grad, init
+from .gradcheck import check_grad
 from .layers.base import register_layer
 from .model import Model
 
@@ -24,6 +25,7 @@ __all__ = [
     "apply",
     "backend",
     "callbacks",
+    "check_grad",
     "grad",
     "init",
     "layers",

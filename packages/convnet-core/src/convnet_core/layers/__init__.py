@@ -13,15 +13,25 @@ from .base import (
     registered_layers,
 )
 from .combinators import Residual, Sequential
+from .conv import Conv2D
 from .dense import Dense
+from .dropout import Dropout
+from .norm import BatchNorm2D
+from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .reshape import Flatten
 
 __all__ = [
     "ACTIVATIONS",
     "Activation",
+    "AvgPool2D",
+    "BatchNorm2D",
+    "Conv2D",
     "Dense",
+    "Dropout",
     "Flatten",
+    "GlobalAvgPool2D",
     "Layer",
+    "MaxPool2D",
     "Residual",
     "Sequential",
     "ShapeError",

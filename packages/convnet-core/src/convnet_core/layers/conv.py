@@ -1,0 +1,137 @@
+"""Conv2D: a 2-D convolution (cross-correlation, as in every framework) by im2col + BLAS."""
+
+from __future__ import annotations
+
+import attrs
+import numpy
+
+from ..ops import col2im, conv_output_size, im2col, pad_spatial, same_padding, unpad_spatial
+from .base import ShapeError, check_input, host_array, register_layer
+
+
+def _pair(value) -> tuple[int, int]:
+    """3 -> (3, 3); (3, 5) -> (3, 5)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"expected an int or a pair of ints, got {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def _padding(value):
+    """'same', 'valid', an int, or a pair of ints (rows, columns)."""
+    if isinstance(value, str):
+        if value not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same', 'valid' or an int, not {value!r}")
+        return value
+    pair = _pair(value)
+    if min(pair) < 0:
+        raise ValueError(f"padding must not be negative, got {value!r}")
+    return pair[0] if pair[0] == pair[1] else pair
+
+
+def _positive_pair(_instance, attribute, value):
+    if min(value) < 1:
+        raise ValueError(f"Conv2D {attribute.name} must be positive, got {value!r}")
+
+
+@register_layer
+@attrs.frozen
+class Conv2D:
+    """2-D convolution over NCHW batches.
+
+    Shapes: x (N, C, H, W) -> y (N, filters, Ho, Wo); params W (filters, C, kh, kw), b (filters,).
+    Ho = (H + pad_top + pad_bottom - kh) // stride_h + 1 (likewise Wo). "same" pads so that
+    Ho = ceil(H / stride) (the odd pixel at the bottom/right), "valid" does not pad, an int
+    pads every side by that much.
+
+    Forward   y[n, o] = b[o] + Σ_c,i,j W[o, c, i, j] x_pad[n, c, h*s + i, w*s + j]
+              computed as one matmul  Y (O, N*Ho*Wo) = W2d (O, C*kh*kw) @ cols (C*kh*kw, N*Ho*Wo)
+    Backward  dW2d = dY @ colsᵀ,  db = Σ dY over (n, h, w),
+              dcols = W2dᵀ @ dY, then col2im adds the columns back onto the input pixels.
+    """
+
+    filters: int = attrs.field(converter=int)
+    kernel_size: tuple = attrs.field(default=(3, 3), converter=_pair, validator=_positive_pair)
+    stride: tuple = attrs.field(default=1, converter=_pair, validator=_positive_pair)
+    padding: object = attrs.field(default="same", converter=_padding)
+    use_bias: bool = True
+
+    @filters.validator
+    def _check_filters(self, _attribute, value):
+        if value < 1:
+            raise ValueError(f"Conv2D filters must be positive, got {value}")
+
+    def pads(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) padding for an input of height x width."""
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        if self.padding == "same":
+            return (*same_padding(height, kh, sh), *same_padding(width, kw, sw))
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        ph, pw = _pair(self.padding)
+        return (ph, ph, pw, pw)
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ShapeError(
+                f"{self!r} expects inputs of shape (N, C, H, W) but got per-sample shape "
+                f"{tuple(input_shape)}"
+            )
+        _, h, w = input_shape
+        top, bottom, left, right = self.pads(h, w)
+        kh, kw = self.kernel_size
+        if h + top + bottom < kh or w + left + right < kw:
+            raise ShapeError(
+                f"{self!r}: the input {tuple(input_shape)} (padded to "
+                f"{h + top + bottom}x{w + left + right}) is smaller than the kernel {kh}x{kw}"
+            )
+        ho = conv_output_size(h, kh, self.stride[0], top + bottom)
+        wo = conv_output_size(w, kw, self.stride[1], left + right)
+        return (self.filters, ho, wo)
+
+    def init(self, input_shape, rng, *, xp, dtype):
+        """He-normal weights (std = sqrt(2 / fan_in), fan_in = C*kh*kw), zero bias."""
+        self.output_shape(input_shape)
+        channels = input_shape[0]
+        kh, kw = self.kernel_size
+        fan_in = channels * kh * kw
+        std = numpy.sqrt(2.0 / fan_in)  # host
+        w = rng.normal(0.0, std, (self.filters, channels, kh, kw))  # host
+        params = {"W": host_array(xp, w, dtype)}
+        if self.use_bias:
+            params["b"] = xp.zeros((self.filters,), dtype=dtype)
+        return params, {}
+
+    def apply(self, params, state, x, *, training, rng, xp):
+        W = params["W"]  # (O, C, kh, kw)
+        out_channels, in_channels = W.shape[:2]
+        check_input(self, x, (in_channels, None, None))
+        n = x.shape[0]
+        _, ho, wo = self.output_shape(x.shape[1:])
+        pads = self.pads(*x.shape[2:])
+        x_padded = pad_spatial(x, pads, xp=xp)  # (N, C, Hp, Wp)
+        cols = im2col(x_padded, self.kernel_size, self.stride, xp=xp)  # (C*kh*kw, N*Ho*Wo)
+        y = W.reshape(out_channels, -1) @ cols  # (O, N*Ho*Wo)
+        if self.use_bias:
+            y += params["b"][:, None]
+        y = y.reshape(out_channels, n, ho, wo).transpose(1, 0, 2, 3)  # (N, O, Ho, Wo) view
+        cache = (cols, x_padded.shape, pads) if training else None
+        return y, state, cache
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        cols, padded_shape, pads = cache
+        W = params["W"]  # (O, C, kh, kw)
+        out_channels = W.shape[0]
+        # (N, O, Ho, Wo) -> (O, N*Ho*Wo); free when dy is channel-major in memory
+        dy2d = dy.transpose(1, 0, 2, 3).reshape(out_channels, -1)
+        grads = {"W": (dy2d @ cols.T).reshape(W.shape)}  # (O, C*kh*kw) -> (O, C, kh, kw)
+        if self.use_bias:
+            grads["b"] = dy2d.sum(axis=1)  # (O,)
+        dx = None
+        if input_grad:
+            dcols = W.reshape(out_channels, -1).T @ dy2d  # (C*kh*kw, N*Ho*Wo)
+            dx_padded = col2im(dcols, padded_shape, self.kernel_size, self.stride, xp=xp)
+            dx = unpad_spatial(dx_padded, pads)  # (N, C, H, W)
+        return grads, dx

@@ -1,0 +1,95 @@
+"""BatchNorm2D: per-channel batch normalisation of NCHW batches."""
+
+from __future__ import annotations
+
+import attrs
+
+from .base import ShapeError, check_input, register_layer
+
+
+def _check_momentum(_instance, _attribute, value):
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"BatchNorm2D momentum must be in [0, 1], got {value}")
+
+
+def _check_eps(_instance, _attribute, value):
+    if value <= 0.0:
+        raise ValueError(f"BatchNorm2D eps must be positive, got {value}")
+
+
+@register_layer
+@attrs.frozen
+class BatchNorm2D:
+    """Normalise each channel over (N, H, W), then scale and shift it.
+
+    Shapes: x (N, C, H, W) -> y (N, C, H, W); params gamma, beta (C,); state
+    running_mean, running_var (C,).
+
+    Training   μ = mean(x), σ² = mean((x - μ)²) (biased) over the M = N*H*W values of a
+               channel;  x̂ = (x - μ) / √(σ² + eps),  y = γ x̂ + β.
+               running = momentum * running + (1 - momentum) * batch, where the batch
+               variance put into running_var is the unbiased σ² M / (M - 1), as PyTorch
+               does. (PyTorch's `momentum` is the weight of the batch: torch = 1 - ours.)
+    Inference  x̂ = (x - running_mean) / √(running_var + eps).
+    Backward   dγ = Σ dy x̂,  dβ = Σ dy,  dx = γ / (M √(σ² + eps)) (M dy - dβ - x̂ dγ).
+    """
+
+    momentum: float = attrs.field(default=0.9, converter=float, validator=_check_momentum)
+    eps: float = attrs.field(default=1e-5, converter=float, validator=_check_eps)
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ShapeError(
+                f"{self!r} expects inputs of shape (N, C, H, W) but got per-sample shape "
+                f"{tuple(input_shape)}"
+            )
+        return tuple(input_shape)
+
+    def init(self, input_shape, rng, *, xp, dtype):
+        self.output_shape(input_shape)
+        channels = input_shape[0]
+        params = {"gamma": xp.ones((channels,), dtype), "beta": xp.zeros((channels,), dtype)}
+        state = {
+            "running_mean": xp.zeros((channels,), dtype),
+            "running_var": xp.ones((channels,), dtype),
+        }
+        return params, state
+
+    def apply(self, params, state, x, *, training, rng, xp):
+        gamma, beta = params["gamma"], params["beta"]  # (C,)
+        check_input(self, x, (gamma.shape[0], None, None))
+        dtype = x.dtype.type
+        axes = (0, 2, 3)
+        if not training:
+            inv_std = 1 / xp.sqrt(state["running_var"] + dtype(self.eps))  # (C,)
+            scale = (gamma * inv_std)[:, None, None]
+            shift = (beta - state["running_mean"] * gamma * inv_std)[:, None, None]
+            return x * scale + shift, state, None
+        count = x.size // x.shape[1]  # M = N*H*W values per channel
+        mean = x.mean(axis=axes)  # (C,)
+        centered = x - mean[:, None, None]
+        var = (centered * centered).mean(axis=axes)  # (C,) biased
+        inv_std = 1 / xp.sqrt(var + dtype(self.eps))  # (C,)
+        x_hat = centered * inv_std[:, None, None]  # (N, C, H, W)
+        y = x_hat * gamma[:, None, None] + beta[:, None, None]
+        unbiased = var * dtype(count / max(count - 1, 1))
+        m = dtype(self.momentum)
+        new_state = {
+            "running_mean": m * state["running_mean"] + (1 - m) * mean,
+            "running_var": m * state["running_var"] + (1 - m) * unbiased,
+        }
+        return y, new_state, (x_hat, inv_std)
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        x_hat, inv_std = cache
+        axes = (0, 2, 3)
+        dgamma = (dy * x_hat).sum(axis=axes)  # (C,)
+        dbeta = dy.sum(axis=axes)  # (C,)
+        grads = {"gamma": dgamma, "beta": dbeta}
+        if not input_grad:
+            return grads, None
+        count = dy.size // dy.shape[1]
+        dtype = dy.dtype.type
+        scale = (params["gamma"] * inv_std * dtype(1.0 / count))[:, None, None]
+        dx = scale * (dtype(count) * dy - dbeta[:, None, None] - x_hat * dgamma[:, None, None])
+        return grads, dx

@@ -1,0 +1,142 @@
+"""The kernels behind Conv2D and the pooling layers: padding, im2col, col2im, pool windows.
+
+Every function takes the array module `xp` (numpy or cupy) and works on NCHW batches.
+
+Memory layout. A convolution is one matrix product
+
+    Y (O, N*Ho*Wo) = W (O, C*kh*kw) @ cols (C*kh*kw, N*Ho*Wo)
+
+whose result is laid out channel-major: (O, N, Ho, Wo) in memory. The layers hand it on
+as the NCHW view `Y.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3)` instead of copying it
+into NCHW order: element-wise layers keep that layout, pooling reads it through strided
+views, the next im2col copies from it with contiguous inner rows, and the backward pass
+gets its `dy` back in the same order, so `dy.transpose(1, 0, 2, 3).reshape(O, -1)` is free.
+Every array is still an ordinary (N, C, H, W) array: only its strides differ, and any
+input layout gives the same numbers (a C-contiguous input just costs one more copy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "col2im",
+    "conv_output_size",
+    "im2col",
+    "pad_spatial",
+    "pool_windows",
+    "same_padding",
+    "unpad_spatial",
+]
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad_total: int) -> int:
+    """Output length of a window of `kernel` sliding with `stride` over `size + pad_total`."""
+    return (size + pad_total - kernel) // stride + 1
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding that gives ceil(size / stride) outputs ("same" padding).
+
+    The odd pixel, when the total is odd, goes after (bottom/right), as in PyTorch and
+    TensorFlow.
+    """
+    out = -(-size // stride)  # ceil division
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad_spatial(x: Any, pads: tuple[int, int, int, int], *, xp: Any) -> Any:
+    """Zero-pad H and W of x (N, C, H, W) by pads = (top, bottom, left, right).
+
+    Returns (N, C, H + top + bottom, W + left + right), allocated channel-major (C, N, H, W)
+    in memory like the layers' outputs (see the module docstring); x itself when no padding.
+    """
+    top, bottom, left, right = pads
+    if top == bottom == left == right == 0:
+        return x
+    n, c, h, w = x.shape
+    padded = xp.zeros((c, n, h + top + bottom, w + left + right), dtype=x.dtype)
+    padded = padded.transpose(1, 0, 2, 3)  # (N, C, Hp, Wp) view
+    padded[:, :, top : top + h, left : left + w] = x
+    return padded
+
+
+def unpad_spatial(x: Any, pads: tuple[int, int, int, int]) -> Any:
+    """The inverse crop of `pad_spatial`: a view of x without its padded border."""
+    top, bottom, left, right = pads
+    _, _, h, w = x.shape
+    return x[:, :, top : h - bottom, left : w - right]
+
+
+def im2col(x_padded: Any, kernel: tuple[int, int], stride: tuple[int, int], *, xp: Any) -> Any:
+    """Unfold every kernel-sized window of x_padded (N, C, Hp, Wp) into a column.
+
+    Returns cols (C*kh*kw, N*Ho*Wo) with cols[(c, i, j), (n, h, w)] =
+    x_padded[n, c, h*sh + i, w*sw + j]: the convolution is then `W2d @ cols`.
+
+    The windows are a strided view (C, kh, kw, N, Ho, Wo) of the input (no copy); one copy
+    makes it contiguous. Its inner rows (Wo) are contiguous in the input when sw == 1.
+    """
+    kh, kw = kernel
+    sh, sw = stride
+    n, c, hp, wp = x_padded.shape
+    ho = conv_output_size(hp, kh, sh, 0)
+    wo = conv_output_size(wp, kw, sw, 0)
+    s_n, s_c, s_h, s_w = x_padded.strides  # bytes
+    windows = xp.lib.stride_tricks.as_strided(
+        x_padded,
+        shape=(c, kh, kw, n, ho, wo),
+        strides=(s_c, s_h, s_w, s_n, s_h * sh, s_w * sw),
+    )  # (C, kh, kw, N, Ho, Wo), a view
+    return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * ho * wo)
+
+
+def col2im(
+    dcols: Any,
+    padded_shape: tuple[int, int, int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    *,
+    xp: Any,
+) -> Any:
+    """The adjoint of `im2col`: add every column back onto the pixels it was read from.
+
+    dcols (C*kh*kw, N*Ho*Wo) -> dx_padded (N, C, Hp, Wp) (channel-major in memory).
+    One strided add per kernel offset (i, j): kh*kw adds of a whole (C, N, Ho, Wo) block,
+    so no Python loop over pixels or samples.
+    """
+    n, c, hp, wp = padded_shape
+    kh, kw = kernel
+    sh, sw = stride
+    ho = conv_output_size(hp, kh, sh, 0)
+    wo = conv_output_size(wp, kw, sw, 0)
+    blocks = dcols.reshape(c, kh, kw, n, ho, wo)
+    dx = xp.zeros((c, n, hp, wp), dtype=dcols.dtype)  # (C, N, Hp, Wp)
+    for i in range(kh):
+        for j in range(kw):
+            # the pixels that offset (i, j) of every window read: rows i, i+sh, ...
+            dx[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += blocks[
+                :, i, j
+            ]
+    return dx.transpose(1, 0, 2, 3)  # (N, C, Hp, Wp) view
+
+
+def pool_windows(x: Any, pool: tuple[int, int], stride: tuple[int, int]) -> list[Any]:
+    """The kh*kw strided views of x (N, C, H, W) that together hold every pooling window.
+
+    View k = (i, j) (row-major over the window) is (N, C, Ho, Wo) with
+    view[n, c, h, w] = x[n, c, h*sh + i, w*sw + j], so a pool over the window is an
+    element-wise max or sum over the views. When the windows tile the input (stride equal
+    to the pool size) each pixel lies in at most one view; otherwise views overlap.
+    """
+    kh, kw = pool
+    sh, sw = stride
+    _, _, h, w = x.shape
+    ho = conv_output_size(h, kh, sh, 0)
+    wo = conv_output_size(w, kw, sw, 0)
+    return [
+        x[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+        for i in range(kh)
+        for j in range(kw)
+    ]
