@@ -22,13 +22,14 @@ learning rate and step count, so no value is copied to the host during training.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import attrs
 import numpy
 
 from . import tree as _tree
-from .backend import get_array_module
+from .backend import get_array_module, is_cupy
 
 __all__ = [
     "OPTIMIZERS",
@@ -85,7 +86,8 @@ def global_norm(grads: Any) -> Any:
 def clip_by_global_norm(grads: Any, clip_norm: float) -> Any:
     """Scale every gradient by min(1, clip_norm / (‖g‖ + 1e-6)); shapes unchanged.
 
-    The scale is computed on the device and always applied, so there is no host sync.
+    On a GPU the scale stays on the device and is always applied (no host sync); with NumPy
+    the gradients are returned as they are when the scale is 1.
     """
     leaves = _tree.leaves(grads)
     if not leaves:
@@ -93,6 +95,11 @@ def clip_by_global_norm(grads: Any, clip_norm: float) -> Any:
     xp = get_array_module(leaves[0])
     norm = global_norm(grads)
     scale = xp.minimum(clip_norm / (norm.astype("float64") + _CLIP_EPS), 1.0)
+    if not is_cupy(xp):
+        scale = float(scale)  # a NumPy scalar: reading it costs nothing
+        if scale == 1.0:
+            return grads
+        return _tree.map(lambda g: g * scale, grads)
     scales: dict[Any, Any] = {}
 
     def clip(g):
@@ -103,21 +110,45 @@ def clip_by_global_norm(grads: Any, clip_norm: float) -> Any:
     return _tree.map(clip, grads)
 
 
+def _zip_leaves(trees: list[Any], out: list[tuple]) -> list[tuple]:
+    """Matching leaves of trees shaped alike, in the first tree's order (dicts by key)."""
+    first = trees[0]
+    if isinstance(first, dict):
+        for key in first:
+            _zip_leaves([t[key] for t in trees], out)
+    elif isinstance(first, (tuple, list)):
+        for index in range(len(first)):
+            _zip_leaves([t[index] for t in trees], out)
+    else:
+        out.append(tuple(trees))
+    return out
+
+
+def _rebuild(template: Any, values: Iterator[Any]) -> Any:
+    """A tree shaped like `template` whose leaves are taken from `values` in order."""
+    if isinstance(template, dict):
+        return {key: _rebuild(child, values) for key, child in template.items()}
+    if isinstance(template, (tuple, list)):
+        return type(template)(_rebuild(child, values) for child in template)
+    return next(values)
+
+
 def _map_leaves(fn, n_out: int, template: Any, *trees: Any) -> tuple[Any, ...]:
     """Apply `fn(*leaves) -> n_out arrays` leaf by leaf; rebuild n_out trees like `template`."""
-    flats = [_tree.flatten(t) for t in (template, *trees)]
-    outs: list[dict[str, Any]] = [{} for _ in range(n_out)]
-    for key in flats[0]:
-        results = fn(*(flat[key] for flat in flats))
-        for out, value in zip(outs, results, strict=True):
-            out[key] = value
-    return tuple(_tree.unflatten(template, out) for out in outs)
+    results = [fn(*leaves) for leaves in _zip_leaves([template, *trees], [])]
+    return tuple(_rebuild(template, iter([r[i] for r in results])) for i in range(n_out))
 
 
 class _Scalars:
-    """Host floats or 0-d float64 arrays cast once per leaf dtype (float32 stays float32)."""
+    """The step's scalars (learning rate, bias corrections) ready to multiply a leaf.
 
-    def __init__(self, **values: Any):
+    With NumPy they become Python floats (reading a NumPy 0-d array costs no transfer) and
+    keep float32 arrays float32. With CuPy they stay 0-d device arrays, cast once per leaf
+    dtype, so nothing is copied to the host.
+    """
+
+    def __init__(self, xp: Any, **values: Any):
+        self._host = not is_cupy(xp)
         self._values = values
         self._cast: dict[tuple[str, Any], Any] = {}
 
@@ -125,7 +156,10 @@ class _Scalars:
         key = (name, dtype)
         if key not in self._cast:
             value = self._values[name]
-            self._cast[key] = value.astype(dtype) if hasattr(value, "astype") else value
+            if self._host:
+                self._cast[key] = float(value)
+            else:
+                self._cast[key] = value.astype(dtype) if hasattr(value, "astype") else value
         return self._cast[key]
 
 
@@ -208,22 +242,29 @@ class SGD(Optimizer):
         return {"momentum": _zeros_like(params)} if self.momentum else {}
 
     def _apply(self, params, grads, opt_state, step):
-        scalars = _Scalars(lr=opt_state["lr"])
+        scalars = _Scalars(get_array_module(step), lr=opt_state["lr"])
         mu = self.momentum
 
         if not mu:
 
             def plain(p, g):
-                return (p - scalars.get("lr", p.dtype) * self._decayed(g, p),)
+                update = self._decayed(g, p) * scalars.get("lr", p.dtype)
+                return (p - update,)
 
             (new_params,) = _map_leaves(plain, 1, params, grads)
             return new_params, {**opt_state, "step": step}
 
         def with_momentum(p, g, buf):
             g = self._decayed(g, p)
-            buf = mu * buf + g
-            direction = g + mu * buf if self.nesterov else buf
-            return p - scalars.get("lr", p.dtype) * direction, buf
+            buf = buf * mu
+            buf += g  # buf <- μ·buf + g
+            if self.nesterov:
+                direction = buf * mu
+                direction += g  # g + μ·buf
+            else:
+                direction = buf * 1  # a copy: buf is returned as the new state
+            direction *= scalars.get("lr", p.dtype)
+            return p - direction, buf
 
         new_params, new_buf = _map_leaves(with_momentum, 2, params, grads, opt_state["momentum"])
         return new_params, {**opt_state, "step": step, "momentum": new_buf}
@@ -255,21 +296,28 @@ class Adam(Optimizer):
         return p
 
     def _apply(self, params, grads, opt_state, step):
+        xp = get_array_module(step)
         t = step.astype("float64")
         lr = opt_state["lr"]
         bias1 = 1.0 - self.beta1**t  # 0-d, on the device
         bias2 = 1.0 - self.beta2**t
-        scalars = _Scalars(lr=lr, step_size=lr / bias1, inv_sqrt_bias2=1.0 / bias2**0.5)
-        b1, b2 = self.beta1, self.beta2
+        scalars = _Scalars(xp, lr=lr, step_size=lr / bias1, inv_sqrt_bias2=1.0 / xp.sqrt(bias2))
+        b1, b2, eps = self.beta1, self.beta2, self.eps
 
         def adam_leaf(p, g, m, v):
             g = self._decayed(g, p)
-            m = b1 * m + (1.0 - b1) * g
-            v = b2 * v + (1.0 - b2) * (g * g)
-            xp = get_array_module(p)
-            denom = xp.sqrt(v) * scalars.get("inv_sqrt_bias2", p.dtype) + self.eps
+            m = m * b1
+            m += (1.0 - b1) * g  # m <- β1·m + (1-β1)·g
+            v_new = g * g
+            v_new *= 1.0 - b2
+            v_new += b2 * v  # v <- β2·v + (1-β2)·g²
+            step_ = xp.sqrt(v_new)
+            step_ *= scalars.get("inv_sqrt_bias2", p.dtype)
+            step_ += eps  # sqrt(v)/sqrt(1-β2ᵗ) + eps
+            xp.divide(m, step_, out=step_)
+            step_ *= scalars.get("step_size", p.dtype)  # lr/(1-β1ᵗ) · m / denominator
             p = self._decoupled_decay(p, scalars.get("lr", p.dtype))
-            return p - scalars.get("step_size", p.dtype) * (m / denom), m, v
+            return p - step_, m, v_new
 
         new_params, m, v = _map_leaves(adam_leaf, 3, params, grads, opt_state["m"], opt_state["v"])
         return new_params, {**opt_state, "step": step, "m": m, "v": v}
@@ -308,14 +356,20 @@ class RMSprop(Optimizer):
         return {"v": _zeros_like(params)}
 
     def _apply(self, params, grads, opt_state, step):
-        scalars = _Scalars(lr=opt_state["lr"])
-        rho = self.decay
+        xp = get_array_module(step)
+        scalars = _Scalars(xp, lr=opt_state["lr"])
+        rho, eps = self.decay, self.eps
 
         def rms_leaf(p, g, v):
             g = self._decayed(g, p)
-            v = rho * v + (1.0 - rho) * (g * g)
-            xp = get_array_module(p)
-            return p - scalars.get("lr", p.dtype) * (g / (xp.sqrt(v) + self.eps)), v
+            v_new = g * g
+            v_new *= 1.0 - rho
+            v_new += rho * v  # v <- ρ·v + (1-ρ)·g²
+            step_ = xp.sqrt(v_new)
+            step_ += eps
+            xp.divide(g, step_, out=step_)
+            step_ *= scalars.get("lr", p.dtype)
+            return p - step_, v_new
 
         new_params, v = _map_leaves(rms_leaf, 2, params, grads, opt_state["v"])
         return new_params, {**opt_state, "step": step, "v": v}
