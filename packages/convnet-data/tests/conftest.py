@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import http.server
 import os
+import pathlib
 import threading
 
 import numpy
 import pytest
 from convnet_core import backend
+
+# The bundled MNIST files of this checkout, wherever the package under test is installed.
+BUNDLED_MNIST = pathlib.Path(__file__).resolve().parents[3] / "data" / "mnist"
+
+
+@pytest.fixture(autouse=True)
+def _bundled_mnist(monkeypatch):
+    """Point load_mnist() at this checkout's data/mnist (unless the test changes it)."""
+    monkeypatch.setenv("CONVNET_DATA_DIR", str(BUNDLED_MNIST))
 
 
 @pytest.fixture(scope="session")

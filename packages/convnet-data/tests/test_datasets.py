@@ -131,9 +131,27 @@ def test_data_dir_from_environment(monkeypatch, mnist_copy):
     assert convnet_data.find_mnist_dir() == nested / "mnist"
 
 
+def test_source_tree_data_dir_is_found_above_the_package_or_the_working_dir(
+    monkeypatch, tmp_path, mnist_copy
+):
+    monkeypatch.delenv("CONVNET_DATA_DIR")
+    tree = tmp_path / "checkout"
+    (tree / "data" / "mnist").mkdir(parents=True)
+    for path in mnist_copy.glob("*.gz"):
+        shutil.copy(path, tree / "data" / "mnist" / path.name)
+    package_file = tree / "packages" / "convnet-data" / "src" / "convnet_data" / "datasets.py"
+    monkeypatch.setattr(datasets_module, "__file__", str(package_file))
+    monkeypatch.chdir(tmp_path)
+    assert convnet_data.find_mnist_dir() == tree / "data" / "mnist"
+    monkeypatch.setattr(datasets_module, "__file__", str(tmp_path / "site" / "datasets.py"))
+    monkeypatch.chdir(tree / "data")
+    assert convnet_data.find_mnist_dir() == tree / "data" / "mnist"
+
+
 def test_not_found_says_where_it_looked(monkeypatch, tmp_path):
     monkeypatch.setenv("CONVNET_DATA_DIR", str(tmp_path / "nothing"))
     monkeypatch.setattr(datasets_module, "__file__", str(tmp_path / "a" / "b" / "datasets.py"))
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(DataNotFoundError) as error:
         load_mnist()
     message = str(error.value)

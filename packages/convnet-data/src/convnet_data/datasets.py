@@ -116,12 +116,16 @@ def _mnist_candidates() -> list[pathlib.Path]:
     env = os.environ.get(ENV_VAR)
     if env:
         candidates += [pathlib.Path(env), pathlib.Path(env) / "mnist"]
-    here = pathlib.Path(__file__).resolve()
-    # packages/convnet-data/src/convnet_data/datasets.py -> the source tree's data/mnist
-    for parent in here.parents:
-        if (parent / "data" / "mnist").is_dir():
-            candidates.append(parent / "data" / "mnist")
-            break
+    # the source tree's data/mnist: above this file (packages/convnet-data/src/convnet_data/
+    # for an editable install; a virtual environment inside the checkout also works), then
+    # above the working directory
+    for start in (pathlib.Path(__file__).resolve(), pathlib.Path.cwd().resolve()):
+        for parent in (start, *start.parents):
+            folder = parent / "data" / "mnist"
+            if folder.is_dir():
+                if folder not in candidates:
+                    candidates.append(folder)
+                break
     return candidates
 
 
