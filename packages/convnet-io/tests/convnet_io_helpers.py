@@ -73,3 +73,32 @@ def assert_same_tree(got, want, *, exact_kinds=True):
             assert a.tobytes() == b.tobytes()
         else:
             assert a == b
+
+
+def our_net():
+    """Every layer that PyTorch and ONNX share, for (2, 14, 14) inputs."""
+    return L.Sequential(
+        (
+            L.Conv2D(4, (3, 3), padding="same"),
+            L.BatchNorm2D(momentum=0.9, eps=1e-5),
+            L.Activation("relu"),
+            L.Residual(
+                L.Sequential((L.Conv2D(4, (3, 3), padding=1), L.Activation("leaky_relu", 0.2))),
+                shortcut=L.Conv2D(4, (1, 1), use_bias=False),
+            ),
+            L.MaxPool2D((2, 2)),
+            L.Conv2D(6, (3, 3), stride=2, padding="valid"),
+            L.Activation("tanh"),
+            L.AvgPool2D((2, 2), stride=1),
+            L.Dropout(0.5),
+            L.Flatten(),
+            L.Dense(8),
+            L.Activation("gelu"),
+            L.Dense(3, use_bias=False),
+            L.Activation("softmax"),
+        )
+    )
+
+
+#: The input shape of `our_net` (per sample).
+SHAPE = (2, 14, 14)

@@ -9,34 +9,7 @@ import numpy
 import pytest
 from convnet_core import apply, init
 from convnet_core import layers as L
-from convnet_io_helpers import randomize
-
-
-def our_net():
-    return L.Sequential(
-        (
-            L.Conv2D(4, (3, 3), padding="same"),
-            L.BatchNorm2D(momentum=0.9, eps=1e-5),
-            L.Activation("relu"),
-            L.Residual(
-                L.Sequential((L.Conv2D(4, (3, 3), padding=1), L.Activation("leaky_relu", 0.2))),
-                shortcut=L.Conv2D(4, (1, 1), use_bias=False),
-            ),
-            L.MaxPool2D((2, 2)),
-            L.Conv2D(6, (3, 3), stride=2, padding="valid"),
-            L.Activation("tanh"),
-            L.AvgPool2D((2, 2), stride=1),
-            L.Dropout(0.5),
-            L.Flatten(),
-            L.Dense(8),
-            L.Activation("gelu"),
-            L.Dense(3, use_bias=False),
-            L.Activation("softmax"),
-        )
-    )
-
-
-SHAPE = (2, 14, 14)
+from convnet_io_helpers import SHAPE, our_net, randomize
 
 
 def torch_equivalent(layer, in_channels):
