@@ -109,6 +109,7 @@ def download(
                 f"{url}: {algorithm} checksum mismatch: expected {expected}, got {actual}; "
                 f"{target} was not changed"
             )
+        os.chmod(temp, 0o644)  # mkstemp makes it private; a cached data file is not
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
