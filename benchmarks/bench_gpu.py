@@ -1,0 +1,385 @@
+"""One epoch of training on a GPU: convnet on CuPy next to PyTorch CUDA, in the same run.
+
+Models: the README model (Conv2D(8) relu MaxPool Conv2D(16) relu MaxPool Flatten Dense(64)
+relu Dense(10)) and the `best` preset of apps/train_mnist.py (imported from there; the
+PyTorch twin of each is built layer by layer from the convnet spec, so both sides train
+the same network). Adam 1e-3, softmax cross-entropy, 60,000 MNIST-shaped samples already
+on the device, batch 64 and 512.
+
+Each configuration is warmed up on a few batches (CUDA kernels compile on first use),
+then one whole epoch is timed between two device synchronisations:
+
+- convnet float32 with `Model.fit` (what a user runs: its progress checks included);
+- convnet mixed precision (float16 compute, float32 master weights, dynamic loss scaling)
+  with `Model.compile(precision="mixed")` when the Model has it, else a custom loop
+  around `precision.mixed_precision_step` (printed as "loop");
+- PyTorch float32, and PyTorch AMP (autocast float16 + GradScaler) for mixed precision.
+
+The ratio is convnet time / PyTorch time (target: <= 1.5 at batch 512).
+
+    python benchmarks/bench_gpu.py                  # everything (about a minute on an H100)
+    python benchmarks/bench_gpu.py --kernels        # plus each fused kernel vs its reference
+    python benchmarks/bench_gpu.py --cpu            # the same logic on NumPy + PyTorch CPU,
+                                                    # tiny, to check the script without a GPU
+    python benchmarks/bench_gpu.py --json out.json  # also write the figures as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import pathlib
+import sys
+import time
+from functools import partial
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+for src in sorted((ROOT / "packages").glob("*/src")):  # run from a checkout, no install
+    if str(src) not in sys.path:
+        sys.path.insert(0, str(src))
+
+import convnet_core as cn  # noqa: E402
+import numpy  # noqa: E402
+from convnet_core import backend, losses, optim, precision  # noqa: E402
+from convnet_core import layers as L  # noqa: E402
+
+# ---------------------------------------------------------------------------------------
+# the models
+
+
+def readme_layers():
+    return [
+        L.Conv2D(8, (3, 3), padding="valid"),
+        L.Activation("relu"),
+        L.MaxPool2D((2, 2)),
+        L.Conv2D(16, (3, 3), padding="valid"),
+        L.Activation("relu"),
+        L.MaxPool2D((2, 2)),
+        L.Flatten(),
+        L.Dense(64),
+        L.Activation("relu"),
+        L.Dense(10),
+    ]
+
+
+def best_layers_fallback():
+    """Used only when apps/train_mnist.py cannot be imported: conv blocks with BatchNorm
+    and dropout in the spirit of the `best` preset (the output says which was used)."""
+    block = lambda f: [L.Conv2D(f, (3, 3)), L.BatchNorm2D(), L.Activation("relu")]  # noqa: E731
+    return [
+        *block(32), *block(32), L.MaxPool2D((2, 2)),
+        *block(64), *block(64), L.MaxPool2D((2, 2)),
+        L.Flatten(), L.Dropout(0.3), L.Dense(128), L.Activation("relu"), L.Dropout(0.3),
+        L.Dense(10),
+    ]  # fmt: skip
+
+
+def best_layers() -> tuple[list, str]:
+    """The layers of apps/train_mnist.py's `best` preset, and where they came from."""
+    sys.path.insert(0, str(ROOT / "apps"))
+    try:
+        presets = importlib.import_module("train_mnist").PRESETS
+        return list(presets["best"]["network"](L)), "apps/train_mnist.py PRESETS['best']"
+    except Exception as error:  # any failure: say so and use the equivalent definition
+        return best_layers_fallback(), f"fallback definition ({type(error).__name__}: {error})"
+    finally:
+        sys.path.remove(str(ROOT / "apps"))
+
+
+def torch_twin(torch, layers, input_shape):
+    """An nn.Sequential computing what the convnet `layers` compute (same shapes, same
+    padding), built by walking the spec with convnet's own output_shape."""
+    nn = torch.nn
+    modules = []
+    shape = tuple(input_shape)
+    for layer in layers:
+        out = layer.output_shape(shape)
+        if isinstance(layer, L.Conv2D):
+            top, bottom, left, right = layer.pads(*shape[1:])
+            if top != bottom or left != right:
+                modules.append(nn.ZeroPad2d((left, right, top, bottom)))
+                top = left = 0
+            modules.append(
+                nn.Conv2d(shape[0], layer.filters, layer.kernel_size, layer.stride, (top, left),
+                          bias=layer.use_bias)
+            )  # fmt: skip
+        elif isinstance(layer, L.BatchNorm2D):
+            modules.append(nn.BatchNorm2d(shape[0], eps=layer.eps, momentum=1 - layer.momentum))
+        elif isinstance(layer, L.MaxPool2D):
+            modules.append(nn.MaxPool2d(layer.pool_size, layer.stride or layer.pool_size))
+        elif isinstance(layer, L.Activation) and layer.name == "relu":
+            modules.append(nn.ReLU())
+        elif isinstance(layer, L.Flatten):
+            modules.append(nn.Flatten())
+        elif isinstance(layer, L.Dense):
+            modules.append(nn.Linear(shape[0], layer.units, bias=layer.use_bias))
+        elif isinstance(layer, L.Dropout):
+            modules.append(nn.Dropout(layer.rate))
+        else:
+            raise ValueError(f"bench_gpu: no PyTorch twin for {layer!r}")
+        shape = out
+    return nn.Sequential(*modules)
+
+
+# ---------------------------------------------------------------------------------------
+# timing
+
+
+def synchronize(xp) -> None:
+    if backend.is_cupy(xp):
+        xp.cuda.Device().synchronize()
+
+
+def mnist_like(xp, samples: int, seed: int = 0):
+    """(samples, 1, 28, 28) float32 in [0, 1) and int64 labels, made on the device."""
+    rng = numpy.random.default_rng(seed)
+    x = rng.random((samples, 1, 28, 28), dtype=numpy.float32)  # host
+    y = rng.integers(0, 10, samples)  # host
+    return xp.asarray(x), xp.asarray(y)
+
+
+def supports_precision_option() -> bool:
+    import inspect
+
+    return "precision" in inspect.signature(cn.Model.compile).parameters
+
+
+def convnet_fit_epoch(xp, layers, x, y, batch: int, *, mixed: bool) -> float:
+    """Seconds for one epoch of Model.fit (after a warm-up fit on a few batches)."""
+    model = cn.Model(layers, seed=0, device=xp)
+    extra = {"precision": "mixed"} if mixed else {}
+    model.compile(loss="categorical_crossentropy", optimizer="adam", lr=1e-3, **extra)
+    warm = min(len(x), 3 * batch)
+    model.fit((x[:warm], y[:warm]), epochs=1, batch_size=batch, verbose=False)
+    synchronize(xp)
+    start = time.perf_counter()
+    model.fit((x, y), epochs=1, batch_size=batch, verbose=False)
+    synchronize(xp)
+    return time.perf_counter() - start
+
+
+def convnet_loop_epoch(xp, layers, x, y, batch: int, *, mixed: bool) -> float:
+    """Seconds for one epoch of a custom loop (shuffled batches, Adam), float32 or mixed."""
+    net = L.Sequential(tuple(layers))
+    params, state = cn.init(net, (1, 28, 28), rng=0, xp=xp)
+    opt = optim.adam(lr=1e-3)
+    opt_state = opt.init(params)
+    scaler = precision.DynamicLossScaler()
+    rng = xp.random.default_rng(0)
+    loss_fn = losses.softmax_cross_entropy
+
+    def step(xb, yb):
+        nonlocal params, state, opt_state, scaler
+        if mixed:
+            params, state, opt_state, scaler, *_ = precision.mixed_precision_step(
+                net, params, state, opt_state, scaler, xb, yb,
+                optimizer=opt, loss_fn=loss_fn, rng=rng, xp=xp,
+            )  # fmt: skip
+            return
+        logits, state, cache = cn.apply(net, params, state, xb, training=True, rng=rng, xp=xp)
+        _, dlogits = loss_fn(logits, yb, xp=xp)
+        grads, _ = cn.grad(net, params, cache, dlogits, xp=xp, input_grad=False)
+        params, opt_state = opt.update(params, grads, opt_state)
+
+    for start in range(0, min(len(x), 3 * batch), batch):  # warm-up
+        step(x[start : start + batch], y[start : start + batch])
+    synchronize(xp)
+    begin = time.perf_counter()
+    order = xp.asarray(numpy.random.default_rng(1).permutation(len(x)))  # host permutation
+    for start in range(0, len(x), batch):
+        index = order[start : start + batch]
+        step(x[index], y[index])
+    synchronize(xp)
+    return time.perf_counter() - begin
+
+
+def torch_epoch(torch, layers, x, y, batch: int, *, amp: bool) -> float:
+    """Seconds for one epoch of the PyTorch twin (Adam 1e-3; AMP float16 when `amp`)."""
+    device = x.device
+    torch.manual_seed(0)
+    model = torch_twin(torch, layers, (1, 28, 28)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    on_gpu = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and on_gpu)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.float16) if amp and on_gpu else contextlib.nullcontext()
+    )
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss = loss_fn(model(xb), yb)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    model.train()
+    for start in range(0, min(len(x), 3 * batch), batch):
+        step(x[start : start + batch], y[start : start + batch])
+    if on_gpu:
+        torch.cuda.synchronize()
+    begin = time.perf_counter()
+    order = torch.randperm(len(x), device=device)
+    for start in range(0, len(x), batch):
+        index = order[start : start + batch]
+        step(x[index], y[index])
+    if on_gpu:
+        torch.cuda.synchronize()
+    return time.perf_counter() - begin
+
+
+# ---------------------------------------------------------------------------------------
+# fused kernels against the unfused code they replace
+
+
+def bench_kernels(xp) -> list[dict]:
+    """GPU time of each fused kernel and of its reference, on the models' shapes."""
+    from convnet_core import cuda_kernels as K
+    from convnet_core import ops
+    from cupyx.profiler import benchmark
+
+    rows = []
+
+    def timed(name, shape, fused, reference):
+        t_fused = benchmark(fused, n_repeat=50, n_warmup=5).gpu_times.mean() * 1e3
+        t_ref = benchmark(reference, n_repeat=50, n_warmup=5).gpu_times.mean() * 1e3
+        rows.append({"kernel": name, "shape": str(shape), "fused_ms": t_fused, "ref_ms": t_ref})
+
+    rng = xp.random.default_rng(0)
+    hyper = dict(beta1=0.9, beta2=0.999, eps=1e-8)
+    scalars = {"lr": 1e-3, "step_size": 1e-2, "inv_sqrt_bias2": 1.5}
+    scalars = {key: xp.asarray(value, dtype=xp.float32) for key, value in scalars.items()}
+    for shape in [(16, 8, 3, 3), (3136, 128), (64, 64, 3, 3)]:
+        p, g, m = (rng.standard_normal(shape, dtype=xp.float32) for _ in range(3))
+        v = xp.abs(rng.standard_normal(shape, dtype=xp.float32))
+        fused = partial(K.fused_adam_update, p, g, m, v, **scalars, **hyper)
+        reference = partial(K.adam_update_reference, p, g, m, v, **scalars, **hyper, xp=xp)
+        timed("adam", shape, fused, reference)
+    for shape in [(64, 8, 26, 26), (512, 32, 28, 28)]:
+        x = rng.standard_normal(shape, dtype=xp.float32)
+        dy = rng.standard_normal(shape, dtype=xp.float32)
+        y = K.fused_relu_forward(x)
+        timed(
+            "relu forward",
+            shape,
+            partial(K.fused_relu_forward, x),
+            partial(K.relu_forward_reference, x, xp=xp),
+        )
+        timed(
+            "relu backward",
+            shape,
+            partial(K.fused_relu_backward, y, dy),
+            partial(K.relu_backward_reference, y, dy, xp=xp),
+        )
+    # conv input gradients (3x3, stride 1): README conv2 (8 channels in, 13x13 valid), and
+    # the best model's "same" convs (28x28 and 14x14 padded by one)
+    for n, c, hw in [(64, 8, 13), (512, 8, 13), (64, 32, 30), (512, 32, 30), (512, 64, 16)]:
+        padded = (n, c, hw, hw)
+        ho = ops.conv_output_size(hw, 3, 1, 0)
+        blocks = rng.standard_normal((c, 3, 3, n, ho, ho), dtype=xp.float32)
+        timed(
+            "col2im gather|loop",
+            padded,
+            partial(K.col2im_gather, blocks, padded, (1, 1)),
+            partial(K.col2im_loop, blocks, padded, (1, 1), xp=xp),
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu", action="store_true", help="NumPy + PyTorch CPU, tiny sizes")
+    parser.add_argument("--samples", type=int, default=None, help="default 60000 (--cpu: 128)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None)
+    parser.add_argument("--models", nargs="+", default=["readme", "best"])
+    parser.add_argument("--no-torch", action="store_true", help="convnet only")
+    parser.add_argument("--no-mixed", action="store_true", help="skip mixed precision")
+    parser.add_argument("--kernels", action="store_true", help="time the fused kernels (GPU)")
+    parser.add_argument("--json", type=pathlib.Path, help="write the results here")
+    args = parser.parse_args(argv)
+
+    xp = numpy if args.cpu else backend.array_module("cuda")  # a clear error without a GPU
+    samples = args.samples or (128 if args.cpu else 60_000)
+    batch_sizes = args.batch_sizes or ([64] if args.cpu else [64, 512])
+    print(f"device: {backend.device_name(xp)}")
+
+    torch = None
+    if not args.no_torch:
+        import torch
+
+        torch.backends.cudnn.benchmark = True
+        if args.cpu:
+            torch.set_num_threads(2)
+        tdev = "cpu" if args.cpu else "cuda"
+        where = torch.cuda.get_device_name() if tdev == "cuda" else "CPU"
+        print(f"torch {torch.__version__} on {where}")
+
+    best, best_source = best_layers()
+    models = {"readme": readme_layers, "best": lambda: best}
+    print(f"best model: {best_source}")
+    fit_mixed = supports_precision_option()
+    mixed_how = (
+        "Model.fit(precision='mixed')"
+        if fit_mixed
+        else "custom loop (Model has no precision option)"
+    )
+    print(f"mixed precision timed with: {mixed_how}")
+
+    x, y = mnist_like(xp, samples)
+    if torch is not None:
+        tx = torch.as_tensor(backend.to_host(x), device=tdev)
+        ty = torch.as_tensor(backend.to_host(y), device=tdev)
+
+    results = []
+    header = (
+        f"{'model':7} {'batch':>5} {'variant':24} {'convnet s':>10} {'torch s':>9} {'ratio':>6}"
+    )
+    print(f"\none epoch of {samples} samples\n{header}")
+    for name in args.models:
+        for batch in batch_sizes:
+            variants = [("float32 fit", False)]
+            if not args.no_mixed:
+                variants.append(("mixed " + ("fit" if fit_mixed else "loop"), True))
+            for label, mixed in variants:
+                if mixed and not fit_mixed:
+                    seconds = convnet_loop_epoch(xp, models[name](), x, y, batch, mixed=True)
+                else:
+                    seconds = convnet_fit_epoch(xp, models[name](), x, y, batch, mixed=mixed)
+                row = {"model": name, "batch": batch, "variant": label, "convnet_s": seconds}
+                if torch is not None:
+                    row["torch_s"] = torch_epoch(torch, models[name](), tx, ty, batch, amp=mixed)
+                    row["ratio"] = seconds / row["torch_s"]
+                results.append(row)
+                t = f"{row['torch_s']:9.3f} {row['ratio']:6.2f}" if torch is not None else ""
+                print(f"{name:7} {batch:5d} {label:24} {seconds:10.3f} {t}", flush=True)
+            if not args.no_mixed and not fit_mixed:  # the loop's own float32 baseline
+                seconds = convnet_loop_epoch(xp, models[name](), x, y, batch, mixed=False)
+                results.append({"model": name, "batch": batch, "variant": "float32 loop",
+                                "convnet_s": seconds})  # fmt: skip
+                print(f"{name:7} {batch:5d} {'float32 loop':24} {seconds:10.3f}", flush=True)
+
+    kernel_rows = []
+    if args.kernels and not args.cpu:
+        print(f"\n{'kernel':20} {'shape':22} {'fused ms':>9} {'reference ms':>13}")
+        for row in bench_kernels(xp):
+            kernel_rows.append(row)
+            print(
+                f"{row['kernel']:20} {row['shape']:22} {row['fused_ms']:9.4f} {row['ref_ms']:13.4f}"
+            )
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(
+            {"device": backend.device_name(xp), "best_model": best_source, "samples": samples,
+             "epochs": results, "kernels": kernel_rows}, indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

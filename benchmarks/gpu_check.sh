@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The whole GPU check in one go, in under 5 minutes on an H100 or H200:
+#
+#   1. `nox --no-venv -s tests-cuda`: every package's tests on the GPU (CuPy), plus the
+#      CPU/GPU equivalence tests (packages/convnet-core/tests/test_cuda_equivalence.py);
+#   2. `benchmarks/bench_gpu.py --kernels`: one epoch of the README model and of the `best`
+#      preset at batch 64 and 512, convnet on CuPy next to PyTorch CUDA, float32 and mixed
+#      precision, then each fused kernel against its NumPy-style reference.
+#
+# Usage, from anywhere:   bash benchmarks/gpu_check.sh [OUTPUT_DIR]
+# Logs and bench_gpu.json go to OUTPUT_DIR (default: $OUT when set, else artifacts/gpu_check).
+# Exit status: non-zero when the tests failed or the benchmark did not finish.
+#
+# The machine needs Python with CuPy (cupy-cuda13x), PyTorch with CUDA, numpy, attrs,
+# pytest, hypothesis, h5py, Pillow, click and tqdm. It needs no package registry: our
+# packages are imported from this tree (tests-cuda's --no-venv mode sets PYTHONPATH), and
+# what is missing there (nox and its dependencies) comes as wheels in .whl/ at the top of
+# the checkout, installed into /tmp/site when present. They were fetched with:
+#
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux2014_x86_64 -d .whl \
+#     nox==2026.10.20 argcomplete==3.7.2 colorlog==6.12.0 dependency-groups==1.3.2 \
+#     virtualenv==21.15.11 distlib==0.4.4 platformdirs==4.14.8 python-discovery==1.9.6 \
+#     filelock==4.3.1 packaging==26.4 humanize==4.17.0
+#
+# (`.whl/` is git-ignored; carry it to the GPU machine with the checkout.)
+
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out_dir=${1:-${OUT:-artifacts/gpu_check}}
+mkdir -p "$out_dir"
+export PYTHONUNBUFFERED=1
+start=$(date +%s)
+elapsed() { echo "[$(($(date +%s) - start)) s] $*"; }
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || { echo "installing .whl/ failed"; exit 2; }
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+python3 - <<'EOF'
+import sys
+print("python", sys.version.split()[0])
+for name in ("numpy", "cupy", "torch", "attrs", "pytest", "hypothesis", "h5py", "PIL", "click",
+             "tqdm", "nox"):
+    try:
+        module = __import__(name)
+        print(f"  {name:10} {getattr(module, '__version__', '?')}")
+    except Exception as error:  # report everything, decide below
+        print(f"  {name:10} MISSING ({type(error).__name__}: {error})")
+EOF
+
+status=0
+elapsed "tests-cuda"
+if python3 -c "import nox" 2>/dev/null; then
+    timeout 270 python3 -m nox --no-venv -s tests-cuda -- -q -p no:cacheprovider \
+        2>&1 | tee "$out_dir/tests_cuda.log" || status=1
+else
+    # the commands tests-cuda runs in --no-venv mode, for a machine without nox
+    echo "nox is not importable (no .whl/?): running tests-cuda's commands directly"
+    src=$(printf '%s:' "$PWD"/packages/*/src)
+    export PYTHONPATH=${src}${PYTHONPATH:-} CONVNET_TEST_DEVICE=cuda
+    python3 -m convnet_core.backend --require-cuda || exit 1
+    timeout 270 python3 -m pytest packages/*/tests -m "not parity and not gui" -q \
+        -p no:cacheprovider 2>&1 | tee "$out_dir/tests_cuda.log" || status=1
+fi
+elapsed "tests-cuda done (status $status)"
+
+elapsed "bench_gpu.py"
+timeout 240 python3 benchmarks/bench_gpu.py --kernels --json "$out_dir/bench_gpu.json" \
+    2>&1 | tee "$out_dir/bench_gpu.log" || status=1
+elapsed "all done (status $status)"
+exit $status
