@@ -9,7 +9,7 @@ import json
 import convnet_io
 import numpy
 import pytest
-from convnet_core import apply
+from convnet_core import Model, apply
 from convnet_core import layers as L
 from convnet_io import ModelFormatError
 
@@ -139,6 +139,9 @@ def test_old_model_predicts_what_it_predicted(tmp_path, container, shape, given_
     want = old_forward(x.astype("float64").transpose(0, 2, 3, 1), weights)
     numpy.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     assert numpy.array_equal(got.argmax(1), want.argmax(1))
+    with pytest.warns(UserWarning, match="BatchNorm"):
+        model = Model.load(path, input_shape=given_shape)  # the old users' entry point
+    numpy.testing.assert_allclose(model.predict(x), want, rtol=1e-4, atol=1e-6)
 
 
 def test_saved_running_statistics_are_used_without_warning(tmp_path, recwarn):

@@ -134,11 +134,12 @@ def test_save_best_only_keeps_the_best_epoch(tmp_path):
 def test_every_and_path_template(tmp_path):
     x, y = data()
     model = new_model()
-    template = str(tmp_path / "ckpt-{epoch:02d}-{loss:.2f}.h5")
+    template = str(tmp_path / "ckpt-{epoch:02d}-{loss:.2f}-{val_loss:.2f}.h5")  # no val: nan
     callback = convnet_io.Checkpoint(template, every=2)
     model.fit((x, y), epochs=5, batch_size=16, verbose=False, callbacks=[callback])
     names = sorted(os.listdir(tmp_path))
     assert [n[:7] for n in names] == ["ckpt-02", "ckpt-04"]
+    assert all(n.endswith("-nan.h5") for n in names)
     assert callback.last_saved == str(tmp_path / names[-1])
     assert convnet_io.load_checkpoint(callback.last_saved)["epoch"] == 4
 

@@ -75,6 +75,25 @@ class Checkpoint:
         if record.get("monitor") == self.monitor and record.get("mode") == self.mode:
             self.best = record.get("best")
 
+    def _warn_no_value(self, logs: dict) -> None:
+        if self._warned:
+            return
+        present = ", ".join(key for key, value in logs.items() if value is not None)
+        warnings.warn(
+            f"Checkpoint: {self.monitor!r} has no value in the epoch logs (those with one: "
+            f"{present or 'none'}); nothing is saved. Pass validation data to fit or "
+            "monitor another metric.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self._warned = True
+
+    def _path(self, epoch: int, logs: dict) -> str:
+        """The path for this epoch: `path` with its format fields filled (None -> nan)."""
+        if "{" not in self.path:
+            return self.path
+        return self.path.format(**{**_nan_for_none(logs), "epoch": epoch})
+
     def on_epoch_end(self, model: Any, epoch: int, logs: dict | None = None) -> None:
         """Save after epoch `epoch` (1-based count of completed epochs) when due."""
         logs = dict(logs or {})
@@ -85,22 +104,19 @@ class Checkpoint:
             value = float(value)
         if self.save_best_only:
             if value is None:
-                if not self._warned:
-                    warnings.warn(
-                        f"Checkpoint: {self.monitor!r} is not in the epoch logs "
-                        f"({', '.join(logs) or 'none'}); nothing is saved",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-                    self._warned = True
+                self._warn_no_value(logs)
                 return
             if not self._improved(value):
                 return
         if value is not None and self._improved(value):
             self.best = value
-        path = self.path.format(epoch=epoch, **logs) if "{" in self.path else self.path
+        path = self._path(epoch, logs)
         record = {"monitor": self.monitor, "mode": self.mode, "best": self.best, "epoch": epoch}
         self.last_saved = save(path, model, metadata={"checkpoint": record})
+
+
+def _nan_for_none(logs: dict) -> dict:
+    return {key: float("nan") if value is None else value for key, value in logs.items()}
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
