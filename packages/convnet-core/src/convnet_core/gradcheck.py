@@ -31,8 +31,10 @@ class LeafError:
     """The worst disagreement found in one array.
 
     error: max over elements of |analytic - numeric| / max(|analytic| + |numeric|, floor),
-    where floor = 1e-3 times the largest |analytic| + |numeric| of the array (plus 1e-12),
-    so elements whose derivative is tiny next to the rest cannot dominate through noise.
+    where floor is the larger of 1e-3 times the largest |analytic| + |numeric| of this
+    array and 1e-2 times the largest of all checked arrays (plus 1e-12): an element whose
+    derivative is tiny next to the rest (a bias that BatchNorm cancels has an exact
+    derivative of 0) is judged against that scale, not against rounding noise.
     """
 
     path: str
@@ -112,14 +114,19 @@ def _element_indices(shape, limit, rng) -> list[tuple]:
     return [tuple(int(i) for i in numpy.unravel_index(k, shape)) for k in flat]  # host
 
 
-def _leaf_error(path, analytic, numeric, indices, checked) -> LeafError:
+def _magnitude(analytic, numeric) -> numpy.ndarray:
+    return numpy.abs(numpy.asarray(analytic)) + numpy.abs(numpy.asarray(numeric))  # host
+
+
+def _leaf_error(path, analytic, numeric, indices, global_scale) -> LeafError:
     """Worst relative error between two host float64 vectors of derivatives."""
     analytic = numpy.asarray(analytic, dtype=numpy.float64)  # host
     numeric = numpy.asarray(numeric, dtype=numpy.float64)  # host
-    if analytic.size == 0:
+    checked = len(indices)
+    if checked == 0:
         return LeafError(path, 0.0, (), 0.0, 0.0, 0)
-    magnitude = numpy.abs(analytic) + numpy.abs(numeric)  # host
-    floor = 1e-3 * magnitude.max() + 1e-12
+    magnitude = _magnitude(analytic, numeric)
+    floor = max(1e-3 * magnitude.max(), 1e-2 * global_scale) + 1e-12
     errors = numpy.abs(analytic - numeric) / numpy.maximum(magnitude, floor)  # host
     worst = int(errors.argmax())
     return LeafError(
@@ -197,7 +204,7 @@ def check_grad(
             values.append((plus - minus) / (2 * eps))
         return values
 
-    leaves = []
+    compared = []  # (path, analytic, numeric, indices) per checked array
     flat_params = tree.flatten(params)
     flat_grads = {path: _host_copy(g) for path, g in tree.flatten(dparams).items()}
     dx = None if dx is None else _host_copy(dx)
@@ -212,7 +219,7 @@ def check_grad(
         indices = _element_indices(tuple(array.shape), max_elements, host_rng)
         numeric = numeric_derivatives(array, indices, lambda: loss(params, x))
         analytic = [flat_grads[path][index] for index in indices]
-        leaves.append(_leaf_error(path, analytic, numeric, indices, len(indices)))
+        compared.append((path, analytic, numeric, indices))
 
     if input_grad:
         if dx is None or tuple(dx.shape) != tuple(x.shape):
@@ -224,6 +231,9 @@ def check_grad(
         indices = _element_indices(tuple(x.shape), max_elements, host_rng)
         numeric = numeric_derivatives(x, indices, lambda: loss(params, x))
         analytic = [dx[index] for index in indices]
-        leaves.append(_leaf_error(INPUT, analytic, numeric, indices, len(indices)))
+        compared.append((INPUT, analytic, numeric, indices))
+
+    scale = max((_magnitude(a, n).max(initial=0.0) for _, a, n, _ in compared), default=0.0)
+    leaves = [_leaf_error(path, a, n, indices, scale) for path, a, n, indices in compared]
 
     return GradCheckReport(layer=layer, leaves=tuple(leaves), tolerance=tolerance, eps=eps)
