@@ -358,9 +358,19 @@ def test_mse_regression_has_no_accuracy(xp):
     x = rng.normal(size=(64, 3)).astype(numpy.float32)
     target = x @ numpy.array([1.0, -2.0, 0.5], numpy.float32)
     model = Model([Dense(1)], device=xp, seed=0).compile(loss="mse", optimizer="sgd", lr=0.1)
-    history = model.fit((x, target[:, None]), epochs=20, batch_size=16, verbose=False)
+    history = model.fit((x, target), epochs=20, batch_size=16, verbose=False)  # (N,) targets
     assert history["acc"] == [None] * 20
     assert history["loss"][-1] < 1e-3
+
+
+def test_mse_with_integer_labels_trains_on_one_hot_rows(xp):
+    x, y = blobs(64)
+    model = mlp(xp, seed=0).compile(loss="mse", optimizer="adam", lr=0.05)
+    history = model.fit((x, y), epochs=5, batch_size=16, verbose=False)
+    assert history["acc"][-1] == 1.0
+    outputs = model.predict(x)  # mse: the raw outputs, not probabilities
+    loss, _ = model.evaluate(x, y)
+    assert loss == pytest.approx(((outputs - numpy.eye(2)[y]) ** 2).mean(), rel=1e-5)
 
 
 def test_verbose_prints_one_line_per_epoch_and_silent_prints_nothing(xp, capsys):

@@ -240,12 +240,18 @@ def split_validation(data: TrainingData, fraction: float) -> tuple[TrainingData,
 # The loop
 
 
-def _check_finite(pending: list, epoch: int) -> int | None:
-    """The 1-based number of the first batch in `pending` whose loss is not finite, or None."""
+def _check_finite(pending: list, xp: Any) -> int | None:
+    """The 1-based number of the first batch in `pending` whose loss is not finite, or None.
+
+    All pending losses are read back in one transfer.
+    """
     if not pending:
         return None
-    losses = [float(loss) for _, loss in pending]  # one host read per check
-    for (batch, _), value in zip(pending, losses, strict=True):
+    if len(pending) == 1:
+        values = [float(pending[0][1])]
+    else:
+        values = backend.to_host(xp.stack([loss for _, loss in pending])).tolist()
+    for (batch, _), value in zip(pending, values, strict=True):
         if not math.isfinite(value):
             return batch
     return None
@@ -314,7 +320,7 @@ def run_epoch(
             progress.advance()
             refresh = progress.due()
             if refresh or len(pending) >= check_every:
-                bad = _check_finite(pending, epoch_index + 1)
+                bad = _check_finite(pending, xp)
                 if bad is not None:
                     model.params, model.state, model.opt_state = last_good
                     raise _diverged(epoch_index + 1, bad, float(opt_state["lr"]))
@@ -326,7 +332,7 @@ def run_epoch(
                         loss_sum, correct, seen, labels, opt_state, progress.elapsed()
                     )
                 )
-        bad = _check_finite(pending, epoch_index + 1)
+        bad = _check_finite(pending, xp)
         if bad is not None:
             model.params, model.state, model.opt_state = last_good
             raise _diverged(epoch_index + 1, bad, float(opt_state["lr"]))
@@ -381,14 +387,22 @@ class Labels:
                 raise ValueError(f"fit: labels must be in [0, {num_classes}), found {top}")
         self.classes = classes
         self.cross_entropy = model._is_cross_entropy()
-        self.one_hot_targets = self.integer and not self.cross_entropy and classes and classes > 1
+        # Losses that compare whole rows get integer labels as one-hot rows.
+        self.one_hot_targets = bool(
+            self.integer and model.loss_name in ("mse", "huber") and classes and classes > 1
+        )
         self.track_accuracy = bool(
             classes and classes > 1 and (self.cross_entropy or self.integer or y_sample.ndim == 2)
         )
 
     def prepare(self, y: Any) -> Any:
+        """A batch of labels on the device, in the form the loss takes."""
         xp = self.xp
         y = xp.asarray(y)
+        if y.ndim != 1:
+            return y  # one-hot or soft rows, or regression targets (N, outputs)
+        if self.classes == 1:
+            return y[:, None]  # (N,) targets for a single output (N, 1)
         if self.integer:
             y = y.astype("int64", copy=False)
             if self.one_hot_targets:
