@@ -266,17 +266,17 @@ def save(
     if parts.get("params") is None:
         raise ValueError("save needs params= (the layer's parameters) or a built model")
     if parts.get("state") is None:
-        parts["state"] = treedef_empty_like(parts["params"])
+        parts["state"] = _empty_state_like(parts["params"])
     attributes, arrays = _layout(parts, os.fspath(path))
     return write_raw(path, attributes, arrays)
 
 
-def treedef_empty_like(params: Any) -> Any:
+def _empty_state_like(params: Any) -> Any:
     """A state of empty dicts shaped like `params` (for layers that keep no state)."""
     if isinstance(params, dict):
         return {}
     if isinstance(params, (tuple, list)):
-        return type(params)(treedef_empty_like(child) for child in params)
+        return type(params)(_empty_state_like(child) for child in params)
     return {}
 
 
@@ -322,7 +322,14 @@ def _layout(parts: dict[str, Any], path: str):
 def _as_arrays(structure: Any) -> Any:
     """A structure with 0-d NumPy scalars counted as arrays (arithmetic turns one into the
     other), for comparing a file's structure with a freshly made one."""
-    return json.loads(json.dumps(structure).replace('"scalar"', '"array"'))
+    if structure == "scalar":
+        return "array"
+    if isinstance(structure, dict) and "dict" in structure:
+        return {"dict": [[key, _as_arrays(child)] for key, child in structure["dict"]]}
+    if isinstance(structure, dict) and ("tuple" in structure or "list" in structure):
+        ((kind, children),) = structure.items()
+        return {kind: [_as_arrays(child) for child in children]}
+    return structure
 
 
 def _first_float_dtype(leaves: dict[str, Any]) -> numpy.dtype:
