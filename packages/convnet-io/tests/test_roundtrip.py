@@ -5,7 +5,7 @@ import json
 import convnet_io
 import numpy
 import pytest
-from convnet_core import apply, backend, tree
+from convnet_core import apply, backend, init, tree
 from convnet_core import layers as L
 from convnet_io import format as fmt
 from convnet_io import storage
@@ -152,10 +152,11 @@ def test_custom_registered_layer_round_trips(tmp_path):
 
 
 def test_without_h5py_saves_npz_next_to_the_name(tmp_path, monkeypatch):
+    _, net, shape = NETS[0]
+    params, state = init(net, shape, rng=0)
+    convnet_io.save(tmp_path / "real.h5", layer=net, params=params, input_shape=shape)
     monkeypatch.setattr(storage, "H5PY_AVAILABLE", False)
     monkeypatch.setattr(storage, "h5py", None)
-    _, net, shape = NETS[0]
-    params, state = __import__("convnet_core").init(net, shape, rng=0)
     with pytest.warns(RuntimeWarning, match="h5py is not installed"):
         written = convnet_io.save(
             tmp_path / "w.hdf5", layer=net, params=params, state=state, input_shape=shape
@@ -164,6 +165,8 @@ def test_without_h5py_saves_npz_next_to_the_name(tmp_path, monkeypatch):
     assert not (tmp_path / "w.hdf5").exists()
     saved = convnet_io.load(tmp_path / "w.hdf5", parts=True)  # finds the .npz beside the name
     assert_same_tree(saved.params, params)
+    with pytest.raises(ImportError, match="pip install h5py"):
+        convnet_io.load(tmp_path / "real.h5")
 
 
 def test_large_metadata_is_stored(tmp_path):
@@ -203,7 +206,7 @@ def test_save_refuses_what_load_would_refuse(tmp_path):
 @pytest.mark.parametrize("suffix", SUFFIXES)
 @pytest.mark.parametrize("name", ["conv", "batchnorm", "every-layer"])
 def test_real_optimizer_state_round_trips(tmp_path, suffix, name):
-    from convnet_core import init, optim
+    from convnet_core import optim
 
     net, shape = next((net, shape) for n, net, shape in NETS if n == name)
     params, state = init(net, shape, rng=0)
