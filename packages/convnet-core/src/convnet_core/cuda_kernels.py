@@ -201,14 +201,19 @@ def _relu_backward_kernel() -> Any:
 
 
 def fused_relu_forward(x: Any) -> Any:
-    """`relu_forward_reference` on a CuPy array, one kernel (same shape and dtype)."""
-    return _cached("relu_forward", _relu_forward_kernel)(x)
+    """`relu_forward_reference` on a CuPy array, one kernel (same shape and dtype).
+
+    The output has the memory layout of `x` (as NumPy's ufuncs keep it), so the
+    channel-major activations of Conv2D stay channel-major (see convnet_core.ops)."""
+    y = _cupy().empty_like(x)
+    return _cached("relu_forward", _relu_forward_kernel)(x, y)
 
 
 def fused_relu_backward(y: Any, dy: Any) -> Any:
     """`relu_backward_reference` on CuPy arrays: one kernel instead of a compare, a cast
-    and a multiply with a boolean temporary."""
-    return _cached("relu_backward", _relu_backward_kernel)(y, dy)
+    and a multiply with a boolean temporary. The result has the memory layout of `dy`."""
+    dx = _cupy().empty_like(dy)
+    return _cached("relu_backward", _relu_backward_kernel)(y, dy, dx)
 
 
 # ---------------------------------------------------------------------------------------
