@@ -382,3 +382,12 @@ def test_verbose_prints_one_line_per_epoch_and_silent_prints_nothing(xp, capsys)
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
     assert "loss" in lines[0] and "acc" in lines[0] and "samples/s" in lines[0]
+
+
+def test_mixed_precision_fit_keeps_float32_weights(xp):
+    x, y = blobs(64)
+    model = mlp(xp, seed=0).compile(optimizer="adam", lr=0.05, precision="mixed")
+    history = model.fit((x, y), epochs=4, batch_size=16, verbose=False)
+    assert history["acc"][-1] == 1.0
+    assert {leaf.dtype for leaf in host_leaves(model.params)} == {numpy.dtype("float32")}
+    assert float(model._loss_scaler.scale) > 0

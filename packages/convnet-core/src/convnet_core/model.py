@@ -27,6 +27,7 @@ from typing import Any
 import numpy
 
 from . import backend, losses, optim
+from . import precision as _precision
 from . import tree as _tree
 from .layers.activation import Activation
 from .layers.base import ShapeError, layer_from_config, layer_to_config
@@ -91,6 +92,8 @@ class Model:
         self.epoch = 0
         self.stop_training = False
         self._record: dict[str, Any] | None = None
+        self.precision = _precision.get_policy(None)
+        self._loss_scaler: Any = None
         self._loop_rng: Any = None
 
     # -- structure -------------------------------------------------------------------
@@ -189,9 +192,10 @@ class Model:
         beta1=None,
         beta2=None,
         eps=None,
+        precision=None,
         **options,
     ) -> Model:
-        """Choose the loss and the optimizer. Returns the model.
+        """Choose the loss, the optimizer and the precision. Returns the model.
 
         Args:
             loss: "categorical_crossentropy" (or "cce"), "mse", "huber", or a function
@@ -199,8 +203,13 @@ class Model:
             optimizer: "adam", "sgd", "adamw", "rmsprop", or an `optim.Optimizer`.
             lr, weight_decay, clip_norm, momentum, beta1, beta2, eps, **options: passed to
                 the named optimizer (only those given; each optimizer has its defaults).
+            precision: "float32" (default) or "mixed": fit runs the network in float16
+                with float32 master weights and dynamic loss scaling (see
+                `convnet_core.precision`; fast only on a GPU).
         """
         self._set_loss(loss)
+        self.precision = _precision.get_policy(precision)
+        self._loss_scaler = None
         given = {
             "lr": lr,
             "momentum": momentum,

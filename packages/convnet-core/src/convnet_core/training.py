@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy
 
-from . import backend
+from . import backend, precision
 from .callbacks import (
     EarlyStopping,
     EpochProgress,
@@ -284,6 +284,7 @@ def run_epoch(
     seed = model.seed
     dropout_rng = xp.random.default_rng(epoch_seed(seed, epoch_index, DROPOUT_STREAM))
     check_every = GPU_CHECK_EVERY if backend.is_cupy(xp) else 1
+    mixed = model.precision.mixed
     progress = EpochProgress(epoch_index + 1, epochs, data.num_batches(batch_size), verbose)
 
     params, state, opt_state = model.params, model.state, model.opt_state
@@ -304,14 +305,19 @@ def run_epoch(
             y = labels.prepare(yb)
             n = x.shape[0]
             candidate = (params, state, opt_state)
-            out, trunk_state, cache = trunk.apply(
-                params[:n_trunk], state[:n_trunk], x, training=True, rng=dropout_rng, xp=xp
-            )
-            loss, dout = loss_fn(out, y, xp=xp)
-            grads, _ = trunk.grad(params[:n_trunk], cache, dout, xp=xp, input_grad=False)
-            del cache
-            params, opt_state = opt.update(params, grads + tail_grads, opt_state)
-            state = trunk_state + tail_state
+            if mixed:
+                params, state, opt_state, loss, out = _mixed_step(
+                    model, trunk, n_trunk, params, state, opt_state, x, y, dropout_rng
+                )
+            else:
+                out, trunk_state, cache = trunk.apply(
+                    params[:n_trunk], state[:n_trunk], x, training=True, rng=dropout_rng, xp=xp
+                )
+                loss, dout = loss_fn(out, y, xp=xp)
+                grads, _ = trunk.grad(params[:n_trunk], cache, dout, xp=xp, input_grad=False)
+                del cache
+                params, opt_state = opt.update(params, grads + tail_grads, opt_state)
+                state = trunk_state + tail_state
             loss_sum = loss_sum + loss * n
             if labels.track_accuracy:
                 correct = correct + labels.correct(out, y)
@@ -350,6 +356,40 @@ def run_epoch(
     result["_seconds"] = progress.elapsed()
     result["_samples"] = seen
     return result
+
+
+def _mixed_step(model, trunk, n_trunk, params, state, opt_state, x, y, rng):
+    """One mixed-precision step (see convnet_core.precision): float16 forward and backward,
+    float32 update, skipped when the scaled gradients overflowed. The loss scaler lives on
+    the model between steps and epochs."""
+    scaler = model._loss_scaler
+    if scaler is None:
+        scaler = precision.DynamicLossScaler()
+    loss, out, trunk_state, grads, finite = precision.scaled_forward_backward(
+        trunk,
+        params[:n_trunk],
+        state[:n_trunk],
+        x,
+        y,
+        scaler,
+        loss_fn=model._loss_fn,
+        rng=rng,
+        xp=model.xp,
+        policy=model.precision,
+    )
+    if not backend.is_cupy(model.xp) and not bool(finite):  # NumPy: skip with a branch
+        model._loss_scaler = scaler.update(finite)
+        return params, state, opt_state, loss, out
+    tail = params[n_trunk:]
+    new_params, new_opt_state = model.optimizer.update(
+        params, grads + tuple({} for _ in tail), opt_state
+    )
+    new_state = trunk_state + state[n_trunk:]
+    params, opt_state, state = precision.select_if_finite(
+        finite, (new_params, new_opt_state, new_state), (params, opt_state, state)
+    )
+    model._loss_scaler = scaler.update(finite)
+    return params, state, opt_state, loss, out
 
 
 def _progress_metrics(loss_sum, correct, seen, labels, opt_state, elapsed) -> dict[str, Any]:
