@@ -282,6 +282,15 @@ def test_fused_relu_matches_its_reference(cp, dtype):
     numpy.testing.assert_array_equal(gdx.get(), dx)
 
 
+def test_fused_relu_keeps_the_channel_major_layout(cp):
+    # Conv2D hands on (N, C, H, W) views of (C, N, H, W) memory; ReLU must not reorder them
+    x = cp.random.standard_normal((8, 4, 6, 6), dtype=cp.float32).transpose(1, 0, 2, 3)
+    y = cuda_kernels.fused_relu_forward(x)
+    dx = cuda_kernels.fused_relu_backward(y, x)
+    assert y.strides == x.strides and dx.strides == x.strides
+    numpy.testing.assert_array_equal(y.get(), numpy.maximum(x.get(), 0))
+
+
 COL2IM_CASES = [
     ((2, 3, 7, 7), (3, 3), (1, 1)),
     ((2, 2, 9, 8), (3, 3), (2, 2)),
