@@ -17,7 +17,7 @@ def as_host_rng(rng: int | numpy.random.Generator | None) -> numpy.random.Genera
     """A host numpy Generator from an int seed, a Generator, or None (fresh entropy)."""
     if isinstance(rng, numpy.random.Generator):
         return rng
-    return numpy.random.default_rng(rng)
+    return numpy.random.default_rng(rng)  # host
 
 
 def _as_device_rng(rng: Any, xp: Any) -> Any:
@@ -42,7 +42,8 @@ def init(layer, input_shape, *, rng, xp=numpy, dtype="float32") -> tuple[Any, An
         (params, state): pytrees of `xp` arrays.
     """
     shape = tuple(int(d) for d in input_shape)
-    return layer.init(shape, as_host_rng(rng), xp=xp, dtype=numpy.dtype(dtype))
+    dtype = numpy.dtype(dtype)  # host
+    return layer.init(shape, as_host_rng(rng), xp=xp, dtype=dtype)
 
 
 def apply(layer, params, state, x, *, training=False, rng=None, xp=numpy) -> tuple[Any, Any, Any]:

@@ -39,7 +39,7 @@ class Dense:
         self.output_shape(input_shape)  # raises a clear error for non-flat inputs
         (fan_in,) = input_shape
         # He-uniform: keeps the variance of ReLU activations constant from layer to layer.
-        limit = numpy.sqrt(6.0 / fan_in)
+        limit = numpy.sqrt(6.0 / fan_in)  # host
         params = {"W": host_array(xp, rng.uniform(-limit, limit, (fan_in, self.units)), dtype)}
         if self.use_bias:
             params["b"] = xp.zeros((self.units,), dtype=dtype)

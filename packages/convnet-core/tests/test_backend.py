@@ -1,0 +1,79 @@
+"""Backend selection without CuPy (patched to be absent), and moving trees between devices.
+
+test_device_selection.py covers a fake CuPy in depth; these pin the rules users rely on.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy
+import pytest
+from convnet_core import backend
+
+ABSENT = "CuPy is not installed (ModuleNotFoundError: No module named 'cupy')"
+
+
+@pytest.fixture
+def no_cupy(monkeypatch):
+    monkeypatch.setattr(backend, "cuda_unavailable_reason", lambda: ABSENT)
+    monkeypatch.delenv("NN_DISABLE_CUDA", raising=False)
+    monkeypatch.delenv("NN_FORCE_CUDA", raising=False)
+    monkeypatch.setattr(backend, "_announced", set())
+
+
+def test_auto_and_cpu_give_numpy_without_cupy(no_cupy, capsys):
+    assert backend.array_module("auto") is numpy
+    assert backend.array_module() is numpy
+    assert backend.array_module("cpu") is numpy
+    assert "No module named 'cupy'" in capsys.readouterr().err  # says why, once
+    backend.array_module("auto")
+    assert capsys.readouterr().err == ""
+    assert not backend.USE_CUDA and not backend.CUDA_AVAILABLE
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(no_cupy):
+    with pytest.raises(RuntimeError, match=r"device='cuda'.*no GPU is usable.*cupy"):
+        backend.array_module("cuda")
+
+
+def test_nn_disable_cuda_forces_the_cpu_quietly(no_cupy, monkeypatch, capsys):
+    monkeypatch.setenv("NN_DISABLE_CUDA", "1")
+    monkeypatch.setattr(
+        backend, "cuda_unavailable_reason", lambda: pytest.fail("must not probe the GPU")
+    )
+    assert backend.array_module("auto") is numpy
+    assert capsys.readouterr().err == ""
+    assert not backend.USE_CUDA
+
+
+def test_nn_force_cuda_warns_when_no_gpu(no_cupy, monkeypatch):
+    monkeypatch.setenv("NN_FORCE_CUDA", "1")
+    with pytest.warns(RuntimeWarning, match="NN_FORCE_CUDA.*no GPU is usable.*CPU"):
+        assert backend.array_module("auto") is numpy
+
+
+def test_nn_force_cuda_off_does_not_warn(no_cupy, monkeypatch):
+    monkeypatch.setenv("NN_FORCE_CUDA", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backend.array_module("auto") is numpy
+
+
+def test_unknown_device():
+    with pytest.raises(ValueError, match="'auto', 'cpu' or 'cuda'.*'gpu'"):
+        backend.array_module("gpu")
+
+
+def test_to_device_and_to_host_on_numpy():
+    params = ({"W": numpy.ones((2, 2), "float32")}, {}, [numpy.float32(3.0), "label"])
+    moved = backend.to_device(params, numpy)
+    assert moved[0]["W"].dtype == numpy.float32 and moved[2][1] == "label"
+    back = backend.to_host(moved)
+    numpy.testing.assert_array_equal(back[0]["W"], params[0]["W"])
+
+
+def test_names_and_modules():
+    assert backend.device_name(numpy).startswith("CPU (NumPy ")
+    assert not backend.is_cupy(numpy)
+    assert backend.get_array_module(numpy.zeros(2)) is numpy

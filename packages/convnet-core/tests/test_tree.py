@@ -1,0 +1,45 @@
+"""The pytree helpers: map, leaves, flatten with "0/W" paths, unflatten, structure, size."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+from convnet_core import tree
+
+
+def sample():
+    return ({"W": numpy.ones((2, 3)), "b": numpy.zeros(3)}, {}, [numpy.arange(4.0), 5.0])
+
+
+def test_flatten_paths_and_order():
+    flat = tree.flatten(sample())
+    assert list(flat) == ["0/W", "0/b", "2/0", "2/1"]
+    assert flat["2/1"] == 5.0
+    assert tree.flatten({"body": ({"W": 1},), "shortcut": {}}) == {"body/0/W": 1}
+
+
+def test_unflatten_inverts_flatten_and_keeps_container_types():
+    original = sample()
+    rebuilt = tree.unflatten(original, {k: v * 2 for k, v in tree.flatten(original).items()})
+    assert isinstance(rebuilt, tuple) and isinstance(rebuilt[2], list) and rebuilt[1] == {}
+    numpy.testing.assert_array_equal(rebuilt[0]["W"], 2 * numpy.ones((2, 3)))
+    assert rebuilt[2][1] == 10.0
+
+
+def test_unflatten_names_a_missing_path():
+    with pytest.raises(KeyError, match="0/b"):
+        tree.unflatten(sample(), {"0/W": 1, "2/0": 2, "2/1": 3})
+
+
+def test_map_over_several_trees():
+    a, b = sample(), sample()
+    summed = tree.map(lambda x, y: x + y, a, b)
+    numpy.testing.assert_array_equal(summed[2][0], 2 * numpy.arange(4.0))
+    with pytest.raises(ValueError):  # different lengths
+        tree.map(lambda x, y: x + y, (1, 2), (1,))
+
+
+def test_leaves_structure_and_size():
+    assert len(tree.leaves(sample())) == 4
+    assert tree.structure(sample()) == ({"W": None, "b": None}, {}, [None, None])
+    assert tree.size(sample()) == 6 + 3 + 4 + 1
