@@ -203,5 +203,9 @@ def test_bad_old_files(tmp_path, container):
     expect_error(path, "Softmax2D", "known: Activation, BatchNorm2D, Conv2D")
     path = write_old(tmp_path, old_weights(1, 720), container=container)
     expect_error(path, "input_shape", input_shape=(1, 4, 4))
+    path = write_old(
+        tmp_path, {**old_weights(1, 720), "notes": numpy.zeros(1)}, container=container
+    )
+    expect_error(path, "'notes' (not <index>_<Class>_<param>)")  # known by its weights.json
     (tmp_path / "weights.json").unlink()
     expect_error(path, "weights.json is missing")

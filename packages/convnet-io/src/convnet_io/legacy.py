@@ -56,11 +56,11 @@ def sibling_json(path: str) -> str:
 
 def is_legacy(path: str, reader: Any) -> bool:
     """True for a file without convnet attributes whose arrays are named like the old ones,
-    or that has a sibling .json architecture file."""
+    or that has a sibling .json architecture file (weights.hdf5 -> weights.json)."""
     keys = reader.array_paths()
     if keys and all(KEY.match(key) for key in keys):
         return True
-    return os.path.exists(sibling_json(path)) and not keys
+    return os.path.exists(sibling_json(path))
 
 
 def _old_layers(path: str, json_path: str) -> list[dict[str, Any]]:

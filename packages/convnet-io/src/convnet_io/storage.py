@@ -199,6 +199,8 @@ class Reader:
 
 
 class HDF5Reader(Reader):
+    """A Reader over an HDF5 file opened read-only with h5py (groups, attributes, datasets)."""
+
     kind = "hdf5"
 
     def __init__(self, path: str):
@@ -250,6 +252,8 @@ class HDF5Reader(Reader):
 
 
 class NPZReader(Reader):
+    """A Reader over an NPZ (zip of .npy members), parsed member by member without pickles."""
+
     kind = "npz"
 
     def __init__(self, path: str):
