@@ -207,5 +207,6 @@ def test_bad_old_files(tmp_path, container):
         tmp_path, {**old_weights(1, 720), "notes": numpy.zeros(1)}, container=container
     )
     expect_error(path, "'notes' (not <index>_<Class>_<param>)")  # known by its weights.json
+    path = write_old(tmp_path, old_weights(1, 720), container=container)
     (tmp_path / "weights.json").unlink()
     expect_error(path, "weights.json is missing")
