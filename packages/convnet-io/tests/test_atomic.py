@@ -64,3 +64,29 @@ def test_killed_writer_leaves_the_previous_file_loadable(tmp_path, suffix):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    from convnet_core import layers as L
+    from convnet_io import storage
+
+    net = L.Sequential((L.Dense(2),))
+    old = ({"W": numpy.ones((3, 2), "float32"), "b": numpy.zeros(2, "float32")},)
+    path = tmp_path / "m.npz"
+    convnet_io.save(path, layer=net, params=old, input_shape=(3,))
+    mode = os.stat(path).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # as open() would have made it, not mkstemp's 0600
+
+    def broken_writer(file, attributes, arrays):
+        with open(file, "wb") as f:
+            f.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage, "write_npz", broken_writer)
+    new = ({"W": numpy.full((3, 2), 7, "float32"), "b": numpy.zeros(2, "float32")},)
+    with pytest.raises(OSError, match="disk full"):
+        convnet_io.save(path, layer=net, params=new, input_shape=(3,))
+    assert os.listdir(tmp_path) == ["m.npz"]
+    assert (convnet_io.load(path, parts=True).params[0]["W"] == 1).all()
