@@ -226,3 +226,21 @@ def test_real_optimizer_state_round_trips(tmp_path, suffix, name):
     saved = convnet_io.load(path, parts=True)
     assert optim.from_config(saved.optimizer) == opt
     assert_same_tree(saved.optimizer_state, opt_state)
+
+
+def test_input_shape_given_at_load(tmp_path):
+    from convnet_core import Model
+
+    net = L.Sequential((L.Flatten(), L.Dense(2)))
+    params = ({}, {"W": numpy.ones((12, 2), "float32"), "b": numpy.zeros(2, "float32")})
+    convnet_io.save(tmp_path / "m.h5", layer=net, params=params)  # no input shape saved
+    assert convnet_io.load(tmp_path / "m.h5", parts=True).input_shape is None
+    with pytest.raises(ValueError, match="without an input shape"):
+        convnet_io.load(tmp_path / "m.h5")
+    model = convnet_io.load(tmp_path / "m.h5", input_shape=(3, 2, 2))
+    assert isinstance(model, Model) and model.input_shape == (3, 2, 2)
+    with pytest.raises(convnet_io.ModelFormatError, match=r"params/1/W has shape \(12, 2\)"):
+        convnet_io.load(tmp_path / "m.h5", input_shape=(5,))  # checked against the weights
+    convnet_io.save(tmp_path / "s.h5", layer=net, params=params, input_shape=(12,))
+    with pytest.raises(convnet_io.ModelFormatError, match=r"saved for input shape \(12,\)"):
+        convnet_io.load(tmp_path / "s.h5", input_shape=(3, 4))

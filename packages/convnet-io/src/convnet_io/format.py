@@ -585,6 +585,11 @@ def _to_model(saved: SavedModel):
         ) from error
     from convnet_core.layers import Sequential
 
+    if saved.input_shape is None:
+        raise ValueError(
+            "this file was saved without an input shape, which a Model needs: "
+            "load(path, input_shape=(C, H, W)), or load(path, parts=True) for the parts"
+        )
     network, params, state = saved.layer, saved.params, saved.state
     opt_state = saved.optimizer_state
     if not isinstance(network, Sequential):  # a Model always holds a Sequential
