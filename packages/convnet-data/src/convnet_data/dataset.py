@@ -177,9 +177,7 @@ class Dataset:
         in a background thread (`num_threads`, default min(8, CPU count); 0 for none):
 
         1. gather the uint8 images and labels of the batch on the host;
-        2. move them to `xp` (numpy by default; with cupy the copy and the augmentation
-           run in the worker thread, which waits for them to finish, so the caller's
-           thread never blocks on the transfer; the uint8 batch is what crosses the bus);
+        2. move them to `xp` (numpy by default);
         3. convert the images to float32, values 0..255;
         4. `augment(x, rng)` when given (see convnet_data.augment), with a NumPy Generator
            derived from the seed and the batch's index;
@@ -187,6 +185,10 @@ class Dataset:
 
         `preprocess` therefore receives float32 values in 0..255, so the old project's
         `preprocess=lambda x: x / 255.0` gives the same [0, 1] batches as the default.
+
+        With `xp=cupy`, steps 2-5 run on the GPU, queued from the worker thread, which
+        waits for them to finish before handing the batch over: the training loop never
+        blocks on the transfer, and only the uint8 batch crosses the bus.
 
         A few batches are prepared ahead (at most 2 * num_threads); breaking out of the loop
         or closing the iterator stops and joins the threads.
