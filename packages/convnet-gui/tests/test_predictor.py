@@ -1,0 +1,96 @@
+"""From a model file or a network to the app's predict function, and the reference model."""
+
+from __future__ import annotations
+
+import pathlib
+
+import convnet_core as cn
+import convnet_io
+import numpy
+import pytest
+from convnet_core import layers as L
+from convnet_gui import predictor
+
+REFERENCE_MODEL = pathlib.Path(__file__).parent / "data" / "reference_mnist.h5"
+
+
+def small_network(final_softmax: bool):
+    layers = [L.Flatten(), L.Dense(10)]
+    if final_softmax:
+        layers.append(L.Activation("softmax"))
+    return L.Sequential(layers)
+
+
+def test_softmax_known_values():
+    p = predictor.softmax(numpy.array([[0.0, numpy.log(3.0)], [1000.0, 1000.0]]))
+    numpy.testing.assert_allclose(p, [[0.25, 0.75], [0.5, 0.5]])
+
+
+def test_ends_with_softmax_looks_inside_sequential():
+    assert predictor.ends_with_softmax(small_network(True))
+    assert not predictor.ends_with_softmax(small_network(False))
+    assert predictor.ends_with_softmax(
+        L.Sequential([L.Dense(3), L.Sequential([L.Activation("softmax")])])
+    )
+    assert not predictor.ends_with_softmax(L.Activation("relu"))
+
+
+@pytest.mark.parametrize("final_softmax", [False, True])
+def test_predictor_from_parts_gives_probabilities_of_the_network(final_softmax):
+    net = small_network(final_softmax)
+    params, state = cn.init(net, (1, 28, 28), rng=1)
+    x = numpy.random.default_rng(2).random((1, 1, 28, 28), dtype=numpy.float32)
+    probabilities = predictor.predictor_from_parts(net, params, state)(x)
+    W, b = params[1]["W"], params[1]["b"]  # (784, 10), (10,)
+    logits = x.reshape(1, 784).astype(numpy.float64) @ W + b
+    expected = numpy.exp(logits - logits.max()) / numpy.exp(logits - logits.max()).sum()
+    assert probabilities.shape == (10,)
+    numpy.testing.assert_allclose(probabilities, expected[0], rtol=1e-5)
+
+
+def test_load_predictor_reads_a_saved_model(tmp_path):
+    net = small_network(False)
+    params, state = cn.init(net, (1, 28, 28), rng=3)
+    path = convnet_io.save(
+        tmp_path / "m.h5", layer=net, params=params, state=state, input_shape=(1, 28, 28)
+    )
+    x = numpy.random.default_rng(4).random((1, 1, 28, 28), dtype=numpy.float32)
+    loaded = predictor.load_predictor(path)(x)
+    numpy.testing.assert_allclose(
+        loaded, predictor.predictor_from_parts(net, params, state)(x), rtol=1e-6
+    )
+
+
+def test_missing_model_says_how_to_train_one(tmp_path):
+    with pytest.raises(predictor.MissingModelError) as error:
+        predictor.load_predictor(tmp_path / "none.h5")
+    assert str(error.value) == (
+        f"No model at {tmp_path / 'none.h5'} \N{EM DASH} train one first with: "
+        f"uv run apps/train_mnist.py --out {tmp_path / 'none.h5'}"
+    )
+    assert predictor.missing_model_message("models/mnist.h5") == (
+        "No model at models/mnist.h5 \N{EM DASH} train one first with: uv run apps/train_mnist.py"
+    )
+
+
+def test_a_damaged_model_file_raises_the_io_error(tmp_path):
+    path = tmp_path / "bad.h5"
+    path.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="bad.h5"):
+        predictor.load_predictor(path)
+
+
+def test_reference_model_reads_mnist_digits_drawn_large(mnist_test, mnist_round_trip):
+    """At least 97% of 500 MNIST test digits, drawn large and preprocessed, read correctly."""
+    images, labels = mnist_test
+    _, drawn_inputs, _ = mnist_round_trip  # (500, 28, 28)
+    predict = predictor.load_predictor(REFERENCE_MODEL)
+    drawn = [int(predict(x[None, None]).argmax()) for x in drawn_inputs]
+    original = [
+        int(predict(d[None, None].astype(numpy.float32) / 255).argmax()) for d in images[:500]
+    ]
+    drawn_accuracy = numpy.mean(numpy.array(drawn) == labels[:500])
+    original_accuracy = numpy.mean(numpy.array(original) == labels[:500])
+    assert original_accuracy >= 0.97, original_accuracy
+    assert drawn_accuracy >= 0.97, (drawn_accuracy, original_accuracy)
+    assert original_accuracy - drawn_accuracy <= 0.015  # the round trip costs little
