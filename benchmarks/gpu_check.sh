@@ -7,27 +7,37 @@
 #      preset at batch 64 and 512, convnet on CuPy next to PyTorch CUDA, float32 and mixed
 #      precision, then each fused kernel against its NumPy-style reference.
 #
-# Usage, from anywhere:   bash benchmarks/gpu_check.sh [OUTPUT_DIR]
+# Usage, from anywhere:
+#   bash benchmarks/gpu_check.sh [OUTPUT_DIR]   on the GPU machine
+#   bash benchmarks/gpu_check.sh --fetch-wheels on a machine with PyPI, before: fills .whl/
 # Logs and bench_gpu.json go to OUTPUT_DIR (default: $OUT when set, else artifacts/gpu_check).
 # Exit status: non-zero when the tests failed or the benchmark did not finish.
 #
 # The machine needs Python with CuPy (cupy-cuda13x), PyTorch with CUDA, numpy, attrs,
 # pytest, hypothesis, h5py, Pillow, click and tqdm. It needs no package registry: our
 # packages are imported from this tree (tests-cuda's --no-venv mode sets PYTHONPATH), and
-# what is missing there (nox and its dependencies) comes as wheels in .whl/ at the top of
-# the checkout, installed into /tmp/site when present. They were fetched with:
+# what is missing there (nox and its dependencies) comes as pure-Python wheels in .whl/ at
+# the top of the checkout, installed into /tmp/site when present. `--fetch-wheels` runs:
 #
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-#     --platform manylinux2014_x86_64 -d .whl \
-#     nox==2026.10.20 argcomplete==3.7.2 colorlog==6.12.0 dependency-groups==1.3.2 \
-#     virtualenv==21.15.11 distlib==0.4.4 platformdirs==4.14.8 python-discovery==1.9.6 \
-#     filelock==4.3.1 packaging==26.4 humanize==4.17.0
+#     --platform manylinux2014_x86_64 -d .whl $WHEELS
 #
-# (`.whl/` is git-ignored; carry it to the GPU machine with the checkout.)
+# with WHEELS as below. (`.whl/` is git-ignored; carry it to the GPU machine with the
+# checkout.)
 
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+WHEELS="nox==2026.10.20 argcomplete==3.7.2 colorlog==6.12.0 dependency-groups==1.3.2
+  virtualenv==21.15.11 distlib==0.4.4 platformdirs==4.14.8 python-discovery==1.9.6
+  filelock==4.3.1 packaging==26.4 humanize==4.17.0"
+if [ "${1:-}" = "--fetch-wheels" ]; then
+    # shellcheck disable=SC2086 # one argument per wheel
+    exec python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .whl $WHEELS
+fi
 out_dir=${1:-${OUT:-artifacts/gpu_check}}
 mkdir -p "$out_dir"
 export PYTHONUNBUFFERED=1
