@@ -20,6 +20,7 @@ some machines set them for old OpenBLAS builds, and they slow a current NumPy.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -118,7 +119,12 @@ def run_torch(samples: int, repeats: int) -> dict:
         start = time.perf_counter()
         loss = epoch(samples)
         times.append(time.perf_counter() - start)
-    return {"seconds": min(times), "peak_rss_mb": peak_rss_mb(), "loss": loss}
+    return {
+        "seconds": min(times),
+        "peak_rss_mb": peak_rss_mb(),
+        "loss": loss,
+        "version": torch.__version__.split("+")[0],
+    }
 
 
 def worker_env(side: str) -> dict:
@@ -171,12 +177,8 @@ def main(argv=None) -> int:
         f"({', '.join(removed) + ' were set here' if removed else 'neither was set here'})"
     )
     ours = run_side("convnet", args.samples, args.repeats)
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        theirs = None
-    else:
-        theirs = run_side("torch", args.samples, args.repeats)
+    has_torch = importlib.util.find_spec("torch") is not None
+    theirs = run_side("torch", args.samples, args.repeats) if has_torch else None
     print(
         f"  convnet Model.fit : {ours['seconds']:7.2f} s/epoch   peak RSS "
         f"{ours['peak_rss_mb']:6.0f} MB   (loss {ours['loss']:.4f})"
@@ -185,18 +187,12 @@ def main(argv=None) -> int:
         print("  PyTorch           : not installed (pip install torch==2.13.0, the CPU build)")
         return 0
     print(
-        f"  PyTorch {_torch_version():<10}: {theirs['seconds']:7.2f} s/epoch   peak RSS "
+        f"  PyTorch {theirs['version']:<10}: {theirs['seconds']:7.2f} s/epoch   peak RSS "
         f"{theirs['peak_rss_mb']:6.0f} MB   (loss {theirs['loss']:.4f})"
     )
     ratio = ours["seconds"] / theirs["seconds"]
     print(f"  ratio convnet/torch: {ratio:.2f}  (target <= 1.5; convnet peak RSS target <= 400 MB)")
     return 0
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__.split("+")[0]
 
 
 if __name__ == "__main__":
