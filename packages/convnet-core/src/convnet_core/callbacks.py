@@ -79,6 +79,7 @@ class EarlyStopping:
         return False
 
     def on_train_begin(self, model) -> None:
+        """Reset, then replay the monitored metric of `model.history`."""
         self.best, self.wait, self.best_epoch, self._best_weights = None, 0, None, None
         self.stopped_epoch = None
         for index, value in enumerate(model.history.get(self.monitor, [])):
@@ -86,6 +87,7 @@ class EarlyStopping:
                 self.best_epoch = index + 1
 
     def on_epoch_end(self, model, epoch: int, logs: dict[str, Any]) -> None:
+        """Track the monitored metric; stop (EarlyStopping) or lower the rate (plateau)."""
         if self._observe(_monitored(logs, self.monitor)):
             self.best_epoch = epoch
             self._best_weights = (model.params, model.state)
@@ -94,6 +96,7 @@ class EarlyStopping:
             model.stop_training = True
 
     def on_train_end(self, model) -> None:
+        """Put back the parameters and state of the best epoch (restore_best)."""
         if self.restore_best and self._best_weights is not None:
             model.params, model.state = self._best_weights
 
@@ -114,12 +117,14 @@ class ReduceLROnPlateau:
         self.state = self.schedule.init()
 
     def on_train_begin(self, model) -> None:
+        """Reset, then replay the monitored metric of `model.history`."""
         self.state = self.schedule.init()
         for value in model.history.get(self.monitor, []):
             if value is not None and math.isfinite(value):
                 _, self.state = self.schedule.update(self.state, value, 1.0)
 
     def on_epoch_end(self, model, epoch: int, logs: dict[str, Any]) -> None:
+        """Track the monitored metric; stop (EarlyStopping) or lower the rate (plateau)."""
         value = _monitored(logs, self.monitor)
         if value is None:
             return
@@ -140,6 +145,7 @@ class LearningRateScheduler:
         self.fn = fn
 
     def on_epoch_begin(self, model, epoch_index: int) -> None:
+        """Set this epoch's learning rate from `fn`."""
         model.lr = float(self.fn(epoch_index, model.lr))
 
 
@@ -199,6 +205,7 @@ class EpochProgress:
             )
 
     def advance(self) -> None:
+        """Count one batch (no host sync)."""
         self.batches += 1
         if self._bar is not None:
             self._bar.update(1)
@@ -214,9 +221,11 @@ class EpochProgress:
         return True
 
     def elapsed(self) -> float:
+        """Seconds since the epoch started."""
         return time.perf_counter() - self.start
 
     def show(self, metrics: dict[str, Any]) -> None:
+        """Show `metrics` (host floats) on the bar or the plain line."""
         text = _format_metrics(metrics)
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=False)
@@ -226,6 +235,7 @@ class EpochProgress:
             sys.stderr.flush()
 
     def close(self, summary: dict[str, Any] | None) -> None:
+        """Close the bar; print `summary` as the epoch's line when given."""
         if self._bar is not None:
             self._bar.close()
         elif self._plain:

@@ -283,6 +283,7 @@ class Model:
 
     @lr.setter
     def lr(self, value: float) -> None:
+        """Set the learning rate in `opt_state` (creating the state if needed)."""
         self._require_built("lr")
         self._ensure_opt_state()
         self.opt_state = optim.set_lr(self.opt_state, value)
@@ -657,6 +658,7 @@ class ParamsAndGrads:
         )
 
     def apply_optimizer(self, optimizer: optim.Optimizer) -> None:
+        """Set the model's params to `optimizer.update(params, grads, opt_state)`."""
         model = self.model
         if model.grads is None:
             raise ValueError("no gradients yet: call model.backward first")
@@ -686,6 +688,7 @@ class LossFunction:
         self._fused = None  # (grad object, record, dlogits)
 
     def forward(self, predictions: Any, targets: Any) -> float:
+        """The loss value (a float) of `predictions` against `targets`."""
         model = self.model
         xp = model.xp
         record = model._record
@@ -703,6 +706,7 @@ class LossFunction:
         return float(value)
 
     def backward(self) -> Any:
+        """dLoss/dpredictions from the last `forward`."""
         if self._grad is None:
             raise ValueError("loss.backward: call loss.forward first")
         return self._grad

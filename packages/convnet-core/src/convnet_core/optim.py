@@ -153,6 +153,7 @@ class _Scalars:
         self._cast: dict[tuple[str, Any], Any] = {}
 
     def get(self, name: str, dtype: Any) -> Any:
+        """The scalar `name` cast for leaves of `dtype` (computed once per dtype)."""
         key = (name, dtype)
         if key not in self._cast:
             value = self._values[name]

@@ -175,12 +175,14 @@ class TrainingData:
         return len(self.dataset)  # TypeError when the dataset has no length
 
     def num_batches(self, batch_size: int) -> int | None:
+        """Batches per epoch, or None when the dataset has no length."""
         try:
             return math.ceil(len(self) / batch_size)
         except TypeError:
             return None
 
     def batches(self, batch_size: int, *, shuffle: bool, seed: int, xp: Any) -> Iterator:
+        """One epoch of (x, y) batches, shuffled from `seed` when `shuffle`."""
         if self.arrays is not None:
             yield from array_batches(*self.arrays, batch_size, shuffle=shuffle, seed=seed)
             return
