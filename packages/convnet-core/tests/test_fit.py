@@ -1,6 +1,8 @@
 """Model.fit: learning a separable problem, reproducibility, resume, callbacks, early
 stopping, learning-rate schedules, divergence, data sources and output."""
 
+import functools
+import io
 import math
 import sys
 import types
@@ -391,3 +393,59 @@ def test_mixed_precision_fit_keeps_float32_weights(xp):
     assert history["acc"][-1] == 1.0
     assert {leaf.dtype for leaf in host_leaves(model.params)} == {numpy.dtype("float32")}
     assert float(model._loss_scaler.scale) > 0
+
+
+class ParamsLog:
+    """Keeps the params after each epoch; from epoch `zero_from` on, zeroes them."""
+
+    def __init__(self, zero_from):
+        self.zero_from = zero_from
+        self.params = {}
+
+    def on_epoch_end(self, model, epoch, logs):
+        self.params[epoch] = model.params
+        if epoch >= self.zero_from:
+            model.params = T.map(lambda p: p * 0, model.params)
+
+
+def test_fit_restores_the_best_epoch_after_early_stopping(xp):
+    x, y = blobs(64)
+    log = ParamsLog(zero_from=2)  # from epoch 3 on the model cannot learn anything
+    model = mlp(xp, seed=0).compile(optimizer="adam", lr=0.05)
+    history = model.fit(
+        (x, y),
+        epochs=10,
+        val_data=(x, y),
+        early_stopping=True,
+        patience=2,
+        monitor="val_loss",
+        callbacks=[log],
+        verbose=False,
+    )
+    assert model.epoch == 4  # epochs 3 and 4 did not improve on the best
+    best = int(numpy.argmin(history["val_loss"])) + 1
+    assert best <= 2
+    for p, q in zip(host_leaves(model.params), host_leaves(log.params[best]), strict=True):
+        numpy.testing.assert_array_equal(p, q)
+
+
+class TTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_plain_progress_line_without_tqdm(xp, monkeypatch, capsys):
+    from convnet_core import callbacks, training
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    terminal = TTY()
+    monkeypatch.setattr(callbacks.sys, "stderr", terminal)
+    monkeypatch.setattr(
+        training, "EpochProgress", functools.partial(callbacks.EpochProgress, interval=0.0)
+    )
+    x, y = blobs(64)
+    mlp(xp, seed=0).compile().fit((x, y), epochs=1, batch_size=16, verbose=True)
+    shown = terminal.getvalue()
+    assert "\repoch 1/1 batch 2/4  loss " in shown and "samples/s" in shown
+    assert capsys.readouterr().out.startswith("epoch 1/1: loss ")
