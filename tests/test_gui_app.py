@@ -87,6 +87,22 @@ def wait_for_canvas(display: str, process: subprocess.Popen, timeout: float = 60
     raise AssertionError("the drawing canvas did not appear")
 
 
+def top_bar_pixels(pixels: numpy.ndarray) -> int:
+    """How many pixels have the colour of the most probable digit's bar."""
+    return int((pixels == TOP_BAR).all(axis=2).sum())
+
+
+def wait_for_prediction(display: str, process: subprocess.Popen, timeout: float = 30):
+    """Screenshots until the bar of a predicted digit shows (or `timeout`); the last one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(0.5)
+        shot = screenshot(display)
+        if top_bar_pixels(numpy.asarray(shot)) > 50 or time.monotonic() > deadline:
+            return shot
+        assert process.poll() is None, process.communicate()
+
+
 def stop(process: subprocess.Popen) -> tuple[str, str]:
     process.terminate()
     try:
@@ -110,9 +126,7 @@ def test_drawing_in_the_app_shows_a_prediction(display):
                 moves += ["mousemove", str(x), str(y), "sleep", "0.01"]
         moves += ["mouseup", "1"]
         xdotool(display, *moves)
-        time.sleep(1.5)  # the release predicts; give the window time to repaint
-
-        shot = screenshot(display)
+        shot = wait_for_prediction(display, process)
         ARTIFACTS.mkdir(exist_ok=True)
         shot.save(ARTIFACTS / "mnist_gui.png")
         assert process.poll() is None, process.communicate()
@@ -124,7 +138,7 @@ def test_drawing_in_the_app_shows_a_prediction(display):
             assert (canvas[y - top, x - left] < 64).all(), (x, y)
         assert (canvas.min(axis=2) > 200).mean() > 0.5  # and the canvas is still mostly white
         # A prediction is shown: the bar of the most probable digit is drawn in its colour.
-        assert (pixels == TOP_BAR).all(axis=2).sum() > 50
+        assert top_bar_pixels(pixels) > 50
     finally:
         _, stderr = stop(process)
     assert "Traceback" not in stderr, stderr

@@ -5,7 +5,7 @@
 Why a committed file rather than training in the tests: the GUI tests need a model that
 reads digits well (at least 97% of MNIST digits after the drawing round trip), fast and
 the same on every run. Training it takes minutes on a small CPU, longer than all of this
-package's tests together may take; the file is 40 kB. This script is the whole recipe
+package's tests together may take; the file is 50 kB. This script is the whole recipe
 (the functional core, a plain loop, fixed seeds), so anyone can rebuild it and compare.
 
 The network: conv 3x3 (8) - relu - maxpool 2 - conv 3x3 (16) - relu - maxpool 2 -
