@@ -358,6 +358,21 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(row)
                 t = f"{row['torch_s']:9.3f} {row['ratio']:6.2f}" if torch is not None else ""
                 print(f"{name:7} {batch:5d} {label:24} {seconds:10.3f} {t}", flush=True)
+            if args.kernels and not args.cpu and batch == max(batch_sizes):
+                # the whole epoch again with col2im as the strided-add loop: what the
+                # gather kernel buys in a real step, not only in isolation
+                from convnet_core import cuda_kernels
+
+                cuda_kernels.COL2IM_ON_GPU = "loop"
+                try:
+                    seconds = convnet_fit_epoch(xp, models[name](), x, y, batch, mixed=False)
+                finally:
+                    cuda_kernels.COL2IM_ON_GPU = "gather"
+                label = "float32 fit, col2im loop"
+                results.append(
+                    {"model": name, "batch": batch, "variant": label, "convnet_s": seconds}
+                )
+                print(f"{name:7} {batch:5d} {label:24} {seconds:10.3f}", flush=True)
             if not args.no_mixed and not fit_mixed:  # the loop's own float32 baseline
                 seconds = convnet_loop_epoch(xp, models[name](), x, y, batch, mixed=False)
                 results.append({"model": name, "batch": batch, "variant": "float32 loop",
