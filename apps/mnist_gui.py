@@ -39,7 +39,7 @@ def main(model: pathlib.Path, device: str) -> None:
         predict_fn, message = None, str(error)
         click.echo(message, err=True)
     except (OSError, ValueError, RuntimeError) as error:
-        raise click.ClickException(f"cannot use the model {model}: {error}") from error
+        raise click.ClickException(f"cannot use the model {model} on {device}: {error}") from error
 
     try:
         from convnet_gui.app import run

@@ -1,6 +1,7 @@
 """End to end: apps/mnist_gui.py as a process on a virtual display, drawn on with xdotool.
 
-The screenshot of the window after drawing is kept as artifacts/mnist_gui.png.
+The screenshot of the window after drawing is kept as artifacts/mnist_gui.png. The tests of
+the program's errors need no display and run with the other workspace tests.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import time
 
 import numpy
 import pytest
-
-pytestmark = pytest.mark.gui
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 APP = ROOT / "apps" / "mnist_gui.py"
@@ -112,6 +111,7 @@ def stop(process: subprocess.Popen) -> tuple[str, str]:
         return process.communicate()
 
 
+@pytest.mark.gui
 def test_drawing_in_the_app_shows_a_prediction(display):
     process = start_app(display, "--model", str(MODEL))
     try:
@@ -144,6 +144,7 @@ def test_drawing_in_the_app_shows_a_prediction(display):
     assert "Traceback" not in stderr, stderr
 
 
+@pytest.mark.gui
 def test_without_a_model_the_app_stays_open_and_says_so(display, tmp_path):
     missing = tmp_path / "none.h5"
     process = start_app(display, "--model", str(missing))
@@ -156,3 +157,31 @@ def test_without_a_model_the_app_stays_open_and_says_so(display, tmp_path):
     assert f"No model at {missing}" in stderr
     assert "train one first with: uv run apps/train_mnist.py" in stderr
     assert "Traceback" not in stderr, stderr
+
+
+def run_app_without_display(*options: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "DISPLAY"}
+    return subprocess.run(
+        [sys.executable, str(APP), *options],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_damaged_model_file_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"this is not a model")
+    result = run_app_without_display("--model", str(bad))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Error: cannot use the model {bad} on cpu: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_no_display_is_a_one_line_error():
+    result = run_app_without_display("--model", str(MODEL))
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: cannot open a window: "), result.stderr
+    assert "Traceback" not in result.stderr

@@ -94,3 +94,14 @@ def test_reference_model_reads_mnist_digits_drawn_large(mnist_test, mnist_round_
     assert original_accuracy >= 0.97, original_accuracy
     assert drawn_accuracy >= 0.97, (drawn_accuracy, original_accuracy)
     assert original_accuracy - drawn_accuracy <= 0.015  # the round trip costs little
+
+
+def test_the_reference_model_gives_the_same_probabilities_on_the_test_device(xp):
+    """With CONVNET_TEST_DEVICE=cuda this runs the network with CuPy and compares to NumPy."""
+    device = "cpu" if xp is numpy else "cuda"
+    x = numpy.random.default_rng(5).random((1, 1, 28, 28), dtype=numpy.float32)
+    on_device = predictor.load_predictor(REFERENCE_MODEL, device=device)(x)
+    on_host = predictor.load_predictor(REFERENCE_MODEL, device="cpu")(x)
+    assert isinstance(on_device, numpy.ndarray) and on_device.shape == (10,)
+    assert on_device.sum() == pytest.approx(1.0)
+    numpy.testing.assert_allclose(on_device, on_host, rtol=1e-4, atol=1e-6)
