@@ -98,7 +98,7 @@ class MaxPool2D(_Pool2D):
     def apply(self, params, state, x, *, training, rng, xp):
         self._check(x)
         views = pool_windows(x, self.pool_size, self.strides)  # kh*kw views (N, C, Ho, Wo)
-        y = views[0].copy()
+        y = views[0].copy(order="K")  # keeps the input's memory layout
         for view in views[1:]:
             xp.maximum(y, view, out=y)
         return y, state, ((x, y) if training else None)
@@ -142,7 +142,7 @@ class AvgPool2D(_Pool2D):
     def apply(self, params, state, x, *, training, rng, xp):
         self._check(x)
         views = pool_windows(x, self.pool_size, self.strides)
-        y = views[0].copy()
+        y = views[0].copy(order="K")  # keeps the input's memory layout
         for view in views[1:]:
             y += view
         y *= y.dtype.type(1.0 / len(views))
