@@ -29,6 +29,7 @@ import numpy
 from . import backend, losses, optim
 from . import precision as _precision
 from . import tree as _tree
+from .api import init
 from .layers.activation import Activation
 from .layers.base import ShapeError, layer_from_config, layer_to_config
 from .layers.combinators import Sequential
@@ -149,8 +150,6 @@ class Model:
         if seed is not None:
             self.seed = int(seed)
         self._ensure_seed()
-        from .api import init
-
         self.params, self.state = init(
             self.network,
             candidate,
@@ -329,7 +328,8 @@ class Model:
                 ConvNet-NumPy, "val_acc" with validation data, else "acc" ("val_loss" /
                 "loss" for models without accuracy).
             seed: makes shuffling, dropout and (if not built yet) the weights reproducible:
-                the same seed and data give bit-identical results on the CPU.
+                the same seed and data give bit-identical results on the CPU. A dataset's
+                `batches` gets a per-epoch seed when it takes a `seed` argument.
             verbose: a progress bar (tqdm, when installed) and one line per epoch.
             callbacks: objects with on_train_begin / on_epoch_end / on_train_end.
             resume_from: a checkpoint file written by convnet_io.Checkpoint.
