@@ -61,6 +61,17 @@ def test_load_predictor_reads_a_saved_model(tmp_path):
     )
 
 
+def test_load_predictor_reads_a_model_saved_by_model_save(tmp_path):
+    """The way apps/train_mnist.py saves: Model.save; its network ends in logits."""
+    model = cn.Model([L.Flatten(), L.Dense(10)])
+    model.build((1, 28, 28))
+    model.save(tmp_path / "mnist.h5")
+    x = numpy.random.default_rng(6).random((1, 1, 28, 28), dtype=numpy.float32)
+    logits = numpy.asarray(model.predict(x), dtype=numpy.float64)  # (1, 10)
+    probabilities = predictor.load_predictor(tmp_path / "mnist.h5")(x)
+    numpy.testing.assert_allclose(probabilities, predictor.softmax(logits)[0], rtol=1e-5)
+
+
 def test_missing_model_says_how_to_train_one(tmp_path):
     with pytest.raises(predictor.MissingModelError) as error:
         predictor.load_predictor(tmp_path / "none.h5")
