@@ -77,9 +77,14 @@ def global_norm(grads: Any) -> Any:
     """‖g‖ = sqrt(Σ over every leaf of Σ g²), as a 0-d array on the grads' device."""
     leaves = _tree.leaves(grads)
     xp = get_array_module(leaves[0])
-    total = xp.vdot(leaves[0].ravel(), leaves[0].ravel())
-    for g in leaves[1:]:
-        total = total + xp.vdot(g.ravel(), g.ravel())
+    if is_cupy(xp):
+        # element-wise kernels and a reduction: the result stays on the device
+        squares = [(g * g).sum() for g in leaves]
+    else:
+        squares = [xp.vdot(g.ravel(), g.ravel()) for g in leaves]  # BLAS dot, no temporary
+    total = squares[0]
+    for value in squares[1:]:
+        total = total + value
     return xp.sqrt(total)
 
 
