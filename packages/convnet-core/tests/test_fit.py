@@ -167,6 +167,7 @@ class FakeModel:
         self.history = {}
         self.params = self.state = None
         self.stop_training = False
+        self.resuming = False
         self.lr = 1.0
 
 
@@ -189,6 +190,9 @@ def test_early_stopping_rebuilds_its_counters_from_history():
     model = FakeModel()
     model.history = {"val_acc": [0.5, 0.7, 0.69]}
     stopper = EarlyStopping("val_acc", patience=2)
+    stopper.on_train_begin(model)  # a new fit: the old history is not replayed
+    assert stopper.best is None and stopper.wait == 0
+    model.resuming = True
     stopper.on_train_begin(model)
     assert stopper.mode == "max" and stopper.best == 0.7 and stopper.wait == 1
     stopper.on_epoch_end(model, 4, {"val_acc": 0.7})

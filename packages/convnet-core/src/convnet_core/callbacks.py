@@ -9,8 +9,10 @@ A callback is any object with some of these methods (all optional):
 
 Setting `model.stop_training = True` in `on_epoch_end` ends training after that epoch.
 `fit(early_stopping=True, lr_schedule="plateau")` uses `EarlyStopping` and
-`ReduceLROnPlateau` from this module. Both rebuild their counters from `model.history` in
-`on_train_begin`, so a resumed run makes the same decisions as an uninterrupted one.
+`ReduceLROnPlateau` from this module. When fit resumes from a checkpoint
+(`model.resuming` is true), both rebuild their counters from `model.history` in
+`on_train_begin`, so a resumed run makes the same decisions as an uninterrupted one;
+otherwise they start afresh, like new callbacks.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ def _monitored(logs: dict[str, Any], monitor: str) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     return float(value)
+
+
+def _replayed(model, monitor: str) -> list:
+    """The monitored metric's past values when resuming a run, else nothing."""
+    if not getattr(model, "resuming", False):
+        return []
+    return list(model.history.get(monitor, []))
 
 
 class EarlyStopping:
@@ -82,7 +91,7 @@ class EarlyStopping:
         """Reset, then replay the monitored metric of `model.history`."""
         self.best, self.wait, self.best_epoch, self._best_weights = None, 0, None, None
         self.stopped_epoch = None
-        for index, value in enumerate(model.history.get(self.monitor, [])):
+        for index, value in enumerate(_replayed(model, self.monitor)):
             if self._observe(None if value is None else float(value)):
                 self.best_epoch = index + 1
 
@@ -119,7 +128,7 @@ class ReduceLROnPlateau:
     def on_train_begin(self, model) -> None:
         """Reset, then replay the monitored metric of `model.history`."""
         self.state = self.schedule.init()
-        for value in model.history.get(self.monitor, []):
+        for value in _replayed(model, self.monitor):
             if value is not None and math.isfinite(value):
                 _, self.state = self.schedule.update(self.state, value, 1.0)
 

@@ -92,6 +92,7 @@ class Model:
         self.history: dict[str, list] = {}
         self.epoch = 0
         self.stop_training = False
+        self.resuming = False  # true while fit(resume_from=...) starts its callbacks
         self._record: dict[str, Any] | None = None
         self.precision = _precision.get_policy(None)
         self._loss_scaler: Any = None

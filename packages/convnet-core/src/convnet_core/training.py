@@ -587,9 +587,13 @@ def fit(
     )
     all_callbacks = [*begin_cbs, *end_cbs, *callbacks]
     model.stop_training = False
+    model.resuming = resume_from is not None
     for key in ("loss", "acc", "val_loss", "val_acc", "lr"):
         model.history.setdefault(key, [])
-    _call(all_callbacks, "on_train_begin", model)
+    try:
+        _call(all_callbacks, "on_train_begin", model)  # where callbacks replay the history
+    finally:
+        model.resuming = False
     for epoch_index in range(model.epoch, last_epoch):
         for callback in begin_cbs:
             callback.on_epoch_begin(model, epoch_index)
