@@ -76,7 +76,9 @@ PROG = "evaluate.py"
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
-    help="BLAS threads for the CPU (default: the BLAS library's own).",
+    default=1,
+    show_default=True,
+    help="BLAS threads for the CPU (more rarely pay for these small networks).",
 )
 @click.option(
     "--limit-test",

@@ -65,7 +65,9 @@ PROG = "show_filters.py"
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
-    help="BLAS threads for the CPU (default: the BLAS library's own).",
+    default=1,
+    show_default=True,
+    help="BLAS threads for the CPU (more rarely pay for these small networks).",
 )
 def main(model_path, index, data_dir, filters_path, features_path, threads):
     """Save the first conv layer's filters of MODEL and one test digit's feature maps as PNGs."""
