@@ -258,3 +258,13 @@ def test_batches_argument_errors():
         ds.batches(0)
     with pytest.raises(ValueError, match="num_threads"):
         next(ds.batches(4, num_threads=-1))
+
+
+def test_seed_as_seed_and_epoch_pair():
+    ds = make_dataset(64)
+
+    def labels(seed):
+        return np.concatenate([y for _, y in ds.batches(10, seed=seed, num_threads=0)])
+
+    np.testing.assert_array_equal(labels([1, 2]), labels([1, 2]))
+    assert not np.array_equal(labels([1, 2]), labels([1, 3]))

@@ -24,11 +24,12 @@ __all__ = ["Dataset", "DEFAULT_MAX_THREADS"]
 #: the most threads `batches` starts by default (the old project's choice)
 DEFAULT_MAX_THREADS = 8
 
-SeedLike = int | np.random.Generator | np.random.SeedSequence | None
+#: an int or a sequence of ints (e.g. [seed, epoch]), a Generator, a SeedSequence, or None
+SeedLike = int | Sequence[int] | np.random.Generator | np.random.SeedSequence | None
 
 
 def _seed_sequence(seed: SeedLike) -> np.random.SeedSequence:
-    """A SeedSequence from an int, a Generator (which draws one), a SeedSequence or None."""
+    """A SeedSequence from ints, a Generator (which draws one), a SeedSequence or None."""
     if isinstance(seed, np.random.SeedSequence):
         return seed
     if isinstance(seed, np.random.Generator):
