@@ -202,6 +202,7 @@ def _worker_torch(args) -> dict:
 def _run_worker(side: str, args) -> dict:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(THREADS)
+    env["CONVNET_BENCH_THREADS"] = str(THREADS)
     if args.tune_malloc:
         env.update(MALLOC_TUNING)
     if side == "convnet":
@@ -239,17 +240,20 @@ def _print_layers(convnet_rows, torch_rows) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global THREADS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--number", type=int, default=20, help="steps per timing")
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2, help="threads on each side")
     parser.add_argument("--layer", action="store_true", help="also time each layer")
     parser.add_argument(
         "--tune-malloc", action="store_true", help="both sides: keep freed memory (no page faults)"
     )
     parser.add_argument("--worker", choices=["convnet", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    THREADS = int(os.environ.get("CONVNET_BENCH_THREADS", args.threads))
 
     if args.worker == "convnet":
         print(json.dumps(_worker_convnet(args)))
