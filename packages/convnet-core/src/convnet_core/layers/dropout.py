@@ -44,7 +44,9 @@ class Dropout:
         keep = 1.0 - self.rate
         dtype = x.dtype.type
         # (N, ...) of 0 or 1 / keep: the mask and the rescaling in one array
-        scale = (rng.random(x.shape, dtype=x.dtype) < dtype(keep)) * dtype(1.0 / keep)
+        # generators draw float32 or float64 only; a float16 batch gets float32 draws
+        draw_dtype = x.dtype if x.dtype.itemsize >= 4 else xp.float32
+        scale = (rng.random(x.shape, dtype=draw_dtype) < keep) * dtype(1.0 / keep)
         scale = scale.astype(x.dtype, copy=False)
         return x * scale, state, {"scale": scale}
 

@@ -14,14 +14,7 @@ import attrs
 
 from ..ops import conv_output_size, pool_windows
 from .base import ShapeError, check_input, register_layer
-
-
-def _pair(value) -> tuple[int, int]:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"expected an int or a pair of ints, got {value!r}")
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
+from .conv import _pair
 
 
 def _optional_pair(value):
