@@ -36,6 +36,7 @@ from _common import (  # noqa: E402
 )
 
 PROG = "train_mnist.py"
+STARTED = time.perf_counter()
 
 
 # ---------------------------------------------------------------------------------------
@@ -416,6 +417,7 @@ def train(settings: dict) -> int:
     say(settings, f"saved the model to {settings['out']}")
     say(settings, f"history: {settings['history_path']}")
     plot_curves(settings, model.history)
+    click.echo(f"done in {time.perf_counter() - STARTED:.0f} s of wall time")
     return 0
 
 
