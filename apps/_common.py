@@ -117,8 +117,10 @@ def blas_description() -> str:
     except ImportError:
         count = openblas_threads()
         if count is None:
-            wanted = os.environ.get("OPENBLAS_NUM_THREADS") or f"default ({os.cpu_count()} cores)"
-            return f"BLAS threads: {wanted}"
+            wanted = os.environ.get("OPENBLAS_NUM_THREADS")
+            if wanted:
+                return f"BLAS threads: {wanted} (asked through OPENBLAS_NUM_THREADS)"
+            return f"BLAS threads: the library's default (this machine has {os.cpu_count()} cores)"
         return f"BLAS threads: {count} (openblas)"
     import numpy  # noqa: F401  (loads the BLAS library)
 

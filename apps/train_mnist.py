@@ -200,7 +200,8 @@ def preset_help() -> str:
 @click.option(
     "--augment/--no-augment",
     default=None,
-    help="Random shifts and small rotations of the training digits [preset].",
+    help="Random shifts (up to 2 pixels) and rotations (up to 10 degrees) of the training "
+    "digits, drawn afresh every epoch [preset: on].",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
 @click.option(
