@@ -48,8 +48,9 @@ def set_blas_threads(threads: int | None) -> None:
 
     Before NumPy is imported the environment variables read by OpenBLAS, MKL, BLIS and
     OpenMP are set, which works with every BLAS. When NumPy is already imported, the
-    thread pools are resized through threadpoolctl; without threadpoolctl the program
-    re-executes itself with the variables set (only when it runs as a script).
+    thread pools are resized through threadpoolctl, else through OpenBLAS's own
+    `openblas_set_num_threads`; failing both, the program re-executes itself with the
+    variables set (only when it runs as a script).
     """
     global _thread_limiter
     if threads is None:
@@ -64,7 +65,8 @@ def set_blas_threads(threads: int | None) -> None:
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        _reexec_with_environment()
+        if not _call_openblas("set_num_threads", threads):
+            _reexec_with_environment()
         return
     _thread_limiter = threadpool_limits(limits=threads)
 
@@ -81,33 +83,43 @@ def _reexec_with_environment() -> None:
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
-def openblas_threads() -> int | None:
-    """The thread count OpenBLAS reports for itself (read through ctypes), or None.
-
-    Linux only: finds the OpenBLAS library NumPy loaded in /proc/self/maps and calls its
-    `openblas_get_num_threads` (NumPy's wheels prefix and suffix the symbol).
-    """
-    import ctypes
-
+def _openblas_libraries() -> list[str]:
+    """Paths of the OpenBLAS libraries loaded in this process (Linux: /proc/self/maps)."""
     import numpy  # noqa: F401  (loads the BLAS library)
 
     try:
         with open("/proc/self/maps", encoding="utf-8") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
+            return sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
     except OSError:
-        return None
-    names = ("openblas_get_num_threads", "scipy_openblas_get_num_threads64_")
-    names += ("openblas_get_num_threads64_", "scipy_openblas_get_num_threads")
-    for path in paths:
+        return []
+
+
+def _call_openblas(function: str, *args: int) -> int | None:
+    """Call `openblas_<function>(*args)` of the loaded OpenBLAS through ctypes; None if absent.
+
+    NumPy's wheels rename the symbols (scipy_openblas_..._64_), so each spelling is tried.
+    """
+    import ctypes
+
+    names = (f"openblas_{function}", f"scipy_openblas_{function}64_")
+    names += (f"openblas_{function}64_", f"scipy_openblas_{function}")
+    for path in _openblas_libraries():
         try:
             library = ctypes.CDLL(path)
         except OSError:
             continue
         for name in names:
-            function = getattr(library, name, None)
-            if function is not None:
-                return int(function())
+            entry = getattr(library, name, None)
+            if entry is not None:
+                entry.restype = None if function.startswith("set_") else ctypes.c_int
+                result = entry(*args)
+                return 1 if result is None else int(result)  # 1: a setter that ran
     return None
+
+
+def openblas_threads() -> int | None:
+    """The thread count OpenBLAS reports for itself (`openblas_get_num_threads`), or None."""
+    return _call_openblas("get_num_threads")
 
 
 def blas_description() -> str:

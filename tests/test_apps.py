@@ -180,6 +180,28 @@ def test_threads_option_sets_the_blas_thread_count(tmp_path):
     assert counts == ["1", "2"]
 
 
+def test_threads_can_be_changed_after_numpy_is_imported(tmp_path):
+    """Without threadpoolctl, OpenBLAS's own setter resizes the pool of a loaded NumPy."""
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import numpy, _common\n"
+        "sys.modules['threadpoolctl'] = None  # as if it were not installed\n"
+        "before = _common.openblas_threads()\n"
+        "_common.set_blas_threads(1)\n"
+        "print(before, _common.openblas_threads())\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    environment["OPENBLAS_NUM_THREADS"] = "2"
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(APPS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2", "1"]
+
+
 def test_training_on_missing_data_dir_is_one_clear_line(tmp_path):
     result = run_app("train_mnist.py", "--data", tmp_path / "nowhere", *QUICK[:2], cwd=tmp_path)
     assert_clear_error(result, "nowhere", "does not exist", code=1)
