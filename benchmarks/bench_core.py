@@ -34,6 +34,7 @@ import time
 BATCH = (64, 1, 28, 28)
 THREADS = 2
 SLOWING_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+CLOCK = time.perf_counter  # --cpu-time: time.process_time
 MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 
 
@@ -41,10 +42,10 @@ def _median_ms(fn, *, repeats: int, number: int) -> float:
     """Median over `repeats` of the mean time of `number` calls of fn, in ms."""
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = CLOCK()
         for _ in range(number):
             fn()
-        times.append((time.perf_counter() - start) / number * 1e3)
+        times.append((CLOCK() - start) / number * 1e3)
     return statistics.median(times)
 
 
@@ -223,6 +224,8 @@ def _run_worker(side: str, args) -> dict:
     ]
     if args.layer:
         command.append("--layer")
+    if args.cpu_time:
+        command.append("--cpu-time")
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"the {side} worker failed:\n{done.stderr}")
@@ -240,7 +243,7 @@ def _print_layers(convnet_rows, torch_rows) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global THREADS
+    global THREADS, CLOCK
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=7)
@@ -251,8 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tune-malloc", action="store_true", help="both sides: keep freed memory (no page faults)"
     )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time CPU seconds of the process instead of wall time (with --threads 1, a "
+        "steadier measure on a machine busy with other work)",
+    )
     parser.add_argument("--worker", choices=["convnet", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
     THREADS = int(os.environ.get("CONVNET_BENCH_THREADS", args.threads))
 
     if args.worker == "convnet":
@@ -273,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         f"float32, {THREADS} threads; convnet env without {', '.join(SLOWING_VARIABLES)}"
         f" (set here: {', '.join(removed) or 'neither'})"
         + ("; malloc tuned on both sides" if args.tune_malloc else "")
+        + ("; CPU time" if args.cpu_time else "; wall time")
     )
     mine, theirs = [], []
     last = {}
