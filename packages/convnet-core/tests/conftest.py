@@ -8,7 +8,6 @@ import os
 
 import numpy
 import pytest
-
 from convnet_core import backend
 
 

@@ -22,7 +22,7 @@ def is_node(value: Any) -> bool:
     return isinstance(value, (dict, tuple, list))
 
 
-def map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:  # noqa: A001
+def map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
     """Apply `fn` to every leaf of `tree` (and the matching leaves of `rest`).
 
     The result has the structure of `tree`; every tree in `rest` must have that structure.
