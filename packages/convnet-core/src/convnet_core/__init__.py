@@ -7,8 +7,8 @@ explicit parameter pytrees with an array module `xp` (numpy or cupy).
     from convnet_core import layers as L
     net = L.Sequential((L.Flatten(), L.Dense(10)))
     params, state = cn.init(net, (1, 28, 28), rng=0)
-    logits, state, cache = cn.apply(net, params, state, np.zeros((4, 1, 28, 28), "float32"),
-                                    training=True)
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)  # (N, C, H, W)
+    logits, state, cache = cn.apply(net, params, state, x, training=True)  # (4, 10)
 """
 
 from . import backend, callbacks, layers, losses, optim, schedules, tree
