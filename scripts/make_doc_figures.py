@@ -312,7 +312,8 @@ def grid(images, titles, columns, cmap="gray", size=1.1):
 def inside(train, test, model_path: pathlib.Path) -> None:
     if model_path.exists():
         model = cn.Model.load(str(model_path))
-        source = str(model_path)
+        inside_root = model_path.resolve().is_relative_to(ROOT)
+        source = str(model_path.resolve().relative_to(ROOT)) if inside_root else model_path.name
     else:
         model = cn.Model(readme_layers(), seed=0)
         model.compile(loss="categorical_crossentropy", optimizer="adam", lr=2e-3)
