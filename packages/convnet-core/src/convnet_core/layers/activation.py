@@ -102,18 +102,22 @@ class Activation:
     alpha: float = 0.01
 
     def output_shape(self, input_shape):
+        """Any shape -> the same."""
         return tuple(input_shape)
 
     def init(self, input_shape, rng, *, xp, dtype):
+        """No parameters and no state."""
         return {}, {}
 
     def apply(self, params, state, x, *, training, rng, xp):
+        """y = f(x) element-wise (softmax: per row), same shape; caches what f' needs."""
         forward, _, needs_x = ACTIVATIONS[self.name]
         y = forward(x, xp, self.alpha)
         cache = (x if needs_x else None, y) if training else None
         return y, state, cache
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
+        """dx = f'(x) ⊙ dy (softmax: its Jacobian-vector product), same shape as dy."""
         x, y = cache
         _, backward, _ = ACTIVATIONS[self.name]
         return {}, (backward(x, y, dy, xp, self.alpha) if input_grad else None)

@@ -25,6 +25,7 @@ class Sequential:
     layers: tuple = attrs.field(converter=_as_layer_tuple)
 
     def output_shape(self, input_shape):
+        """The input shape passed through every child's output_shape in turn."""
         shape = tuple(input_shape)
         for index, layer in enumerate(self.layers):
             try:
@@ -34,6 +35,7 @@ class Sequential:
         return shape
 
     def init(self, input_shape, rng, *, xp, dtype):
+        """Each child's (params, state), in order: two tuples with one entry per child."""
         params, state = [], []
         shape = tuple(input_shape)
         for index, layer in enumerate(self.layers):
@@ -47,6 +49,7 @@ class Sequential:
         return tuple(params), tuple(state)
 
     def apply(self, params, state, x, *, training, rng, xp):
+        """y = f_k(... f_1(x)); the new state and the cache are tuples, one per child."""
         new_state, caches = [], []
         for index, (layer, p, s) in enumerate(zip(self.layers, params, state, strict=True)):
             try:
@@ -58,6 +61,7 @@ class Sequential:
         return x, tuple(new_state), (tuple(caches) if training else None)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
+        """The children's grad in reverse order, each dx the dy of the child before."""
         grads = [None] * len(self.layers)
         for index in reversed(range(len(self.layers))):
             need_dx = input_grad or index > 0  # the first child's dx only if asked for
@@ -80,6 +84,7 @@ class Residual:
     shortcut: Any = None
 
     def output_shape(self, input_shape):
+        """The body's output shape (ShapeError when the shortcut's differs)."""
         body_shape = tuple(self.body.output_shape(input_shape))
         short_shape = (
             tuple(input_shape)
@@ -94,6 +99,7 @@ class Residual:
         return body_shape
 
     def init(self, input_shape, rng, *, xp, dtype):
+        """params and state {"body": ..., "shortcut": ...} ({} for the identity)."""
         self.output_shape(input_shape)
         body_params, body_state = self.body.init(input_shape, rng, xp=xp, dtype=dtype)
         short_params, short_state = ({}, {})
@@ -104,6 +110,7 @@ class Residual:
         return params, state
 
     def apply(self, params, state, x, *, training, rng, xp):
+        """y = body(x) + shortcut(x) (shortcut = identity by default), same shapes."""
         y, body_state, body_cache = self.body.apply(
             params["body"], state["body"], x, training=training, rng=rng, xp=xp
         )
@@ -119,6 +126,7 @@ class Residual:
         return y, new_state, ((body_cache, short_cache) if training else None)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
+        """dy goes down both paths; dx = dx_body + dx_shortcut."""
         body_cache, short_cache = cache
         body_grads, dx = self.body.grad(
             params["body"], body_cache, dy, xp=xp, input_grad=input_grad

@@ -74,6 +74,7 @@ class Conv2D:
         return (ph, ph, pw, pw)
 
     def output_shape(self, input_shape):
+        """(C, H, W) -> (filters, Ho, Wo), Ho = (H + pads - kh) // sh + 1."""
         if len(input_shape) != 3:
             raise ShapeError(
                 f"{self!r} expects inputs of shape (N, C, H, W) but got per-sample shape "
@@ -105,6 +106,10 @@ class Conv2D:
         return params, {}
 
     def apply(self, params, state, x, *, training, rng, xp):
+        """x (N, C, H, W) -> y (N, O, Ho, Wo) as one matmul W2d (O, C*kh*kw) @ cols.
+
+        The cache holds cols (C*kh*kw, N*Ho*Wo), the padded shape and the pads.
+        """
         W = params["W"]  # (O, C, kh, kw)
         out_channels, in_channels = W.shape[:2]
         check_input(self, x, (in_channels, None, None))
@@ -121,6 +126,7 @@ class Conv2D:
         return y, state, cache
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
+        """dW = dY colsᵀ (O, C, kh, kw), db = Σ dY (O,), dx = col2im(W2dᵀ dY) (N, C, H, W)."""
         cols, padded_shape, pads = cache
         W = params["W"]  # (O, C, kh, kw)
         out_channels = W.shape[0]

@@ -28,6 +28,7 @@ class Dense:
             raise ValueError(f"Dense units must be positive, got {value}")
 
     def output_shape(self, input_shape):
+        """(in,) -> (units,); ShapeError for inputs that are not flat."""
         if len(input_shape) != 1:
             raise ShapeError(
                 f"{self!r} expects flat inputs (features,) but got {tuple(input_shape)}; "
@@ -36,6 +37,7 @@ class Dense:
         return (self.units,)
 
     def init(self, input_shape, rng, *, xp, dtype):
+        """He-uniform W (in, units) in ±sqrt(6 / in), zero b (units,); no state."""
         self.output_shape(input_shape)  # raises a clear error for non-flat inputs
         (fan_in,) = input_shape
         # He-uniform: keeps the variance of ReLU activations constant from layer to layer.
@@ -46,6 +48,7 @@ class Dense:
         return params, {}
 
     def apply(self, params, state, x, *, training, rng, xp):
+        """y = x W + b: x (N, in) -> y (N, units); the cache is x when training."""
         W = params["W"]  # (in, units)
         check_input(self, x, (W.shape[0],))
         y = x @ W  # (N, units)
@@ -54,6 +57,7 @@ class Dense:
         return y, state, (x if training else None)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
+        """dW = xᵀ dy (in, units), db = Σₙ dy (units,), dx = dy Wᵀ (N, in)."""
         x = cache  # (N, in)
         grads = {"W": x.T @ dy}  # (in, units)
         if self.use_bias:

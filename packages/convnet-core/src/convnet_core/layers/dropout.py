@@ -26,12 +26,17 @@ class Dropout:
     rate: float = attrs.field(converter=float, validator=_check_rate)
 
     def output_shape(self, input_shape):
+        """Any shape -> the same."""
         return tuple(input_shape)
 
     def init(self, input_shape, rng, *, xp, dtype):
+        """No parameters and no state."""
         return {}, {}
 
     def apply(self, params, state, x, *, training, rng, xp):
+        """Training: y = x * mask / (1 - rate), mask ~ Bernoulli(1 - rate) drawn with rng;
+        inference: y = x. Shapes unchanged.
+        """
         if not training:
             return x, state, None
         if self.rate == 0.0:
@@ -51,6 +56,7 @@ class Dropout:
         return x * scale, state, {"scale": scale}
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
+        """dx = dy * mask / (1 - rate), the mask of the forward pass."""
         if not input_grad:
             return {}, None
         scale = cache["scale"]

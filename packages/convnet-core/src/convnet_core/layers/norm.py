@@ -38,6 +38,7 @@ class BatchNorm2D:
     eps: float = attrs.field(default=1e-5, converter=float, validator=_check_eps)
 
     def output_shape(self, input_shape):
+        """(C, H, W) -> (C, H, W)."""
         if len(input_shape) != 3:
             raise ShapeError(
                 f"{self!r} expects inputs of shape (N, C, H, W) but got per-sample shape "
@@ -46,6 +47,7 @@ class BatchNorm2D:
         return tuple(input_shape)
 
     def init(self, input_shape, rng, *, xp, dtype):
+        """gamma ones (C,), beta zeros (C,); state running_mean zeros, running_var ones."""
         self.output_shape(input_shape)
         channels = input_shape[0]
         params = {"gamma": xp.ones((channels,), dtype), "beta": xp.zeros((channels,), dtype)}
@@ -56,6 +58,11 @@ class BatchNorm2D:
         return params, state
 
     def apply(self, params, state, x, *, training, rng, xp):
+        """y = γ (x - μ) / √(σ² + eps) + β per channel, x and y (N, C, H, W).
+
+        Training uses the batch's μ, σ² and updates the running statistics; inference
+        uses the running statistics. The cache is (x̂, 1/√(σ² + eps)).
+        """
         gamma, beta = params["gamma"], params["beta"]  # (C,)
         check_input(self, x, (gamma.shape[0], None, None))
         dtype = x.dtype.type
@@ -81,6 +88,7 @@ class BatchNorm2D:
         return y, new_state, (x_hat, inv_std)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
+        """dγ = Σ dy x̂, dβ = Σ dy (C,); dx = γ/(M√(σ²+eps)) (M dy - dβ - x̂ dγ)."""
         x_hat, inv_std = cache
         axes = (0, 2, 3)
         dgamma = (dy * x_hat).sum(axis=axes)  # (C,)

@@ -40,6 +40,7 @@ class _Pool2D:
         return all(s >= k for s, k in zip(self.strides, self.pool_size, strict=True))
 
     def output_shape(self, input_shape):
+        """(C, H, W) -> (C, Ho, Wo), Ho = (H - kh) // sh + 1 (no padding)."""
         if len(input_shape) != 3:
             raise ShapeError(
                 f"{self!r} expects inputs of shape (N, C, H, W) but got per-sample shape "
@@ -55,6 +56,7 @@ class _Pool2D:
         return (c, conv_output_size(h, kh, sh, 0), conv_output_size(w, kw, sw, 0))
 
     def init(self, input_shape, rng, *, xp, dtype):
+        """No parameters and no state (checks the input shape)."""
         self.output_shape(input_shape)
         return {}, {}
 
@@ -89,6 +91,7 @@ class MaxPool2D(_Pool2D):
     stride: tuple | None = attrs.field(default=None, converter=_optional_pair, validator=_positive)
 
     def apply(self, params, state, x, *, training, rng, xp):
+        """x (N, C, H, W) -> y (N, C, Ho, Wo), the max of each window; caches (x, y)."""
         self._check(x)
         views = pool_windows(x, self.pool_size, self.strides)  # kh*kw views (N, C, Ho, Wo)
         y = views[0].copy(order="K")  # keeps the input's memory layout
@@ -97,6 +100,7 @@ class MaxPool2D(_Pool2D):
         return y, state, ((x, y) if training else None)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
+        """dx (N, C, H, W): each dy goes to its window's (first) maximum, 0 elsewhere."""
         if not input_grad:
             return {}, None
         x, y = cache
@@ -133,6 +137,7 @@ class AvgPool2D(_Pool2D):
     stride: tuple | None = attrs.field(default=None, converter=_optional_pair, validator=_positive)
 
     def apply(self, params, state, x, *, training, rng, xp):
+        """x (N, C, H, W) -> y (N, C, Ho, Wo), the mean of each window."""
         self._check(x)
         views = pool_windows(x, self.pool_size, self.strides)
         y = views[0].copy(order="K")  # keeps the input's memory layout
@@ -142,6 +147,7 @@ class AvgPool2D(_Pool2D):
         return y, state, ((x.shape, y.shape) if training else None)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
+        """dx (N, C, H, W): every input of a window receives dy / (kh*kw)."""
         if not input_grad:
             return {}, None
         x_shape, y_shape = cache
@@ -164,6 +170,7 @@ class GlobalAvgPool2D:
     """
 
     def output_shape(self, input_shape):
+        """(C, H, W) -> (C,)."""
         if len(input_shape) != 3:
             raise ShapeError(
                 f"{self!r} expects inputs of shape (N, C, H, W) but got per-sample shape "
@@ -172,15 +179,18 @@ class GlobalAvgPool2D:
         return (input_shape[0],)
 
     def init(self, input_shape, rng, *, xp, dtype):
+        """No parameters and no state."""
         self.output_shape(input_shape)
         return {}, {}
 
     def apply(self, params, state, x, *, training, rng, xp):
+        """x (N, C, H, W) -> y (N, C), the mean over H and W."""
         check_input(self, x, (None, None, None))
         y = x.mean(axis=(2, 3))  # (N, C)
         return y, state, (x.shape if training else None)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
+        """dx (N, C, H, W) = dy[n, c] / (H*W) at every pixel."""
         if not input_grad:
             return {}, None
         n, c, h, w = cache
