@@ -90,3 +90,14 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkey
         convnet_io.save(path, layer=net, params=new, input_shape=(3,))
     assert os.listdir(tmp_path) == ["m.npz"]
     assert (convnet_io.load(path, parts=True).params[0]["W"] == 1).all()
+
+
+def test_saving_into_a_missing_folder_names_the_target(tmp_path):
+    from convnet_core import layers as L
+
+    net = L.Sequential((L.Dense(2),))
+    params = ({"W": numpy.ones((3, 2), "float32"), "b": numpy.zeros(2, "float32")},)
+    target = tmp_path / "no-such-folder" / "model.h5"
+    with pytest.raises(FileNotFoundError, match=r"cannot save .*model\.h5.*does not exist"):
+        convnet_io.save(target, layer=net, params=params, input_shape=(3,))
+    assert not (tmp_path / "no-such-folder").exists()

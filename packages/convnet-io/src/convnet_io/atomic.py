@@ -56,6 +56,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """
     target = os.path.abspath(os.fspath(path))
     directory, name = os.path.split(target)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"cannot save {os.fspath(path)}: the folder {directory} does not exist"
+        )
     fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     os.close(fd)
     os.chmod(temporary, _file_mode(target))  # mkstemp makes 0600; use what open() would
