@@ -453,3 +453,26 @@ def test_plain_progress_line_without_tqdm(xp, monkeypatch, capsys):
     shown = terminal.getvalue()
     assert "\repoch 1/1 batch 2/4  loss " in shown and "samples/s" in shown
     assert capsys.readouterr().out.startswith("epoch 1/1: loss ")
+
+
+class _LabelledBatches:
+    """A minimal dataset object: batches() plus the `labels` attribute datasets keep."""
+
+    def __init__(self, x, y):
+        self.x, self.labels = x, y
+
+    def batches(self, batch_size, shuffle=True):
+        for start in range(0, len(self.x), batch_size):
+            yield self.x[start : start + batch_size], self.labels[start : start + batch_size]
+
+
+@pytest.mark.parametrize("source", ["arrays", "dataset"])
+def test_labels_beyond_the_output_units_are_named_before_training(xp, source):
+    x, y = blobs(n=300)
+    y = y.copy()
+    y[-1] = 7  # far in the data: a check of the first batches only would miss it
+    data = (x, y) if source == "arrays" else _LabelledBatches(x, y)
+    model = mlp(xp, seed=0).compile(optimizer="adam", lr=0.01)
+    with pytest.raises(ValueError, match=r"labels must be classes in \[0, 2\).*from 0 to 7"):
+        model.fit(data, epochs=1, batch_size=32, verbose=False)
+    assert model.epoch == 0

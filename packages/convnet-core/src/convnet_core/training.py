@@ -198,7 +198,7 @@ class TrainingData:
         """The shape of the inputs and a sample of labels (for building and label checks)."""
         if self.arrays is not None:
             x, y = self.arrays
-            return tuple(x.shape), y[: min(len(y), 4096)]
+            return tuple(x.shape), y
         batches = iter(self.dataset.batches(batch_size, shuffle=False))
         try:
             x, y = next(batches)
@@ -208,7 +208,9 @@ class TrainingData:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()  # stops a dataset's prefetching threads
-        return tuple(x.shape), y
+        # A dataset that keeps all its labels (convnet_data.Dataset does) has them all checked.
+        all_labels = getattr(self.dataset, "labels", None)
+        return tuple(x.shape), (y if all_labels is None else all_labels)
 
 
 def array_batches(x: Any, y: Any, batch_size: int, *, shuffle: bool, seed: int) -> Iterator:
@@ -423,12 +425,17 @@ class Labels:
             raise ValueError(
                 f"fit: num_classes={num_classes} but the model's output has {classes} units"
             )
-        if num_classes is not None and self.integer and y_sample.size:
-            top = int(y_sample.max())
-            if top >= num_classes or int(y_sample.min()) < 0:
-                raise ValueError(f"fit: labels must be in [0, {num_classes}), found {top}")
         self.classes = classes
         self.cross_entropy = model._is_cross_entropy()
+        limit = num_classes if num_classes is not None else classes
+        classifying = num_classes is not None or self.cross_entropy
+        if classifying and limit and self.integer and y_sample.size:
+            low, top = int(y_sample.min()), int(y_sample.max())
+            if low < 0 or top >= limit:
+                raise ValueError(
+                    f"fit: integer labels must be classes in [0, {limit}) for a model with "
+                    f"{classes} outputs, but they run from {low} to {top}"
+                )
         # Losses that compare whole rows get integer labels as one-hot rows.
         self.one_hot_targets = bool(
             self.integer and model.loss_name in ("mse", "huber") and classes and classes > 1
