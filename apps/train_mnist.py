@@ -102,7 +102,7 @@ PRESETS = {
     "best": {
         "network": best_network,
         "about": "16-32-64 conv blocks with BatchNorm, a 128-unit head with dropout (99k weights)",
-        "epochs": 15,
+        "epochs": 20,
         "batch_size": 128,
         "optimizer": "adam",
         "lr": 3e-3,

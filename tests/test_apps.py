@@ -131,9 +131,14 @@ def test_training_writes_history_and_curves(trained):
     assert matrix.shape == (10, 10) and matrix.sum() == 200
     assert abs(np.trace(matrix) / 200 - record["test"]["accuracy"]) < 1e-9
     assert record["settings"]["arch"] == "readme"
+    reference = folder / "m" / "reference.txt"
+    reference.write_text("made with open()")  # the mode any new file gets under this umask
+    mode = reference.stat().st_mode & 0o777
+    assert (folder / "m" / "model.history.json").stat().st_mode & 0o777 == mode
     curves = folder / "m" / "model.curves.png"
     if HAVE_MATPLOTLIB:
         assert is_png(curves)
+        assert curves.stat().st_mode & 0o777 == mode
     else:
         assert not curves.exists() and "matplotlib is not installed" in result.stdout
 
