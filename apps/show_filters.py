@@ -1,7 +1,7 @@
 """Look inside a trained model: `uv run apps/show_filters.py models/mnist.h5`.
 
 Saves two PNGs beside the model: the kernels of its first Conv2D layer (NAME.filters.png)
-and what that layer (with the activation right after it) makes of one test digit
+and what that layer (with the BatchNorm and activation right after it) makes of one test digit
 (NAME.features.png). Needs matplotlib.
 """
 
@@ -30,6 +30,8 @@ from _common import (  # noqa: E402
 )
 
 PROG = "show_filters.py"
+#: Layers drawn together with the first conv: what it feeds straight into, pixel by pixel.
+FOLLOWERS = ("BatchNorm2D", "Activation")
 
 
 @click.command(
@@ -111,7 +113,7 @@ def first_conv_position(layers) -> int | None:
 
 
 def feature_maps(model, position: int, x):
-    """Run `x` (1, C, H, W) through the layers up to the first conv and the activation after it.
+    """Run `x` (1, C, H, W) through the first conv and the BatchNorm/activation right after it.
 
     Returns the maps (filters, Ho, Wo) and the index of the last layer applied.
     """
@@ -120,7 +122,7 @@ def feature_maps(model, position: int, x):
 
     layers = model.network.layers
     upto = position
-    if upto + 1 < len(layers) and type(layers[upto + 1]).__name__ == "Activation":
+    while upto + 1 < len(layers) and type(layers[upto + 1]).__name__ in FOLLOWERS:
         upto += 1
     for layer, params, state in zip(
         layers[: upto + 1], model.params[: upto + 1], model.state[: upto + 1], strict=True
