@@ -239,6 +239,15 @@ def test_bad_arguments_are_one_clear_line(tmp_path, args, word):
     assert_clear_error(result, word, code=2)
 
 
+def test_resuming_from_a_corrupt_or_missing_checkpoint_is_one_clear_line(tmp_path):
+    result = run_app("train_mnist.py", *QUICK, "--resume", tmp_path / "gone.ckpt.h5", cwd=tmp_path)
+    assert_clear_error(result, "gone.ckpt.h5", "does not exist", code=1)
+    corrupt = tmp_path / "bad.ckpt.h5"
+    corrupt.write_bytes(b"not a model at all")
+    result = run_app("train_mnist.py", *QUICK, "--resume", corrupt, cwd=tmp_path)
+    assert_clear_error(result, "bad.ckpt.h5", code=1)
+
+
 def test_unwritable_output_fails_before_training(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
