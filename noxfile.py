@@ -114,7 +114,7 @@ def tests(session: nox.Session, package: str) -> None:
     """
     if package == "workspace":
         install_packages(session, *PACKAGES)
-        session.install("click>=8.1", "tqdm>=4.60", "matplotlib>=3.7")
+        session.install("click>=8.1", "tqdm>=4.60", "matplotlib>=3.7", "threadpoolctl>=3.1")
         session.run(*pytest_args(session, "tests", marker=NOT_EXTRA))
         return
     install_packages(session, package)
