@@ -271,3 +271,34 @@ def test_an_overflowing_step_is_skipped_and_the_scale_backs_off():
     assert not bool(finite) and numpy.isfinite(loss)
     assert new_params is params and new_opt_state is opt_state
     assert scaler.scale == 2.0**23 and scaler.good_steps == 0
+
+
+def test_model_fit_in_mixed_precision_with_batchnorm_and_dropout():
+    # Model.compile(precision="mixed") over the layers of the `best` preset's kinds
+    x, labels = blob_images(256, seed=1)
+    x_test, y_test = blob_images(200, seed=2)
+    results = {}
+    for policy in ("float32", "mixed"):
+        model = cn.Model(
+            [
+                L.Conv2D(4, (3, 3)),
+                L.BatchNorm2D(),
+                L.Activation("relu"),
+                L.MaxPool2D((2, 2)),
+                L.Flatten(),
+                L.Dropout(0.2),
+                L.Dense(3),
+            ],
+            seed=0,
+            device="cpu",
+        )
+        model.compile(loss="categorical_crossentropy", lr=1e-2, precision=policy)
+        model.fit((x, labels), epochs=3, batch_size=32, verbose=False)
+        results[policy] = (model, model.evaluate(x_test, y_test)[1])
+    mixed, acc16 = results["mixed"]
+    acc32 = results["float32"][1]
+    assert acc32 >= 0.9, f"float32 training did not learn the task ({acc32:.2f})"
+    assert abs(acc16 - acc32) <= 0.05, f"mixed {acc16:.3f} vs float32 {acc32:.3f}"
+    assert {leaf.dtype for leaf in T.leaves((mixed.params, mixed.state))} == {
+        numpy.dtype("float32")
+    }

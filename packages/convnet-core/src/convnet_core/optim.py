@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import attrs
 import numpy
 
+from . import cuda_kernels
 from . import tree as _tree
 from .backend import get_array_module, is_cupy
 
@@ -301,6 +302,10 @@ class Adam(Optimizer):
     def _decoupled_decay(self, p, lr):
         return p
 
+    def _fused_decay(self) -> dict:
+        """The weight decay as `cuda_kernels.fused_adam_update` takes it (L2 for Adam)."""
+        return {"weight_decay": self.weight_decay}
+
     def _apply(self, params, grads, opt_state, step):
         xp = get_array_module(step)
         t = step.astype("float64")
@@ -309,8 +314,17 @@ class Adam(Optimizer):
         bias2 = 1.0 - self.beta2**t
         scalars = _Scalars(xp, lr=lr, step_size=lr / bias1, inv_sqrt_bias2=1.0 / xp.sqrt(bias2))
         b1, b2, eps = self.beta1, self.beta2, self.eps
+        fused = is_cupy(xp)  # on a GPU one kernel does the arithmetic of adam_leaf
 
         def adam_leaf(p, g, m, v):
+            if fused:  # reference: cuda_kernels.adam_update_reference
+                return cuda_kernels.fused_adam_update(
+                    p, g, m, v,
+                    lr=scalars.get("lr", p.dtype),
+                    step_size=scalars.get("step_size", p.dtype),
+                    inv_sqrt_bias2=scalars.get("inv_sqrt_bias2", p.dtype),
+                    beta1=b1, beta2=b2, eps=eps, **self._fused_decay(),
+                )  # fmt: skip
             g = self._decayed(g, p)
             m = m * b1
             m += (1.0 - b1) * g  # m <- β1·m + (1-β1)·g
@@ -344,6 +358,9 @@ class AdamW(Adam):
 
     def _decoupled_decay(self, p, lr):
         return p * (1.0 - lr * p.dtype.type(self.weight_decay)) if self.weight_decay else p
+
+    def _fused_decay(self) -> dict:
+        return {"decoupled_weight_decay": self.weight_decay}
 
 
 @attrs.frozen(kw_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from ..precision import accumulation_dtype
 from .base import ShapeError, check_input, register_layer
 
 
@@ -73,9 +74,10 @@ class BatchNorm2D:
             shift = (beta - state["running_mean"] * gamma * inv_std)[:, None, None]
             return x * scale + shift, state, None
         count = x.size // x.shape[1]  # M = N*H*W values per channel
-        mean = x.mean(axis=axes)  # (C,)
+        acc = accumulation_dtype(x.dtype)  # float32 sums for float16 inputs, else x.dtype
+        mean = x.mean(axis=axes, dtype=acc).astype(x.dtype, copy=False)  # (C,)
         centered = x - mean[:, None, None]
-        var = (centered * centered).mean(axis=axes)  # (C,) biased
+        var = (centered * centered).mean(axis=axes, dtype=acc).astype(x.dtype, copy=False)
         inv_std = 1 / xp.sqrt(var + dtype(self.eps))  # (C,)
         x_hat = centered * inv_std[:, None, None]  # (N, C, H, W)
         y = x_hat * gamma[:, None, None] + beta[:, None, None]
@@ -91,8 +93,9 @@ class BatchNorm2D:
         """dγ = Σ dy x̂, dβ = Σ dy (C,); dx = γ/(M√(σ²+eps)) (M dy - dβ - x̂ dγ)."""
         x_hat, inv_std = cache
         axes = (0, 2, 3)
-        dgamma = (dy * x_hat).sum(axis=axes)  # (C,)
-        dbeta = dy.sum(axis=axes)  # (C,)
+        acc = accumulation_dtype(dy.dtype)  # float32 sums for float16, else dy.dtype
+        dgamma = (dy * x_hat).sum(axis=axes, dtype=acc).astype(dy.dtype, copy=False)  # (C,)
+        dbeta = dy.sum(axis=axes, dtype=acc).astype(dy.dtype, copy=False)  # (C,)
         grads = {"gamma": dgamma, "beta": dbeta}
         if not input_grad:
             return grads, None
