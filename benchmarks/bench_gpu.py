@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import inspect
 import json
 import pathlib
 import sys
@@ -49,12 +50,13 @@ from convnet_core import layers as L  # noqa: E402
 # the models
 
 
-def readme_layers():
+def readme_layers_fallback():
+    """The README model as the issue states it, used when convnet_core.presets is absent."""
     return [
-        L.Conv2D(8, (3, 3), padding="valid"),
+        L.Conv2D(8, (3, 3)),
         L.Activation("relu"),
         L.MaxPool2D((2, 2)),
-        L.Conv2D(16, (3, 3), padding="valid"),
+        L.Conv2D(16, (3, 3)),
         L.Activation("relu"),
         L.MaxPool2D((2, 2)),
         L.Flatten(),
@@ -65,8 +67,8 @@ def readme_layers():
 
 
 def best_layers_fallback():
-    """Used only when apps/train_mnist.py cannot be imported: conv blocks with BatchNorm
-    and dropout in the spirit of the `best` preset (the output says which was used)."""
+    """Used only when neither convnet_core.presets nor apps/train_mnist.py gives the `best`
+    network: conv blocks with BatchNorm and dropout (the output says which was used)."""
     block = lambda f: [L.Conv2D(f, (3, 3)), L.BatchNorm2D(), L.Activation("relu")]  # noqa: E731
     return [
         *block(32), *block(32), L.MaxPool2D((2, 2)),
@@ -76,14 +78,25 @@ def best_layers_fallback():
     ]  # fmt: skip
 
 
-def best_layers() -> tuple[list, str]:
-    """The layers of apps/train_mnist.py's `best` preset, and where they came from."""
+FALLBACKS = {"readme": readme_layers_fallback, "best": best_layers_fallback}
+
+
+def preset_layers(name: str) -> tuple[list, str]:
+    """The layers of preset `name` ("readme" or "best") and where they came from:
+    convnet_core.presets, else apps/train_mnist.py's PRESETS, else the fallback above."""
+    try:
+        presets = importlib.import_module("convnet_core.presets")
+        return list(getattr(presets, f"{name}_layers")()), f"convnet_core.presets.{name}_layers()"
+    except (ImportError, AttributeError):
+        pass
     sys.path.insert(0, str(ROOT / "apps"))
     try:
-        presets = importlib.import_module("train_mnist").PRESETS
-        return list(presets["best"]["network"](L)), "apps/train_mnist.py PRESETS['best']"
+        network = importlib.import_module("train_mnist").PRESETS[name]["network"]
+        takes_module = bool(inspect.signature(network).parameters)
+        layers = network(L) if takes_module else network()
+        return list(layers), f"apps/train_mnist.py PRESETS[{name!r}]"
     except Exception as error:  # any failure: say so and use the equivalent definition
-        return best_layers_fallback(), f"fallback definition ({type(error).__name__}: {error})"
+        return FALLBACKS[name](), f"fallback definition ({type(error).__name__}: {error})"
     finally:
         sys.path.remove(str(ROOT / "apps"))
 
@@ -141,8 +154,6 @@ def mnist_like(xp, samples: int, seed: int = 0):
 
 
 def supports_precision_option() -> bool:
-    import inspect
-
     return "precision" in inspect.signature(cn.Model.compile).parameters
 
 
@@ -320,9 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         where = torch.cuda.get_device_name() if tdev == "cuda" else "CPU"
         print(f"torch {torch.__version__} on {where}")
 
-    best, best_source = best_layers()
-    models = {"readme": readme_layers, "best": lambda: best}
-    print(f"best model: {best_source}")
+    found = {name: preset_layers(name) for name in ("readme", "best")}
+    models = {name: (lambda layers=layers: list(layers)) for name, (layers, _) in found.items()}
+    for name, (_, source) in found.items():
+        print(f"{name} model: {source}")
     fit_mixed = supports_precision_option()
     mixed_how = (
         "Model.fit(precision='mixed')"
@@ -390,9 +402,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(
-            {"device": backend.device_name(xp), "best_model": best_source, "samples": samples,
-             "epochs": results, "kernels": kernel_rows}, indent=2))  # fmt: skip
+        report = {
+            "device": backend.device_name(xp),
+            "models": {name: source for name, (_, source) in found.items()},
+            "samples": samples,
+            "epochs": results,
+            "kernels": kernel_rows,
+        }
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 
