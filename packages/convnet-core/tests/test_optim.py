@@ -194,3 +194,17 @@ def test_bad_options_are_clear():
         optim.sgd(0.1, clip_norm=0.0)
     with pytest.raises(ValueError, match="lr must be >= 0"):
         optim.sgd(-0.1)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
+def test_a_scalar_parameter_is_updated_like_a_one_element_vector(xp, name):
+    scalar = {"s": xp.asarray(2.0, dtype="float32")}  # shape ()
+    vector = {"s": xp.asarray([2.0], dtype="float32")}  # shape (1,)
+    opt = optim.get(name, lr=0.1, **({"momentum": 0.9} if name == "sgd" else {}))
+    state_s, state_v = opt.init(scalar), opt.init(vector)
+    for step in range(3):
+        grad = float(step) - 0.5
+        scalar, state_s = opt.update(scalar, {"s": xp.asarray(grad, dtype="float32")}, state_s)
+        vector, state_v = opt.update(vector, {"s": xp.asarray([grad], dtype="float32")}, state_v)
+    assert scalar["s"].shape == ()
+    assert float(scalar["s"]) == float(vector["s"][0])

@@ -141,8 +141,16 @@ def _rebuild(template: Any, values: Iterator[Any]) -> Any:
 
 def _map_leaves(fn, n_out: int, template: Any, *trees: Any) -> tuple[Any, ...]:
     """Apply `fn(*leaves) -> n_out arrays` leaf by leaf; rebuild n_out trees like `template`."""
-    results = [fn(*leaves) for leaves in _zip_leaves([template, *trees], [])]
+    results = [_on_arrays(fn, leaves) for leaves in _zip_leaves([template, *trees], [])]
     return tuple(_rebuild(template, iter([r[i] for r in results])) for i in range(n_out))
+
+
+def _on_arrays(fn, leaves: list[Any]) -> tuple[Any, ...]:
+    """fn(*leaves), with 0-d leaves (a scalar parameter) computed as shape (1,) and reshaped
+    back: arithmetic on 0-d arrays gives scalars, which the in-place updates cannot take."""
+    if leaves[0].ndim:
+        return fn(*leaves)
+    return tuple(out.reshape(()) for out in fn(*(leaf.reshape(1) for leaf in leaves)))
 
 
 class _Scalars:
