@@ -1,9 +1,9 @@
 """Forward + backward of a small CNN: convnet (NumPy) next to PyTorch CPU.
 
-The model: Conv2D(8) relu MaxPool2D Conv2D(16) relu MaxPool2D Flatten Dense(64) relu
-Dense(10) with softmax cross-entropy, on a 64x1x28x28 float32 batch. One "step" is the
-forward pass, the loss and the backward pass (all parameter gradients, no input gradient);
-no optimizer update.
+The model: the README model, convnet_core.presets.readme_layers() (Conv2D(8) relu MaxPool2D
+Conv2D(16) relu MaxPool2D Flatten Dense(64) relu Dense(10), 'same' padding) with softmax
+cross-entropy, on a 64x1x28x28 float32 batch. One "step" is the forward pass, the loss and
+the backward pass (all parameter gradients, no input gradient); no optimizer update.
 
 Each side runs in its own subprocess with 2 threads (PyTorch's OpenMP threads keep
 spinning after each op and would slow NumPy's BLAS threads in a shared process), and the
@@ -57,22 +57,9 @@ def _convnet_setup():
     import convnet_core as cn
     import numpy as np
     from convnet_core import layers as L
-    from convnet_core import losses
+    from convnet_core import losses, presets
 
-    net = L.Sequential(
-        [
-            L.Conv2D(8, (3, 3)),
-            L.Activation("relu"),
-            L.MaxPool2D((2, 2)),
-            L.Conv2D(16, (3, 3)),
-            L.Activation("relu"),
-            L.MaxPool2D((2, 2)),
-            L.Flatten(),
-            L.Dense(64),
-            L.Activation("relu"),
-            L.Dense(10),
-        ]
-    )
+    net = L.Sequential(presets.readme_layers())
     params, state = cn.init(net, BATCH[1:], rng=0)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(BATCH).astype(np.float32)

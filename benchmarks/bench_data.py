@@ -29,26 +29,13 @@ import convnet_core as cn
 import convnet_data
 import numpy as np
 from convnet_core import layers as L
-from convnet_core import losses, optim
+from convnet_core import losses, optim, presets
 from convnet_data import augment
 
 
 def readme_network():
-    """The old project's README model: (1, 28, 28) -> 10 logits."""
-    return L.Sequential(
-        (
-            L.Conv2D(8, (3, 3), padding="valid"),
-            L.Activation("relu"),
-            L.MaxPool2D((2, 2)),
-            L.Conv2D(16, (3, 3), padding="valid"),
-            L.Activation("relu"),
-            L.MaxPool2D((2, 2)),
-            L.Flatten(),
-            L.Dense(64),
-            L.Activation("relu"),
-            L.Dense(10),
-        )
-    )
+    """The old project's README model (convnet_core.presets): (1, 28, 28) -> 10 logits."""
+    return L.Sequential(presets.readme_layers())
 
 
 def bench_load(repeats: int) -> None:

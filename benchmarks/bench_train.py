@@ -1,11 +1,12 @@
 """One training epoch of the README model: `Model.fit` next to PyTorch CPU.
 
-The model: Conv2D(8, 3x3) relu MaxPool2D Conv2D(16, 3x3) relu MaxPool2D Flatten Dense(64)
-relu Dense(10), softmax cross-entropy, Adam(lr=1e-3), batches of 64, shuffled, on 60,000
-MNIST-shaped samples (random float32 images in [0, 1] with random labels: the speed does not
-depend on the values). Each side runs in its own subprocess with 2 threads and reports its
-seconds per epoch and its peak resident memory (ru_maxrss, which includes the 188 MB of
-training images each side holds).
+The model: convnet_core.presets.readme_layers(), i.e. Conv2D(8, 3x3) relu MaxPool2D
+Conv2D(16, 3x3) relu MaxPool2D Flatten Dense(64) relu Dense(10) with 'same' padding, softmax
+cross-entropy, Adam(lr=1e-3), batches of 64, shuffled, on 60,000 MNIST-shaped samples
+(random float32 images in [0, 1] with random labels: the speed does not depend on the
+values). Each side runs in its own subprocess with 2 threads and reports its seconds per
+epoch and its peak resident memory (ru_maxrss, which includes the 188 MB of training
+images each side holds).
 
     python benchmarks/bench_train.py                   # one timed epoch per side
     python benchmarks/bench_train.py --repeats 3       # best of three epochs
@@ -48,26 +49,10 @@ def peak_rss_mb() -> float:
 
 
 def run_convnet(samples: int, repeats: int) -> dict:
-    from convnet_core import Model
-    from convnet_core.layers import Activation, Conv2D, Dense, Flatten, MaxPool2D
+    from convnet_core import Model, presets
 
     x, y = make_data(samples)
-    model = Model(
-        [
-            Conv2D(8, (3, 3)),
-            Activation("relu"),
-            MaxPool2D((2, 2)),
-            Conv2D(16, (3, 3)),
-            Activation("relu"),
-            MaxPool2D((2, 2)),
-            Flatten(),
-            Dense(64),
-            Activation("relu"),
-            Dense(10),
-        ],
-        seed=0,
-        device="cpu",
-    )
+    model = Model(presets.readme_layers(), seed=0, device="cpu")
     model.compile(loss="categorical_crossentropy", optimizer="adam", lr=1e-3)
     model.fit((x[:1280], y[:1280]), epochs=1, batch_size=BATCH, verbose=False)  # warm-up
     times = []

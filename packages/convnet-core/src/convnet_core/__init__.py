@@ -11,7 +11,7 @@ explicit parameter pytrees with an array module `xp` (numpy or cupy).
     logits, state, cache = cn.apply(net, params, state, x, training=True)  # (4, 10)
 """
 
-from . import backend, callbacks, layers, losses, optim, schedules, tree
+from . import backend, callbacks, layers, losses, optim, presets, schedules, tree
 from .api import apply, grad, init
 from .gradcheck import check_grad
 from .layers.base import register_layer
@@ -31,6 +31,7 @@ __all__ = [
     "layers",
     "losses",
     "optim",
+    "presets",
     "register_layer",
     "schedules",
     "tree",
