@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import inspect
 import json
 import pathlib
@@ -50,55 +49,9 @@ from convnet_core import layers as L  # noqa: E402
 # the models
 
 
-def readme_layers_fallback():
-    """The README model as the issue states it, used when convnet_core.presets is absent."""
-    return [
-        L.Conv2D(8, (3, 3)),
-        L.Activation("relu"),
-        L.MaxPool2D((2, 2)),
-        L.Conv2D(16, (3, 3)),
-        L.Activation("relu"),
-        L.MaxPool2D((2, 2)),
-        L.Flatten(),
-        L.Dense(64),
-        L.Activation("relu"),
-        L.Dense(10),
-    ]
-
-
-def best_layers_fallback():
-    """Used only when neither convnet_core.presets nor apps/train_mnist.py gives the `best`
-    network: conv blocks with BatchNorm and dropout (the output says which was used)."""
-    block = lambda f: [L.Conv2D(f, (3, 3)), L.BatchNorm2D(), L.Activation("relu")]  # noqa: E731
-    return [
-        *block(32), *block(32), L.MaxPool2D((2, 2)),
-        *block(64), *block(64), L.MaxPool2D((2, 2)),
-        L.Flatten(), L.Dropout(0.3), L.Dense(128), L.Activation("relu"), L.Dropout(0.3),
-        L.Dense(10),
-    ]  # fmt: skip
-
-
-FALLBACKS = {"readme": readme_layers_fallback, "best": best_layers_fallback}
-
-
 def preset_layers(name: str) -> tuple[list, str]:
-    """The layers of preset `name` ("readme" or "best") and where they came from:
-    convnet_core.presets, else apps/train_mnist.py's PRESETS, else the fallback above."""
-    try:
-        presets = importlib.import_module("convnet_core.presets")
-        return list(getattr(presets, f"{name}_layers")()), f"convnet_core.presets.{name}_layers()"
-    except (ImportError, AttributeError):
-        pass
-    sys.path.insert(0, str(ROOT / "apps"))
-    try:
-        network = importlib.import_module("train_mnist").PRESETS[name]["network"]
-        takes_module = bool(inspect.signature(network).parameters)
-        layers = network(L) if takes_module else network()
-        return list(layers), f"apps/train_mnist.py PRESETS[{name!r}]"
-    except Exception as error:  # any failure: say so and use the equivalent definition
-        return FALLBACKS[name](), f"fallback definition ({type(error).__name__}: {error})"
-    finally:
-        sys.path.remove(str(ROOT / "apps"))
+    """The layers of preset `name` ("readme" or "best") and where they came from."""
+    return list(getattr(cn.presets, f"{name}_layers")()), f"convnet_core.presets.{name}_layers()"
 
 
 def torch_twin(torch, layers, input_shape):
@@ -285,9 +238,9 @@ def bench_kernels(xp) -> list[dict]:
             partial(K.fused_relu_backward, y, dy),
             partial(K.relu_backward_reference, y, dy, xp=xp),
         )
-    # conv input gradients (3x3, stride 1): README conv2 (8 channels in, 13x13 valid), and
-    # the best model's "same" convs (28x28 and 14x14 padded by one)
-    for n, c, hw in [(64, 8, 13), (512, 8, 13), (64, 32, 30), (512, 32, 30), (512, 64, 16)]:
+    # conv input gradients (3x3, stride 1, "same": padded by one): README conv2 (8 channels
+    # in, 14x14 -> 16x16 padded), and the best model's convs (14x14 and 7x7 inputs)
+    for n, c, hw in [(64, 8, 16), (512, 8, 16), (64, 16, 16), (512, 16, 16), (512, 32, 9)]:
         padded = (n, c, hw, hw)
         ho = ops.conv_output_size(hw, 3, 1, 0)
         blocks = rng.standard_normal((c, 3, 3, n, ho, ho), dtype=xp.float32)

@@ -58,20 +58,7 @@ def assert_close(gpu, cpu, *, rtol=RTOL, what=""):
 
 
 def readme_network():
-    return L.Sequential(
-        (
-            L.Conv2D(8, (3, 3), padding="valid"),
-            L.Activation("relu"),
-            L.MaxPool2D((2, 2)),
-            L.Conv2D(16, (3, 3), padding="valid"),
-            L.Activation("relu"),
-            L.MaxPool2D((2, 2)),
-            L.Flatten(),
-            L.Dense(64),
-            L.Activation("relu"),
-            L.Dense(10),
-        )
-    )
+    return L.Sequential(cn.presets.readme_layers())
 
 
 def bn_dropout_network(rate=0.3):
