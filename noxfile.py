@@ -9,6 +9,7 @@ uv run nox -s bench          benchmarks next to PyTorch CPU
 
 from __future__ import annotations
 
+import glob
 import os
 import pathlib
 import shutil
@@ -129,6 +130,11 @@ def tests_cuda(session: nox.Session) -> None:
     installs nothing and imports the packages from the tree, for a machine whose Python
     already has CuPy and no package registry.
     """
+    if shutil.which("nvidia-smi") is None and not glob.glob("/dev/nvidia[0-9]*"):
+        session.error(
+            "tests-cuda needs an NVIDIA GPU, and this machine has none (no nvidia-smi, no "
+            "/dev/nvidia*); run `nox -s tests` for the CPU"
+        )
     no_venv = session.venv_backend == "none"
     env = {"CONVNET_TEST_DEVICE": "cuda"}
     if no_venv:
