@@ -16,9 +16,10 @@ the medians over rounds of each round's median time per step; the ratio is convn
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from the convnet subprocess's environment:
 some machines set them for old OpenBLAS builds, and they slow a current NumPy.
 
-`--tune-malloc` runs both sides with glibc's malloc told to keep freed memory
-(MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_): by default every large temporary array is
-a fresh mmap, and a NumPy training step of this model then takes about 2,200 page faults.
+`--tune-malloc` runs both sides with glibc's malloc told to keep freed memory: each worker
+calls `convnet_core.backend.tune_allocator()` first (mallopt of the mmap and trim
+thresholds). By default every large temporary array is a fresh mmap, and a NumPy training
+step of this model then takes about 2,200 page faults.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ BATCH = (64, 1, 28, 28)
 THREADS = 2
 SLOWING_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 CLOCK = time.perf_counter  # --cpu-time: time.process_time
-MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 
 
 def _median_ms(fn, *, repeats: int, number: int) -> float:
@@ -97,9 +97,18 @@ def _convnet_layers(net, params, state, x, repeats, number):
     return rows
 
 
+def _tune_malloc(args) -> None:
+    """--tune-malloc: the same allocator setting on both sides (a no-op off glibc)."""
+    if args.tune_malloc:
+        from convnet_core.backend import tune_allocator
+
+        tune_allocator()
+
+
 def _worker_convnet(args) -> dict:
     from threadpoolctl import threadpool_info, threadpool_limits
 
+    _tune_malloc(args)
     threadpool_limits(THREADS)
     net, params, state, x, step = _convnet_setup()
     for _ in range(args.warmup):
@@ -173,6 +182,7 @@ def _torch_layers(torch, model, x, repeats, number):
 
 
 def _worker_torch(args) -> dict:
+    _tune_malloc(args)
     torch, model, x, step = _torch_setup()
     for _ in range(args.warmup):
         step()
@@ -191,8 +201,6 @@ def _run_worker(side: str, args) -> dict:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(THREADS)
     env["CONVNET_BENCH_THREADS"] = str(THREADS)
-    if args.tune_malloc:
-        env.update(MALLOC_TUNING)
     if side == "convnet":
         for name in SLOWING_VARIABLES:
             env.pop(name, None)
@@ -213,6 +221,8 @@ def _run_worker(side: str, args) -> dict:
         command.append("--layer")
     if args.cpu_time:
         command.append("--cpu-time")
+    if args.tune_malloc:
+        command.append("--tune-malloc")
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"the {side} worker failed:\n{done.stderr}")
