@@ -13,6 +13,15 @@ views, the next im2col copies from it with contiguous inner rows, and the backwa
 gets its `dy` back in the same order, so `dy.transpose(1, 0, 2, 3).reshape(O, -1)` is free.
 Every array is still an ordinary (N, C, H, W) array: only its strides differ, and any
 input layout gives the same numbers (a C-contiguous input just costs one more copy).
+
+Same-size convolutions. When the stride is 1 and the padding keeps the size (Ho = H,
+Wo = W, as "same" does), offset (i, j) of every window reads the input plane shifted by
+s = (i - top)*W + (j - left) once each (H, W) plane is flattened. `im2col_same_size` and
+`col2im_same_size` use that on NumPy: one long copy (or add) per offset over whole planes
+instead of one short one per output row (rows of W pixels), then zeros where a shift
+reads outside the image: whole rows at either end of the plane, and the |j - left|
+columns that wrap round from the neighbouring row. The numbers are those of
+`im2col(pad_spatial(...))` and `unpad_spatial(col2im(...))`.
 """
 
 from __future__ import annotations
@@ -24,8 +33,11 @@ from .backend import is_cupy
 
 __all__ = [
     "col2im",
+    "col2im_same_size",
     "conv_output_size",
     "im2col",
+    "im2col_same_size",
+    "keeps_size",
     "pad_spatial",
     "pool_windows",
     "same_padding",
@@ -125,6 +137,100 @@ def col2im(
                 :, i, j
             ]
     return dx.transpose(1, 0, 2, 3)  # (N, C, Hp, Wp) view
+
+
+def keeps_size(
+    in_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pads: tuple[int, int, int, int],
+) -> bool:
+    """True when a convolution's output is as large as its input: stride 1, Ho = H, Wo = W."""
+    h, w = in_hw
+    kh, kw = kernel
+    top, bottom, left, right = pads
+    return (
+        tuple(stride) == (1, 1)
+        and conv_output_size(h, kh, 1, top + bottom) == h
+        and conv_output_size(w, kw, 1, left + right) == w
+    )
+
+
+def _plane_shift(i: int, j: int, h: int, w: int, top: int, left: int) -> tuple[int, int, int]:
+    """(s, lo, hi): offset (i, j) reads flat pixel p + s for output pixels p in [lo, hi).
+
+    Flat indices run over one (H, W) plane; outside [lo, hi) the shift leaves the plane.
+    """
+    shift = (i - top) * w + (j - left)
+    lo = min(max(0, -shift), h * w)
+    hi = max(lo, h * w - max(0, shift))
+    return shift, lo, hi
+
+
+def _zero_wrapped_columns(planes: Any, dj: int) -> None:
+    """Zero, in place, the columns of planes (..., H, W) that a column shift dj reads from
+    the neighbouring row: the last dj columns for dj > 0, the first -dj for dj < 0."""
+    width = planes.shape[-1]
+    if dj > 0:
+        planes[..., max(width - dj, 0) :] = 0
+    elif dj < 0:
+        planes[..., : min(-dj, width)] = 0
+
+
+def im2col_same_size(
+    x: Any, kernel: tuple[int, int], pads: tuple[int, int, int, int], *, xp: Any
+) -> Any:
+    """`im2col(pad_spatial(x, pads), kernel, (1, 1))` for a size-keeping convolution.
+
+    x (N, C, H, W) -> cols (C*kh*kw, N*H*W), requires `keeps_size`. Each kernel offset is
+    one copy of whole flattened planes, shifted (see the module docstring); the padding is
+    never materialised.
+    """
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    top, _, left, _ = pads
+    planes = x.transpose(1, 0, 2, 3).reshape(c, n, h * w)  # (C, N, H*W), free if channel-major
+    cols = xp.empty((c, kh, kw, n, h * w), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            shift, lo, hi = _plane_shift(i, j, h, w, top, left)
+            block = cols[:, i, j]  # (C, N, H*W), a view
+            block[:, :, lo:hi] = planes[:, :, lo + shift : hi + shift]
+            block[:, :, :lo] = 0  # rows above the image
+            block[:, :, hi:] = 0  # rows below it
+            _zero_wrapped_columns(block.reshape(c, n, h, w), j - left)
+    return cols.reshape(c * kh * kw, n * h * w)
+
+
+def col2im_same_size(
+    dcols: Any,
+    x_shape: tuple[int, int, int, int],
+    kernel: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    *,
+    xp: Any,
+) -> Any:
+    """`unpad_spatial(col2im(dcols, ...), pads)` for a size-keeping convolution.
+
+    dcols (C*kh*kw, N*H*W) -> dx (N, C, H, W) (channel-major in memory); requires
+    `keeps_size`. One add of whole flattened planes per kernel offset. dcols is used as
+    scratch: the entries that fall outside the image are zeroed in place.
+    """
+    n, c, h, w = x_shape
+    kh, kw = kernel
+    top, _, left, _ = pads
+    blocks = dcols.reshape(c, kh, kw, n, h * w)
+    # offset (top, left) reads the plane unshifted (s = 0): it starts the sum
+    dx = blocks[:, top, left].copy()  # (C, N, H*W)
+    for i in range(kh):
+        for j in range(kw):
+            if (i, j) == (top, left):
+                continue
+            shift, lo, hi = _plane_shift(i, j, h, w, top, left)
+            block = blocks[:, i, j]  # (C, N, H*W), a view
+            _zero_wrapped_columns(block.reshape(c, n, h, w), j - left)
+            dx[:, :, lo + shift : hi + shift] += block[:, :, lo:hi]
+    return dx.reshape(c, n, h, w).transpose(1, 0, 2, 3)  # (N, C, H, W) view
 
 
 def pool_windows(x: Any, pool: tuple[int, int], stride: tuple[int, int]) -> list[Any]:

@@ -5,7 +5,18 @@ from __future__ import annotations
 import attrs
 import numpy
 
-from ..ops import col2im, conv_output_size, im2col, pad_spatial, same_padding, unpad_spatial
+from ..backend import is_cupy
+from ..ops import (
+    col2im,
+    col2im_same_size,
+    conv_output_size,
+    im2col,
+    im2col_same_size,
+    keeps_size,
+    pad_spatial,
+    same_padding,
+    unpad_spatial,
+)
 from .base import ShapeError, check_input, host_array, register_layer
 
 
@@ -73,6 +84,10 @@ class Conv2D:
         ph, pw = _pair(self.padding)
         return (ph, ph, pw, pw)
 
+    def _shifts_planes(self, x_shape, pads, xp) -> bool:
+        """Whether im2col/col2im run as whole-plane shifts (NumPy, size-keeping conv)."""
+        return not is_cupy(xp) and keeps_size(x_shape[2:], self.kernel_size, self.stride, pads)
+
     def output_shape(self, input_shape):
         """(C, H, W) -> (filters, Ho, Wo), Ho = (H + pads - kh) // sh + 1."""
         if len(input_shape) != 3:
@@ -108,7 +123,9 @@ class Conv2D:
     def apply(self, params, state, x, *, training, rng, xp):
         """x (N, C, H, W) -> y (N, O, Ho, Wo) as one matmul W2d (O, C*kh*kw) @ cols.
 
-        The cache holds cols (C*kh*kw, N*Ho*Wo), the padded shape and the pads.
+        The cache holds cols (C*kh*kw, N*Ho*Wo), the input shape and the pads. On NumPy a
+        size-keeping convolution (stride 1, Ho = H, Wo = W) builds cols by whole-plane
+        shifted copies (`ops.im2col_same_size`): the same numbers, without the padded copy.
         """
         W = params["W"]  # (O, C, kh, kw)
         out_channels, in_channels = W.shape[:2]
@@ -116,18 +133,21 @@ class Conv2D:
         n = x.shape[0]
         _, ho, wo = self.output_shape(x.shape[1:])
         pads = self.pads(*x.shape[2:])
-        x_padded = pad_spatial(x, pads, xp=xp)  # (N, C, Hp, Wp)
-        cols = im2col(x_padded, self.kernel_size, self.stride, xp=xp)  # (C*kh*kw, N*Ho*Wo)
+        if self._shifts_planes(x.shape, pads, xp):
+            cols = im2col_same_size(x, self.kernel_size, pads, xp=xp)  # (C*kh*kw, N*H*W)
+        else:
+            x_padded = pad_spatial(x, pads, xp=xp)  # (N, C, Hp, Wp)
+            cols = im2col(x_padded, self.kernel_size, self.stride, xp=xp)  # (C*kh*kw, N*Ho*Wo)
         y = W.reshape(out_channels, -1) @ cols  # (O, N*Ho*Wo)
         if self.use_bias:
             y += params["b"][:, None]
         y = y.reshape(out_channels, n, ho, wo).transpose(1, 0, 2, 3)  # (N, O, Ho, Wo) view
-        cache = (cols, x_padded.shape, pads) if training else None
+        cache = (cols, x.shape, pads) if training else None
         return y, state, cache
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
         """dW = dY colsᵀ (O, C, kh, kw), db = Σ dY (O,), dx = col2im(W2dᵀ dY) (N, C, H, W)."""
-        cols, padded_shape, pads = cache
+        cols, x_shape, pads = cache
         W = params["W"]  # (O, C, kh, kw)
         out_channels = W.shape[0]
         # (N, O, Ho, Wo) -> (O, N*Ho*Wo); free when dy is channel-major in memory
@@ -141,6 +161,12 @@ class Conv2D:
         dx = None
         if input_grad:
             dcols = W.reshape(out_channels, -1).T @ dy2d  # (C*kh*kw, N*Ho*Wo)
-            dx_padded = col2im(dcols, padded_shape, self.kernel_size, self.stride, xp=xp)
-            dx = unpad_spatial(dx_padded, pads)  # (N, C, H, W)
+            if self._shifts_planes(x_shape, pads, xp):
+                dx = col2im_same_size(dcols, x_shape, self.kernel_size, pads, xp=xp)
+            else:
+                n, c, h, w = x_shape
+                top, bottom, left, right = pads
+                padded_shape = (n, c, h + top + bottom, w + left + right)
+                dx_padded = col2im(dcols, padded_shape, self.kernel_size, self.stride, xp=xp)
+                dx = unpad_spatial(dx_padded, pads)  # (N, C, H, W)
         return grads, dx
