@@ -91,32 +91,37 @@ class MaxPool2D(_Pool2D):
     stride: tuple | None = attrs.field(default=None, converter=_optional_pair, validator=_positive)
 
     def apply(self, params, state, x, *, training, rng, xp):
-        """x (N, C, H, W) -> y (N, C, Ho, Wo), the max of each window; caches (x, y)."""
+        """x (N, C, H, W) -> y (N, C, Ho, Wo), the max of each window.
+
+        When training, the cache also holds `first_max` (N, C, Ho, Wo), uint8 (int32 for
+        windows of over 255 pixels): the offset k (row-major within the window) of each
+        window's first maximum, found while taking the max so the backward pass needs no
+        comparison with x.
+        """
         self._check(x)
         views = pool_windows(x, self.pool_size, self.strides)  # kh*kw views (N, C, Ho, Wo)
         y = views[0].copy(order="K")  # keeps the input's memory layout
-        for view in views[1:]:
+        if not training:
+            for view in views[1:]:
+                xp.maximum(y, view, out=y)
+            return y, state, None
+        index_type = xp.uint8 if len(views) <= 256 else xp.int32
+        first_max = xp.zeros_like(y, dtype=index_type)  # offset 0 until a larger one comes
+        for k, view in enumerate(views[1:], start=1):
+            newer = view > y  # strictly larger: on ties the earlier offset stays
             xp.maximum(y, view, out=y)
-        return y, state, ((x, y) if training else None)
+            # k exceeds every offset recorded so far, so the max writes k exactly where newer
+            xp.maximum(first_max, newer.view(xp.uint8) * index_type(k), out=first_max)
+        return y, state, (x.shape, first_max)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
         """dx (N, C, H, W): each dy goes to its window's (first) maximum, 0 elsewhere."""
         if not input_grad:
             return {}, None
-        x, y = cache
-        dx = self._input_grad_buffer(x.shape, y.shape, dy.dtype, xp)
-        dx_views = pool_windows(dx, self.pool_size, self.strides)
-        free = None  # (N, C, Ho, Wo) bool: windows whose max has not been claimed yet
-        for k, (view, dx_view) in enumerate(
-            zip(pool_windows(x, self.pool_size, self.strides), dx_views, strict=True)
-        ):
-            winner = view == y  # this offset holds the max...
-            if free is None:
-                free = ~winner
-            else:
-                winner &= free  # ...and no earlier offset did (ties: first wins)
-                if k < len(dx_views) - 1:
-                    free ^= winner
+        x_shape, first_max = cache
+        dx = self._input_grad_buffer(x_shape, first_max.shape, dy.dtype, xp)
+        for k, dx_view in enumerate(pool_windows(dx, self.pool_size, self.strides)):
+            winner = first_max == k  # this offset holds the window's first max
             if self.tiles:
                 xp.multiply(winner, dy, out=dx_view)
             else:
