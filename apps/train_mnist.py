@@ -239,6 +239,9 @@ def main(**options) -> int:
     """Train a convnet on MNIST and save it, its history and its training curves."""
     settings = resolve_settings(options)
     set_blas_threads(settings["threads"])  # before NumPy is imported
+    from convnet_core import backend
+
+    backend.tune_allocator()  # big temporaries reused, not page-faulted in afresh (glibc)
     return train(settings)
 
 
