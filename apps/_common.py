@@ -36,6 +36,22 @@ class AppError(Exception):
     """An error the user can fix; the program prints its message as one line and exits 1."""
 
 
+# Options that evaluate.py and show_filters.py share.
+data_option = click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    help="Folder with the four MNIST IDX .gz files (default: the bundled data/mnist).",
+)
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="BLAS threads for the CPU (more rarely pay for these small networks).",
+)
+
+
 # ---------------------------------------------------------------------------------------
 # Threads
 

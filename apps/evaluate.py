@@ -20,6 +20,7 @@ from _common import (  # noqa: E402
     check_writable_dir,
     companion_path,
     confusion_matrix,
+    data_option,
     format_confusion,
     image_grid,
     import_pyplot,
@@ -29,6 +30,7 @@ from _common import (  # noqa: E402
     run_command,
     save_figure,
     set_blas_threads,
+    threads_option,
     to_inputs,
 )
 
@@ -39,12 +41,7 @@ PROG = "evaluate.py"
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=pathlib.Path))
-@click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(file_okay=False, path_type=pathlib.Path),
-    help="Folder with the four MNIST IDX .gz files (default: the bundled data/mnist).",
-)
+@data_option
 @click.option(
     "--wrong",
     "wrong_path",
@@ -73,13 +70,7 @@ PROG = "evaluate.py"
     show_default=True,
     help="Where to compute: cuda needs CuPy and a GPU; auto uses one when usable.",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="BLAS threads for the CPU (more rarely pay for these small networks).",
-)
+@threads_option
 @click.option(
     "--limit-test",
     type=click.IntRange(min=1),

@@ -19,6 +19,7 @@ from _common import (  # noqa: E402
     AppError,
     check_writable_dir,
     companion_path,
+    data_option,
     image_grid,
     import_pyplot,
     load_mnist_data,
@@ -26,6 +27,7 @@ from _common import (  # noqa: E402
     run_command,
     save_figure,
     set_blas_threads,
+    threads_option,
     to_inputs,
 )
 
@@ -46,12 +48,7 @@ FOLLOWERS = ("BatchNorm2D", "Activation")
     show_default=True,
     help="Index of the test digit whose feature maps are drawn.",
 )
-@click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(file_okay=False, path_type=pathlib.Path),
-    help="Folder with the four MNIST IDX .gz files (default: the bundled data/mnist).",
-)
+@data_option
 @click.option(
     "--filters",
     "filters_path",
@@ -64,13 +61,7 @@ FOLLOWERS = ("BatchNorm2D", "Activation")
     type=click.Path(dir_okay=False, path_type=pathlib.Path),
     help="Where to save the feature-maps PNG (default: NAME.features.png beside MODEL).",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="BLAS threads for the CPU (more rarely pay for these small networks).",
-)
+@threads_option
 def main(model_path, index, data_dir, filters_path, features_path, threads):
     """Save the first conv layer's filters of MODEL and one test digit's feature maps as PNGs."""
     set_blas_threads(threads)  # before NumPy is imported
