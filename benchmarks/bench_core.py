@@ -129,22 +129,12 @@ def _worker_convnet(args) -> dict:
 
 def _torch_setup():
     import torch
+    import torch_twins
     from torch import nn
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(784, 64),
-        nn.ReLU(),
-        nn.Linear(64, 10),
-    )
+    model = torch_twins.readme_model(nn)
     x = torch.randn(BATCH)
     labels = torch.randint(0, 10, (BATCH[0],))
     loss_fn = nn.CrossEntropyLoss()

@@ -69,24 +69,14 @@ def run_convnet(samples: int, repeats: int) -> dict:
 
 def run_torch(samples: int, repeats: int) -> dict:
     import torch
+    import torch_twins
     from torch import nn
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     x, y = make_data(samples)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16 * 7 * 7, 64),
-        nn.ReLU(),
-        nn.Linear(64, 10),
-    )
+    model = torch_twins.readme_model(nn)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
 
