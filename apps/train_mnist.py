@@ -60,42 +60,38 @@ STARTED = time.perf_counter()
 # - One BLAS thread: the matrices are small, the second core prepares the (augmented)
 #   batches, and on a loaded machine two OpenBLAS threads made an epoch over 20x slower.
 
+# Settings both presets share; each preset overrides or adds its own.
+_COMMON_SETTINGS = {
+    "optimizer": "adam",
+    "weight_decay": 0.0,
+    "clip_norm": None,
+    "val_split": 0.0,
+    "early_stopping": False,
+    "patience": 5,
+    "lr_schedule": "cosine",
+    "augment": True,
+    "threads": 1,
+    "augment_strength": {"max_shift": 2, "max_degrees": 10.0},
+}
+
 # "network" names the function of convnet_core.presets that makes the layers; the import
 # waits for build_model, because NumPy must start after --threads is applied.
 PRESETS = {
     "readme": {
+        **_COMMON_SETTINGS,
         "network": "readme_layers",
         "about": "the old project's README model (Conv8-Conv16-Dense64, 52k weights)",
         "epochs": 15,
         "batch_size": 64,
-        "optimizer": "adam",
         "lr": 2e-3,
-        "weight_decay": 0.0,
-        "clip_norm": None,
-        "val_split": 0.0,
-        "early_stopping": False,
-        "patience": 5,
-        "lr_schedule": "cosine",
-        "augment": True,
-        "threads": 1,
-        "augment_strength": {"max_shift": 2, "max_degrees": 10.0},
     },
     "best": {
+        **_COMMON_SETTINGS,
         "network": "best_layers",
         "about": "16-32-64 conv blocks with BatchNorm, a 128-unit head with dropout (99k weights)",
         "epochs": 20,
         "batch_size": 128,
-        "optimizer": "adam",
         "lr": 3e-3,
-        "weight_decay": 0.0,
-        "clip_norm": None,
-        "val_split": 0.0,
-        "early_stopping": False,
-        "patience": 5,
-        "lr_schedule": "cosine",
-        "augment": True,
-        "threads": 1,
-        "augment_strength": {"max_shift": 2, "max_degrees": 10.0},
     },
 }
 DEFAULT_ARCH = "readme"
