@@ -42,6 +42,20 @@ def test_col2im_same_size_matches_padded_col2im(h, w, kh, kw):
     numpy.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(("h", "w", "kh", "kw"), [(1, 2, 3, 3), (1, 1, 5, 5), (2, 1, 5, 3)])
+def test_shifts_longer_than_a_single_small_image(h, w, kh, kw):
+    # one sample smaller than the kernel: some shifts reach past all N*H*W pixels
+    x = numpy.random.default_rng(3).standard_normal((1, 2, h, w))
+    pads = _same(h, w, kh, kw)
+    expected = ops.im2col(ops.pad_spatial(x, pads, xp=numpy), (kh, kw), (1, 1), xp=numpy)
+    cols = ops.im2col_same_size(x, (kh, kw), pads, xp=numpy)
+    numpy.testing.assert_array_equal(cols, expected)
+    padded_shape = (1, 2, h + pads[0] + pads[1], w + pads[2] + pads[3])
+    dx_padded = ops.col2im(cols.copy(), padded_shape, (kh, kw), (1, 1), xp=numpy)
+    dx = ops.col2im_same_size(cols.copy(), x.shape, (kh, kw), pads, xp=numpy)
+    numpy.testing.assert_allclose(dx, ops.unpad_spatial(dx_padded, pads), rtol=1e-12)
+
+
 def test_col2im_same_size_is_the_adjoint_of_im2col_same_size():
     # <im2col(x), d> == <x, col2im(d)> for every x, d: the backward pass is exact
     rng = numpy.random.default_rng(2)

@@ -15,12 +15,14 @@ Every array is still an ordinary (N, C, H, W) array: only its strides differ, an
 input layout gives the same numbers (a C-contiguous input just costs one more copy).
 
 Same-size convolutions. When the stride is 1 and the padding keeps the size (Ho = H,
-Wo = W, as "same" does), offset (i, j) of every window reads the input plane shifted by
-s = (i - top)*W + (j - left) once each (H, W) plane is flattened. `im2col_same_size` and
-`col2im_same_size` use that on NumPy: one long copy (or add) per offset over whole planes
-instead of one short one per output row (rows of W pixels), then zeros where a shift
-reads outside the image: whole rows at either end of the plane, and the |j - left|
-columns that wrap round from the neighbouring row. The numbers are those of
+Wo = W, as "same" does), offset (i, j) of every window reads the input shifted by
+s = (i - top)*W + (j - left) places once the whole (C, N, H, W) batch is flattened to one
+row of N*H*W pixels per channel. `im2col_same_size` and `col2im_same_size` use that on
+NumPy: one long copy (or add) per offset over each channel's row, instead of one short one
+per output row (rows of W pixels, which NumPy runs several times more slowly), then zeros
+where the shift read outside the image: the |i - top| rows at the top or bottom of each
+plane, which the flat shift takes from the neighbouring plane, and the |j - left| columns
+that wrap round from the neighbouring row. The numbers are those of
 `im2col(pad_spatial(...))` and `unpad_spatial(col2im(...))`.
 """
 
@@ -156,25 +158,32 @@ def keeps_size(
     )
 
 
-def _plane_shift(i: int, j: int, h: int, w: int, top: int, left: int) -> tuple[int, int, int]:
-    """(s, lo, hi): offset (i, j) reads flat pixel p + s for output pixels p in [lo, hi).
+def _shifted_slices(length: int, shift: int) -> tuple[slice, slice]:
+    """(to, from): slices of a row of `length` with row[to] paired with row[from] = p + shift.
 
-    Flat indices run over one (H, W) plane; outside [lo, hi) the shift leaves the plane.
+    The first or last |shift| places of `to` have no partner inside the row and are left out.
     """
-    shift = (i - top) * w + (j - left)
-    lo = min(max(0, -shift), h * w)
-    hi = max(lo, h * w - max(0, shift))
-    return shift, lo, hi
+    shift = max(-length, min(shift, length))  # a shift past the row pairs nothing
+    if shift >= 0:
+        return slice(0, length - shift), slice(shift, length)
+    return slice(-shift, length), slice(0, length + shift)
 
 
-def _zero_wrapped_columns(planes: Any, dj: int) -> None:
-    """Zero, in place, the columns of planes (..., H, W) that a column shift dj reads from
-    the neighbouring row: the last dj columns for dj > 0, the first -dj for dj < 0."""
-    width = planes.shape[-1]
-    if dj > 0:
-        planes[..., max(width - dj, 0) :] = 0
-    elif dj < 0:
+def _zero_outside(planes: Any, di: int, dj: int) -> None:
+    """Zero, in place, the pixels p of planes (..., H, W) whose p + (di, dj) leaves the plane.
+
+    These are the entries a flat shift by di*W + dj reads from a neighbouring plane (the
+    first -di or last di rows) or from a neighbouring row (the first -dj or last dj columns).
+    """
+    height, width = planes.shape[-2:]
+    if di < 0:
+        planes[..., : min(-di, height), :] = 0
+    elif di > 0:
+        planes[..., max(height - di, 0) :, :] = 0
+    if dj < 0:
         planes[..., : min(-dj, width)] = 0
+    elif dj > 0:
+        planes[..., max(width - dj, 0) :] = 0
 
 
 def im2col_same_size(
@@ -183,23 +192,23 @@ def im2col_same_size(
     """`im2col(pad_spatial(x, pads), kernel, (1, 1))` for a size-keeping convolution.
 
     x (N, C, H, W) -> cols (C*kh*kw, N*H*W), requires `keeps_size`. Each kernel offset is
-    one copy of whole flattened planes, shifted (see the module docstring); the padding is
-    never materialised.
+    one shifted copy of each channel's flattened pixels (see the module docstring); the
+    padding is never materialised.
     """
     n, c, h, w = x.shape
     kh, kw = kernel
     top, _, left, _ = pads
-    planes = x.transpose(1, 0, 2, 3).reshape(c, n, h * w)  # (C, N, H*W), free if channel-major
-    cols = xp.empty((c, kh, kw, n, h * w), dtype=x.dtype)
+    length = n * h * w
+    rows = x.transpose(1, 0, 2, 3).reshape(c, length)  # (C, N*H*W), free if channel-major
+    cols = xp.empty((c, kh, kw, length), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            shift, lo, hi = _plane_shift(i, j, h, w, top, left)
-            block = cols[:, i, j]  # (C, N, H*W), a view
-            block[:, :, lo:hi] = planes[:, :, lo + shift : hi + shift]
-            block[:, :, :lo] = 0  # rows above the image
-            block[:, :, hi:] = 0  # rows below it
-            _zero_wrapped_columns(block.reshape(c, n, h, w), j - left)
-    return cols.reshape(c * kh * kw, n * h * w)
+            to, source = _shifted_slices(length, (i - top) * w + (j - left))
+            block = cols[:, i, j]  # (C, N*H*W), a view
+            block[:, to] = rows[:, source]
+            # what the shift read from outside the image, and the places it did not reach
+            _zero_outside(block.reshape(c, n, h, w), i - top, j - left)
+    return cols.reshape(c * kh * kw, length)
 
 
 def col2im_same_size(
@@ -213,23 +222,24 @@ def col2im_same_size(
     """`unpad_spatial(col2im(dcols, ...), pads)` for a size-keeping convolution.
 
     dcols (C*kh*kw, N*H*W) -> dx (N, C, H, W) (channel-major in memory); requires
-    `keeps_size`. One add of whole flattened planes per kernel offset. dcols is used as
-    scratch: the entries that fall outside the image are zeroed in place.
+    `keeps_size`. One shifted add of each channel's flattened pixels per kernel offset.
+    dcols is used as scratch: the entries that fall outside the image are zeroed in place.
     """
     n, c, h, w = x_shape
     kh, kw = kernel
     top, _, left, _ = pads
-    blocks = dcols.reshape(c, kh, kw, n, h * w)
-    # offset (top, left) reads the plane unshifted (s = 0): it starts the sum
-    dx = blocks[:, top, left].copy()  # (C, N, H*W)
+    length = n * h * w
+    blocks = dcols.reshape(c, kh, kw, length)
+    # offset (top, left) reads the pixels unshifted: it starts the sum
+    dx = blocks[:, top, left].copy()  # (C, N*H*W)
     for i in range(kh):
         for j in range(kw):
             if (i, j) == (top, left):
                 continue
-            shift, lo, hi = _plane_shift(i, j, h, w, top, left)
-            block = blocks[:, i, j]  # (C, N, H*W), a view
-            _zero_wrapped_columns(block.reshape(c, n, h, w), j - left)
-            dx[:, :, lo + shift : hi + shift] += block[:, :, lo:hi]
+            to, source = _shifted_slices(length, (i - top) * w + (j - left))
+            block = blocks[:, i, j]  # (C, N*H*W), a view
+            _zero_outside(block.reshape(c, n, h, w), i - top, j - left)
+            dx[:, source] += block[:, to]
     return dx.reshape(c, n, h, w).transpose(1, 0, 2, 3)  # (N, C, H, W) view
 
 
