@@ -13,6 +13,7 @@ from ..ops import (
     im2col,
     im2col_same_size,
     keeps_size,
+    matmul_long_k,
     pad_spatial,
     same_padding,
     unpad_spatial,
@@ -154,7 +155,7 @@ class Conv2D:
         dy2d = dy.transpose(1, 0, 2, 3).reshape(out_channels, -1)
         # dW2d = dY @ colsᵀ, computed as (cols @ dYᵀ)ᵀ: the same product, but BLAS runs the
         # long N*Ho*Wo reduction faster with this operand order (measured ~1.5x)
-        dW2d = (cols @ dy2d.T).T  # (O, C*kh*kw)
+        dW2d = matmul_long_k(cols, dy2d.T, xp=xp).T  # (O, C*kh*kw)
         grads = {"W": dW2d.reshape(W.shape)}  # (O, C, kh, kw)
         if self.use_bias:
             grads["b"] = dy2d.sum(axis=1)  # (O,)
