@@ -120,6 +120,10 @@ def test_conv2d_he_initialisation(xp):
         (L.MaxPool2D((3, 3), stride=2), (3, 3), (2, 2)),
         (L.MaxPool2D((2, 3), stride=(1, 2)), (2, 3), (1, 2)),
         (L.MaxPool2D((2, 2), stride=3), (2, 2), (3, 3)),
+        (L.MaxPool2D((3, 3)), (3, 3), (3, 3)),  # tiles, taken in two steps
+        (L.MaxPool2D((2, 3)), (2, 3), (2, 3)),
+        (L.MaxPool2D((1, 2)), (1, 2), (1, 2)),
+        (L.MaxPool2D((3, 1)), (3, 1), (3, 1)),
     ],
     ids=repr,
 )
@@ -372,3 +376,20 @@ def test_dropout_needs_an_rng_when_training_and_is_identity_otherwise(xp):
         cn.apply(L.Dropout(0.5), {}, {}, x, training=True, xp=xp)
     y, _, _ = cn.apply(L.Dropout(0.5), {}, {}, x, xp=xp)
     assert y is x
+
+
+@pytest.mark.parametrize(
+    "layer", [L.MaxPool2D(), L.MaxPool2D((3, 3), stride=2), L.AvgPool2D()], ids=repr
+)
+def test_pool_gradients_do_not_depend_on_memory_layouts(layer):
+    # the layers' outputs are channel-major in memory; a dy from Flatten is C-ordered
+    rng = numpy.random.default_rng(7)
+    x = rng.integers(0, 3, (3, 4, 8, 9)).astype("float32")  # (N, C, H, W) with ties
+    x_channel_major = numpy.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    y, _, cache = cn.apply(layer, {}, {}, x, training=True, xp=numpy)
+    y_cm, _, cache_cm = cn.apply(layer, {}, {}, x_channel_major, training=True, xp=numpy)
+    numpy.testing.assert_array_equal(y_cm, y)
+    dy = rng.standard_normal(y.shape).astype("float32")  # C-ordered
+    _, dx = cn.grad(layer, {}, cache, dy, xp=numpy)
+    _, dx_cm = cn.grad(layer, {}, cache_cm, dy, xp=numpy)
+    numpy.testing.assert_array_equal(dx_cm, dx)

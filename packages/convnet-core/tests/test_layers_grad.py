@@ -61,6 +61,7 @@ POOL_CASES = [
     (L.MaxPool2D((3, 3), stride=2), (2, 7, 7), 2),  # overlapping windows
     (L.MaxPool2D((2, 3), stride=(1, 2)), (2, 5, 7), 2),
     (L.MaxPool2D((2, 2), stride=3), (1, 8, 7), 2),  # gaps between windows
+    (L.MaxPool2D((3, 2)), (2, 7, 5), 2),  # non-square tiles, cropped edges
     (L.AvgPool2D(), (2, 4, 6), 2),
     (L.AvgPool2D(), (3, 5, 7), 1),
     (L.AvgPool2D((3, 3), stride=2), (2, 7, 7), 2),
