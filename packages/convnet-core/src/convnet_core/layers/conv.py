@@ -158,7 +158,9 @@ class Conv2D:
         dW2d = matmul_long_k(cols, dy2d.T, xp=xp).T  # (O, C*kh*kw)
         grads = {"W": dW2d.reshape(W.shape)}  # (O, C, kh, kw)
         if self.use_bias:
-            grads["b"] = dy2d.sum(axis=1)  # (O,)
+            # a row sum as a matrix-vector product: BLAS runs it on every thread, about 3x
+            # faster than dy2d.sum(axis=1) for the README model
+            grads["b"] = dy2d @ xp.ones(dy2d.shape[1], dtype=dy2d.dtype)  # (O,)
         dx = None
         if input_grad:
             dcols = W.reshape(out_channels, -1).T @ dy2d  # (C*kh*kw, N*Ho*Wo)
