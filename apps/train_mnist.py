@@ -50,10 +50,11 @@ STARTED = time.perf_counter()
 #   padding, 52k weights). Its earlier 'valid'-padded variant (27k weights) without
 #   augmentation, 12 epochs, cosine, reached 98.88%: it fits the training set (99.95%) and
 #   stops improving on the test set, so the preset augments instead (random shifts and
-#   rotations). The 'same' padding makes an epoch about 8.5 s instead of 7 s; the
-#   settings still fit: 99.22% after 15 epochs in 131 s (load 1.6; 142 s at load 0.1,
-#   with edits going on beside it); 98.60% after 3 epochs in 30 s (load 1.6). (The
-#   'valid' variant: 99.16% in 89 s, 98.57% in 20 s.)
+#   rotations). The 'same' padding made an epoch about 8.5 s instead of 7 s, and faster
+#   kernels (whole-channel shifts in im2col/col2im, two-step max pooling) brought it back
+#   to 7 s; the settings fit: 99.28% after 15 epochs in 107 s (load 0.4; 99.22% in 131 s
+#   with the older kernels); 98.60% after 3 epochs in 30 s (load 1.6). (The 'valid'
+#   variant: 99.16% in 89 s, 98.57% in 20 s.)
 # - best: two BatchNorm conv blocks (16, 32 filters) stopped at 99.28% after 15 epochs; a
 #   third block (64 filters at 7x7) costs little more and reached 99.46% after 15 epochs
 #   and 99.50% after 20 (12.5 min; 99.55% with --seed 1).
