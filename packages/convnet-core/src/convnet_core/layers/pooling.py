@@ -156,15 +156,19 @@ class MaxPool2D(_Pool2D):
         """True when the windows tile the input exactly: the max splits into rows, then columns."""
         return self.strides == self.pool_size
 
-    def _tiles(self, x):
-        """x (N, C, H, W) -> a view (N, C, Ho*kh, Wo, kw): each row cut into its Wo tiles.
+    def _tile_columns(self, x):
+        """The kw views (N, C, Ho*kh, Wo) of x (N, C, H, W): column j of every tile row.
 
         Rows and columns beyond the last whole tile are left out, as the pooling drops them.
         """
-        n, c, h, w = x.shape
         kh, kw = self.pool_size
-        ho, wo = h // kh, w // kw
-        return x[:, :, : ho * kh, : wo * kw].reshape(n, c, ho * kh, wo, kw)
+        ho, wo = x.shape[2] // kh, x.shape[3] // kw
+        return [x[:, :, : ho * kh, j : wo * kw : kw] for j in range(kw)]
+
+    def _tile_rows(self, rows):
+        """The kh views (N, C, Ho, Wo) of rows (N, C, Ho*kh, Wo): row i of every tile."""
+        kh = self.pool_size[0]
+        return [rows[:, :, i::kh] for i in range(kh)]
 
     def apply(self, params, state, x, *, training, rng, xp):
         """x (N, C, H, W) -> y (N, C, Ho, Wo), the max of each window.
@@ -177,16 +181,9 @@ class MaxPool2D(_Pool2D):
         """
         self._check(x)
         if self._in_two_steps:
-            n, c, _, _ = x.shape
-            kh, kw = self.pool_size
-            tiles = self._tiles(x)  # (N, C, Ho*kh, Wo, kw)
-            row_max, column = _first_max(
-                [tiles[..., j] for j in range(kw)], xp, with_index=training
-            )  # (N, C, Ho*kh, Wo)
-            stacked = row_max.reshape(n, c, -1, kh, row_max.shape[-1])  # (N, C, Ho, kh, Wo)
-            y, row = _first_max(
-                [stacked[:, :, :, i] for i in range(kh)], xp, with_index=training
-            )  # (N, C, Ho, Wo)
+            # the max along each tile row (N, C, Ho*kh, Wo), then down each tile (N, C, Ho, Wo)
+            row_max, column = _first_max(self._tile_columns(x), xp, with_index=training)
+            y, row = _first_max(self._tile_rows(row_max), xp, with_index=training)
             return y, state, ((x.shape, column, row) if training else None)
         views = pool_windows(x, self.pool_size, self.strides)  # kh*kw views (N, C, Ho, Wo)
         y, first_max = _first_max(views, xp, with_index=training)
@@ -199,15 +196,11 @@ class MaxPool2D(_Pool2D):
         if self._in_two_steps:
             x_shape, column, row = cache
             dy = _in_layout_of(row, dy, xp)
-            n, c, _, _ = x_shape
-            kh, kw = self.pool_size
             # dy down to the winning row of each tile, then along it to the winning column
             d_rows = xp.empty_like(column, dtype=dy.dtype)  # (N, C, Ho*kh, Wo)
-            stacked = d_rows.reshape(n, c, -1, kh, d_rows.shape[-1])  # (N, C, Ho, kh, Wo)
-            _send_to_first_max(dy, row, [stacked[:, :, :, i] for i in range(kh)], xp)
+            _send_to_first_max(dy, row, self._tile_rows(d_rows), xp)
             dx = self._input_grad_buffer(x_shape, dy.shape, dy.dtype, xp)
-            tiles = self._tiles(dx)  # (N, C, Ho*kh, Wo, kw), a view
-            _send_to_first_max(d_rows, column, [tiles[..., j] for j in range(kw)], xp)
+            _send_to_first_max(d_rows, column, self._tile_columns(dx), xp)
             return {}, dx
         x_shape, first_max = cache
         dy = _in_layout_of(first_max, dy, xp)
