@@ -53,8 +53,8 @@ STARTED = time.perf_counter()
 #   rotations). The 'same' padding made an epoch about 8.5 s instead of 7 s, and faster
 #   kernels (whole-channel shifts in im2col/col2im, two-step max pooling) brought it back
 #   to 7 s; the settings fit: 99.28% after 15 epochs in 107 s (load 0.4; 99.22% in 131 s
-#   with the older kernels); 98.60% after 3 epochs in 30 s (load 1.6). (The 'valid'
-#   variant: 99.16% in 89 s, 98.57% in 20 s.)
+#   with the older kernels); 98.64% after 3 epochs in 24 s (98.60% in 30 s before).
+#   (The 'valid' variant, older kernels: 99.16% in 89 s, 98.57% in 20 s.)
 # - best: two BatchNorm conv blocks (16, 32 filters) stopped at 99.28% after 15 epochs; a
 #   third block (64 filters at 7x7) costs little more and reached 99.46% after 15 epochs
 #   and 99.50% after 20 (12.5 min; 99.55% with --seed 1); with the faster kernels, whose
