@@ -19,7 +19,8 @@ some machines set them for old OpenBLAS builds, and they slow a current NumPy.
 `--tune-malloc` runs both sides with glibc's malloc told to keep freed memory: each worker
 calls `convnet_core.backend.tune_allocator()` first (mallopt of the mmap and trim
 thresholds). By default glibc returns the top of its heap to the kernel after each step,
-and a NumPy training step of this model then takes about 1,700 page faults.
+and a NumPy training step of this model then takes about 1,700 page faults (or 2,600,
+depending on the process's memory layout): each round prints both sides' faults per step.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,6 +49,14 @@ def _median_ms(fn, *, repeats: int, number: int) -> float:
             fn()
         times.append((CLOCK() - start) / number * 1e3)
     return statistics.median(times)
+
+
+def _time_steps(step, args) -> dict:
+    """The median ms per step (see _median_ms) and the page faults per timed step."""
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    ms = _median_ms(step, repeats=args.repeats, number=args.number)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+    return {"ms": ms, "faults": faults / (args.repeats * args.number)}
 
 
 # --------------------------------------------------------------------------------------
@@ -113,7 +123,7 @@ def _worker_convnet(args) -> dict:
     net, params, state, x, step = _convnet_setup()
     for _ in range(args.warmup):
         step()
-    result = {"ms": _median_ms(step, repeats=args.repeats, number=args.number)}
+    result = _time_steps(step, args)
     result["blas"] = [
         f"{i['internal_api']} {i.get('version')} {i.get('architecture')} x{i['num_threads']}"
         for i in threadpool_info()
@@ -176,7 +186,7 @@ def _worker_torch(args) -> dict:
     torch, model, x, step = _torch_setup()
     for _ in range(args.warmup):
         step()
-    result = {"ms": _median_ms(step, repeats=args.repeats, number=args.number)}
+    result = _time_steps(step, args)
     result["version"] = torch.__version__
     if args.layer:
         result["layers"] = _torch_layers(torch, model, x, args.repeats, args.number)
@@ -281,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         theirs.append(last["torch"]["ms"])
         print(
             f"round {round_index + 1}: convnet {mine[-1]:.2f} ms  torch {theirs[-1]:.2f} ms  "
-            f"ratio {mine[-1] / theirs[-1]:.2f}",
+            f"ratio {mine[-1] / theirs[-1]:.2f}   page faults per step: "
+            f"convnet {last['convnet']['faults']:.0f}, torch {last['torch']['faults']:.0f}",
             flush=True,
         )
     convnet_ms, torch_ms = statistics.median(mine), statistics.median(theirs)
