@@ -72,6 +72,17 @@ def check_input(layer: Any, x: Any, expected: tuple[int | None, ...]) -> None:
 _REGISTRY: dict[str, type] = {}
 
 
+def require_image_shape(layer: Any, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(C, H, W) from a per-sample shape, or a ShapeError naming the layer and the shape."""
+    if len(input_shape) != 3:
+        raise ShapeError(
+            f"{layer!r} expects inputs of shape (N, C, H, W) but got per-sample shape "
+            f"{tuple(input_shape)}"
+        )
+    c, h, w = input_shape
+    return c, h, w
+
+
 def register_layer(cls: type | None = None, *, name: str | None = None):
     """Class decorator that registers a layer under `name` (default: the class name).
 

@@ -18,7 +18,7 @@ from ..ops import (
     same_padding,
     unpad_spatial,
 )
-from .base import ShapeError, check_input, host_array, register_layer
+from .base import ShapeError, check_input, host_array, register_layer, require_image_shape
 
 
 def _pair(value) -> tuple[int, int]:
@@ -86,17 +86,12 @@ class Conv2D:
         return (ph, ph, pw, pw)
 
     def _shifts_planes(self, x_shape, pads, xp) -> bool:
-        """Whether im2col/col2im run as whole-plane shifts (NumPy, size-keeping conv)."""
+        """Whether im2col/col2im run as flat shifts of each channel (NumPy, size-keeping conv)."""
         return not is_cupy(xp) and keeps_size(x_shape[2:], self.kernel_size, self.stride, pads)
 
     def output_shape(self, input_shape):
         """(C, H, W) -> (filters, Ho, Wo), Ho = (H + pads - kh) // sh + 1."""
-        if len(input_shape) != 3:
-            raise ShapeError(
-                f"{self!r} expects inputs of shape (N, C, H, W) but got per-sample shape "
-                f"{tuple(input_shape)}"
-            )
-        _, h, w = input_shape
+        _, h, w = require_image_shape(self, input_shape)
         top, bottom, left, right = self.pads(h, w)
         kh, kw = self.kernel_size
         if h + top + bottom < kh or w + left + right < kw:

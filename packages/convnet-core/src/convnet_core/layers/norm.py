@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from ..precision import accumulation_dtype
-from .base import ShapeError, check_input, register_layer
+from .base import check_input, register_layer, require_image_shape
 
 
 def _check_momentum(_instance, _attribute, value):
@@ -40,11 +40,7 @@ class BatchNorm2D:
 
     def output_shape(self, input_shape):
         """(C, H, W) -> (C, H, W)."""
-        if len(input_shape) != 3:
-            raise ShapeError(
-                f"{self!r} expects inputs of shape (N, C, H, W) but got per-sample shape "
-                f"{tuple(input_shape)}"
-            )
+        require_image_shape(self, input_shape)
         return tuple(input_shape)
 
     def init(self, input_shape, rng, *, xp, dtype):

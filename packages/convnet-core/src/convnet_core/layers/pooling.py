@@ -18,7 +18,7 @@ from __future__ import annotations
 import attrs
 
 from ..ops import conv_output_size, pool_windows
-from .base import ShapeError, check_input, register_layer
+from .base import ShapeError, check_input, register_layer, require_image_shape
 from .conv import _pair
 
 
@@ -65,12 +65,7 @@ class _Pool2D:
 
     def output_shape(self, input_shape):
         """(C, H, W) -> (C, Ho, Wo), Ho = (H - kh) // sh + 1 (no padding)."""
-        if len(input_shape) != 3:
-            raise ShapeError(
-                f"{self!r} expects inputs of shape (N, C, H, W) but got per-sample shape "
-                f"{tuple(input_shape)}"
-            )
-        c, h, w = input_shape
+        c, h, w = require_image_shape(self, input_shape)
         kh, kw = self.pool_size
         if h < kh or w < kw:
             raise ShapeError(
@@ -265,11 +260,7 @@ class GlobalAvgPool2D:
 
     def output_shape(self, input_shape):
         """(C, H, W) -> (C,)."""
-        if len(input_shape) != 3:
-            raise ShapeError(
-                f"{self!r} expects inputs of shape (N, C, H, W) but got per-sample shape "
-                f"{tuple(input_shape)}"
-            )
+        require_image_shape(self, input_shape)
         return (input_shape[0],)
 
     def init(self, input_shape, rng, *, xp, dtype):
