@@ -295,6 +295,10 @@ _COL2IM_TYPES = {
 }
 
 
+# Blocks per launch at most; the kernel's grid-stride loop covers any pixels beyond.
+COL2IM_MAX_BLOCKS = 65535
+
+
 def _col2im_kernel(dtype_name: str) -> Any:
     cupy = _cupy()
     return cupy.RawKernel(col2im_source(dtype_name), f"convnet_col2im_gather_{dtype_name}")
@@ -330,7 +334,7 @@ def col2im_gather(blocks: Any, padded_shape: tuple[int, int, int, int], stride: 
     total = dx.size
     elem_strides = [s // blocks.itemsize for s in blocks.strides]  # (c, i, j, n, oy, ox)
     threads = 256
-    grid = min((total + threads - 1) // threads, 65535)
+    grid = min((total + threads - 1) // threads, COL2IM_MAX_BLOCKS)
     args = (blocks, dx, numpy.int64(total), *(numpy.int32(v) for v in (n, hp, wp, kh, kw)))  # host
     args += tuple(numpy.int32(v) for v in (ho, wo, sh, sw))  # host
     args += tuple(numpy.int64(s) for s in elem_strides)  # host

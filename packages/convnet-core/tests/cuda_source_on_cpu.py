@@ -1,0 +1,256 @@
+"""Run the CUDA C source of convnet_core.cuda_kernels on the CPU, compiled by a C++ compiler.
+
+`CupyOnCpu` stands in for the `cupy` module that `cuda_kernels` calls: it has what those
+functions use (`RawKernel`, `ElementwiseKernel`, `empty`, `empty_like`, `zeros`), with NumPy
+arrays in place of device arrays. So `cuda_kernels.col2im_gather(...)` runs unchanged: its
+host code (shapes, strides in elements, the launch grid, the argument list) and the kernel's
+own source text, which g++ compiles as C++ with a few lines that stand for CUDA's built-ins:
+
+- `RawKernel`: the `__global__` function is called once per (block, thread) of the launch
+  grid, one after another. That equals the parallel launch for a kernel whose threads write
+  disjoint outputs and never wait for each other, so a source that uses shared memory,
+  barriers or atomics is refused.
+- `ElementwiseKernel`: the operation is pasted into a loop over the elements, with each
+  parameter bound by name as CuPy binds it (`const T& x` for an input, `T& y` for an output)
+  and `T` the arrays' common dtype (float32 or float64; C++ has no float16 that rounds as
+  CuPy's does, so float16 is left to the GPU).
+
+Compiled with -ffp-contract=off, so each float operation is rounded on its own, as NumPy
+rounds it: where a kernel does NumPy's arithmetic in NumPy's order, the results are equal to
+the last bit. (NVRTC fuses multiply-adds by default, so on a GPU the same source can differ
+in the last bits; tests-cuda compares there with a tolerance.)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import pathlib
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import numpy
+
+__all__ = ["CupyOnCpu", "compile_cpp", "cpp_compiler"]
+
+# CUDA's thread coordinates, as globals the launch loop sets before each call
+_RAW_KERNEL_PRELUDE = r"""
+#include <cmath>
+struct convnet_dim3 { unsigned int x = 1, y = 1, z = 1; };
+static convnet_dim3 blockIdx, threadIdx, blockDim, gridDim;
+#define __global__
+#define __device__
+#define __restrict__
+"""
+
+_ELEMENTWISE_PRELUDE = r"""
+#include <cmath>
+using std::sqrt;
+"""
+
+# NumPy dtype name -> C type, for the element type T and the fixed-type parameters
+_C_TYPES = {"float32": "float", "float64": "double", "int32": "int", "int64": "long long"}
+# C type in a kernel signature -> ctypes type
+_CTYPES = {
+    "int": ctypes.c_int,
+    "unsigned int": ctypes.c_uint,
+    "long long": ctypes.c_longlong,
+    "float": ctypes.c_float,
+    "double": ctypes.c_double,
+}
+_FORBIDDEN = ("__shared__", "__syncthreads", "atomic")
+
+
+def cpp_compiler() -> str | None:
+    """The path of g++ (or c++), or None when this machine has no C++ compiler."""
+    return shutil.which("g++") or shutil.which("c++")
+
+
+def compile_cpp(source: str, build_dir: pathlib.Path) -> ctypes.CDLL:
+    """`source` compiled as a shared library and loaded (built once per distinct source)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    library = build_dir / f"kernel_{digest}.so"
+    if not library.exists():
+        source_file = build_dir / f"kernel_{digest}.cpp"
+        source_file.write_text(source)
+        command = [cpp_compiler(), "-std=c++17", "-O2", "-ffp-contract=off", "-shared", "-fPIC"]
+        result = subprocess.run(
+            [*command, "-o", str(library), str(source_file)], capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"g++ could not compile {source_file}:\n{result.stderr}")
+    return ctypes.CDLL(str(library))
+
+
+def _split_params(params: str) -> list[tuple[str, str]]:
+    """'const float* a, int n' -> [('const float*', 'a'), ('int', 'n')]."""
+    pairs = []
+    for param in params.split(","):
+        match = re.fullmatch(r"\s*(.*?[\s*&])(\w+)\s*", param, flags=re.S)
+        if match is None:
+            raise ValueError(f"cannot read the kernel parameter {param!r}")
+        pairs.append((" ".join(match.group(1).split()), match.group(2)))
+    return pairs
+
+
+def _ctype_of(c_type: str) -> Any:
+    if c_type.endswith("*"):
+        return ctypes.c_void_p
+    return _CTYPES[c_type.removeprefix("const ").strip()]
+
+
+def _as_ctype_argument(value: Any, ctype: Any) -> Any:
+    if ctype is ctypes.c_void_p:
+        if not isinstance(value, numpy.ndarray):
+            raise TypeError(f"a pointer parameter needs an array, got {type(value).__name__}")
+        return ctypes.c_void_p(value.ctypes.data)  # the first element, also for a view
+    return ctype(value.item() if isinstance(value, numpy.generic) else value)
+
+
+class RawKernelOnCpu:
+    """cupy.RawKernel(source, name), called as kernel(grid, block, args) on NumPy arrays."""
+
+    def __init__(self, source: str, name: str, *, build_dir: pathlib.Path, calls: list) -> None:
+        self.name, self.calls = name, calls
+        for word in _FORBIDDEN:
+            if word in source:
+                raise ValueError(f"{name}: threads that share work ({word}) cannot run in turn")
+        match = re.search(rf'extern "C" __global__ void {name}\s*\((.*?)\)\s*\{{', source, re.S)
+        if match is None:
+            raise ValueError(f'no extern "C" __global__ function named {name} in the source')
+        params = _split_params(match.group(1))
+        names = ", ".join(param_name for _, param_name in params)
+        launcher = (
+            f'extern "C" void launch(unsigned int grid, unsigned int block, {match.group(1)}) {{\n'
+            "    gridDim.x = grid; blockDim.x = block;\n"
+            "    for (unsigned int b = 0; b < grid; ++b)\n"
+            "        for (unsigned int t = 0; t < block; ++t) {\n"
+            f"            blockIdx.x = b; threadIdx.x = t; {name}({names});\n"
+            "        }\n"
+            "}\n"
+        )
+        library = compile_cpp(_RAW_KERNEL_PRELUDE + source + launcher, build_dir)
+        self._launch = library.launch
+        self._ctypes = [_ctype_of(c_type) for c_type, _ in params]
+        self._launch.argtypes = [ctypes.c_uint, ctypes.c_uint, *self._ctypes]
+        self._launch.restype = None
+
+    def __call__(self, grid: tuple, block: tuple, args: tuple) -> None:
+        if len(grid) != 1 or len(block) != 1:
+            raise ValueError("only 1-D launches are emulated")
+        if len(args) != len(self._ctypes):
+            raise TypeError(f"the kernel takes {len(self._ctypes)} arguments, got {len(args)}")
+        self.calls.append(self.name)
+        converted = [_as_ctype_argument(a, t) for a, t in zip(args, self._ctypes, strict=True)]
+        self._launch(grid[0], block[0], *converted)
+
+
+class ElementwiseKernelOnCpu:
+    """cupy.ElementwiseKernel(in_params, out_params, operation, name) on NumPy arrays.
+
+    Arrays given for `T` parameters are broadcast together (0-d arrays included), as CuPy
+    does; outputs passed after the inputs are written in place, others are returned new.
+    """
+
+    def __init__(
+        self, in_params: str, out_params: str, operation: str, name: str, *, build_dir, calls
+    ) -> None:
+        self.inputs = [(t, n) for t, n in _split_params(in_params)]
+        self.outputs = [(t, n) for t, n in _split_params(out_params)]
+        self.operation = operation
+        self.name = name
+        self.build_dir = build_dir
+        self.calls = calls
+
+    def _source(self, element_type: str) -> str:
+        params = ["long long n"]
+        bind = []
+        for type_name, param in self.inputs:
+            if type_name == "T":
+                params.append(f"const T* _raw_{param}")
+                bind.append(f"const T& {param} = _raw_{param}[i];")
+            else:
+                params.append(f"{_C_TYPES[type_name]} {param}")
+        for type_name, param in self.outputs:
+            if type_name != "T":
+                raise ValueError(f"{self.name}: only T outputs are emulated, not {type_name}")
+            params.append(f"T* _raw_{param}")
+            bind.append(f"T& {param} = _raw_{param}[i];")
+        body = "\n        ".join(bind)
+        return (
+            f"{_ELEMENTWISE_PRELUDE}typedef {_C_TYPES[element_type]} T;\n"
+            f'extern "C" void {self.name}({", ".join(params)}) {{\n'
+            "    for (long long i = 0; i < n; ++i) {\n"
+            f"        {body}\n"
+            f"        {self.operation};\n"
+            "    }\n"
+            "}\n"
+        )
+
+    def __call__(self, *args: Any) -> Any:
+        n_in = len(self.inputs)
+        if len(args) not in (n_in, n_in + len(self.outputs)):
+            raise TypeError(f"{self.name} takes {n_in} inputs and optionally the outputs")
+        inputs, given_outputs = args[:n_in], args[n_in:]
+        arrays = [a for (t, _), a in zip(self.inputs, inputs, strict=True) if t == "T"]
+        dtypes = {numpy.asarray(a).dtype for a in (*arrays, *given_outputs)}
+        if len(dtypes) != 1:
+            raise TypeError(f"{self.name}: the T arguments have different dtypes {dtypes}")
+        dtype = dtypes.pop()
+        self.calls.append(self.name)
+        shape = numpy.broadcast_shapes(*(numpy.shape(a) for a in (*arrays, *given_outputs)))
+        library = compile_cpp(self._source(dtype.name), self.build_dir)
+        function = getattr(library, self.name)
+        function.restype = None
+
+        call_args: list[Any] = [ctypes.c_longlong(int(numpy.prod(shape)))]
+        for (type_name, _), value in zip(self.inputs, inputs, strict=True):
+            if type_name == "T":  # a C-ordered copy of the broadcast array
+                full = numpy.ascontiguousarray(numpy.broadcast_to(value, shape))
+                call_args.append(full)
+            else:
+                call_args.append(_CTYPES[_C_TYPES[type_name]](value))
+        results = [numpy.empty(shape, dtype) for _ in self.outputs]  # C-ordered
+        call_args += results
+        function(
+            *(
+                ctypes.c_void_p(a.ctypes.data) if isinstance(a, numpy.ndarray) else a
+                for a in call_args
+            )
+        )
+
+        if given_outputs:
+            for out, result in zip(given_outputs, results, strict=True):
+                out[...] = result
+            results = list(given_outputs)
+        return results[0] if len(results) == 1 else tuple(results)
+
+
+class CupyOnCpu:
+    """The part of the `cupy` module that convnet_core.cuda_kernels uses, on the CPU."""
+
+    def __init__(self, build_dir: pathlib.Path) -> None:
+        self.build_dir = build_dir
+        self.kernels_built: list[str] = []  # kernel names, in the order they were built
+        self.kernel_calls: list[str] = []  # kernel names, one per launch
+
+    def RawKernel(self, source: str, name: str) -> RawKernelOnCpu:  # CuPy's names
+        self.kernels_built.append(name)
+        return RawKernelOnCpu(source, name, build_dir=self.build_dir, calls=self.kernel_calls)
+
+    def ElementwiseKernel(self, in_params, out_params, operation, name):
+        self.kernels_built.append(name)
+        return ElementwiseKernelOnCpu(
+            in_params,
+            out_params,
+            operation,
+            name,
+            build_dir=self.build_dir,
+            calls=self.kernel_calls,
+        )
+
+    empty = staticmethod(numpy.empty)
+    zeros = staticmethod(numpy.zeros)
+    empty_like = staticmethod(numpy.empty_like)

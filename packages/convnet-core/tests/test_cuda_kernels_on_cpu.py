@@ -1,0 +1,148 @@
+"""The GPU kernels' own source, host code included, run on the CPU against their references.
+
+`cuda_source_on_cpu.CupyOnCpu` replaces CuPy inside convnet_core.cuda_kernels: the CUDA C
+of each kernel is compiled by g++ and run over NumPy arrays, so the functions optim.Adam,
+Activation("relu") and Conv2D call on a GPU run here unchanged, except for CuPy itself.
+Because no multiply-add is fused here, the kernels must equal their NumPy references to
+the last bit. On a GPU, tests-cuda runs the same comparisons with CuPy.
+"""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+from convnet_core import cuda_kernels as K
+from convnet_core import ops
+from test_cuda_kernels_reference import COL2IM_CASES
+
+
+def random_dcols(rng, padded_shape, kernel, stride, dtype):
+    """Column gradients (C*kh*kw, N*Ho*Wo) for a conv over a padded (N, C, Hp, Wp) batch."""
+    n, c, hp, wp = padded_shape
+    (kh, kw), (sh, sw) = kernel, stride
+    ho, wo = ops.conv_output_size(hp, kh, sh, 0), ops.conv_output_size(wp, kw, sw, 0)
+    return rng.normal(size=(c * kh * kw, n * ho * wo)).astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# col2im
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("padded_shape", "kernel", "stride"), COL2IM_CASES)
+def test_col2im_gather_equals_ops_col2im(cupy_on_cpu, padded_shape, kernel, stride, dtype):
+    dcols = random_dcols(numpy.random.default_rng(0), padded_shape, kernel, stride, dtype)
+    want = ops.col2im(dcols, padded_shape, kernel, stride, xp=numpy)
+
+    got = K.col2im_on_gpu(dcols, padded_shape, kernel, stride)
+
+    assert cupy_on_cpu.kernels_built == [f"convnet_col2im_gather_{dtype}"]
+    assert got.shape == padded_shape and got.dtype == numpy.dtype(dtype)
+    numpy.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_col2im_gather_reads_any_strides(cupy_on_cpu, dtype):
+    padded_shape, kernel, stride = (3, 2, 9, 8), (3, 3), (2, 2)
+    dcols = random_dcols(numpy.random.default_rng(1), padded_shape, kernel, stride, dtype)
+    blocks = dcols.reshape(2, 3, 3, 3, 4, 3)  # (C, kh, kw, N, Ho, Wo) view
+    want = K.col2im_loop(blocks, padded_shape, stride, xp=numpy)
+    # the same numbers in sample-major memory, read through a transposed view
+    sample_major = numpy.ascontiguousarray(blocks.transpose(3, 0, 1, 2, 4, 5))
+    view = sample_major.transpose(1, 2, 3, 0, 4, 5)
+    assert not view.flags.c_contiguous
+
+    numpy.testing.assert_array_equal(K.col2im_gather(view, padded_shape, stride), want)
+
+
+def test_col2im_gather_covers_more_pixels_than_threads(cupy_on_cpu, monkeypatch):
+    # 2 blocks of 256 threads for 2*3*11*11 = 726 pixels: the grid-stride loop does the rest
+    monkeypatch.setattr(K, "COL2IM_MAX_BLOCKS", 2)
+    padded_shape, kernel, stride = (2, 3, 11, 11), (3, 3), (1, 1)
+    dcols = random_dcols(numpy.random.default_rng(2), padded_shape, kernel, stride, "float32")
+    want = ops.col2im(dcols, padded_shape, kernel, stride, xp=numpy)
+    numpy.testing.assert_array_equal(K.col2im_on_gpu(dcols, padded_shape, kernel, stride), want)
+
+
+def test_a_wrong_index_in_the_kernel_source_is_caught(cupy_on_cpu, monkeypatch):
+    # the comparison above is sharp enough to see a swapped stride in the CUDA source
+    wrong = K._COL2IM_SOURCE.replace("oy * s_oy + ox * s_ox", "oy * s_ox + ox * s_oy")
+    assert wrong != K._COL2IM_SOURCE
+    monkeypatch.setattr(K, "_COL2IM_SOURCE", wrong)
+    padded_shape, kernel, stride = (2, 2, 7, 6), (3, 3), (1, 1)
+    dcols = random_dcols(numpy.random.default_rng(3), padded_shape, kernel, stride, "float64")
+    want = ops.col2im(dcols, padded_shape, kernel, stride, xp=numpy)
+    got = K.col2im_on_gpu(dcols, padded_shape, kernel, stride)
+    assert not numpy.array_equal(got, want)
+
+
+# ---------------------------------------------------------------------------------------
+# Adam
+
+
+ADAM_OPTIONS = {
+    "adam": dict(beta1=0.9, beta2=0.999, eps=1e-8),
+    "adam-l2": dict(beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.1),
+    "adamw": dict(beta1=0.9, beta2=0.999, eps=1e-8, decoupled_weight_decay=0.05),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(ADAM_OPTIONS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_adam_equals_its_reference(cupy_on_cpu, dtype, variant):
+    rng = numpy.random.default_rng(4)
+    p, g, m = (rng.normal(size=(33, 17)).astype(dtype) for _ in range(3))
+    v = rng.uniform(0, 1, (33, 17)).astype(dtype)
+    t = 7
+    scalars = {  # 0-d arrays of the parameter's dtype, as optim.Adam keeps them
+        "lr": numpy.asarray(3e-3, dtype),
+        "step_size": numpy.asarray(3e-3 / (1 - 0.9**t), dtype),
+        "inv_sqrt_bias2": numpy.asarray(1 / (1 - 0.999**t) ** 0.5, dtype),
+    }
+    options = ADAM_OPTIONS[variant]
+    want = K.adam_update_reference(p, g, m, v, **scalars, **options)
+
+    got = K.fused_adam_update(p, g, m, v, **scalars, **options)
+
+    assert cupy_on_cpu.kernels_built == ["convnet_fused_adam"]
+    for name, mine, reference in zip(("param", "m", "v"), got, want, strict=True):
+        assert mine.dtype == numpy.dtype(dtype)
+        numpy.testing.assert_array_equal(mine, reference, err_msg=name)
+    assert not numpy.array_equal(got[0], p)  # a step was taken
+
+
+# ---------------------------------------------------------------------------------------
+# ReLU
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_relu_equals_its_references(cupy_on_cpu, dtype):
+    rng = numpy.random.default_rng(5)
+    x = rng.normal(size=(4, 8, 5, 5)).astype(dtype)
+    x.flat[:5] = [numpy.nan, numpy.inf, -numpy.inf, 0.0, -0.0]
+    dy = rng.normal(size=x.shape).astype(dtype)
+    dy.flat[5:8] = [numpy.inf, numpy.nan, -numpy.inf]
+    x.flat[5:8] = [-1.0, 2.0, 0.0]  # inf·0 must give NaN backward, as in the reference
+    with numpy.errstate(invalid="ignore"):
+        want_y = K.relu_forward_reference(x)
+        want_dx = K.relu_backward_reference(want_y, dy)
+
+        y = K.fused_relu_forward(x)
+        dx = K.fused_relu_backward(y, dy)
+
+    assert cupy_on_cpu.kernels_built == ["convnet_relu_forward", "convnet_relu_backward"]
+    assert y.dtype == dx.dtype == numpy.dtype(dtype)
+    numpy.testing.assert_array_equal(y, want_y)
+    numpy.testing.assert_array_equal(dx, want_dx)
+    assert numpy.isnan(dx.flat[7])
+
+
+def test_fused_relu_keeps_the_channel_major_layout(cupy_on_cpu):
+    # Conv2D hands on (N, C, H, W) views of (C, N, H, W) memory; ReLU must not reorder them
+    rng = numpy.random.default_rng(6)
+    x = rng.normal(size=(8, 4, 6, 6)).astype("float32").transpose(1, 0, 2, 3)
+    y = K.fused_relu_forward(x)
+    dx = K.fused_relu_backward(y, x)
+    assert y.strides == x.strides and dx.strides == x.strides
+    numpy.testing.assert_array_equal(y, numpy.maximum(x, 0))
+    numpy.testing.assert_array_equal(dx, x * (x > 0))
