@@ -1,7 +1,8 @@
 """Every check of the project, as nox sessions.
 
-uv run nox                   the default set: lint, tests, parity, gui
+uv run nox                   the default set: lint, tests, cuda-compile, parity, gui
 uv run nox -s tests          each package alone in its own venv (CPU)
+uv run nox -s cuda-compile   the GPU kernels compiled by NVRTC (no GPU needed)
 uv run nox -s tests-cuda     the same on a GPU through CuPy (fails when none is usable)
 nox --no-venv -s tests-cuda  on a machine whose Python already has CuPy and no registry
 uv run nox -s bench          benchmarks next to PyTorch CPU
@@ -23,7 +24,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "tests", "parity", "gui"]
+nox.options.sessions = ["lint", "tests", "cuda-compile", "parity", "gui"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = pathlib.Path(__file__).parent
@@ -33,8 +34,11 @@ TORCH = "torch==2.13.0"
 # A CPU build of torch installs at about 0.75 GB; a CUDA build is several GB.
 TORCH_CPU_MAX_BYTES = 1_500_000_000
 # Markers of tests that need more than the package itself: run by their own sessions.
-NOT_EXTRA = "not parity and not gui and not cuda"
-ON_GPU = "not parity and not gui"
+NOT_EXTRA = "not parity and not gui and not cuda and not nvrtc"
+ON_GPU = "not parity and not gui and not nvrtc"
+# cuda-compile reads CuPy's internal kernel generator: pinned to the versions it was checked
+# with. NVRTC needs no GPU, so these install and run on any Linux x86-64 machine.
+NVRTC_TOOLS = ["cupy-cuda13x==14.2.0", "nvidia-cuda-nvrtc==13.5.37"]
 
 
 def package_dir(name: str) -> pathlib.Path:
@@ -148,6 +152,19 @@ def tests_cuda(session: nox.Session) -> None:
     session.run(python, "-m", "convnet_core.backend", "--require-cuda", env=env)
     paths = [f"packages/{pkg}/tests" for pkg in PACKAGES]
     session.run(python, "-m", *pytest_args(session, *paths, marker=ON_GPU), env=env)
+
+
+@nox.session(name="cuda-compile")
+def cuda_compile(session: nox.Session) -> None:
+    """Every GPU kernel compiled to PTX by NVRTC, as CuPy compiles it, with no GPU.
+
+    A CUDA source that does not build for float16, float32 or float64, or for an H100/H200
+    (compute_90) or the oldest GPU CUDA 13 supports (compute_75), fails here, before any
+    GPU time is spent. (tests run the same sources on the CPU, compiled by g++.)
+    """
+    install_packages(session, "convnet-core")
+    session.install(*NVRTC_TOOLS)
+    session.run(*pytest_args(session, "packages/convnet-core/tests", marker="nvrtc"))
 
 
 @nox.session

@@ -1,0 +1,114 @@
+"""The GPU kernels compile for real GPUs, checked on a machine without one.
+
+NVRTC, the CUDA compiler CuPy calls at run time, needs no GPU to compile. Each kernel of
+convnet_core.cuda_kernels is compiled here to PTX the way CuPy compiles it on first use:
+the RawKernel source as written, and each ElementwiseKernel as CuPy wraps it, by CuPy's own
+code generator, for every element type it can meet (float16 included, which the CPU run in
+test_cuda_kernels_on_cpu.py cannot cover) and the contiguous and strided array variants.
+The targets are compute_90 (H100, H200) and compute_75, the oldest CUDA 13 supports.
+
+Run by the cuda-compile session, which pins the CuPy and NVRTC versions: the code generator
+is internal to CuPy and may change between its releases.
+"""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+from convnet_core import cuda_kernels as K
+
+pytestmark = pytest.mark.nvrtc
+
+ARCHES = ["compute_75", "compute_90"]
+ELEMENTWISE = {
+    "convnet_fused_adam": K._adam_kernel,
+    "convnet_relu_forward": K._relu_forward_kernel,
+    "convnet_relu_backward": K._relu_backward_kernel,
+}
+# how CuPy sees the arrays it launches on: (ndim, C-contiguous, 32-bit indices)
+LAYOUTS = {"contiguous": (1, True, True), "strided-4d": (4, False, False)}
+
+
+class Nvrtc:
+    """NVRTC through CuPy's bindings, with the options and headers CuPy compiles with."""
+
+    def __init__(self):
+        import cupy._core.core as cupy_core  # CuPy's compiler options and headers
+        from cupy_backends.cuda.libs import nvrtc
+
+        self.nvrtc = nvrtc
+        self.options = list(cupy_core.assemble_cupy_compiler_options(()))
+        self.header = "".join(f"#include <{h}>\n" for h in cupy_core._cupy_header_list)
+
+    def compile(self, source: str, arch: str, *, with_cupy_headers: bool) -> str:
+        """PTX of `source`; raises AssertionError with NVRTC's log when it does not build."""
+        text = self.header + source if with_cupy_headers else source
+        program = self.nvrtc.createProgram(text, "kernel.cu", [], [])
+        try:
+            self.nvrtc.compileProgram(program, [*self.options, f"-arch={arch}"])
+        except self.nvrtc.NVRTCError as error:
+            log = self.nvrtc.getProgramLog(program)
+            raise AssertionError(f"NVRTC could not compile it for {arch}:\n{log}") from error
+        ptx = self.nvrtc.getPTX(program)
+        return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+
+@pytest.fixture(scope="module")
+def nvrtc():
+    return Nvrtc()
+
+
+def elementwise_source(kernel, dtype: str, layout: str) -> str:
+    """The CUDA source CuPy generates for `kernel` on arrays of `dtype` in `layout`."""
+    import cupy
+    from cupy._core import _carray, _kernel, _scalar
+
+    ndim, c_contiguous, index_32_bits = LAYOUTS[layout]
+    t = numpy.dtype(dtype).type
+    in_arrays = tuple(t if p.dtype is None else None for p in kernel.in_params)
+    in_types, out_types, type_map = kernel._decide_params_type(
+        in_arrays, tuple(t for _ in kernel.out_params)
+    )
+    array, indexer, scalar = 1, 2, 3  # CuPy's _ArgKind
+    infos = [
+        _kernel._ArgInfo(array, cupy.ndarray, typ, ndim, c_contiguous, index_32_bits)
+        if param.dtype is None  # a T parameter: an array
+        else _kernel._ArgInfo(scalar, _scalar.CScalar, typ, 0, True, True)
+        for param, typ in zip(kernel.in_params, in_types, strict=True)
+    ]
+    infos += [
+        _kernel._ArgInfo(array, cupy.ndarray, typ, ndim, c_contiguous, index_32_bits)
+        for typ in out_types
+    ]
+    infos.append(_kernel._ArgInfo(indexer, _carray.Indexer, None, ndim, True, index_32_bits))
+    return _kernel._get_elementwise_kernel_code(
+        tuple(infos), type_map, kernel.params, kernel.operation, kernel.name, kernel.preamble
+    )
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_elementwise_kernel_compiles(nvrtc, name, dtype, layout, arch):
+    kernel = ELEMENTWISE[name]()
+    source = elementwise_source(kernel, dtype, layout)
+    ptx = nvrtc.compile(source, arch, with_cupy_headers=True)
+    assert f".entry {name}(" in ptx
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("dtype", sorted(K._COL2IM_TYPES))
+def test_col2im_gather_compiles(nvrtc, dtype, arch):
+    ptx = nvrtc.compile(K.col2im_source(dtype), arch, with_cupy_headers=False)
+    assert f".entry convnet_col2im_gather_{dtype}(" in ptx
+    assert "atom." not in ptx  # a gather: no atomics, so the sums are deterministic
+
+
+def test_a_kernel_that_does_not_build_fails_with_nvrtcs_log(nvrtc):
+    import cupy
+
+    broken = cupy.ElementwiseKernel("T x", "T y", "y = x + undeclared", "convnet_broken")
+    source = elementwise_source(broken, "float32", "contiguous")
+    with pytest.raises(AssertionError, match='identifier "undeclared" is undefined'):
+        nvrtc.compile(source, "compute_90", with_cupy_headers=True)
