@@ -2,190 +2,30 @@
 
 Two checks:
 
-1. Run-time proof. `StrictXP` is an array module that wraps NumPy the way CuPy is separate
-   from it: its arrays (`DeviceArray`) refuse every NumPy entry point (`__array__`,
-   `__array_function__`, `__array_ufunc__`) and any arithmetic with a raw `numpy.ndarray`,
-   as CuPy arrays do. Every layer, the losses and `check_grad` run forward and backward on
-   it; a single direct `numpy.` call on data, or a NumPy array created behind `xp`'s back
-   and mixed in, raises. The results must also equal plain NumPy's, bit for bit.
+1. Run-time proof. `STRICT` is an array module that wraps NumPy the way CuPy is separate
+   from it (tests/device_arrays.py): its arrays (`DeviceArray`) refuse every NumPy entry
+   point (`__array__`, `__array_function__`, `__array_ufunc__`) and any arithmetic with a
+   raw `numpy.ndarray`, as CuPy arrays do. Every layer, the losses and `check_grad` run
+   forward and backward on it; a single direct `numpy.` call on data, or a NumPy array
+   created behind `xp`'s back and mixed in, raises. The results must also equal plain
+   NumPy's, bit for bit.
 2. Source scan. In the compute modules, every line that calls `numpy.`/`np.` is either a
    type check or annotation, or is marked `# host` (shape arithmetic, seeding on the host).
 """
 
 from __future__ import annotations
 
-import functools
 import pathlib
 import re
-import types
 
 import convnet_core as cn
 import numpy
 import pytest
 from convnet_core import layers as L
 from convnet_core import losses
+from device_arrays import DeviceArray, DirectNumpyCall, make_array_module
 
-# --------------------------------------------------------------------------------------
-# a CuPy-like strict array module over NumPy
-
-
-class DirectNumpyCall(RuntimeError):
-    """NumPy was handed a device array directly (not a TypeError, which NumPy may swallow)."""
-
-
-def unwrap(value):
-    """DeviceArray -> its NumPy array, recursively; raw ndarrays are refused."""
-    if isinstance(value, DeviceArray):
-        return value._data
-    if isinstance(value, numpy.ndarray) and value.ndim > 0:
-        raise DirectNumpyCall(f"a NumPy array {value.shape} was mixed with device arrays")
-    if isinstance(value, tuple):
-        return tuple(unwrap(v) for v in value)
-    if isinstance(value, list):
-        return [unwrap(v) for v in value]
-    if isinstance(value, dict):
-        return {k: unwrap(v) for k, v in value.items()}
-    return value
-
-
-def wrap(value):
-    """NumPy arrays -> DeviceArray (0-d too, like CuPy), recursively through tuples."""
-    if isinstance(value, numpy.ndarray):
-        return DeviceArray(value)
-    if isinstance(value, numpy.generic):  # reductions give 0-d arrays, as in CuPy
-        return DeviceArray(numpy.asarray(value))
-    if isinstance(value, tuple):
-        return tuple(wrap(v) for v in value)
-    return value
-
-
-def through(fn):
-    """fn made to take and give device arrays."""
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        return wrap(fn(*unwrap(args), **unwrap(kwargs)))
-
-    return call
-
-
-class DeviceArray:
-    """An array that NumPy cannot touch: it must go through StrictXP or its own methods."""
-
-    __array_ufunc__ = None  # numpy ufuncs on it raise TypeError, ndarray ops defer to us
-
-    def __init__(self, data):
-        self._data = data
-
-    def __array__(self, *args, **kwargs):
-        raise DirectNumpyCall("numpy tried to convert a device array (use xp, not numpy)")
-
-    def __array_function__(self, func, types_, args, kwargs):
-        raise DirectNumpyCall(f"numpy.{func.__name__} was called on a device array")
-
-    def get(self):
-        """The host copy, as cupy.ndarray.get()."""
-        return self._data.copy()
-
-    def __getattr__(self, name):
-        if name.startswith("__"):  # no __array_interface__, __array_struct__, __dlpack__...
-            raise AttributeError(name)
-        attribute = getattr(self._data, name)
-        return through(attribute) if callable(attribute) else wrap(attribute)
-
-    def __getitem__(self, key):
-        return wrap(self._data[unwrap(key)])
-
-    def __setitem__(self, key, value):
-        self._data[unwrap(key)] = unwrap(value)
-
-    def __len__(self):
-        return len(self._data)
-
-    def __float__(self):
-        return float(self._data)
-
-    def __int__(self):
-        return int(self._data)
-
-    def __bool__(self):
-        return bool(self._data)
-
-    def __repr__(self):
-        return f"DeviceArray({self._data!r})"
-
-
-def _binary(name):
-    def method(self, other):
-        return wrap(getattr(self._data, name)(unwrap(other)))
-
-    method.__name__ = name
-    return method
-
-
-def _unary(name):
-    def method(self):
-        return wrap(getattr(self._data, name)())
-
-    method.__name__ = name
-    return method
-
-
-for _op in ["add", "sub", "mul", "truediv", "floordiv", "pow", "matmul", "mod", "and", "or"]:
-    for _form in (f"__{_op}__", f"__r{_op}__", f"__i{_op}__"):
-        setattr(DeviceArray, _form, _binary(_form))
-for _op in ["xor", "lt", "le", "gt", "ge", "eq", "ne"]:
-    setattr(DeviceArray, f"__{_op}__", _binary(f"__{_op}__"))
-setattr(DeviceArray, "__ixor__", _binary("__ixor__"))  # noqa: B010
-for _op in ["neg", "pos", "abs", "invert"]:
-    setattr(DeviceArray, f"__{_op}__", _unary(f"__{_op}__"))
-
-
-class StrictGenerator:
-    """xp.random.default_rng(seed): draws come back as device arrays."""
-
-    def __init__(self, seed=None):
-        self._rng = numpy.random.default_rng(seed)
-
-    def __getattr__(self, name):
-        return through(getattr(self._rng, name))
-
-
-def make_strict_xp():
-    """A module object that looks like numpy/cupy to the layers; arrays are DeviceArray."""
-    module = types.ModuleType("strictxp")
-    module.__name__ = "strictxp"
-
-    def get(name):
-        value = getattr(numpy, name)
-        if isinstance(value, type) or not callable(value):
-            return value  # dtypes (xp.float32), constants (xp.pi)
-        return through(value)
-
-    def from_host(fn):
-        """xp.asarray / xp.array: the one door for host arrays (a copy to the "device")."""
-
-        def call(value, *args, **kwargs):
-            if isinstance(value, numpy.ndarray):
-                value = DeviceArray(value.copy())
-            return through(fn)(value, *args, **kwargs)
-
-        return call
-
-    module.__getattr__ = get
-    module.asarray = from_host(numpy.asarray)
-    module.array = from_host(numpy.array)
-    module.random = types.SimpleNamespace(default_rng=StrictGenerator)
-    module.lib = types.SimpleNamespace(
-        stride_tricks=types.SimpleNamespace(
-            as_strided=through(numpy.lib.stride_tricks.as_strided),
-            sliding_window_view=through(numpy.lib.stride_tricks.sliding_window_view),
-        )
-    )
-    return module
-
-
-STRICT = make_strict_xp()
+STRICT = make_array_module("strictxp")
 
 
 def test_the_strict_module_refuses_numpy():

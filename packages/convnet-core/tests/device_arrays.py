@@ -1,0 +1,216 @@
+"""Array modules over NumPy whose arrays NumPy cannot touch, as it cannot touch CuPy's.
+
+`DeviceArray` holds a NumPy array but refuses every NumPy entry point (`__array__`,
+`__array_function__`, `__array_ufunc__`) and any arithmetic with a raw `numpy.ndarray`,
+as CuPy arrays do. `make_array_module(name, array_class)` builds a module object that looks
+like numpy/cupy to the layers: each function unwraps its arguments, calls NumPy and wraps
+the results in `array_class`; `asarray`/`array` are the one door for host arrays.
+
+Reading a value on the host (`get`, `float(a)`, `bool(a)`, `int(a)`, `a.item()`,
+`a.tolist()`, indexing with a boolean mask, `nonzero`) goes through `array_class._host_read`,
+which a subclass can refuse: test_cuda_equivalence's CuPy stand-in does during a stream
+capture, as CUDA does.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from typing import Any
+
+import numpy
+
+__all__ = ["DeviceArray", "DirectNumpyCall", "make_array_module", "unwrap"]
+
+# NumPy functions whose result size depends on the data: CuPy waits for the GPU in them
+_DATA_DEPENDENT = {"nonzero", "flatnonzero", "argwhere", "unique", "extract", "compress"}
+# array methods that hand a value to the host
+_HOST_METHODS = {"item", "tolist", "tobytes", "nonzero"}
+
+
+class DirectNumpyCall(RuntimeError):
+    """NumPy was handed a device array directly (not a TypeError, which NumPy may swallow)."""
+
+
+def unwrap(value: Any) -> Any:
+    """DeviceArray -> its NumPy array, recursively; raw ndarrays are refused."""
+    if isinstance(value, DeviceArray):
+        return value._data
+    if isinstance(value, numpy.ndarray) and value.ndim > 0:
+        raise DirectNumpyCall(f"a NumPy array {value.shape} was mixed with device arrays")
+    if isinstance(value, tuple):
+        return tuple(unwrap(v) for v in value)
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    return value
+
+
+def through(fn: Any, array_class: type) -> Any:
+    """fn made to take device arrays and give `array_class` arrays."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        return array_class._wrap(fn(*unwrap(args), **unwrap(kwargs)))
+
+    return call
+
+
+class DeviceArray:
+    """An array that NumPy cannot touch: it must go through its module or its own methods."""
+
+    __array_ufunc__ = None  # numpy ufuncs on it raise TypeError, ndarray ops defer to us
+
+    def __init__(self, data: numpy.ndarray) -> None:
+        self._data = data
+
+    @classmethod
+    def _wrap(cls, value: Any) -> Any:
+        """NumPy arrays -> cls (0-d too, like CuPy), recursively through tuples."""
+        if isinstance(value, numpy.ndarray):
+            return cls(value)
+        if isinstance(value, numpy.generic):  # reductions give 0-d arrays, as in CuPy
+            return cls(numpy.asarray(value))
+        if isinstance(value, tuple):
+            return tuple(cls._wrap(v) for v in value)
+        return value
+
+    def _host_read(self, what: str) -> None:
+        """Called before a value goes to the host; a subclass may refuse (see module doc)."""
+
+    def __array__(self, *args, **kwargs):
+        raise DirectNumpyCall("numpy tried to convert a device array (use xp, not numpy)")
+
+    def __array_function__(self, func, types_, args, kwargs):
+        raise DirectNumpyCall(f"numpy.{func.__name__} was called on a device array")
+
+    def get(self) -> numpy.ndarray:
+        """The host copy, as cupy.ndarray.get()."""
+        self._host_read("get()")
+        return self._data.copy()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # no __array_interface__, __array_struct__, __dlpack__...
+            raise AttributeError(name)
+        if name in _HOST_METHODS:
+            self._host_read(f".{name}()")
+        attribute = getattr(self._data, name)
+        return through(attribute, type(self)) if callable(attribute) else self._wrap(attribute)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, DeviceArray) and key._data.dtype == bool:
+            self._host_read("indexing with a boolean mask")  # the result size is data
+        return self._wrap(self._data[unwrap(key)])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._data[unwrap(key)] = unwrap(value)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __float__(self) -> float:
+        self._host_read("float()")
+        return float(self._data)
+
+    def __int__(self) -> int:
+        self._host_read("int()")
+        return int(self._data)
+
+    def __bool__(self) -> bool:
+        self._host_read("bool()")
+        return bool(self._data)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._data!r})"
+
+
+def _binary(name: str) -> Any:
+    def method(self, other):
+        return self._wrap(getattr(self._data, name)(unwrap(other)))
+
+    method.__name__ = name
+    return method
+
+
+def _unary(name: str) -> Any:
+    def method(self):
+        return self._wrap(getattr(self._data, name)())
+
+    method.__name__ = name
+    return method
+
+
+for _op in ["add", "sub", "mul", "truediv", "floordiv", "pow", "matmul", "mod", "and", "or"]:
+    for _form in (f"__{_op}__", f"__r{_op}__", f"__i{_op}__"):
+        setattr(DeviceArray, _form, _binary(_form))
+for _op in ["xor", "lt", "le", "gt", "ge", "eq", "ne"]:
+    setattr(DeviceArray, f"__{_op}__", _binary(f"__{_op}__"))
+setattr(DeviceArray, "__ixor__", _binary("__ixor__"))  # noqa: B010
+for _op in ["neg", "pos", "abs", "invert"]:
+    setattr(DeviceArray, f"__{_op}__", _unary(f"__{_op}__"))
+
+
+class DeviceGenerator:
+    """xp.random.default_rng(seed): draws come back as device arrays.
+
+    `methods`, when given, is the set of draws the generator offers (CuPy's has fewer than
+    NumPy's); asking for another raises AttributeError, as it would there.
+    """
+
+    def __init__(self, seed=None, *, array_class=DeviceArray, methods=None):
+        self._rng = numpy.random.default_rng(seed)
+        self._array_class = array_class
+        self._methods = methods
+
+    def __getattr__(self, name: str) -> Any:
+        if self._methods is not None and name not in self._methods:
+            raise AttributeError(f"this generator has no method {name!r}")
+        return through(getattr(self._rng, name), self._array_class)
+
+
+def make_array_module(name: str, array_class: type = DeviceArray) -> types.ModuleType:
+    """A module object named `name` that looks like numpy/cupy; its arrays are array_class."""
+    module = types.ModuleType(name)
+
+    def get(attribute: str) -> Any:
+        value = getattr(numpy, attribute)
+        if isinstance(value, type) or not callable(value):
+            return value  # dtypes (xp.float32), constants (xp.pi)
+        function = through(value, array_class)
+        if attribute not in _DATA_DEPENDENT:
+            return function
+
+        def data_dependent(*args, **kwargs):
+            for arg in args:
+                if isinstance(arg, DeviceArray):
+                    arg._host_read(f"{name}.{attribute}()")
+            return function(*args, **kwargs)
+
+        return data_dependent
+
+    def from_host(fn: Any) -> Any:
+        """xp.asarray / xp.array: the one door for host arrays (a copy to the "device")."""
+
+        def call(value, *args, **kwargs):
+            if isinstance(value, array_class) and not args and not kwargs:
+                return value  # already on the device: the same object, as in CuPy
+            if isinstance(value, numpy.ndarray):
+                value = array_class(value.copy())
+            return through(fn, array_class)(value, *args, **kwargs)
+
+        return call
+
+    module.__getattr__ = get
+    module.asarray = from_host(numpy.asarray)
+    module.array = from_host(numpy.array)
+    module.random = types.SimpleNamespace(
+        default_rng=functools.partial(DeviceGenerator, array_class=array_class)
+    )
+    module.lib = types.SimpleNamespace(
+        stride_tricks=types.SimpleNamespace(
+            as_strided=through(numpy.lib.stride_tricks.as_strided, array_class),
+            sliding_window_view=through(numpy.lib.stride_tricks.sliding_window_view, array_class),
+        )
+    )
+    return module
