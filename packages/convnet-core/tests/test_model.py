@@ -154,6 +154,23 @@ def test_old_style_step_equals_the_optimizer_update(xp):
         model.optimizer.step([(1, 2)])
 
 
+def test_backward_takes_a_host_gradient_in_another_dtype(xp):
+    model = conv_model(xp).build((1, 8, 8))
+    x = numpy.random.default_rng(1).normal(size=(2, 1, 8, 8)).astype("float32")
+    out = model.forward(x, training=True)
+    assert out.dtype == numpy.float32
+    model.backward(xp.ones(out.shape, dtype=out.dtype))
+    want_grads = host_leaves(model.grads)
+
+    # as an old loop writes it: a float64 NumPy array, whatever the model's device
+    dx = model.backward(numpy.ones(tuple(out.shape)))
+
+    assert dx.dtype == numpy.float32 and type(dx) is type(out)
+    for got, want in zip(host_leaves(model.grads), want_grads, strict=True):
+        assert got.dtype == numpy.float32
+        numpy.testing.assert_array_equal(got, want)
+
+
 def test_summary_lists_layers_shapes_and_counts(xp, capsys):
     model = conv_model(xp).build((1, 8, 8))
     text = model.summary()

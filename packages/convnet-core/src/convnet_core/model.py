@@ -487,11 +487,16 @@ class Model:
 
         Stores the parameter gradients in `model.grads` and returns dLoss/dx. Passing the
         gradient that `model.loss.backward()` returned uses the fused softmax/cross-entropy
-        gradient (softmax(z) - t)/N directly.
+        gradient (softmax(z) - t)/N directly. A gradient given on the host or in another
+        dtype (a float64 `np.array([[1.0]])`) is copied to the device in the output's dtype,
+        as `forward` copies its input; on CuPy the fused kernels take one dtype only.
         """
         record = self._record
         if record is None:
             raise ValueError("Model.backward: call forward(x, training=True) first")
+        output = record["output"]
+        if type(grad) is not type(output) or grad.dtype != output.dtype:
+            grad = self.xp.asarray(grad, dtype=output.dtype)
         n = record["n"]
         trunk = Sequential(tuple(self.layers[:n]))
         if n < len(self.layers):
