@@ -350,7 +350,8 @@ def to_inputs(images):
 
 
 def load_model(path: str | os.PathLike, xp=None):
-    """A saved Model (convnet-io format or an old ConvNet-NumPy file), on the array module `xp`.
+    """A saved Model (convnet-io format or an old ConvNet-NumPy file), on the array module `xp`
+    (None: where device "auto" puts it).
 
     AppError when the file is missing; convnet-io's ModelFormatError (one line naming the
     file and the problem) when it is not a readable model.
@@ -362,23 +363,10 @@ def load_model(path: str | os.PathLike, xp=None):
         raise AppError(f"model file {path} is a directory")
     import convnet_io
 
-    model = convnet_io.load(str(path))
-    if xp is not None:
-        move_model(model, xp)
+    model = convnet_io.load(str(path), device=xp)
     if model.loss_name is None:  # predict gives probabilities only with a cross-entropy loss
         model.compile(loss="categorical_crossentropy", optimizer=model.optimizer or "adam")
     return model
-
-
-def move_model(model, xp) -> None:
-    """Put a Model's parameters and state on the array module `xp` (numpy or cupy)."""
-    from convnet_core import backend
-
-    model.params = backend.to_device(model.params, xp)
-    model.state = backend.to_device(model.state, xp)
-    if getattr(model, "opt_state", None) is not None:
-        model.opt_state = backend.to_device(model.opt_state, xp)
-    model.xp = xp
 
 
 # ---------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import os
 import convnet_io
 import numpy
 import pytest
-from convnet_core import Model, optim
+from convnet_core import Model, optim, tree
 from convnet_core import layers as L
 from convnet_io_helpers import assert_same_tree
 
@@ -42,8 +42,8 @@ def test_model_save_load_restores_the_whole_training_state(tmp_path, suffix):
     path = tmp_path / f"model{suffix}"
     model.save(path, metadata={"note": "two epochs"})
 
-    loaded = Model.load(path)
-    assert isinstance(loaded, Model)
+    loaded = Model.load(path, device="cpu")  # where `model` is, to compare bit for bit
+    assert isinstance(loaded, Model) and loaded.xp is numpy
     assert loaded.network == model.network and loaded.input_shape == model.input_shape
     assert_same_tree(loaded.params, model.params)
     assert_same_tree(loaded.state, model.state)
@@ -59,6 +59,22 @@ def test_model_save_load_restores_the_whole_training_state(tmp_path, suffix):
     assert_same_tree(loaded.params, model.params)
     parts = convnet_io.load(path, parts=True)
     assert parts.metadata["note"] == "two epochs" and parts.metadata["epoch"] == 2
+
+
+def test_load_puts_the_model_on_the_device_asked_for(tmp_path):
+    x, y = data()
+    model = new_model()
+    model.fit((x, y), epochs=1, batch_size=16, verbose=False)
+    path = tmp_path / "model.h5"
+    model.save(path)
+
+    on_cpu = convnet_io.load(path, device="cpu")
+
+    assert on_cpu.xp is numpy
+    assert all(type(leaf) is numpy.ndarray for leaf in tree.leaves(on_cpu.params))
+    numpy.testing.assert_array_equal(on_cpu.predict(x), model.predict(x))
+    with pytest.raises(ValueError, match="parts=True gives host NumPy arrays"):
+        convnet_io.load(path, parts=True, device="cpu")
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_params(tmp_path):

@@ -530,7 +530,8 @@ class Model:
 
     @classmethod
     def load(cls, path, **kwargs) -> Model:
-        """Load a model saved by `save` (or by ConvNet-NumPy) with convnet-io."""
+        """Load a model saved by `save` (or by ConvNet-NumPy) with convnet-io:
+        `convnet_io.load(path, **kwargs)`, for example `device="cpu"`."""
         return _convnet_io().load(path, **kwargs)
 
     def get_rng_state(self) -> dict[str, Any]:

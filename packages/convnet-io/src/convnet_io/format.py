@@ -72,9 +72,10 @@ class SavedModel:
     metadata: dict = attrs.field(factory=dict)
     source: str = FORMAT_NAME
 
-    def to_model(self):
-        """A `convnet_core.Model` holding these parts (optimizer restored when saved)."""
-        return _to_model(self)
+    def to_model(self, device=None):
+        """A `convnet_core.Model` holding these parts (optimizer restored when saved), on
+        `device` as `Model(device=...)` takes it (None: "auto")."""
+        return _to_model(self, device)
 
 
 # ---------------------------------------------------------------------------------------
@@ -452,18 +453,21 @@ def _layer(path: str, architecture: Any) -> Any:
         raise ModelFormatError(path, f"bad architecture: {_describe(error)}") from error
 
 
-def load(path: str | os.PathLike, *, parts: bool = False, input_shape=None):
+def load(path: str | os.PathLike, *, parts: bool = False, input_shape=None, device=None):
     """Load a model file written by `save` (or by ConvNet-NumPy, converted).
 
-    Returns a `convnet_core.Model`, or with `parts=True` a `SavedModel` of host NumPy
-    arrays. `input_shape` (per sample, channels first) is needed only for files that did
-    not store one: ConvNet-NumPy files default to MNIST's (1, 28, 28).
+    Returns a `convnet_core.Model` on `device` ("auto" when None, "cpu", "cuda" or an
+    array module, as `Model(device=...)` takes it), or with `parts=True` a `SavedModel` of
+    host NumPy arrays. `input_shape` (per sample, channels first) is needed only for files
+    that did not store one: ConvNet-NumPy files default to MNIST's (1, 28, 28).
 
     Raises ModelFormatError (a ValueError) naming the file and the problem for anything
     wrong with the file, FileNotFoundError when there is no file.
     """
+    if parts and device is not None:
+        raise ValueError("load: device is for a Model; parts=True gives host NumPy arrays")
     saved = read_model(path, input_shape=input_shape)
-    return saved if parts else saved.to_model()
+    return saved if parts else saved.to_model(device)
 
 
 def read_model(path: str | os.PathLike, *, input_shape=None) -> SavedModel:
@@ -576,7 +580,7 @@ def _read_v1(path: str, reader: storage.Reader, attributes, input_shape) -> Save
 # Parts -> Model
 
 
-def _to_model(saved: SavedModel):
+def _to_model(saved: SavedModel, device=None):
     try:
         from convnet_core import Model
     except ImportError as error:  # pragma: no cover - depends on the core version
@@ -610,6 +614,7 @@ def _to_model(saved: SavedModel):
         loss_name=metadata.get("loss_name"),
         history=metadata.get("history"),
         epoch=int(metadata.get("epoch", 0) or 0),
+        device=device,
     )
     rng_state = metadata.get("rng_state")
     if rng_state is not None and hasattr(model, "set_rng_state"):
