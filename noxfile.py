@@ -1,7 +1,9 @@
 """Every check of the project, as nox sessions.
 
-uv run nox                   the default set: lint, tests, cuda-compile, parity, gui
+uv run nox                   the default set: lint, tests, tests-cuda-on-cpu, cuda-compile,
+                             parity, gui
 uv run nox -s tests          each package alone in its own venv (CPU)
+uv run nox -s tests-cuda-on-cpu  tests-cuda's run on NumPy dressed as CuPy (no GPU needed)
 uv run nox -s cuda-compile   the GPU kernels compiled by NVRTC (no GPU needed)
 uv run nox -s tests-cuda     the same on a GPU through CuPy (fails when none is usable)
 nox --no-venv -s tests-cuda  on a machine whose Python already has CuPy and no registry
@@ -24,7 +26,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "tests", "cuda-compile", "parity", "gui"]
+nox.options.sessions = ["lint", "tests", "tests-cuda-on-cpu", "cuda-compile", "parity", "gui"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = pathlib.Path(__file__).parent
@@ -152,6 +154,21 @@ def tests_cuda(session: nox.Session) -> None:
     session.run(python, "-m", "convnet_core.backend", "--require-cuda", env=env)
     paths = [f"packages/{pkg}/tests" for pkg in PACKAGES]
     session.run(python, "-m", *pytest_args(session, *paths, marker=ON_GPU), env=env)
+
+
+@nox.session(name="tests-cuda-on-cpu")
+def tests_cuda_on_cpu(session: nox.Session) -> None:
+    """tests-cuda's run, on the CPU: every package's tests and the equivalence tests with
+    `cupy` replaced by NumPy dressed as CuPy (packages/convnet-core/tests/cupy_on_numpy.py).
+
+    Every GPU code path of the packages runs, the kernels from their CUDA source compiled
+    by g++; what it cannot show is CuPy's own arithmetic and speed (tests-cuda does).
+    """
+    install_packages(session, *PACKAGES)
+    session.install("click>=8.1", "tqdm>=4.60")
+    env = {"PYTHONPATH": str(package_dir("convnet-core") / "tests")}
+    paths = [f"packages/{pkg}/tests" for pkg in PACKAGES]
+    session.run(*pytest_args(session, *paths, marker=ON_GPU), "-p", "cupy_on_numpy", env=env)
 
 
 @nox.session(name="cuda-compile")

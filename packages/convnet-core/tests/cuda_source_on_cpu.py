@@ -12,8 +12,9 @@ own source text, which g++ compiles as C++ with a few lines that stand for CUDA'
   barriers or atomics is refused.
 - `ElementwiseKernel`: the operation is pasted into a loop over the elements, with each
   parameter bound by name as CuPy binds it (`const T& x` for an input, `T& y` for an output)
-  and `T` the arrays' common dtype (float32 or float64; C++ has no float16 that rounds as
-  CuPy's does, so float16 is left to the GPU).
+  and `T` the arrays' common dtype. float16 is GCC's `_Float16`, which may keep a chain of
+  operations in float where CuPy's float16 rounds after each one: exact alike for the ReLU
+  kernels (compare, select, multiply by 0 or 1), not a check of float16 arithmetic.
 
 Compiled with -ffp-contract=off, so each float operation is rounded on its own, as NumPy
 rounds it: where a kernel does NumPy's arithmetic in NumPy's order, the results are equal to
@@ -51,7 +52,13 @@ using std::sqrt;
 """
 
 # NumPy dtype name -> C type, for the element type T and the fixed-type parameters
-_C_TYPES = {"float32": "float", "float64": "double", "int32": "int", "int64": "long long"}
+_C_TYPES = {
+    "float16": "_Float16",
+    "float32": "float",
+    "float64": "double",
+    "int32": "int",
+    "int64": "long long",
+}
 # C type in a kernel signature -> ctypes type
 _CTYPES = {
     "int": ctypes.c_int,

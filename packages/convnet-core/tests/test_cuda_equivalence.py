@@ -1,8 +1,15 @@
-"""The same computations on CuPy and NumPy give the same numbers (run by `nox -s tests-cuda`).
+"""The same computations on CuPy and NumPy give the same numbers.
 
-Marked `cuda`: the default test sessions leave them out, and tests-cuda (which sets
-CONVNET_TEST_DEVICE=cuda and fails when no GPU is usable) runs them. CuPy is imported
-inside the `cp` fixture, so collecting this file needs no CuPy.
+Marked `cuda` and run with CONVNET_TEST_DEVICE=cuda, by two sessions:
+
+- tests-cuda, where `cp` is CuPy on the GPU, and a missing GPU is an error, never a skip;
+- tests-cuda-on-cpu, where `cp` is NumPy dressed as CuPy (tests/cupy_on_numpy.py): its
+  arrays refuse NumPy as CuPy's do, its kernels run their CUDA source compiled by g++, and
+  its stream capture refuses host reads. So every `is_cupy` branch of the packages (the
+  fused kernels, the device-side optimizer scalars and loss scaling, fit's batched
+  finiteness checks, device batches) runs on every machine, not only on a GPU.
+
+CuPy is imported inside the `cp` fixture, so collecting this file needs no CuPy.
 
 Tolerances are float32 ones: a GPU sums in another order (and fuses multiply-adds), so
 results agree to a few units in the last place, not bit for bit.
@@ -21,11 +28,11 @@ from convnet_core import tree as T
 
 pytestmark = [
     pytest.mark.cuda,
-    # a plain `pytest` on a CPU machine reports these as left for tests-cuda; tests-cuda
-    # sets CONVNET_TEST_DEVICE=cuda and then a missing GPU is an error, never a skip
+    # a plain `pytest` reports these as left for tests-cuda and tests-cuda-on-cpu; those
+    # set CONVNET_TEST_DEVICE=cuda, and then a missing GPU is an error, never a skip
     pytest.mark.skipif(
         os.environ.get("CONVNET_TEST_DEVICE") != "cuda",
-        reason="GPU equivalence: run by `nox -s tests-cuda` (CONVNET_TEST_DEVICE=cuda)",
+        reason="GPU equivalence: run by `nox -s tests-cuda` and `nox -s tests-cuda-on-cpu`",
     ),
 ]
 
@@ -42,16 +49,26 @@ def host(tree):
     return backend.to_host(tree)
 
 
+def largest_magnitude(leaves):
+    return max((float(numpy.abs(a).max()) for a in leaves if numpy.size(a)), default=0.0)
+
+
 def assert_close(gpu, cpu, *, rtol=RTOL, what=""):
     """Every leaf of `gpu` (CuPy) equals the matching leaf of `cpu` within float32 rounding:
-    |gpu - cpu| <= rtol * (|cpu| + max|cpu|/10), so tiny values are not judged alone."""
+    |gpu - cpu| <= rtol * (|cpu| + scale), scale = max(max|leaf|/10, max|tree|/100).
+
+    So tiny values are not judged alone, and neither is a leaf of pure rounding noise
+    next to large ones (a conv bias followed by BatchNorm has gradient 0 in exact
+    arithmetic; computed, it is about 1e-6, different for each summation order).
+    """
     flat_gpu, flat_cpu = T.flatten(host(gpu)), T.flatten(host(cpu))
     assert flat_gpu.keys() == flat_cpu.keys(), what
+    tree_scale = largest_magnitude(flat_cpu.values()) / 100
     for key, want in flat_cpu.items():
         got = flat_gpu[key]
         want = numpy.asarray(want)
         assert got.shape == want.shape and got.dtype == want.dtype, f"{what} {key}"
-        scale = float(numpy.abs(want).max()) / 10 if want.size else 0.0
+        scale = max(largest_magnitude([want]) / 10, tree_scale)
         numpy.testing.assert_allclose(
             got, want, rtol=rtol, atol=rtol * scale, err_msg=f"{what} {key}"
         )
@@ -383,16 +400,23 @@ def test_mixed_precision_step_on_the_gpu_matches_a_float32_step(cp):
     logits, _, cache = cn.apply(net, params, state, x, training=True, xp=cp)
     _, dlogits = losses.softmax_cross_entropy(logits, y, xp=cp)
     grads32, _ = cn.grad(net, params, cache, dlogits, xp=cp, input_grad=False)
+    # At a scale of 1024 the gradient into the first conv overflows float16 on this batch
+    # (the scaler would skip that step); 64 keeps it finite.
     out = precision.mixed_precision_step(
-        net, params, state, opt.init(params), precision.DynamicLossScaler(scale=1024.0), x, y,
+        net, params, state, opt.init(params), precision.DynamicLossScaler(scale=64.0), x, y,
         optimizer=opt, loss_fn=losses.softmax_cross_entropy, xp=cp,
     )  # fmt: skip
     new_params, new_state, _, scaler, loss, _, finite = out
-    assert bool(finite) and float(scaler.scale) == 1024.0
+    assert bool(finite) and float(scaler.scale) == 64.0
     assert {leaf.dtype for leaf in T.leaves((new_params, new_state))} == {numpy.dtype("float32")}
-    for key, g in T.flatten(host(grads32)).items():
+    # float16 rounding, judged against each leaf's size, or a tenth of the largest gradient
+    # for the conv biases followed by BatchNorm, whose exact gradient is 0
+    flat32 = T.flatten(host(grads32))
+    tenth_of_largest = largest_magnitude(flat32.values()) / 10
+    for key, g in flat32.items():
         step = T.flatten(host(params))[key] - T.flatten(host(new_params))[key]
-        numpy.testing.assert_allclose(step, g, atol=2e-2 * numpy.abs(g).max(), err_msg=key)
+        atol = 2e-2 * max(largest_magnitude([g]), tenth_of_largest)
+        numpy.testing.assert_allclose(step, g, atol=atol, err_msg=key)
 
 
 # ---------------------------------------------------------------------------------------
@@ -471,7 +495,7 @@ def test_a_mixed_precision_step_never_syncs(cp):
 
 
 def test_save_on_gpu_load_on_cpu_and_back(cp, tmp_path):
-    import convnet_io  # tests-cuda puts every package on the path
+    import convnet_io  # both sessions put every package on the path
 
     x, y = synthetic_mnist(128, seed=4)
     model = cn.Model(list(bn_dropout_network().layers), seed=0, device=cp)
@@ -482,12 +506,7 @@ def test_save_on_gpu_load_on_cpu_and_back(cp, tmp_path):
     parts = convnet_io.load(path, parts=True)  # host NumPy arrays
     for key, value in T.flatten(host(model.params)).items():
         numpy.testing.assert_array_equal(T.flatten(parts.params)[key], value, err_msg=key)
-    cpu = cn.Model.from_parts(
-        parts.layer, parts.params, parts.state, parts.input_shape, device="cpu", loss_name="cce"
-    )
-    back = cn.Model.from_parts(
-        parts.layer, parts.params, parts.state, parts.input_shape, device="cuda", loss_name="cce"
-    )
+    cpu, back = convnet_io.load(path, device="cpu"), convnet_io.load(path, device="cuda")
     assert cpu.xp is numpy and back.xp is cp
     sample = x[:50, :, :16, :16]
     want = host(model.predict(sample))
@@ -496,7 +515,7 @@ def test_save_on_gpu_load_on_cpu_and_back(cp, tmp_path):
 
 
 def test_data_batches_arrive_on_the_gpu(cp):
-    import convnet_data  # tests-cuda puts every package on the path
+    import convnet_data  # both sessions put every package on the path
 
     rng = numpy.random.default_rng(5)
     images = rng.integers(0, 256, (100, 1, 28, 28), dtype=numpy.uint8)

@@ -1,0 +1,230 @@
+"""NumPy dressed as CuPy: a `cupy` module to run convnet's GPU code paths without a GPU.
+
+`make_cupy_on_numpy(build_dir)` returns a module named "cupy" that has what convnet's
+packages and test_cuda_equivalence.py use of CuPy, over NumPy:
+
+- arrays are `CupyArray` (tests/device_arrays.py): NumPy cannot touch them, mixing them with
+  NumPy arrays raises, reductions give 0-d arrays, `.get()` copies to the host, and
+  `backend.get_array_module` and `backend.to_host` take them for CuPy arrays;
+- `ElementwiseKernel` and `RawKernel` compile the kernels' CUDA source with g++
+  (tests/cuda_source_on_cpu.py), so the fused kernels run from their own source;
+- `cuda.Device`, `cuda.Stream`, `cuda.get_current_stream`, `cuda.runtime` for one device;
+- `random.default_rng` with only the draws CuPy's generator has;
+- a stream capture that refuses every host read while it is on (float, bool, int, item,
+  get, a boolean mask, a synchronize), as a CUDA stream capture does.
+
+With it installed as `sys.modules["cupy"]`, `backend.array_module("cuda")`,
+`Model(device="cuda")` and every `is_cupy(xp)` branch take the GPU path on the CPU. What it
+cannot show is CuPy's own behaviour: summation order, float16 arithmetic, speed.
+
+Loaded as a pytest plugin (`pytest -p cupy_on_numpy`, with this folder on the path), it is
+installed for the whole run and sets CONVNET_TEST_DEVICE=cuda, so every package's tests run
+as tests-cuda runs them, on the CPU: the `tests-cuda-on-cpu` nox session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import pathlib
+import sys
+import tempfile
+import types
+from typing import Any
+
+import numpy
+from cuda_source_on_cpu import CupyOnCpu
+from device_arrays import DeviceArray, DeviceGenerator, make_array_module, unwrap
+
+__all__ = ["CupyArray", "HostSyncDuringCapture", "cupy_on_numpy_installed", "make_cupy_on_numpy"]
+
+# cupy.random.Generator's draws in CuPy 14 (a subset of NumPy's)
+CUPY_GENERATOR_METHODS = frozenset(
+    "beta binomial chisquare dirichlet exponential f gamma geometric hypergeometric integers "
+    "logseries poisson power random standard_exponential standard_gamma standard_normal "
+    "uniform".split()
+)
+
+
+class HostSyncDuringCapture(RuntimeError):
+    """A value was read on the host while a stream was being captured."""
+
+
+class _Capture:
+    active = False
+
+
+def _refuse_during_capture(what: str) -> None:
+    if _Capture.active:
+        raise HostSyncDuringCapture(f"{what} waits for the GPU, which a stream capture forbids")
+
+
+class CupyArray(DeviceArray):
+    """A cupy.ndarray stand-in: a NumPy array only the `cupy` stand-in's functions touch."""
+
+    __module__ = "cupy"  # backend.get_array_module looks at the type's module
+
+    def _host_read(self, what: str) -> None:
+        _refuse_during_capture(what)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        data = self._data
+        return {
+            "shape": data.shape,
+            "typestr": data.dtype.str,
+            "data": (data.ctypes.data, False),
+            "strides": data.strides,
+            "version": 3,
+        }
+
+    @property
+    def device(self) -> Device:
+        return Device(0)
+
+
+class Device:
+    """cupy.cuda.Device: the one device, 0."""
+
+    def __init__(self, device: int = 0) -> None:
+        if int(device) != 0:
+            raise ValueError(f"there is one device, 0, not {device}")
+        self.id = 0
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def synchronize(self) -> None:
+        _refuse_during_capture("Device.synchronize()")
+
+
+class Stream:
+    """cupy.cuda.Stream; begin_capture/end_capture switch the host-read check on and off."""
+
+    def __init__(self, non_blocking: bool = False) -> None:
+        self.non_blocking = non_blocking
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def begin_capture(self) -> None:
+        _Capture.active = True
+
+    def end_capture(self) -> None:
+        _Capture.active = False
+
+    def synchronize(self) -> None:
+        _refuse_during_capture("Stream.synchronize()")
+
+
+def _as_host(value: Any) -> Any:
+    return value._data if isinstance(value, DeviceArray) else value
+
+
+def _on_device_arrays(kernel: Any) -> Any:
+    """A CPU kernel (tests/cuda_source_on_cpu.py) made to take and give CupyArrays."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return CupyArray._wrap(kernel(*unwrap(args), **kwargs))
+
+    return call
+
+
+def make_cupy_on_numpy(build_dir: pathlib.Path) -> types.ModuleType:
+    """The `cupy` stand-in; kernels are compiled into `build_dir`."""
+    cupy = make_array_module("cupy", CupyArray)
+    cupy.__version__ = f"NumPy {numpy.__version__} dressed as CuPy"
+    cupy.ndarray = CupyArray
+    cupy.asnumpy = lambda a: a.get() if isinstance(a, CupyArray) else numpy.asarray(a)
+    cupy.get_array_module = lambda *arrays: (
+        cupy if any(isinstance(a, CupyArray) for a in arrays) else numpy
+    )
+
+    kernels = CupyOnCpu(build_dir)
+    cupy.ElementwiseKernel = lambda *args: _on_device_arrays(kernels.ElementwiseKernel(*args))
+    cupy.RawKernel = lambda *args: _on_device_arrays(kernels.RawKernel(*args))
+
+    def standard_normal(size: Any = None, dtype: Any = float) -> CupyArray:
+        return CupyArray(numpy.random.default_rng().standard_normal(size, dtype=dtype))
+
+    cupy.random = types.SimpleNamespace(
+        default_rng=functools.partial(
+            DeviceGenerator, array_class=CupyArray, methods=CUPY_GENERATOR_METHODS
+        ),
+        standard_normal=standard_normal,
+    )
+    cupy.cuda = types.SimpleNamespace(
+        Device=Device,
+        Stream=Stream,
+        get_current_stream=Stream,
+        runtime=types.SimpleNamespace(
+            getDeviceCount=lambda: 1,
+            getDeviceProperties=lambda device: {"name": b"NumPy dressed as CuPy"},
+        ),
+    )
+    cupy.testing = types.SimpleNamespace(
+        assert_allclose=lambda a, b, **kw: numpy.testing.assert_allclose(
+            _as_host(a), _as_host(b), **kw
+        ),
+        assert_array_equal=lambda a, b, **kw: numpy.testing.assert_array_equal(
+            _as_host(a), _as_host(b), **kw
+        ),
+    )
+    return cupy
+
+
+@contextlib.contextmanager
+def cupy_on_numpy_installed(build_dir: pathlib.Path) -> Any:
+    """The stand-in as `sys.modules["cupy"]` (and so the GPU convnet finds) for the block."""
+    from convnet_core import backend, cuda_kernels
+
+    saved_module = sys.modules.get("cupy")
+    saved_kernels = dict(cuda_kernels._KERNELS)
+    sys.modules["cupy"] = make_cupy_on_numpy(build_dir)
+    cuda_kernels._KERNELS.clear()  # kernels built by another `cupy` are not ours
+    backend.cuda_unavailable_reason.cache_clear()  # it finds the stand-in's one device
+    try:
+        yield sys.modules["cupy"]
+    finally:
+        if saved_module is None:
+            sys.modules.pop("cupy", None)
+        else:
+            sys.modules["cupy"] = saved_module
+        cuda_kernels._KERNELS.clear()
+        cuda_kernels._KERNELS.update(saved_kernels)
+        backend.cuda_unavailable_reason.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------
+# as a pytest plugin: the whole run on the stand-in
+
+_plugin_state: dict[str, Any] = {}
+
+
+def pytest_configure(config: Any) -> None:
+    build_dir = pathlib.Path(tempfile.mkdtemp(prefix="cupy_on_numpy_"))
+    installed = cupy_on_numpy_installed(build_dir)
+    installed.__enter__()
+    _plugin_state.update(installed=installed, device=os.environ.get("CONVNET_TEST_DEVICE"))
+    os.environ["CONVNET_TEST_DEVICE"] = "cuda"
+
+
+def pytest_unconfigure(config: Any) -> None:
+    if "installed" in _plugin_state:
+        _plugin_state.pop("installed").__exit__(None, None, None)
+        device = _plugin_state.pop("device")
+        if device is None:
+            os.environ.pop("CONVNET_TEST_DEVICE", None)
+        else:
+            os.environ["CONVNET_TEST_DEVICE"] = device
+
+
+def pytest_report_header(config: Any) -> str:
+    return "cupy: NumPy dressed as CuPy (tests/cupy_on_numpy.py), kernels compiled by g++"
