@@ -10,6 +10,8 @@ packages and test_cuda_equivalence.py use of CuPy, over NumPy:
   (tests/cuda_source_on_cpu.py), so the fused kernels run from their own source;
 - `cuda.Device`, `cuda.Stream`, `cuda.get_current_stream`, `cuda.runtime` for one device;
 - `random.default_rng` with only the draws CuPy's generator has;
+- when the real CuPy is installed (it imports without a GPU), only the functions and array
+  attributes it has: asking for one it lacks raises AttributeError, as it would there;
 - a stream capture that refuses every host read while it is on (float, bool, int, item,
   get, a boolean mask, a synchronize), as a CUDA stream capture does.
 
@@ -64,6 +66,13 @@ class CupyArray(DeviceArray):
     """A cupy.ndarray stand-in: a NumPy array only the `cupy` stand-in's functions touch."""
 
     __module__ = "cupy"  # backend.get_array_module looks at the type's module
+    reference_ndarray: Any = None  # the real cupy.ndarray, when CuPy is installed
+
+    def __getattr__(self, name: str) -> Any:
+        reference = type(self).reference_ndarray
+        if reference is not None and not name.startswith("__") and not hasattr(reference, name):
+            raise AttributeError(f"cupy.ndarray has no {name!r}")
+        return super().__getattr__(name)
 
     def _host_read(self, what: str) -> None:
         _refuse_during_capture(what)
@@ -128,36 +137,63 @@ def _as_host(value: Any) -> Any:
     return value._data if isinstance(value, DeviceArray) else value
 
 
-def _on_device_arrays(kernel: Any) -> Any:
-    """A CPU kernel (tests/cuda_source_on_cpu.py) made to take and give CupyArrays."""
+def _on_device_arrays(kernel: Any, array_class: type) -> Any:
+    """A CPU kernel (tests/cuda_source_on_cpu.py) made to take and give device arrays."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        return CupyArray._wrap(kernel(*unwrap(args), **kwargs))
+        return array_class._wrap(kernel(*unwrap(args), **kwargs))
 
     return call
 
 
-def make_cupy_on_numpy(build_dir: pathlib.Path) -> types.ModuleType:
-    """The `cupy` stand-in; kernels are compiled into `build_dir`."""
-    cupy = make_array_module("cupy", CupyArray)
+def real_cupy() -> Any:
+    """The installed CuPy module (importing it needs no GPU), or None."""
+    saved = sys.modules.pop("cupy", None)
+    try:
+        import cupy
+    except ImportError:
+        return None
+    finally:
+        if saved is not None:
+            sys.modules["cupy"] = saved
+    return cupy
+
+
+def make_cupy_on_numpy(build_dir: pathlib.Path, reference: Any = None) -> types.ModuleType:
+    """The `cupy` stand-in; kernels are compiled into `build_dir`. With `reference` (the real
+    CuPy module) it offers only the names that has."""
+    # each stand-in has its own array class, so one's reference does not leak to another
+    ndarray = type(
+        "ndarray",
+        (CupyArray,),
+        {"__module__": "cupy", "reference_ndarray": getattr(reference, "ndarray", None)},
+    )
+    cupy = make_array_module("cupy", ndarray, reference=reference)
     cupy.__version__ = f"NumPy {numpy.__version__} dressed as CuPy"
-    cupy.ndarray = CupyArray
-    cupy.asnumpy = lambda a: a.get() if isinstance(a, CupyArray) else numpy.asarray(a)
+    cupy.ndarray = ndarray
+    cupy.asnumpy = lambda a: a.get() if isinstance(a, ndarray) else numpy.asarray(a)
     cupy.get_array_module = lambda *arrays: (
-        cupy if any(isinstance(a, CupyArray) for a in arrays) else numpy
+        cupy if any(isinstance(a, ndarray) for a in arrays) else numpy
     )
 
     kernels = CupyOnCpu(build_dir)
-    cupy.ElementwiseKernel = lambda *args: _on_device_arrays(kernels.ElementwiseKernel(*args))
-    cupy.RawKernel = lambda *args: _on_device_arrays(kernels.RawKernel(*args))
+
+    def elementwise_kernel(*args: Any) -> Any:
+        return _on_device_arrays(kernels.ElementwiseKernel(*args), ndarray)
+
+    def raw_kernel(*args: Any) -> Any:
+        return _on_device_arrays(kernels.RawKernel(*args), ndarray)
+
+    cupy.ElementwiseKernel, cupy.RawKernel = elementwise_kernel, raw_kernel
 
     def standard_normal(size: Any = None, dtype: Any = float) -> CupyArray:
-        return CupyArray(numpy.random.default_rng().standard_normal(size, dtype=dtype))
+        return ndarray(numpy.random.default_rng().standard_normal(size, dtype=dtype))
 
+    draws = CUPY_GENERATOR_METHODS
+    if reference is not None:
+        draws = {name for name in dir(reference.random.Generator) if not name.startswith("_")}
     cupy.random = types.SimpleNamespace(
-        default_rng=functools.partial(
-            DeviceGenerator, array_class=CupyArray, methods=CUPY_GENERATOR_METHODS
-        ),
+        default_rng=functools.partial(DeviceGenerator, array_class=ndarray, methods=draws),
         standard_normal=standard_normal,
     )
     cupy.cuda = types.SimpleNamespace(
@@ -185,9 +221,10 @@ def cupy_on_numpy_installed(build_dir: pathlib.Path) -> Any:
     """The stand-in as `sys.modules["cupy"]` (and so the GPU convnet finds) for the block."""
     from convnet_core import backend, cuda_kernels
 
+    reference = real_cupy()
     saved_module = sys.modules.get("cupy")
     saved_kernels = dict(cuda_kernels._KERNELS)
-    sys.modules["cupy"] = make_cupy_on_numpy(build_dir)
+    sys.modules["cupy"] = make_cupy_on_numpy(build_dir, reference)
     cuda_kernels._KERNELS.clear()  # kernels built by another `cupy` are not ours
     backend.cuda_unavailable_reason.cache_clear()  # it finds the stand-in's one device
     try:
@@ -227,4 +264,10 @@ def pytest_unconfigure(config: Any) -> None:
 
 
 def pytest_report_header(config: Any) -> str:
-    return "cupy: NumPy dressed as CuPy (tests/cupy_on_numpy.py), kernels compiled by g++"
+    reference = sys.modules["cupy"].ndarray.reference_ndarray
+    names = (
+        "names checked against the installed CuPy"
+        if reference is not None
+        else ("CuPy is not installed, so its names are not checked")
+    )
+    return f"cupy: NumPy dressed as CuPy (tests/cupy_on_numpy.py), kernels by g++; {names}"

@@ -169,11 +169,19 @@ class DeviceGenerator:
         return through(getattr(self._rng, name), self._array_class)
 
 
-def make_array_module(name: str, array_class: type = DeviceArray) -> types.ModuleType:
-    """A module object named `name` that looks like numpy/cupy; its arrays are array_class."""
+def make_array_module(
+    name: str, array_class: type = DeviceArray, *, reference: Any = None
+) -> types.ModuleType:
+    """A module object named `name` that looks like numpy/cupy; its arrays are array_class.
+
+    With a `reference` module (the real CuPy), asking for a function it lacks raises
+    AttributeError, as it would there.
+    """
     module = types.ModuleType(name)
 
     def get(attribute: str) -> Any:
+        if reference is not None and not hasattr(reference, attribute):
+            raise AttributeError(f"{name} has no {attribute!r} ({reference.__name__} lacks it)")
         value = getattr(numpy, attribute)
         if isinstance(value, type) or not callable(value):
             return value  # dtypes (xp.float32), constants (xp.pi)
