@@ -146,17 +146,28 @@ def _on_device_arrays(kernel: Any, array_class: type) -> Any:
     return call
 
 
+_real_cupy: list[Any] = []  # [the installed CuPy module or None], found once
+
+
 def real_cupy() -> Any:
-    """The installed CuPy module (importing it needs no GPU), or None."""
-    saved = sys.modules.pop("cupy", None)
-    try:
-        import cupy
-    except ImportError:
-        return None
-    finally:
-        if saved is not None:
-            sys.modules["cupy"] = saved
-    return cupy
+    """The installed CuPy module (importing it needs no GPU), or None; imported once, and
+    never again, since a second import of a package would make a second module."""
+    if not _real_cupy:
+        current = sys.modules.get("cupy")
+        if current is not None and not getattr(current, "is_stand_in", False):
+            _real_cupy.append(current)
+            return current
+        stand_in = sys.modules.pop("cupy", None)
+        try:
+            import cupy
+
+            _real_cupy.append(cupy)
+        except ImportError:
+            _real_cupy.append(None)
+        finally:
+            if stand_in is not None:
+                sys.modules["cupy"] = stand_in
+    return _real_cupy[0]
 
 
 def make_cupy_on_numpy(build_dir: pathlib.Path, reference: Any = None) -> types.ModuleType:
@@ -170,6 +181,7 @@ def make_cupy_on_numpy(build_dir: pathlib.Path, reference: Any = None) -> types.
     )
     cupy = make_array_module("cupy", ndarray, reference=reference)
     cupy.__version__ = f"NumPy {numpy.__version__} dressed as CuPy"
+    cupy.is_stand_in = True
     cupy.ndarray = ndarray
     cupy.asnumpy = lambda a: a.get() if isinstance(a, ndarray) else numpy.asarray(a)
     cupy.get_array_module = lambda *arrays: (
