@@ -13,7 +13,9 @@ packages and test_cuda_equivalence.py use of CuPy, over NumPy:
 - when the real CuPy is installed (it imports without a GPU), only the functions and array
   attributes it has: asking for one it lacks raises AttributeError, as it would there;
 - a stream capture that refuses every host read while it is on (float, bool, int, item,
-  get, a boolean mask, a synchronize), as a CUDA stream capture does.
+  get, a boolean mask, a synchronize), as a CUDA stream capture does;
+- `cupyx.profiler.benchmark`, which runs the function once and reports that one time (so
+  benchmarks/bench_gpu.py runs through; its figures mean nothing here).
 
 With it installed as `sys.modules["cupy"]`, `backend.array_module("cuda")`,
 `Model(device="cuda")` and every `is_cupy(xp)` branch take the GPU path on the CPU. What it
@@ -32,6 +34,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import time
 import types
 from typing import Any
 
@@ -146,6 +149,7 @@ def _on_device_arrays(kernel: Any, array_class: type) -> Any:
     return call
 
 
+_STAND_IN_MODULES = ("cupy", "cupyx", "cupyx.profiler")
 _real_cupy: list[Any] = []  # [the installed CuPy module or None], found once
 
 
@@ -228,24 +232,42 @@ def make_cupy_on_numpy(build_dir: pathlib.Path, reference: Any = None) -> types.
     return cupy
 
 
+def make_cupyx_on_numpy() -> types.ModuleType:
+    """`cupyx` with `profiler.benchmark(fn, n_repeat=..., n_warmup=...)`, timing one call."""
+
+    def benchmark(function: Any, args: tuple = (), *, n_repeat: int = 1, n_warmup: int = 0):
+        start = time.perf_counter()
+        function(*args)
+        elapsed = numpy.array([[time.perf_counter() - start]])  # (devices, repeats)
+        return types.SimpleNamespace(gpu_times=elapsed, cpu_times=elapsed[0])
+
+    cupyx = types.ModuleType("cupyx")
+    cupyx.profiler = types.ModuleType("cupyx.profiler")
+    cupyx.profiler.benchmark = benchmark
+    return cupyx
+
+
 @contextlib.contextmanager
 def cupy_on_numpy_installed(build_dir: pathlib.Path) -> Any:
     """The stand-in as `sys.modules["cupy"]` (and so the GPU convnet finds) for the block."""
     from convnet_core import backend, cuda_kernels
 
     reference = real_cupy()
-    saved_module = sys.modules.get("cupy")
+    saved_modules = {name: sys.modules.get(name) for name in _STAND_IN_MODULES}
     saved_kernels = dict(cuda_kernels._KERNELS)
+    cupyx = make_cupyx_on_numpy()
+    sys.modules.update(cupyx=cupyx, **{"cupyx.profiler": cupyx.profiler})
     sys.modules["cupy"] = make_cupy_on_numpy(build_dir, reference)
     cuda_kernels._KERNELS.clear()  # kernels built by another `cupy` are not ours
     backend.cuda_unavailable_reason.cache_clear()  # it finds the stand-in's one device
     try:
         yield sys.modules["cupy"]
     finally:
-        if saved_module is None:
-            sys.modules.pop("cupy", None)
-        else:
-            sys.modules["cupy"] = saved_module
+        for name, module in saved_modules.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
         cuda_kernels._KERNELS.clear()
         cuda_kernels._KERNELS.update(saved_kernels)
         backend.cuda_unavailable_reason.cache_clear()

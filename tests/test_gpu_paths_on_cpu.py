@@ -1,0 +1,98 @@
+"""The programs' GPU paths, run on NumPy dressed as CuPy, so they need no GPU.
+
+Each program runs as a process through a short launcher that installs the stand-in of
+packages/convnet-core/tests/cupy_on_numpy.py as `cupy` first: `--device cuda` and
+benchmarks/bench_gpu.py then take the code paths they take on a GPU, kernels compiled from
+their CUDA source by g++. A crash there would otherwise first show on a machine with a GPU.
+Timings mean nothing here; what is checked is that every path runs to its end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CORE_TESTS = ROOT / "packages" / "convnet-core" / "tests"
+STAND_IN = "NumPy dressed as CuPy"
+
+LAUNCHER = f"""
+import pathlib, runpy, sys, tempfile
+sys.path.insert(0, {str(CORE_TESTS)!r})
+from cupy_on_numpy import cupy_on_numpy_installed
+with cupy_on_numpy_installed(pathlib.Path(tempfile.mkdtemp())):
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def have_cpp_compiler() -> bool:
+    sys.path.insert(0, str(CORE_TESTS))
+    try:
+        from cuda_source_on_cpu import cpp_compiler
+    finally:
+        sys.path.remove(str(CORE_TESTS))
+    return cpp_compiler() is not None
+
+
+pytestmark = pytest.mark.skipif(
+    not have_cpp_compiler(), reason="no C++ compiler for the kernels (apt-get install g++)"
+)
+
+
+def run_on_stand_in(script: pathlib.Path, *args, cwd: pathlib.Path, timeout: float = 300):
+    environment = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", LAUNCHER, str(script), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+    )
+
+
+def test_bench_gpu_runs_its_gpu_path(tmp_path):
+    result = run_on_stand_in(
+        ROOT / "benchmarks" / "bench_gpu.py",
+        *("--samples", "192", "--batch-sizes", "32", "64", "--no-torch", "--kernels"),
+        *("--json", tmp_path / "bench.json"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["device"].startswith(STAND_IN)
+    variants = {(r["model"], r["batch"], r["variant"]) for r in report["epochs"]}
+    for model in ("readme", "best"):
+        for batch in (32, 64):
+            assert (model, batch, "float32 fit") in variants
+            assert (model, batch, "mixed fit") in variants
+        assert (model, 64, "float32 fit, col2im loop") in variants  # at the largest batch
+    assert all(row["convnet_s"] > 0 for row in report["epochs"])
+    kernels = [row["kernel"] for row in report["kernels"]]
+    assert kernels.count("adam") == 3 and kernels.count("col2im gather|loop") == 5
+    assert kernels.count("relu forward") == kernels.count("relu backward") == 2
+
+
+def test_train_and_evaluate_with_device_cuda(tmp_path):
+    quick = ("--device", "cuda", "--limit-train", "600", "--limit-test", "200", "--seed", "3")
+    trained = run_on_stand_in(
+        ROOT / "apps" / "train_mnist.py", *quick, "--epochs", "1", "--out", "m.h5", cwd=tmp_path
+    )
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert f"device: {STAND_IN}" in trained.stdout
+    assert (tmp_path / "m.h5").is_file()
+
+    evaluated = run_on_stand_in(
+        ROOT / "apps" / "evaluate.py", "m.h5", "--device", "cuda", "--limit-test", "200",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    accuracy = float(re.search(r"test accuracy: ([\d.]+)%", evaluated.stdout).group(1))
+    assert 30.0 < accuracy <= 100.0
