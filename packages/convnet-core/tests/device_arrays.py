@@ -36,7 +36,7 @@ def unwrap(value: Any) -> Any:
     """DeviceArray -> its NumPy array, recursively; raw ndarrays are refused."""
     if isinstance(value, DeviceArray):
         return value._data
-    if isinstance(value, numpy.ndarray) and value.ndim > 0:
+    if isinstance(value, numpy.ndarray):  # 0-d too: CuPy takes NumPy scalars, not arrays
         raise DirectNumpyCall(f"a NumPy array {value.shape} was mixed with device arrays")
     if isinstance(value, tuple):
         return tuple(unwrap(v) for v in value)
