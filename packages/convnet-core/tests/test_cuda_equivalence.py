@@ -25,6 +25,7 @@ import pytest
 from convnet_core import backend, cuda_kernels, losses, ops, optim, precision
 from convnet_core import layers as L
 from convnet_core import tree as T
+from test_cuda_kernels_reference import COL2IM_CASES as REFERENCE_COL2IM_CASES
 
 pytestmark = [
     pytest.mark.cuda,
@@ -296,11 +297,7 @@ def test_fused_relu_keeps_the_channel_major_layout(cp):
 
 
 COL2IM_CASES = [
-    ((2, 3, 7, 7), (3, 3), (1, 1)),
-    ((2, 2, 9, 8), (3, 3), (2, 2)),
-    ((1, 4, 6, 9), (2, 3), (1, 2)),
-    ((3, 1, 8, 8), (3, 2), (3, 2)),
-    ((2, 2, 5, 4), (5, 4), (1, 1)),
+    *REFERENCE_COL2IM_CASES,
     ((64, 8, 28, 28), (3, 3), (1, 1)),  # the README model's first conv, batch 64
 ]
 
