@@ -12,8 +12,9 @@ packages and test_cuda_equivalence.py use of CuPy, over NumPy:
 - `random.default_rng` with only the draws CuPy's generator has;
 - when the real CuPy is installed (it imports without a GPU), only the functions and array
   attributes it has: asking for one it lacks raises AttributeError, as it would there;
-- a stream capture that refuses every host read while it is on (float, bool, int, item,
-  get, a boolean mask, a synchronize), as a CUDA stream capture does;
+- `refusing_host_reads()`, a block in which every host read raises (float, bool, int,
+  item, get, a boolean mask, a synchronize): tests/host_waits.py uses it where on a GPU it
+  holds the GPU back to see whether the host waits;
 - `cupyx.profiler.benchmark`, which runs the function once and reports that one time (so
   benchmarks/bench_gpu.py runs through; its figures mean nothing here).
 
@@ -42,7 +43,13 @@ import numpy
 from cuda_source_on_cpu import CupyOnCpu
 from device_arrays import DeviceArray, DeviceGenerator, make_array_module, unwrap
 
-__all__ = ["CupyArray", "HostSyncDuringCapture", "cupy_on_numpy_installed", "make_cupy_on_numpy"]
+__all__ = [
+    "CupyArray",
+    "HostReadRefused",
+    "cupy_on_numpy_installed",
+    "make_cupy_on_numpy",
+    "refusing_host_reads",
+]
 
 # cupy.random.Generator's draws in CuPy 14 (a subset of NumPy's)
 CUPY_GENERATOR_METHODS = frozenset(
@@ -52,17 +59,28 @@ CUPY_GENERATOR_METHODS = frozenset(
 )
 
 
-class HostSyncDuringCapture(RuntimeError):
-    """A value was read on the host while a stream was being captured."""
+class HostReadRefused(RuntimeError):
+    """A value was read on the host inside `refusing_host_reads()`."""
 
 
-class _Capture:
-    active = False
+_host_reads_refused = [False]
 
 
-def _refuse_during_capture(what: str) -> None:
-    if _Capture.active:
-        raise HostSyncDuringCapture(f"{what} waits for the GPU, which a stream capture forbids")
+@contextlib.contextmanager
+def refusing_host_reads() -> Any:
+    """A block in which reading a device value on the host, or synchronizing, raises
+    HostReadRefused: on a GPU each of these would make the host wait for it."""
+    saved = _host_reads_refused[0]
+    _host_reads_refused[0] = True
+    try:
+        yield
+    finally:
+        _host_reads_refused[0] = saved
+
+
+def _refuse_if_refusing(what: str) -> None:
+    if _host_reads_refused[0]:
+        raise HostReadRefused(f"{what} waits for the GPU")
 
 
 class CupyArray(DeviceArray):
@@ -78,7 +96,7 @@ class CupyArray(DeviceArray):
         return super().__getattr__(name)
 
     def _host_read(self, what: str) -> None:
-        _refuse_during_capture(what)
+        _refuse_if_refusing(what)
 
     @property
     def __cuda_array_interface__(self) -> dict:
@@ -111,11 +129,11 @@ class Device:
         return None
 
     def synchronize(self) -> None:
-        _refuse_during_capture("Device.synchronize()")
+        _refuse_if_refusing("Device.synchronize()")
 
 
 class Stream:
-    """cupy.cuda.Stream; begin_capture/end_capture switch the host-read check on and off."""
+    """cupy.cuda.Stream: one queue, as the stand-in runs everything at once."""
 
     def __init__(self, non_blocking: bool = False) -> None:
         self.non_blocking = non_blocking
@@ -126,14 +144,8 @@ class Stream:
     def __exit__(self, *exc: Any) -> None:
         return None
 
-    def begin_capture(self) -> None:
-        _Capture.active = True
-
-    def end_capture(self) -> None:
-        _Capture.active = False
-
     def synchronize(self) -> None:
-        _refuse_during_capture("Stream.synchronize()")
+        _refuse_if_refusing("Stream.synchronize()")
 
 
 def _as_host(value: Any) -> Any:

@@ -8,8 +8,8 @@ the results in `array_class`; `asarray`/`array` are the one door for host arrays
 
 Reading a value on the host (`get`, `float(a)`, `bool(a)`, `int(a)`, `a.item()`,
 `a.tolist()`, indexing with a boolean mask, `nonzero`) goes through `array_class._host_read`,
-which a subclass can refuse: test_cuda_equivalence's CuPy stand-in does during a stream
-capture, as CUDA does.
+which a subclass can refuse: the CuPy stand-in (tests/cupy_on_numpy.py) does inside
+`refusing_host_reads()`, where on a GPU the host would wait for it.
 """
 
 from __future__ import annotations

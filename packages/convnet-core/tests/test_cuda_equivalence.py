@@ -5,9 +5,10 @@ Marked `cuda` and run with CONVNET_TEST_DEVICE=cuda, by two sessions:
 - tests-cuda, where `cp` is CuPy on the GPU, and a missing GPU is an error, never a skip;
 - tests-cuda-on-cpu, where `cp` is NumPy dressed as CuPy (tests/cupy_on_numpy.py): its
   arrays refuse NumPy as CuPy's do, its kernels run their CUDA source compiled by g++, and
-  its stream capture refuses host reads. So every `is_cupy` branch of the packages (the
-  fused kernels, the device-side optimizer scalars and loss scaling, fit's batched
-  finiteness checks, device batches) runs on every machine, not only on a GPU.
+  it refuses host reads where a GPU run checks that the host never waits. So every
+  `is_cupy` branch of the packages (the fused kernels, the device-side optimizer scalars
+  and loss scaling, fit's batched finiteness checks, device batches) runs on every
+  machine, not only on a GPU.
 
 CuPy is imported inside the `cp` fixture, so collecting this file needs no CuPy.
 
@@ -25,6 +26,7 @@ import pytest
 from convnet_core import backend, cuda_kernels, losses, ops, optim, precision
 from convnet_core import layers as L
 from convnet_core import tree as T
+from host_waits import HostWaitedForTheGPU, assert_never_waits_for_the_gpu
 from test_cuda_kernels_reference import COL2IM_CASES as REFERENCE_COL2IM_CASES
 
 pytestmark = [
@@ -419,30 +421,33 @@ def test_mixed_precision_step_on_the_gpu_matches_a_float32_step(cp):
 # ---------------------------------------------------------------------------------------
 # nothing goes to the host inside a training step
 #
-# A CUDA stream capture records kernels into a graph instead of running them; any
-# operation that waits for the GPU (a device-to-host copy, float(x), bool(x), x.item(),
-# stream.synchronize()) is illegal while capturing and raises. So a step that can be
-# captured cannot contain a host sync.
+# tests/host_waits.py holds the GPU back while the step is queued: a step that returns
+# before the hold ends never waited for the GPU (a host read, a synchronize). Each step
+# runs twice on the same stream first, so its kernels are compiled and CuPy's memory pool,
+# which keeps a free list per stream, has its blocks.
 
 
-def capture(cp, step):
-    """Run `step()` while capturing on a fresh stream; raise whatever the capture raises."""
-    stream = cp.cuda.Stream(non_blocking=True)
-    with stream:
-        stream.begin_capture()
-        try:
-            result = step()
-        finally:
-            stream.end_capture()
-    return result
+HOST_WAITS = {
+    "float": lambda cp, x: float(x.sum()),
+    "get": lambda cp, x: x.get(),
+    "bool": lambda cp, x: bool(x[0] > 0),
+    "synchronize": lambda cp, x: cp.cuda.get_current_stream().synchronize(),
+}
 
 
-def test_the_capture_detects_a_host_sync(cp):
-    # the detector can fail: a step that reads a value on the host is refused
+@pytest.mark.parametrize("wait", sorted(HOST_WAITS))
+def test_holding_the_gpu_catches_a_host_wait(cp, wait):
+    # the detector can fail: work that waits for the GPU is caught
     x = cp.arange(10, dtype=cp.float32)
-    for sync in (lambda: float(x.sum()), lambda: x.get(), lambda: bool(x[0] > 0)):
-        with pytest.raises(Exception):  # noqa: B017 - CUDA reports it as various errors
-            capture(cp, sync)
+    with cp.cuda.Stream(), pytest.raises(HostWaitedForTheGPU):
+        assert_never_waits_for_the_gpu(cp, lambda: HOST_WAITS[wait](cp, x), hold_s=0.5)
+
+
+def test_holding_the_gpu_lets_queued_work_through(cp):
+    x = cp.arange(10, dtype=cp.float32)
+    with cp.cuda.Stream():
+        total = assert_never_waits_for_the_gpu(cp, lambda: (x * 2 + 1).sum(), hold_s=0.5)
+    assert float(total) == 100.0
 
 
 def training_step_parts(cp):
@@ -464,10 +469,13 @@ def test_a_float32_training_step_never_syncs(cp):
         params, opt_state = opt.update(params, grads, opt_state)
         return params, state, opt_state, loss
 
-    for _ in range(2):  # compile the kernels and fill the memory pool first
-        params, state, opt_state, _ = step(params, state, opt_state)
-    cp.cuda.Device().synchronize()
-    capture(cp, lambda: step(params, state, opt_state))
+    with cp.cuda.Stream():
+        for _ in range(2):
+            params, state, opt_state, _ = step(params, state, opt_state)
+        params, *_, loss = assert_never_waits_for_the_gpu(
+            cp, lambda: step(params, state, opt_state)
+        )
+    assert numpy.isfinite(float(loss))
 
 
 def test_a_mixed_precision_step_never_syncs(cp):
@@ -480,11 +488,14 @@ def test_a_mixed_precision_step_never_syncs(cp):
             optimizer=opt, loss_fn=losses.softmax_cross_entropy, rng=rng, xp=cp,
         )[:4]  # fmt: skip
 
-    for _ in range(2):  # the scaler's state moves to the device at its first update
-        params, state, opt_state, scaler = step(params, state, opt_state, scaler)
+    with cp.cuda.Stream():
+        for _ in range(2):  # the scaler's state moves to the device at its first update
+            params, state, opt_state, scaler = step(params, state, opt_state, scaler)
+        assert isinstance(scaler.scale, cp.ndarray)
+        *_, scaler = assert_never_waits_for_the_gpu(
+            cp, lambda: step(params, state, opt_state, scaler)
+        )
     assert isinstance(scaler.scale, cp.ndarray)
-    cp.cuda.Device().synchronize()
-    capture(cp, lambda: step(params, state, opt_state, scaler))
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy
 import pytest
 from convnet_core import cuda_kernels as K
+from host_waits import HOLD_SOURCE
 
 pytestmark = pytest.mark.nvrtc
 
@@ -103,6 +104,13 @@ def test_col2im_gather_compiles(nvrtc, dtype, arch):
     ptx = nvrtc.compile(K.col2im_source(dtype), arch, with_cupy_headers=False)
     assert f".entry convnet_col2im_gather_{dtype}(" in ptx
     assert "atom." not in ptx  # a gather: no atomics, so the sums are deterministic
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_the_tests_hold_kernel_compiles(nvrtc, arch):
+    # tests-cuda holds the GPU back with it to see whether a training step waits for it
+    ptx = nvrtc.compile(HOLD_SOURCE, arch, with_cupy_headers=False)
+    assert ".entry convnet_hold_the_gpu(" in ptx and "%globaltimer" in ptx
 
 
 def test_a_kernel_that_does_not_build_fails_with_nvrtcs_log(nvrtc):

@@ -1,7 +1,8 @@
 """The CuPy stand-in of tests-cuda-on-cpu (tests/cupy_on_numpy.py) catches what CuPy would.
 
 tests-cuda-on-cpu is only worth running if the stand-in refuses what a GPU refuses: NumPy
-on device arrays, a host read inside a stream capture, a function CuPy does not have.
+on device arrays, a host read where the host must not wait for the GPU, a function CuPy
+does not have.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import types
 import numpy
 import pytest
 from convnet_core import backend
-from cupy_on_numpy import HostSyncDuringCapture, cupy_on_numpy_installed, make_cupy_on_numpy
+from cupy_on_numpy import (
+    HostReadRefused,
+    cupy_on_numpy_installed,
+    make_cupy_on_numpy,
+    refusing_host_reads,
+)
 from device_arrays import DirectNumpyCall
 
 
@@ -43,17 +49,21 @@ def test_device_arrays_refuse_numpy_and_host_arrays(stand_in):
     ],
     ids=["float", "bool", "get", "item", "mask", "tolist"],
 )
-def test_a_host_read_during_a_capture_is_refused(stand_in, read):
+def test_a_host_read_is_refused_where_reads_are_refused(stand_in, read):
     a = stand_in.arange(5, dtype="float32")
-    read(a)  # fine outside a capture
-    stream = stand_in.cuda.Stream(non_blocking=True)
-    stream.begin_capture()
-    try:
-        with pytest.raises(HostSyncDuringCapture):
+    read(a)  # fine outside the block
+    with refusing_host_reads():
+        with pytest.raises(HostReadRefused):
             read(a)
         a * 2 + 1  # device work is fine
-    finally:
-        stream.end_capture()
+    read(a)  # and fine again after it
+
+
+@pytest.mark.parametrize("synchronize", ["Stream", "Device"])
+def test_a_synchronize_is_refused_where_reads_are_refused(stand_in, synchronize):
+    waiter = getattr(stand_in.cuda, synchronize)()
+    with refusing_host_reads(), pytest.raises(HostReadRefused, match="synchronize"):
+        waiter.synchronize()
 
 
 def test_only_the_names_the_real_cupy_has_are_offered(kernel_build_dir):
