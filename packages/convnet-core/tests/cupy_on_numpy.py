@@ -10,8 +10,9 @@ packages and test_cuda_equivalence.py use of CuPy, over NumPy:
   (tests/cuda_source_on_cpu.py), so the fused kernels run from their own source;
 - `cuda.Device`, `cuda.Stream`, `cuda.get_current_stream`, `cuda.runtime` for one device;
 - `random.default_rng` with only the draws CuPy's generator has;
-- when the real CuPy is installed (it imports without a GPU), only the functions and array
-  attributes it has: asking for one it lacks raises AttributeError, as it would there;
+- when the real CuPy is installed (it imports without a GPU), only the functions, array
+  attributes and arguments it has: asking for a function it lacks raises AttributeError,
+  and passing an argument it does not take raises TypeError, as they would there;
 - `refusing_host_reads()`, a block in which every host read raises (float, bool, int,
   item, get, a boolean mask, a synchronize): tests/host_waits.py uses it where on a GPU it
   holds the GPU back to see whether the host waits;
@@ -41,7 +42,13 @@ from typing import Any
 
 import numpy
 from cuda_source_on_cpu import CupyOnCpu
-from device_arrays import DeviceArray, DeviceGenerator, make_array_module, unwrap
+from device_arrays import (
+    DeviceArray,
+    DeviceGenerator,
+    checked_against,
+    make_array_module,
+    unwrap,
+)
 
 __all__ = [
     "CupyArray",
@@ -91,9 +98,14 @@ class CupyArray(DeviceArray):
 
     def __getattr__(self, name: str) -> Any:
         reference = type(self).reference_ndarray
-        if reference is not None and not name.startswith("__") and not hasattr(reference, name):
+        if reference is None or name.startswith("__"):
+            return super().__getattr__(name)
+        if not hasattr(reference, name):
             raise AttributeError(f"cupy.ndarray has no {name!r}")
-        return super().__getattr__(name)
+        attribute = super().__getattr__(name)
+        if not callable(attribute):
+            return attribute
+        return checked_against(getattr(reference, name), f"cupy.ndarray.{name}", attribute)
 
     def _host_read(self, what: str) -> None:
         _refuse_if_refusing(what)
@@ -217,11 +229,14 @@ def make_cupy_on_numpy(build_dir: pathlib.Path, reference: Any = None) -> types.
     def standard_normal(size: Any = None, dtype: Any = float) -> CupyArray:
         return ndarray(numpy.random.default_rng().standard_normal(size, dtype=dtype))
 
-    draws = CUPY_GENERATOR_METHODS
+    draws, generator = CUPY_GENERATOR_METHODS, None
     if reference is not None:
-        draws = {name for name in dir(reference.random.Generator) if not name.startswith("_")}
+        generator = reference.random.Generator
+        draws = {name for name in dir(generator) if not name.startswith("_")}
     cupy.random = types.SimpleNamespace(
-        default_rng=functools.partial(DeviceGenerator, array_class=ndarray, methods=draws),
+        default_rng=functools.partial(
+            DeviceGenerator, array_class=ndarray, methods=draws, reference=generator
+        ),
         standard_normal=standard_normal,
     )
     cupy.cuda = types.SimpleNamespace(

@@ -15,12 +15,21 @@ which a subclass can refuse: the CuPy stand-in (tests/cupy_on_numpy.py) does ins
 from __future__ import annotations
 
 import functools
+import inspect
+import re
 import types
 from typing import Any
 
 import numpy
 
-__all__ = ["DeviceArray", "DirectNumpyCall", "make_array_module", "unwrap"]
+__all__ = [
+    "DeviceArray",
+    "DirectNumpyCall",
+    "checked_against",
+    "make_array_module",
+    "reference_signature",
+    "unwrap",
+]
 
 # NumPy functions whose result size depends on the data: CuPy waits for the GPU in them
 _DATA_DEPENDENT = {"nonzero", "flatnonzero", "argwhere", "unique", "extract", "compress"}
@@ -53,6 +62,100 @@ def through(fn: Any, array_class: type) -> Any:
     @functools.wraps(fn)
     def call(*args, **kwargs):
         return array_class._wrap(fn(*unwrap(args), **unwrap(kwargs)))
+
+    return call
+
+
+# ---------------------------------------------------------------------------------------
+# the arguments a reference module (the real CuPy) accepts
+
+# what a CuPy ufunc takes besides its operands (cupy/_core/_kernel.pyx, ufunc.__call__)
+_UFUNC_KEYWORDS = ("out", "dtype", "casting")
+_DOCSTRING_SIGNATURE = re.compile(r"^[\w.]+\((?P<parameters>.*)\)\s*(->.*)?$")
+
+
+def reference_signature(function: Any) -> inspect.Signature | None:
+    """How `function`, from the reference module, can be called; None where that is not
+    known. CuPy's Python functions carry a signature; its Cython methods write theirs on the
+    first line of their docstring; its ufuncs take operands and a few keywords."""
+    if type(function).__name__ == "ufunc":
+        operands = inspect.Parameter("operands", inspect.Parameter.VAR_POSITIONAL)
+        keywords = [
+            inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None)
+            for k in _UFUNC_KEYWORDS
+        ]
+        return inspect.Signature([operands, *keywords])
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        signature = _signature_from_docstring(function.__doc__ or "")
+    if signature is None:
+        return None
+    parameters = list(signature.parameters.values())
+    if parameters and parameters[0].name == "self":  # called on an instance
+        signature = signature.replace(parameters=parameters[1:])
+    return signature
+
+
+def _signature_from_docstring(doc: str) -> inspect.Signature | None:
+    """`_ndarray_base.sum(self, axis=None, ...) -> _ndarray_base` -> its Signature (names
+    and which have defaults; Cython types such as `Py_ssize_t axis1` are dropped)."""
+    lines = doc.strip().splitlines()
+    match = _DOCSTRING_SIGNATURE.match(lines[0].strip()) if lines else None
+    if match is None:
+        return None
+    parameters, kind = [], inspect.Parameter.POSITIONAL_OR_KEYWORD
+    for text in _split_top_level(match["parameters"]):
+        name, has_default = text.split("=")[0].strip(), "=" in text
+        if name == "*":
+            kind = inspect.Parameter.KEYWORD_ONLY
+        elif name.startswith("**"):
+            parameters.append(inspect.Parameter(name[2:], inspect.Parameter.VAR_KEYWORD))
+        elif name.startswith("*"):
+            parameters.append(inspect.Parameter(name[1:], inspect.Parameter.VAR_POSITIONAL))
+            kind = inspect.Parameter.KEYWORD_ONLY
+        elif name:
+            default = None if has_default else inspect.Parameter.empty
+            parameters.append(inspect.Parameter(name.split()[-1], kind, default=default))
+    try:
+        return inspect.Signature(parameters)
+    except ValueError:  # not a signature after all
+        return None
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at the commas outside brackets and quotes."""
+    parts, depth, quote, current = [], 0, "", ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        current += char
+    return [*parts, current] if current.strip() else parts
+
+
+def checked_against(reference: Any, name: str, function: Any) -> Any:
+    """`function`, refusing with TypeError the arguments `reference` would refuse."""
+    signature = reference_signature(reference)
+    if signature is None:
+        return function
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise TypeError(f"{name}{signature}: {error}") from None
+        return function(*args, **kwargs)
 
     return call
 
@@ -155,18 +258,23 @@ class DeviceGenerator:
     """xp.random.default_rng(seed): draws come back as device arrays.
 
     `methods`, when given, is the set of draws the generator offers (CuPy's has fewer than
-    NumPy's); asking for another raises AttributeError, as it would there.
+    NumPy's); asking for another raises AttributeError, as it would there. `reference`,
+    when given, is the generator class whose arguments each draw accepts.
     """
 
-    def __init__(self, seed=None, *, array_class=DeviceArray, methods=None):
+    def __init__(self, seed=None, *, array_class=DeviceArray, methods=None, reference=None):
         self._rng = numpy.random.default_rng(seed)
         self._array_class = array_class
         self._methods = methods
+        self._reference = reference
 
     def __getattr__(self, name: str) -> Any:
         if self._methods is not None and name not in self._methods:
             raise AttributeError(f"this generator has no method {name!r}")
-        return through(getattr(self._rng, name), self._array_class)
+        draw = through(getattr(self._rng, name), self._array_class)
+        if self._reference is None:
+            return draw
+        return checked_against(getattr(self._reference, name), f"Generator.{name}", draw)
 
 
 def make_array_module(
@@ -175,7 +283,8 @@ def make_array_module(
     """A module object named `name` that looks like numpy/cupy; its arrays are array_class.
 
     With a `reference` module (the real CuPy), asking for a function it lacks raises
-    AttributeError, as it would there.
+    AttributeError, and calling one with arguments it does not take raises TypeError, as
+    they would there.
     """
     module = types.ModuleType(name)
 
@@ -186,6 +295,10 @@ def make_array_module(
         if isinstance(value, type) or not callable(value):
             return value  # dtypes (xp.float32), constants (xp.pi)
         function = through(value, array_class)
+        if reference is not None:
+            function = checked_against(
+                getattr(reference, attribute), f"{name}.{attribute}", function
+            )
         if attribute not in _DATA_DEPENDENT:
             return function
 
@@ -215,10 +328,14 @@ def make_array_module(
     module.random = types.SimpleNamespace(
         default_rng=functools.partial(DeviceGenerator, array_class=array_class)
     )
-    module.lib = types.SimpleNamespace(
-        stride_tricks=types.SimpleNamespace(
-            as_strided=through(numpy.lib.stride_tricks.as_strided, array_class),
-            sliding_window_view=through(numpy.lib.stride_tricks.sliding_window_view, array_class),
-        )
-    )
+    stride_tricks = {}
+    for trick in ("as_strided", "sliding_window_view"):
+        function = through(getattr(numpy.lib.stride_tricks, trick), array_class)
+        if reference is not None:
+            qualified = f"{name}.lib.stride_tricks.{trick}"
+            function = checked_against(
+                getattr(reference.lib.stride_tricks, trick), qualified, function
+            )
+        stride_tricks[trick] = function
+    module.lib = types.SimpleNamespace(stride_tricks=types.SimpleNamespace(**stride_tricks))
     return module

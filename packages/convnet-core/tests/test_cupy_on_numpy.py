@@ -19,7 +19,7 @@ from cupy_on_numpy import (
     make_cupy_on_numpy,
     refusing_host_reads,
 )
-from device_arrays import DirectNumpyCall
+from device_arrays import DirectNumpyCall, reference_signature
 
 
 @pytest.fixture
@@ -66,18 +66,42 @@ def test_a_synchronize_is_refused_where_reads_are_refused(stand_in, synchronize)
         waiter.synchronize()
 
 
-def test_only_the_names_the_real_cupy_has_are_offered(kernel_build_dir):
-    class Ndarray:  # a CuPy whose arrays have `sum` but no `ptp`
-        def sum(self):
+def fake_cupy():
+    """A CuPy whose `zeros` takes no `order`, whose arrays have `sum` without `keepdims` but
+    no `ptp`, and whose generator has `random` without `dtype` but no `permutation`."""
+
+    def zeros(shape, dtype=float):
+        pass
+
+    class Ndarray:
+        def sum(self, axis=None):
             pass
 
-    reference = types.SimpleNamespace(
+    class Generator:
+        def random(self, size=None):
+            pass
+
+    def as_strided(x, shape=None, strides=None):
+        pass
+
+    def sliding_window_view(x, window_shape, axis=None):
+        pass
+
+    return types.SimpleNamespace(
         __name__="cupy",
-        zeros=None,
+        zeros=zeros,
         ndarray=Ndarray,
-        random=types.SimpleNamespace(Generator=type("Generator", (), {"random": None})),
+        random=types.SimpleNamespace(Generator=Generator),
+        lib=types.SimpleNamespace(
+            stride_tricks=types.SimpleNamespace(
+                as_strided=as_strided, sliding_window_view=sliding_window_view
+            )
+        ),
     )
-    stand_in = make_cupy_on_numpy(kernel_build_dir, reference)
+
+
+def test_only_the_names_the_real_cupy_has_are_offered(kernel_build_dir):
+    stand_in = make_cupy_on_numpy(kernel_build_dir, fake_cupy())
     a = stand_in.zeros(3)
     a.sum()
     with pytest.raises(AttributeError, match="busday_count"):
@@ -88,6 +112,67 @@ def test_only_the_names_the_real_cupy_has_are_offered(kernel_build_dir):
     rng.random(3)
     with pytest.raises(AttributeError, match="permutation"):
         rng.permutation(3)
+
+
+REFUSED_ARGUMENTS = {
+    "zeros(order=)": lambda cupy, a: cupy.zeros(3, order="C"),  # NumPy takes it
+    "sum(keepdims=)": lambda cupy, a: a.sum(keepdims=True),
+    "random(dtype=)": lambda cupy, a: cupy.random.default_rng(0).random(3, dtype="float32"),
+    "as_strided(writeable=)": lambda cupy, a: cupy.lib.stride_tricks.as_strided(
+        a, shape=(2,), strides=(4,), writeable=False
+    ),
+}
+
+
+def test_the_arguments_the_real_cupy_takes_are_accepted(kernel_build_dir):
+    stand_in = make_cupy_on_numpy(kernel_build_dir, fake_cupy())
+    a = stand_in.zeros(3, dtype="float32")
+    a.sum(axis=0)
+    stand_in.random.default_rng(0).random(3)
+    stand_in.lib.stride_tricks.as_strided(a, shape=(2,), strides=(4,))
+
+
+@pytest.mark.parametrize("call", sorted(REFUSED_ARGUMENTS))
+def test_an_argument_the_real_cupy_does_not_take_is_refused(kernel_build_dir, call):
+    stand_in = make_cupy_on_numpy(kernel_build_dir, fake_cupy())
+    a = stand_in.zeros(3, dtype="float32")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        REFUSED_ARGUMENTS[call](stand_in, a)
+
+
+def test_the_signatures_of_cupys_cython_methods_and_ufuncs_are_read():
+    # CuPy's ndarray methods carry their signature on their docstring's first line
+    class Method:
+        __doc__ = (
+            "_ndarray_base.astype(self, dtype, order='K', casting=None, subok=None, "
+            "copy=True) -> _ndarray_base\n\nCasts the array."
+        )
+
+    astype = reference_signature(Method())
+    assert list(astype.parameters) == ["dtype", "order", "casting", "subok", "copy"]
+    astype.bind("float32", copy=False)
+    with pytest.raises(TypeError):
+        astype.bind("float32", device="cpu")
+
+    class Swapaxes:
+        __doc__ = "_ndarray_base.swapaxes(self, Py_ssize_t axis1, Py_ssize_t axis2) -> x"
+
+    assert list(reference_signature(Swapaxes()).parameters) == ["axis1", "axis2"]
+
+    class Reshape:
+        __doc__ = "_ndarray_base.reshape(self, *shape, order='C', copy=None)"
+
+    reshape = reference_signature(Reshape())
+    assert reshape.bind(2, 3, order="C").arguments == {"shape": (2, 3), "order": "C"}
+    assert reshape.bind(2, 3, "C").arguments == {"shape": (2, 3, "C")}  # keyword-only order
+
+    ufunc = type("ufunc", (), {})()  # CuPy's ufuncs: operands, then out, dtype, casting
+    signature = reference_signature(ufunc)
+    signature.bind(1, 2, out=None, dtype="float32")
+    with pytest.raises(TypeError):
+        signature.bind(1, 2, where=True)  # NumPy's ufuncs take `where`; CuPy's do not
+
+    assert reference_signature(type("NoDoc", (), {"__doc__": "Adds."})()) is None
 
 
 def test_installed_it_is_the_gpu_convnet_finds(kernel_build_dir):
