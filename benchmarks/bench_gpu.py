@@ -19,6 +19,8 @@ The ratio is convnet time / PyTorch time (target: <= 1.5 at batch 512).
 
     python benchmarks/bench_gpu.py                  # everything (about a minute on an H100)
     python benchmarks/bench_gpu.py --kernels        # plus each fused kernel vs its reference
+    python benchmarks/bench_gpu.py --anatomy        # plus, for one step, the host's time to
+                                                    # queue it and the GPU's to run it
     python benchmarks/bench_gpu.py --cpu            # the same logic on NumPy + PyTorch CPU,
                                                     # tiny, to check the script without a GPU
     python benchmarks/bench_gpu.py --json out.json  # also write the figures as JSON
@@ -28,12 +30,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import inspect
 import json
 import pathlib
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 for src in sorted((ROOT / "packages").glob("*/src")):  # run from a checkout, no install
@@ -124,8 +130,8 @@ def convnet_fit_epoch(xp, layers, x, y, batch: int, *, mixed: bool) -> float:
     return time.perf_counter() - start
 
 
-def convnet_loop_epoch(xp, layers, x, y, batch: int, *, mixed: bool) -> float:
-    """Seconds for one epoch of a custom loop (shuffled batches, Adam), float32 or mixed."""
+def convnet_step(xp, layers, *, mixed: bool):
+    """A training step `step(xb, yb)` of a custom loop (Adam 1e-3), float32 or mixed."""
     net = L.Sequential(tuple(layers))
     params, state = cn.init(net, (1, 28, 28), rng=0, xp=xp)
     opt = optim.adam(lr=1e-3)
@@ -147,6 +153,12 @@ def convnet_loop_epoch(xp, layers, x, y, batch: int, *, mixed: bool) -> float:
         grads, _ = cn.grad(net, params, cache, dlogits, xp=xp, input_grad=False)
         params, opt_state = opt.update(params, grads, opt_state)
 
+    return step
+
+
+def convnet_loop_epoch(xp, layers, x, y, batch: int, *, mixed: bool) -> float:
+    """Seconds for one epoch of a custom loop (shuffled batches, Adam), float32 or mixed."""
+    step = convnet_step(xp, layers, mixed=mixed)
     for start in range(0, min(len(x), 3 * batch), batch):  # warm-up
         step(x[start : start + batch], y[start : start + batch])
     synchronize(xp)
@@ -159,14 +171,15 @@ def convnet_loop_epoch(xp, layers, x, y, batch: int, *, mixed: bool) -> float:
     return time.perf_counter() - begin
 
 
-def torch_epoch(torch, layers, x, y, batch: int, *, amp: bool) -> float:
-    """Seconds for one epoch of the PyTorch twin (Adam 1e-3; AMP float16 when `amp`)."""
-    device = x.device
+def torch_step(torch, layers, device, *, amp: bool):
+    """A training step `step(xb, yb)` of the PyTorch twin (Adam 1e-3; AMP float16 when
+    `amp`)."""
     torch.manual_seed(0)
     model = torch_twin(torch, layers, (1, 28, 28)).to(device)
+    model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    on_gpu = device.type == "cuda"
+    on_gpu = torch.device(device).type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp and on_gpu)
     autocast = (
         torch.autocast("cuda", dtype=torch.float16) if amp and on_gpu else contextlib.nullcontext()
@@ -180,7 +193,14 @@ def torch_epoch(torch, layers, x, y, batch: int, *, amp: bool) -> float:
         scaler.step(opt)
         scaler.update()
 
-    model.train()
+    return step
+
+
+def torch_epoch(torch, layers, x, y, batch: int, *, amp: bool) -> float:
+    """Seconds for one epoch of the PyTorch twin (Adam 1e-3; AMP float16 when `amp`)."""
+    device = x.device
+    on_gpu = device.type == "cuda"
+    step = torch_step(torch, layers, device, amp=amp)
     for start in range(0, min(len(x), 3 * batch), batch):
         step(x[start : start + batch], y[start : start + batch])
     if on_gpu:
@@ -193,6 +213,114 @@ def torch_epoch(torch, layers, x, y, batch: int, *, amp: bool) -> float:
     if on_gpu:
         torch.cuda.synchronize()
     return time.perf_counter() - begin
+
+
+# ---------------------------------------------------------------------------------------
+# where a step's time goes: the host queueing it, or the GPU running it
+
+
+@dataclasses.dataclass
+class Timeline:
+    """What `step_anatomy` needs of one library's GPU stream.
+
+    hold(seconds): keep the stream busy, return at once; mark(): record an event on the
+    stream; reached(event): whether the GPU got to it; elapsed_ms(a, b): wait for b, then
+    the GPU time between the two events.
+    """
+
+    hold: Callable[[float], None]
+    mark: Callable[[], Any]
+    reached: Callable[[Any], bool]
+    elapsed_ms: Callable[[Any, Any], float]
+
+
+def step_anatomy(step, *, timeline: Timeline, repeats: int = 3, hold_s: float = 1.0):
+    """(host ms, GPU ms) of one training step `step()`, medians of `repeats`, or None.
+
+    The GPU is held while the host queues the step between two events, so the host's time
+    is all Python and launch overhead. When the hold ends, the GPU runs the queued step
+    back to back, so the time between the events is the GPU's alone. If the host's is the
+    larger, the step is bound by launching kernels, not by running them. None when the
+    hold did not cover the queueing (the two times would mix).
+    """
+    host_ms, gpu_ms = [], []
+    for _ in range(repeats):
+        held_from = time.perf_counter()
+        timeline.hold(hold_s)
+        begin = timeline.mark()
+        start = time.perf_counter()
+        step()
+        host_ms.append((time.perf_counter() - start) * 1e3)
+        held = time.perf_counter() - held_from < hold_s and not timeline.reached(begin)
+        end = timeline.mark()
+        gpu_ms.append(timeline.elapsed_ms(begin, end))
+        if not held:
+            return None
+    return statistics.median(host_ms), statistics.median(gpu_ms)
+
+
+def cupy_timeline(cupy) -> Timeline:
+    from convnet_core import cuda_kernels
+
+    def mark():
+        event = cupy.cuda.Event()
+        event.record()
+        return event
+
+    def elapsed_ms(begin, end):
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(begin, end)
+
+    return Timeline(
+        hold=cuda_kernels.hold_the_gpu,
+        mark=mark,
+        reached=lambda event: event.done,
+        elapsed_ms=elapsed_ms,
+    )
+
+
+def torch_timeline(torch) -> Timeline:
+    """PyTorch's current stream, held by convnet's kernel on CuPy's: by default both are
+    the legacy default stream (were they not, `reached` would say so and the row is None)."""
+    from convnet_core import cuda_kernels
+
+    def mark():
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def elapsed_ms(begin, end):
+        end.synchronize()
+        return begin.elapsed_time(end)
+
+    return Timeline(
+        hold=cuda_kernels.hold_the_gpu,
+        mark=mark,
+        reached=lambda event: event.query(),
+        elapsed_ms=elapsed_ms,
+    )
+
+
+def bench_anatomy(xp, torch, layers_of, names, batch: int, torch_data) -> list[dict]:
+    """Host and GPU time of one float32 training step at `batch` for each model, convnet
+    and (with `torch`) PyTorch on `torch_data`, each after three warm-up steps."""
+    x, y = mnist_like(xp, batch)
+    rows = []
+    for name in names:
+        sides = [("convnet", convnet_step(xp, layers_of(name), mixed=False), x, y, xp)]
+        if torch is not None:
+            tx, ty = (t[:batch] for t in torch_data)
+            sides.append(("torch", torch_step(torch, layers_of(name), tx.device, amp=False),
+                          tx, ty, torch))  # fmt: skip
+        for side, step, xb, yb, library in sides:
+            for _ in range(3):
+                step(xb, yb)
+            timeline = torch_timeline(torch) if library is torch else cupy_timeline(xp)
+            times = step_anatomy(partial(step, xb, yb), timeline=timeline, hold_s=0.5)
+            host_ms, gpu_ms = times if times is not None else (None, None)
+            rows.append({"model": name, "batch": batch, "side": side,
+                         "host_ms": host_ms, "gpu_ms": gpu_ms})  # fmt: skip
+    return rows
 
 
 # ---------------------------------------------------------------------------------------
@@ -265,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-torch", action="store_true", help="convnet only")
     parser.add_argument("--no-mixed", action="store_true", help="skip mixed precision")
     parser.add_argument("--kernels", action="store_true", help="time the fused kernels (GPU)")
+    parser.add_argument("--anatomy", action="store_true", help="host vs GPU time of one step (GPU)")
     parser.add_argument("--json", type=pathlib.Path, help="write the results here")
     args = parser.parse_args(argv)
 
@@ -353,6 +482,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['kernel']:20} {row['shape']:22} {row['fused_ms']:9.4f} {row['ref_ms']:13.4f}"
             )
 
+    anatomy_rows = []
+    if args.anatomy and not args.cpu:
+        batch = max(batch_sizes)
+        print(f"\none float32 step at batch {batch}, queued while the GPU is held")
+        print(f"{'model':7} {'side':8} {'host ms':>8} {'GPU ms':>7}")
+        torch_data = (tx, ty) if torch is not None else None
+        layers_of = lambda name: models[name]()  # noqa: E731
+        for row in bench_anatomy(xp, torch, layers_of, args.models, batch, torch_data):
+            anatomy_rows.append(row)
+            if row["host_ms"] is None:
+                print(f"{row['model']:7} {row['side']:8} (the hold did not cover the step)")
+                continue
+            print(f"{row['model']:7} {row['side']:8} {row['host_ms']:8.2f} {row['gpu_ms']:7.2f}")
+
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         report = {
@@ -361,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             "samples": samples,
             "epochs": results,
             "kernels": kernel_rows,
+            "step_anatomy": anatomy_rows,
         }
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -5,7 +5,8 @@
 #      CPU/GPU equivalence tests (packages/convnet-core/tests/test_cuda_equivalence.py);
 #   2. `benchmarks/bench_gpu.py --kernels`: one epoch of the README model and of the `best`
 #      preset at batch 64 and 512, convnet on CuPy next to PyTorch CUDA, float32 and mixed
-#      precision, then each fused kernel against its NumPy-style reference.
+#      precision, then each fused kernel against its NumPy-style reference, then for one
+#      step at batch 512 the host's time to queue it and the GPU's time to run it.
 #
 # Usage, from anywhere:
 #   bash benchmarks/gpu_check.sh [OUTPUT_DIR]   on the GPU machine
@@ -80,7 +81,8 @@ fi
 elapsed "tests-cuda done (status $status)"
 
 elapsed "bench_gpu.py"
-timeout 240 python3 benchmarks/bench_gpu.py --kernels --json "$out_dir/bench_gpu.json" \
+timeout 240 python3 benchmarks/bench_gpu.py --kernels --anatomy \
+    --json "$out_dir/bench_gpu.json" \
     2>&1 | tee "$out_dir/bench_gpu.log" || status=1
 elapsed "all done (status $status)"
 exit $status

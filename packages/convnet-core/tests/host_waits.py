@@ -5,7 +5,8 @@ A training step should only queue work on the GPU: reading a value on the host (
 GPU has caught up, and each such wait leaves the GPU idle while Python runs.
 
 `assert_never_waits_for_the_gpu(cp, work)` launches a one-thread kernel that keeps the
-current stream busy for `hold_s` seconds, then calls `work()`. Work that only queues kernels
+current stream busy for `hold_s` seconds (`convnet_core.cuda_kernels.hold_the_gpu`), then
+calls `work()`. Work that only queues kernels
 returns long before the hold ends; work that waits for the GPU anywhere returns only after
 it, because any wait on the stream first waits for the hold. So `work()` returning after
 `hold_s` seconds means the host waited, and `HostWaitedForTheGPU` is raised. Nothing else is
@@ -25,22 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy
+from convnet_core.cuda_kernels import hold_the_gpu
 
-__all__ = ["HOLD_SOURCE", "HostWaitedForTheGPU", "assert_never_waits_for_the_gpu"]
-
-HOLD_SOURCE = r"""
-extern "C" __global__ void convnet_hold_the_gpu(unsigned long long nanoseconds) {
-    // %globaltimer: nanoseconds of wall-clock time, the same on every SM
-    unsigned long long start, now;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
-    do {
-        __nanosleep(1000);
-        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
-    } while (now - start < nanoseconds);
-}
-"""
-
+__all__ = ["HostWaitedForTheGPU", "assert_never_waits_for_the_gpu"]
 
 class HostWaitedForTheGPU(AssertionError):
     """The host waited for the GPU while the work was being queued."""
@@ -55,10 +43,9 @@ def assert_never_waits_for_the_gpu(cp: Any, work: Callable[[], Any], *, hold_s: 
     """
     if getattr(cp, "is_stand_in", False):
         return _with_host_reads_refused(work)
-    hold = cp.RawKernel(HOLD_SOURCE, "convnet_hold_the_gpu")
-    hold.compile()  # so the compile time does not count against `work`
+    hold_the_gpu(0.0)  # compiled and loaded before the clock starts
     start = time.perf_counter()
-    hold((1,), (1,), (numpy.uint64(hold_s * 1e9),))
+    hold_the_gpu(hold_s)
     result = work()
     returned_after = time.perf_counter() - start
     cp.cuda.get_current_stream().synchronize()

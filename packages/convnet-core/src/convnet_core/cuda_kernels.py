@@ -18,6 +18,10 @@ Three fast paths live here:
   are deterministic). Reference: `col2im_loop`, the strided-add loop over kernel offsets
   that `convnet_core.ops.col2im` runs (on NumPy and, by default, on CuPy).
 
+One more kernel is a diagnostic, never used in training: `hold_the_gpu(seconds)` keeps the
+stream busy while the host goes on, which shows whether the host waits for the GPU (the
+tests) and how long it takes to queue a training step (the benchmark).
+
 Importing this module never imports CuPy: each kernel is compiled on first use and kept in
 a module-level cache, so it is built once per process (and per dtype for col2im).
 `benchmarks/bench_gpu.py --kernels` times every fast path against its reference on a GPU.
@@ -39,6 +43,7 @@ __all__ = [
     "fused_adam_update",
     "fused_relu_backward",
     "fused_relu_forward",
+    "hold_the_gpu",
     "relu_backward_reference",
     "relu_forward_reference",
 ]
@@ -361,3 +366,34 @@ def col2im_on_gpu(
     if COL2IM_ON_GPU == "gather" and blocks.dtype.name in _COL2IM_TYPES:
         return col2im_gather(blocks, padded_shape, stride)
     return col2im_loop(blocks, padded_shape, stride, xp=_cupy())
+
+
+# ---------------------------------------------------------------------------------------
+# holding the GPU back: a diagnostic for tests and benchmarks, never used in training
+
+HOLD_SOURCE = r"""
+extern "C" __global__ void convnet_hold_the_gpu(unsigned long long nanoseconds) {
+    // %globaltimer: nanoseconds of wall-clock time, the same on every SM
+    unsigned long long start, now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+    do {
+        __nanosleep(1000);
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+    } while (now - start < nanoseconds);
+}
+"""
+
+
+def _hold_kernel() -> Any:
+    kernel = _cupy().RawKernel(HOLD_SOURCE, "convnet_hold_the_gpu")
+    kernel.compile()  # now, so that the first hold is not delayed by the compiler
+    return kernel
+
+
+def hold_the_gpu(seconds: float) -> None:
+    """Keep the current CuPy stream busy for `seconds` with a one-thread kernel; return at
+    once. Work queued after it waits for it, the host does not: code that queues work and
+    then returns within `seconds` never waited for the GPU, and the time it took is the
+    host's alone (tests/host_waits.py and benchmarks/bench_gpu.py use it that way)."""
+    kernel = _cached("hold", _hold_kernel)
+    kernel((1,), (1,), (numpy.uint64(round(seconds * 1e9)),))
