@@ -30,6 +30,7 @@ from convnet_core.cuda_kernels import hold_the_gpu
 
 __all__ = ["HostWaitedForTheGPU", "assert_never_waits_for_the_gpu"]
 
+
 class HostWaitedForTheGPU(AssertionError):
     """The host waited for the GPU while the work was being queued."""
 
