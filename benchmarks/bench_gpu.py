@@ -378,6 +378,15 @@ def bench_kernels(xp) -> list[dict]:
             partial(K.col2im_gather, blocks, padded, (1, 1)),
             partial(K.col2im_loop, blocks, padded, (1, 1), xp=xp),
         )
+    for n in (64, 512):
+        logits = rng.standard_normal((n, 10), dtype=xp.float32)
+        labels = xp.arange(n) % 10
+        timed(
+            "softmax xent",
+            (n, 10),
+            partial(K.fused_softmax_cross_entropy, logits, labels),
+            partial(losses.softmax_cross_entropy_unfused, logits, labels, xp=xp),
+        )
     return rows
 
 

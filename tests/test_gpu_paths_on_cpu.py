@@ -78,6 +78,7 @@ def test_bench_gpu_runs_its_gpu_path(tmp_path):
     kernels = [row["kernel"] for row in report["kernels"]]
     assert kernels.count("adam") == 3 and kernels.count("col2im gather|loop") == 5
     assert kernels.count("relu forward") == kernels.count("relu backward") == 2
+    assert kernels.count("softmax xent") == 2
 
 
 def test_train_and_evaluate_with_device_cuda(tmp_path):

@@ -258,6 +258,7 @@ class CupyOnCpu:
             calls=self.kernel_calls,
         )
 
+    ascontiguousarray = staticmethod(numpy.ascontiguousarray)
     empty = staticmethod(numpy.empty)
     zeros = staticmethod(numpy.zeros)
     empty_like = staticmethod(numpy.empty_like)

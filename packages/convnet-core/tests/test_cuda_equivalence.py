@@ -214,6 +214,20 @@ def test_losses_match_numpy(cp, loss, labels):
     assert_close({"value": gvalue, "grad": ggrad}, {"value": numpy.asarray(value), "grad": grad})
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_fused_loss_matches_numpy_on_a_full_batch(cp, dtype):
+    # integer labels take cuda_kernels.fused_softmax_cross_entropy: 512 rows, 4 blocks
+    rng = numpy.random.default_rng(5)
+    logits = rng.normal(0, 3, (512, 10)).astype(dtype)
+    labels = rng.integers(0, 10, 512)
+    value, grad = losses.softmax_cross_entropy(logits, labels, xp=numpy)
+    gvalue, ggrad = losses.softmax_cross_entropy(cp.asarray(logits), cp.asarray(labels), xp=cp)
+    assert_close({"value": gvalue, "grad": ggrad}, {"value": numpy.asarray(value), "grad": grad})
+    labels[7] = 10  # not a class: NumPy raises, the GPU gives a NaN loss
+    gvalue, _ = losses.softmax_cross_entropy(cp.asarray(logits), cp.asarray(labels), xp=cp)
+    assert numpy.isnan(float(gvalue))
+
+
 OPTIMIZERS = {
     "sgd": lambda: optim.sgd(lr=0.1),
     "sgd-nesterov-decay-clip": lambda: optim.sgd(

@@ -106,6 +106,13 @@ def test_col2im_gather_compiles(nvrtc, dtype, arch):
 
 
 @pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("dtype", sorted(K.SOFTMAX_XENT_TYPES))
+def test_softmax_cross_entropy_compiles(nvrtc, dtype, arch):
+    ptx = nvrtc.compile(K.softmax_cross_entropy_source(dtype), arch, with_cupy_headers=False)
+    assert f".entry convnet_softmax_xent_{dtype}(" in ptx
+
+
+@pytest.mark.parametrize("arch", ARCHES)
 def test_the_hold_kernel_compiles(nvrtc, arch):
     # tests-cuda and bench_gpu.py hold the GPU back with it (see host_waits.py)
     ptx = nvrtc.compile(K.HOLD_SOURCE, arch, with_cupy_headers=False)

@@ -2,9 +2,11 @@
 
 `cuda_source_on_cpu.CupyOnCpu` replaces CuPy inside convnet_core.cuda_kernels: the CUDA C
 of each kernel is compiled by g++ and run over NumPy arrays, so the functions optim.Adam,
-Activation("relu") and Conv2D call on a GPU run here unchanged, except for CuPy itself.
-Because no multiply-add is fused here, the kernels must equal their NumPy references to
-the last bit. On a GPU, tests-cuda runs the same comparisons with CuPy.
+Activation("relu"), Conv2D and the softmax cross-entropy call on a GPU run here unchanged,
+except for CuPy itself. Because no multiply-add is fused here, the kernels must equal their
+NumPy references to the last bit, except where the arithmetic itself differs: the loss
+kernel's exp and log are the C library's, not NumPy's vectorised ones, and its sums run
+in another order. On a GPU, tests-cuda runs the same comparisons with CuPy.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import numpy
 import pytest
 from convnet_core import cuda_kernels as K
-from convnet_core import ops
+from convnet_core import losses, ops
 from test_cuda_kernels_reference import COL2IM_CASES
 
 
@@ -146,3 +148,54 @@ def test_fused_relu_keeps_the_channel_major_layout(cupy_on_cpu):
     assert y.strides == x.strides and dx.strides == x.strides
     numpy.testing.assert_array_equal(y, numpy.maximum(x, 0))
     numpy.testing.assert_array_equal(dx, x * (x > 0))
+
+
+# ---------------------------------------------------------------------------------------
+# softmax cross-entropy
+
+
+def logits_and_labels(rng, n, k, dtype, scale=3.0):
+    logits = (scale * rng.normal(size=(n, k))).astype(dtype)  # (N, k)
+    return logits, rng.integers(0, k, n)  # labels (N,) int64
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("n", "k", "scale"), [(7, 10, 3.0), (300, 3, 1.0), (5, 10, 400.0)])
+def test_fused_softmax_cross_entropy_equals_the_loss(cupy_on_cpu, n, k, scale, dtype):
+    # 300 rows: more than one block of 128 threads; scale 400: exp(z) alone would overflow
+    logits, labels = logits_and_labels(numpy.random.default_rng(n), n, k, dtype, scale)
+    want_loss, want_grad = losses.softmax_cross_entropy(logits, labels, xp=numpy)
+
+    loss, grad = K.fused_softmax_cross_entropy(logits, labels)
+
+    assert cupy_on_cpu.kernel_calls == [f"convnet_softmax_xent_{dtype}"]
+    assert numpy.asarray(loss).dtype == grad.dtype == numpy.dtype(dtype)
+    assert grad.shape == (n, k)
+    rtol = 1e-6 if dtype == "float32" else 1e-14
+    numpy.testing.assert_allclose(loss, want_loss, rtol=rtol)
+    numpy.testing.assert_allclose(grad, want_grad, rtol=rtol, atol=rtol * abs(want_grad).max())
+
+
+def test_fused_softmax_cross_entropy_reads_a_transposed_view(cupy_on_cpu):
+    logits, labels = logits_and_labels(numpy.random.default_rng(2), 6, 4, "float32")
+    view = numpy.ascontiguousarray(logits.T).T  # the same numbers, column-major
+    loss, grad = K.fused_softmax_cross_entropy(view, labels.astype("int32"))
+    want_loss, want_grad = losses.softmax_cross_entropy(logits, labels, xp=numpy)
+    numpy.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+    numpy.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-7)
+
+
+def test_a_label_out_of_range_makes_the_fused_loss_nan(cupy_on_cpu):
+    logits, labels = logits_and_labels(numpy.random.default_rng(3), 4, 3, "float32")
+    labels[2] = 3  # one past the last class; NumPy raises IndexError here
+    loss, grad = K.fused_softmax_cross_entropy(logits, labels)
+    assert numpy.isnan(loss)
+    assert numpy.isfinite(grad).all()  # the bad row's gradient is its softmax / N
+
+
+def test_a_nan_logit_gives_a_nan_row(cupy_on_cpu):
+    logits, labels = logits_and_labels(numpy.random.default_rng(4), 3, 5, "float64")
+    logits[1, 3] = numpy.nan
+    loss, grad = K.fused_softmax_cross_entropy(logits, labels)
+    assert numpy.isnan(loss) and numpy.isnan(grad[1]).all()
+    assert numpy.isfinite(grad[[0, 2]]).all()

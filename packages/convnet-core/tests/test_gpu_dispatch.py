@@ -1,6 +1,7 @@
 """The wiring of the GPU fast paths, checked on the CPU.
 
-On CuPy, optim.Adam/AdamW, Activation("relu") and ops.col2im hand their work to
+On CuPy, optim.Adam/AdamW, Activation("relu"), ops.col2im and the softmax cross-entropy
+for integer labels hand their work to
 convnet_core.cuda_kernels. Here each `is_cupy` check is made to answer yes and CuPy is
 replaced by the CPU stand-in of the `cupy_on_cpu` fixture, which compiles each kernel's
 CUDA source with g++. So the arguments the layers pass, the kernels themselves, and what the
@@ -14,7 +15,7 @@ import numpy
 import pytest
 from convnet_core import cuda_kernels as K
 from convnet_core import layers as L
-from convnet_core import ops, optim
+from convnet_core import losses, ops, optim
 from convnet_core import tree as T
 from convnet_core.layers import activation
 
@@ -72,3 +73,22 @@ def test_conv_backward_goes_through_col2im_on_gpu(monkeypatch, cupy_on_cpu, meth
     numpy.testing.assert_allclose(fdx, dx, rtol=1e-6, atol=1e-6)
     for key, value in dparams.items():
         numpy.testing.assert_array_equal(fparams[key], value)
+
+
+def test_softmax_cross_entropy_runs_the_fused_kernel_for_integer_labels(monkeypatch, cupy_on_cpu):
+    rng = numpy.random.default_rng(4)
+    logits = rng.normal(size=(9, 10)).astype("float32")
+    labels = rng.integers(0, 10, 9)
+    want = losses.softmax_cross_entropy(logits, labels, xp=numpy)
+    one_hot = losses.one_hot(labels, 10, xp=numpy)
+
+    monkeypatch.setattr(losses, "is_cupy", lambda xp: True)
+    got = losses.softmax_cross_entropy(logits, labels, xp=numpy)
+    assert cupy_on_cpu.kernel_calls == ["convnet_softmax_xent_float32"]
+    for got_part, want_part in zip(got, want, strict=True):
+        numpy.testing.assert_allclose(got_part, want_part, rtol=1e-6, atol=1e-8)
+    # one-hot targets, and a wrong label shape, keep the NumPy code and its errors
+    losses.softmax_cross_entropy(logits, one_hot, xp=numpy)
+    with pytest.raises(ValueError, match="labels must be"):
+        losses.softmax_cross_entropy(logits, labels[:5], xp=numpy)
+    assert cupy_on_cpu.kernel_calls == ["convnet_softmax_xent_float32"]

@@ -5,7 +5,7 @@ launches and a temporary boolean array, and an Adam step over one parameter is a
 dozen. For element-wise work the cost is memory traffic, so fusing a chain of operations
 into one kernel that reads each input once and writes each output once is what pays.
 
-Three fast paths live here:
+Four fast paths live here:
 
 - `fused_adam_update`: the whole Adam step for one parameter array (weight decay, both
   moments, bias correction, the update) in one `cupy.ElementwiseKernel`. Reference:
@@ -17,6 +17,10 @@ Three fast paths live here:
   pixel that gathers the window entries which read that pixel (no atomics, so the sums
   are deterministic). Reference: `col2im_loop`, the strided-add loop over kernel offsets
   that `convnet_core.ops.col2im` runs (on NumPy and, by default, on CuPy).
+- `fused_softmax_cross_entropy`: the loss and its gradient for integer labels, one
+  `cupy.RawKernel` with one thread per row (max, log-sum-exp, the row's loss and its
+  gradient row), where the unfused code makes about fifteen launches and a one-hot matrix.
+  Reference: `convnet_core.losses.softmax_cross_entropy_unfused`.
 
 One more kernel is a diagnostic, never used in training: `hold_the_gpu(seconds)` keeps the
 stream busy while the host goes on, which shows whether the host waits for the GPU (the
@@ -43,6 +47,7 @@ __all__ = [
     "fused_adam_update",
     "fused_relu_backward",
     "fused_relu_forward",
+    "fused_softmax_cross_entropy",
     "hold_the_gpu",
     "relu_backward_reference",
     "relu_forward_reference",
@@ -366,6 +371,94 @@ def col2im_on_gpu(
     if COL2IM_ON_GPU == "gather" and blocks.dtype.name in _COL2IM_TYPES:
         return col2im_gather(blocks, padded_shape, stride)
     return col2im_loop(blocks, padded_shape, stride, xp=_cupy())
+
+
+# ---------------------------------------------------------------------------------------
+# softmax cross-entropy
+#
+# For logits z (N, k) and integer labels y (N,), what losses.softmax_cross_entropy_unfused
+# computes:
+#
+#     loss      = 1/N Σₙ (log Σⱼ exp(zₙⱼ - mₙ) - (zₙ,yₙ - mₙ)),   mₙ = maxⱼ zₙⱼ
+#     dlogitsₙⱼ = (softmax(zₙ)ⱼ - [j = yₙ]) / N
+
+_SOFTMAX_XENT_SOURCE = r"""
+extern "C" __global__ void convnet_softmax_xent_${NAME}(
+    const ${T}* logits, const long long* labels, ${T}* row_loss, ${T}* dlogits,
+    long long n, int k)
+{
+    // One thread per row of the C-contiguous (n, k) logits.
+    const ${T} zero = 0, count = (${T})n;
+    for (long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x; row < n;
+         row += (long long)blockDim.x * gridDim.x) {
+        const ${T}* z = logits + row * k;
+        ${T}* dz = dlogits + row * k;
+        ${T} top = z[0];  // the row's max, NaN if any entry is NaN (as NumPy's max)
+        for (int j = 1; j < k; ++j)
+            top = (z[j] > top || z[j] != z[j]) ? z[j] : top;
+        ${T} total = 0;  // Σ exp(z - max)
+        for (int j = 0; j < k; ++j)
+            total += ${EXP}(z[j] - top);
+        const ${T} log_total = ${LOG}(total);
+        const long long label = labels[row];
+        // -log softmax(z)[label]; NaN for a label outside [0, k), so the loss shows it
+        row_loss[row] = (0 <= label && label < k) ? log_total - (z[label] - top) : zero / zero;
+        for (int j = 0; j < k; ++j) {
+            const ${T} p = ${EXP}((z[j] - top) - log_total);  // softmax(z)[j]
+            dz[j] = (p - (j == label ? (${T})1 : zero)) / count;
+        }
+    }
+}
+"""
+
+# dtype name -> (C type, exp, log)
+SOFTMAX_XENT_TYPES = {
+    "float32": ("float", "expf", "logf"),
+    "float64": ("double", "exp", "log"),
+}
+
+
+def softmax_cross_entropy_source(dtype_name: str) -> str:
+    """The CUDA C source of the fused loss kernel for `dtype_name` ("float32"/"float64")."""
+    c_type, exp, log = SOFTMAX_XENT_TYPES[dtype_name]
+    return (
+        _SOFTMAX_XENT_SOURCE.replace("${NAME}", dtype_name)
+        .replace("${T}", c_type)
+        .replace("${EXP}", exp)
+        .replace("${LOG}", log)
+    )
+
+
+def _softmax_xent_kernel(dtype_name: str) -> Any:
+    source = softmax_cross_entropy_source(dtype_name)
+    return _cupy().RawKernel(source, f"convnet_softmax_xent_{dtype_name}")
+
+
+def fused_softmax_cross_entropy(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """`losses.softmax_cross_entropy_unfused` for CuPy logits (N, k), float32 or float64, and
+    integer labels (N,): one kernel for the rows, one sum and one division for the loss.
+
+    Returns (loss, dlogits): the mean loss, a 0-d array, and its gradient (N, k), both in
+    the logits' dtype. A label outside [0, k) makes the loss NaN (NumPy raises an
+    IndexError there, which a GPU cannot do without waiting for it).
+    """
+    cupy = _cupy()
+    name = logits.dtype.name
+    if name not in SOFTMAX_XENT_TYPES:
+        raise ValueError(f"fused_softmax_cross_entropy: dtype {name} is not one of "
+                         f"{sorted(SOFTMAX_XENT_TYPES)}")  # fmt: skip
+    kernel = _cached(f"softmax_xent_{name}", lambda: _softmax_xent_kernel(name))
+    n, k = (int(d) for d in logits.shape)
+    logits = cupy.ascontiguousarray(logits)
+    labels = cupy.ascontiguousarray(labels.astype(numpy.int64, copy=False))
+    row_loss = cupy.empty((n,), dtype=logits.dtype)  # (N,)
+    dlogits = cupy.empty((n, k), dtype=logits.dtype)  # (N, k)
+    threads = 128
+    blocks = max(1, min((n + threads - 1) // threads, 65535))
+    kernel(
+        (blocks,), (threads,), (logits, labels, row_loss, dlogits, numpy.int64(n), numpy.int32(k))
+    )
+    return row_loss.sum() / logits.dtype.type(n), dlogits
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,7 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LOSSES", "huber", "log_softmax", "mse", "one_hot", "softmax_cross_entropy"]
+from . import cuda_kernels
+from .backend import is_cupy
+
+__all__ = [
+    "LOSSES",
+    "huber",
+    "log_softmax",
+    "mse",
+    "one_hot",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_unfused",
+]
 
 
 def one_hot(labels: Any, num_classes: int, *, xp: Any, dtype: Any = "float32") -> Any:
@@ -50,15 +61,38 @@ def softmax_cross_entropy(logits: Any, labels: Any, *, xp: Any) -> tuple[Any, An
     Returns:
         (loss, dlogits) with loss = -1/N Σₙ Σₖ tₙₖ log softmax(zₙ)ₖ and
         dlogits = (softmax(z) - t) / N, shaped (N, classes).
+
+    On CuPy, integer labels and float32/float64 logits take one fused kernel
+    (`cuda_kernels.fused_softmax_cross_entropy`); elsewhere this is
+    `softmax_cross_entropy_unfused`.
     """
     if logits.ndim != 2:
         raise ValueError(f"softmax_cross_entropy expects logits (N, classes), got {logits.shape}")
+    labels = xp.asarray(labels)
+    if is_cupy(xp) and _fused_on_gpu(logits, labels):  # one kernel instead of about fifteen
+        return cuda_kernels.fused_softmax_cross_entropy(logits, labels)
+    return softmax_cross_entropy_unfused(logits, labels, xp=xp)
+
+
+def softmax_cross_entropy_unfused(logits: Any, labels: Any, *, xp: Any) -> tuple[Any, Any]:
+    """`softmax_cross_entropy` in array operations on any `xp`: one-hot targets (N,
+    classes), log-softmax, then the loss and gradient. The reference of the fused kernel."""
     targets = _targets_as_one_hot(labels, logits, xp)
     log_probs = log_softmax(logits, xp=xp)  # (N, classes)
     n = logits.shape[0]
     loss = -(targets * log_probs).sum() / n
     dlogits = (xp.exp(log_probs) - targets) / logits.dtype.type(n)
     return loss, dlogits
+
+
+def _fused_on_gpu(logits: Any, labels: Any) -> bool:
+    """Whether cuda_kernels.fused_softmax_cross_entropy takes these: integer labels (N,)
+    and float32/float64 logits."""
+    return (
+        labels.shape == logits.shape[:1]
+        and labels.dtype.kind in "iu"
+        and logits.dtype.name in cuda_kernels.SOFTMAX_XENT_TYPES
+    )
 
 
 def mse(predictions: Any, targets: Any, *, xp: Any) -> tuple[Any, Any]:
