@@ -327,6 +327,25 @@ def bench_anatomy(xp, torch, layers_of, names, batch: int, torch_data) -> list[d
 # fused kernels against the unfused code they replace
 
 
+# (label, cuda_kernels switch, its array-code value): epochs timed with one fast path off
+SWITCHED_EPOCHS = [
+    ("float32 fit, col2im loop", "COL2IM_ON_GPU", "loop"),
+    ("float32 fit, maxpool arrays", "MAXPOOL_ON_GPU", "arrays"),
+]
+
+
+def with_switch(switch: str, value: str, function, *args, **kwargs):
+    """function(*args, **kwargs) with cuda_kernels.<switch> set to `value` meanwhile."""
+    from convnet_core import cuda_kernels
+
+    saved = getattr(cuda_kernels, switch)
+    setattr(cuda_kernels, switch, value)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        setattr(cuda_kernels, switch, saved)
+
+
 def bench_kernels(xp) -> list[dict]:
     """GPU time of each fused kernel and of its reference, on the models' shapes."""
     from convnet_core import cuda_kernels as K
@@ -377,6 +396,28 @@ def bench_kernels(xp) -> list[dict]:
             padded,
             partial(K.col2im_gather, blocks, padded, (1, 1)),
             partial(K.col2im_loop, blocks, padded, (1, 1), xp=xp),
+        )
+    # max pools of the README model (8 and 16 channels, 28x28 and 14x14 inputs), forward and
+    # backward, against the layer's array code on CuPy
+    layer = L.MaxPool2D((2, 2))
+    array_code = partial(with_switch, "MAXPOOL_ON_GPU", "arrays")
+
+    for shape in [(64, 8, 28, 28), (512, 8, 28, 28), (512, 16, 14, 14)]:
+        x = rng.standard_normal(shape, dtype=xp.float32)
+        y, first_max = K.maxpool_forward(x, (2, 2), (2, 2))
+        dy = rng.standard_normal(y.shape, dtype=xp.float32)
+        _, _, cache = array_code(layer.apply, {}, {}, x, training=True, rng=None, xp=xp)
+        timed(
+            "maxpool forward",
+            shape,
+            partial(K.maxpool_forward, x, (2, 2), (2, 2)),
+            partial(array_code, layer.apply, {}, {}, x, training=True, rng=None, xp=xp),
+        )
+        timed(
+            "maxpool backward",
+            shape,
+            partial(K.maxpool_backward, dy, first_max, shape, (2, 2), (2, 2)),
+            partial(array_code, layer.grad, {}, cache, dy, xp=xp),
         )
     for n in (64, 512):
         logits = rng.standard_normal((n, 10), dtype=xp.float32)
@@ -462,20 +503,24 @@ def main(argv: list[str] | None = None) -> int:
                 t = f"{row['torch_s']:9.3f} {row['ratio']:6.2f}" if torch is not None else ""
                 print(f"{name:7} {batch:5d} {label:24} {seconds:10.3f} {t}", flush=True)
             if args.kernels and not args.cpu and batch == max(batch_sizes):
-                # the whole epoch again with col2im as the strided-add loop: what the
-                # gather kernel buys in a real step, not only in isolation
-                from convnet_core import cuda_kernels
-
-                cuda_kernels.COL2IM_ON_GPU = "loop"
-                try:
-                    seconds = convnet_fit_epoch(xp, models[name](), x, y, batch, mixed=False)
-                finally:
-                    cuda_kernels.COL2IM_ON_GPU = "gather"
-                label = "float32 fit, col2im loop"
-                results.append(
-                    {"model": name, "batch": batch, "variant": label, "convnet_s": seconds}
-                )
-                print(f"{name:7} {batch:5d} {label:24} {seconds:10.3f}", flush=True)
+                # the whole epoch again with one fast path switched to the array code: what
+                # each kernel buys in a real step, not only in isolation
+                for label, switch, slow in SWITCHED_EPOCHS:
+                    seconds = with_switch(
+                        switch,
+                        slow,
+                        convnet_fit_epoch,
+                        xp,
+                        models[name](),
+                        x,
+                        y,
+                        batch,
+                        mixed=False,
+                    )
+                    results.append(
+                        {"model": name, "batch": batch, "variant": label, "convnet_s": seconds}
+                    )
+                    print(f"{name:7} {batch:5d} {label:24} {seconds:10.3f}", flush=True)
             if not args.no_mixed and not fit_mixed:  # the loop's own float32 baseline
                 seconds = convnet_loop_epoch(xp, models[name](), x, y, batch, mixed=False)
                 results.append({"model": name, "batch": batch, "variant": "float32 loop",

@@ -74,11 +74,13 @@ def test_bench_gpu_runs_its_gpu_path(tmp_path):
             assert (model, batch, "float32 fit") in variants
             assert (model, batch, "mixed fit") in variants
         assert (model, 64, "float32 fit, col2im loop") in variants  # at the largest batch
+        assert (model, 64, "float32 fit, maxpool arrays") in variants
     assert all(row["convnet_s"] > 0 for row in report["epochs"])
     kernels = [row["kernel"] for row in report["kernels"]]
     assert kernels.count("adam") == 3 and kernels.count("col2im gather|loop") == 5
     assert kernels.count("relu forward") == kernels.count("relu backward") == 2
     assert kernels.count("softmax xent") == 2
+    assert kernels.count("maxpool forward") == kernels.count("maxpool backward") == 3
 
 
 def test_train_and_evaluate_with_device_cuda(tmp_path):

@@ -111,6 +111,7 @@ LAYER_CASES = {
     "conv-1x1-nobias": (lambda: L.Conv2D(6, (1, 1), use_bias=False), (4, 5, 5)),
     "maxpool": (lambda: L.MaxPool2D((2, 2)), (3, 8, 8)),
     "maxpool-overlapping-odd": (lambda: L.MaxPool2D((3, 3), stride=2), (2, 9, 9)),
+    "maxpool-3x2-leftover": (lambda: L.MaxPool2D((3, 2)), (2, 8, 7)),
     "avgpool": (lambda: L.AvgPool2D((2, 2)), (3, 8, 8)),
     "avgpool-stride1": (lambda: L.AvgPool2D((3, 3), stride=1), (2, 7, 6)),
     "globalavgpool": (lambda: L.GlobalAvgPool2D(), (3, 5, 5)),

@@ -106,6 +106,16 @@ def test_col2im_gather_compiles(nvrtc, dtype, arch):
 
 
 @pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("index", ["uint8", "int32"])
+@pytest.mark.parametrize("dtype", sorted(K.MAXPOOL_TYPES))
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_maxpool_kernels_compile(nvrtc, direction, dtype, index, arch):
+    ptx = nvrtc.compile(K.maxpool_source(direction, dtype, index), arch, with_cupy_headers=False)
+    assert f".entry convnet_maxpool_{direction}_{dtype}_{index}(" in ptx
+    assert "atom." not in ptx  # each output written by one thread: deterministic
+
+
+@pytest.mark.parametrize("arch", ARCHES)
 @pytest.mark.parametrize("dtype", sorted(K.SOFTMAX_XENT_TYPES))
 def test_softmax_cross_entropy_compiles(nvrtc, dtype, arch):
     ptx = nvrtc.compile(K.softmax_cross_entropy_source(dtype), arch, with_cupy_headers=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy
 import pytest
 from convnet_core import cuda_kernels as K
+from convnet_core import layers as L
 from convnet_core import losses, ops
 from test_cuda_kernels_reference import COL2IM_CASES
 
@@ -59,7 +60,7 @@ def test_col2im_gather_reads_any_strides(cupy_on_cpu, dtype):
 
 def test_col2im_gather_covers_more_pixels_than_threads(cupy_on_cpu, monkeypatch):
     # 2 blocks of 256 threads for 2*3*11*11 = 726 pixels: the grid-stride loop does the rest
-    monkeypatch.setattr(K, "COL2IM_MAX_BLOCKS", 2)
+    monkeypatch.setattr(K, "MAX_BLOCKS", 2)
     padded_shape, kernel, stride = (2, 3, 11, 11), (3, 3), (1, 1)
     dcols = random_dcols(numpy.random.default_rng(2), padded_shape, kernel, stride, "float32")
     want = ops.col2im(dcols, padded_shape, kernel, stride, xp=numpy)
@@ -199,3 +200,73 @@ def test_a_nan_logit_gives_a_nan_row(cupy_on_cpu):
     loss, grad = K.fused_softmax_cross_entropy(logits, labels)
     assert numpy.isnan(loss) and numpy.isnan(grad[1]).all()
     assert numpy.isfinite(grad[[0, 2]]).all()
+
+
+# ---------------------------------------------------------------------------------------
+# max pooling
+
+
+# (input shape, pool, stride): tiling 2x2, tiles with rows and columns left over, a 3x2
+# window, overlapping windows, and 17 x 17 = 289 offsets (int32 positions)
+MAXPOOL_CASES = [
+    ((2, 3, 8, 8), (2, 2), (2, 2)),
+    ((2, 2, 7, 9), (3, 3), (3, 3)),
+    ((1, 2, 9, 8), (3, 2), (3, 2)),
+    ((2, 2, 7, 7), (3, 3), (1, 2)),
+    ((1, 1, 20, 19), (17, 17), (1, 1)),
+]
+
+
+def pool_input(rng, shape, dtype, *, channel_major):
+    """Small integers, so windows often hold ties; channel-major like a conv's output."""
+    x = rng.integers(-3, 4, shape).astype(dtype)
+    if channel_major:
+        x = numpy.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    return x
+
+
+@pytest.mark.parametrize("channel_major", [True, False])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("shape", "pool", "stride"), MAXPOOL_CASES)
+def test_maxpool_kernels_equal_the_layer(cupy_on_cpu, shape, pool, stride, dtype, channel_major):
+    layer = L.MaxPool2D(pool, stride=stride)
+    rng = numpy.random.default_rng(sum(shape))
+    x = pool_input(rng, shape, dtype, channel_major=channel_major)
+    y, _, cache = layer.apply({}, {}, x, training=True, rng=None, xp=numpy)
+    dy = rng.normal(size=y.shape).astype(dtype)
+    _, dx = layer.grad({}, cache, dy, xp=numpy)
+
+    fy, first_max = K.maxpool_forward(x, pool, stride)
+    fdx = K.maxpool_backward(dy, first_max, shape, pool, stride)
+
+    index = "uint8" if pool[0] * pool[1] <= 256 else "int32"
+    assert cupy_on_cpu.kernel_calls == [
+        f"convnet_maxpool_forward_{dtype}_{index}",
+        f"convnet_maxpool_backward_{dtype}_{index}",
+    ]
+    assert fy.dtype == fdx.dtype == numpy.dtype(dtype) and first_max.dtype == index
+    numpy.testing.assert_array_equal(fy, y)
+    numpy.testing.assert_array_equal(fdx, dx)  # one term per pixel, or the same order
+
+
+def test_maxpool_kernels_follow_numpys_nan_rules(cupy_on_cpu):
+    layer = L.MaxPool2D((2, 2), stride=(1, 1))  # the general path: one offset per window
+    x = pool_input(numpy.random.default_rng(7), (1, 1, 4, 4), "float32", channel_major=False)
+    x[0, 0, 1, 2] = numpy.nan
+    y, _, (_, first_max) = layer.apply({}, {}, x, training=True, rng=None, xp=numpy)
+    fy, f_first_max = K.maxpool_forward(x, (2, 2), (1, 1))
+    numpy.testing.assert_array_equal(fy, y)  # NaN where a window holds the NaN
+    numpy.testing.assert_array_equal(f_first_max, first_max)
+    assert numpy.isnan(fy).sum() == 4
+
+
+def test_maxpool_kernels_cover_more_items_than_threads(cupy_on_cpu, monkeypatch):
+    monkeypatch.setattr(K, "MAX_BLOCKS", 1)  # one block of 256 threads for 2*4*12*12 pixels
+    layer = L.MaxPool2D((2, 2))
+    x = pool_input(numpy.random.default_rng(8), (2, 4, 12, 12), "float32", channel_major=True)
+    y, _, cache = layer.apply({}, {}, x, training=True, rng=None, xp=numpy)
+    dy = numpy.ones_like(y)
+    _, dx = layer.grad({}, cache, dy, xp=numpy)
+    fy, first_max = K.maxpool_forward(x, (2, 2), (2, 2))
+    numpy.testing.assert_array_equal(fy, y)
+    numpy.testing.assert_array_equal(K.maxpool_backward(dy, first_max, x.shape, (2, 2), (2, 2)), dx)

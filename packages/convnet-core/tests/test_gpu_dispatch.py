@@ -1,7 +1,7 @@
 """The wiring of the GPU fast paths, checked on the CPU.
 
-On CuPy, optim.Adam/AdamW, Activation("relu"), ops.col2im and the softmax cross-entropy
-for integer labels hand their work to
+On CuPy, optim.Adam/AdamW, Activation("relu"), MaxPool2D, ops.col2im and the softmax
+cross-entropy for integer labels hand their work to
 convnet_core.cuda_kernels. Here each `is_cupy` check is made to answer yes and CuPy is
 replaced by the CPU stand-in of the `cupy_on_cpu` fixture, which compiles each kernel's
 CUDA source with g++. So the arguments the layers pass, the kernels themselves, and what the
@@ -17,7 +17,7 @@ from convnet_core import cuda_kernels as K
 from convnet_core import layers as L
 from convnet_core import losses, ops, optim
 from convnet_core import tree as T
-from convnet_core.layers import activation
+from convnet_core.layers import activation, pooling
 
 
 def test_adam_and_adamw_run_the_fused_kernel(monkeypatch, cupy_on_cpu):
@@ -92,3 +92,27 @@ def test_softmax_cross_entropy_runs_the_fused_kernel_for_integer_labels(monkeypa
     with pytest.raises(ValueError, match="labels must be"):
         losses.softmax_cross_entropy(logits, labels[:5], xp=numpy)
     assert cupy_on_cpu.kernel_calls == ["convnet_softmax_xent_float32"]
+
+
+@pytest.mark.parametrize(("pool", "stride"), [((2, 2), None), ((3, 3), (2, 2))])
+def test_maxpool_layer_runs_the_kernels(monkeypatch, cupy_on_cpu, pool, stride):
+    layer = L.MaxPool2D(pool, stride=stride)
+    rng = numpy.random.default_rng(5)
+    x = rng.integers(-2, 3, (2, 3, 9, 8)).astype("float32")  # ties in many windows
+    y, _, cache = cn.apply(layer, {}, {}, x, training=True)
+    dy = rng.normal(size=y.shape).astype("float32")
+    _, dx = cn.grad(layer, {}, cache, dy)
+
+    monkeypatch.setattr(pooling, "is_cupy", lambda xp: True)
+    fy, _, fcache = cn.apply(layer, {}, {}, x, training=True)
+    _, fdx = cn.grad(layer, {}, fcache, dy)
+    assert cupy_on_cpu.kernel_calls == [
+        "convnet_maxpool_forward_float32_uint8",
+        "convnet_maxpool_backward_float32_uint8",
+    ]
+    numpy.testing.assert_array_equal(fy, y)
+    numpy.testing.assert_array_equal(fdx, dx)
+    # float16 (mixed precision) keeps the array code, cache and all
+    _, _, half_cache = cn.apply(layer, {}, {}, x.astype("float16"), training=True)
+    cn.grad(layer, {}, half_cache, dy.astype("float16"))
+    assert len(cupy_on_cpu.kernel_calls) == 2

@@ -5,7 +5,7 @@ launches and a temporary boolean array, and an Adam step over one parameter is a
 dozen. For element-wise work the cost is memory traffic, so fusing a chain of operations
 into one kernel that reads each input once and writes each output once is what pays.
 
-Four fast paths live here:
+Five fast paths live here:
 
 - `fused_adam_update`: the whole Adam step for one parameter array (weight decay, both
   moments, bias correction, the update) in one `cupy.ElementwiseKernel`. Reference:
@@ -17,6 +17,11 @@ Four fast paths live here:
   pixel that gathers the window entries which read that pixel (no atomics, so the sums
   are deterministic). Reference: `col2im_loop`, the strided-add loop over kernel offsets
   that `convnet_core.ops.col2im` runs (on NumPy and, by default, on CuPy).
+- `maxpool_forward` / `maxpool_backward`: MaxPool2D as one kernel each way, one thread
+  per output (the max and the position of the first max in its window) and one per input
+  pixel (the gradients of the windows it won). The unfused layer makes about eight
+  launches and a dozen strided views per pooling layer and step. Reference: the layer's
+  array code for windows of any size and stride, `MaxPool2D.apply` and `.grad` on NumPy.
 - `fused_softmax_cross_entropy`: the loss and its gradient for integer labels, one
   `cupy.RawKernel` with one thread per row (max, log-sum-exp, the row's loss and its
   gradient row), where the unfused code makes about fifteen launches and a one-hot matrix.
@@ -49,6 +54,9 @@ __all__ = [
     "fused_relu_forward",
     "fused_softmax_cross_entropy",
     "hold_the_gpu",
+    "maxpool_backward",
+    "maxpool_forward",
+    "maxpool_kernels_take",
     "relu_backward_reference",
     "relu_forward_reference",
 ]
@@ -69,6 +77,20 @@ def _cupy() -> Any:
     import cupy  # deferred: convnet_core must import without CuPy
 
     return cupy
+
+
+# Blocks per launch at most for the RawKernels: their grid-stride loops cover the rest.
+MAX_BLOCKS = 65535
+
+
+def _grid(total: int, threads: int) -> tuple[int]:
+    """The grid for `total` items at `threads` per block (at least 1, at most MAX_BLOCKS)."""
+    return (max(1, min((total + threads - 1) // threads, MAX_BLOCKS)),)
+
+
+def _element_strides(a: Any) -> tuple:
+    """a's strides in elements, as the int64 kernel arguments."""
+    return tuple(numpy.int64(s // a.itemsize) for s in a.strides)  # host
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,10 +327,6 @@ _COL2IM_TYPES = {
 }
 
 
-# Blocks per launch at most; the kernel's grid-stride loop covers any pixels beyond.
-COL2IM_MAX_BLOCKS = 65535
-
-
 def _col2im_kernel(dtype_name: str) -> Any:
     cupy = _cupy()
     return cupy.RawKernel(col2im_source(dtype_name), f"convnet_col2im_gather_{dtype_name}")
@@ -342,13 +360,10 @@ def col2im_gather(blocks: Any, padded_shape: tuple[int, int, int, int], stride: 
     kernel = _cached(f"col2im_{name}", lambda: _col2im_kernel(name))
     dx = cupy.empty((c, n, hp, wp), dtype=blocks.dtype)  # (C, N, Hp, Wp)
     total = dx.size
-    elem_strides = [s // blocks.itemsize for s in blocks.strides]  # (c, i, j, n, oy, ox)
-    threads = 256
-    grid = min((total + threads - 1) // threads, COL2IM_MAX_BLOCKS)
     args = (blocks, dx, numpy.int64(total), *(numpy.int32(v) for v in (n, hp, wp, kh, kw)))  # host
     args += tuple(numpy.int32(v) for v in (ho, wo, sh, sw))  # host
-    args += tuple(numpy.int64(s) for s in elem_strides)  # host
-    kernel((max(grid, 1),), (threads,), args)
+    args += _element_strides(blocks)  # (c, i, j, n, oy, ox)
+    kernel(_grid(total, 256), (256,), args)
     return dx.transpose(1, 0, 2, 3)  # (N, C, Hp, Wp) view
 
 
@@ -371,6 +386,180 @@ def col2im_on_gpu(
     if COL2IM_ON_GPU == "gather" and blocks.dtype.name in _COL2IM_TYPES:
         return col2im_gather(blocks, padded_shape, stride)
     return col2im_loop(blocks, padded_shape, stride, xp=_cupy())
+
+
+# ---------------------------------------------------------------------------------------
+# max pooling
+#
+# For x (N, C, H, W), windows kh x kw moving by (sh, sw), and Ho, Wo the output size:
+#
+#     y[n, c, oy, ox]         = max over (i, j) of x[n, c, oy*sh + i, ox*sw + j]
+#     first_max[n, c, oy, ox] = the first k = i*kw + j (row-major) where that max is
+#     dx[n, c, y, x]          = Σ over the windows (oy, ox) holding the pixel, at offset
+#                               (i, j) = (y - oy*sh, x - ox*sw), of [first_max = i*kw + j] · dy
+#
+# which is what MaxPool2D's array code computes with its kh*kw strided views (ties go to
+# the earlier offset, NaN wins the max as in NumPy's maximum).
+
+_MAXPOOL_FORWARD_SOURCE = r"""
+extern "C" __global__ void convnet_maxpool_forward_${NAME}(
+    const ${T}* x, ${T}* y, ${I}* first_max, long long total, int N, int Ho, int Wo,
+    int kh, int kw, int sh, int sw, long long s_n, long long s_c, long long s_h,
+    long long s_w)
+{
+    // One thread per output element; y and first_max are channel-major (C, N, Ho, Wo).
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)blockDim.x * gridDim.x) {
+        int ox = (int)(idx % Wo);
+        long long rest = idx / Wo;
+        int oy = (int)(rest % Ho);
+        rest /= Ho;
+        int n = (int)(rest % N);
+        long long c = rest / N;
+        const ${T}* window = x + n * s_n + c * s_c + (long long)oy * sh * s_h
+                             + (long long)ox * sw * s_w;
+        ${T} top = window[0];
+        int first = 0;
+        for (int i = 0; i < kh; ++i) {
+            for (int j = 0; j < kw; ++j) {
+                ${T} v = window[i * s_h + j * s_w];
+                if (v > top) first = i * kw + j;  // strictly larger: a tie keeps the earlier
+                if (v > top || v != v) top = v;   // as NumPy's maximum, NaN wins
+            }
+        }
+        y[idx] = top;
+        first_max[idx] = (${I})first;
+    }
+}
+"""
+
+_MAXPOOL_BACKWARD_SOURCE = r"""
+extern "C" __global__ void convnet_maxpool_backward_${NAME}(
+    const ${T}* dy, const ${I}* first_max, ${T}* dx, long long total, int N, int H, int W,
+    int Ho, int Wo, int kh, int kw, int sh, int sw,
+    long long d_n, long long d_c, long long d_h, long long d_w,
+    long long f_n, long long f_c, long long f_h, long long f_w)
+{
+    // One thread per input pixel; dx is channel-major (C, N, H, W).
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)blockDim.x * gridDim.x) {
+        int px = (int)(idx % W);
+        long long rest = idx / W;
+        int py = (int)(rest % H);
+        rest /= H;
+        int n = (int)(rest % N);
+        long long c = rest / N;
+        ${T} sum = 0;
+        // the pixel is at offset (i, j) of window (oy, ox) when py = oy*sh + i, px = ox*sw + j
+        for (int i = 0; i < kh; ++i) {
+            int from_top = py - i;
+            if (from_top < 0) break;
+            if (from_top % sh != 0) continue;
+            int oy = from_top / sh;
+            if (oy >= Ho) continue;
+            for (int j = 0; j < kw; ++j) {
+                int from_left = px - j;
+                if (from_left < 0) break;
+                if (from_left % sw != 0) continue;
+                int ox = from_left / sw;
+                if (ox >= Wo) continue;
+                int winner = (int)first_max[n * f_n + c * f_c + oy * f_h + ox * f_w];
+                sum += (${T})(winner == i * kw + j) * dy[n * d_n + c * d_c + oy * d_h + ox * d_w];
+            }
+        }
+        dx[idx] = sum;
+    }
+}
+"""
+
+# dtype name -> C type; float16 stays with the array code (see _COL2IM_TYPES)
+MAXPOOL_TYPES = {"float32": "float", "float64": "double"}
+
+#: How MaxPool2D runs on CuPy: "kernels" (the two below) or "arrays" (the layer's array
+#: code, as on NumPy). Set with the environment variable CONVNET_MAXPOOL;
+#: benchmarks/bench_gpu.py times both.
+MAXPOOL_ON_GPU = os.environ.get("CONVNET_MAXPOOL", "kernels")
+
+
+def maxpool_kernels_take(x: Any) -> bool:
+    """Whether MaxPool2D runs `maxpool_forward`/`maxpool_backward` on `x` (a CuPy array):
+    float32 or float64, unless MAXPOOL_ON_GPU says "arrays"."""
+    return MAXPOOL_ON_GPU == "kernels" and x.dtype.name in MAXPOOL_TYPES
+
+
+# the position type: uint8 up to 256 offsets per window, as the array code keeps it
+_INDEX_TYPES = {"uint8": "unsigned char", "int32": "int"}
+
+
+def maxpool_index_dtype(pool_size: tuple[int, int]) -> str:
+    """The dtype of `first_max` for windows of `pool_size`: uint8, or int32 beyond 256."""
+    return "uint8" if pool_size[0] * pool_size[1] <= 256 else "int32"
+
+
+def maxpool_source(direction: str, dtype_name: str, index_dtype: str) -> str:
+    """The CUDA C source of the max-pool kernel `direction` ("forward" or "backward") for
+    values of `dtype_name` and positions of `index_dtype`."""
+    source = {"forward": _MAXPOOL_FORWARD_SOURCE, "backward": _MAXPOOL_BACKWARD_SOURCE}[direction]
+    return (
+        source.replace("${NAME}", f"{dtype_name}_{index_dtype}")
+        .replace("${T}", MAXPOOL_TYPES[dtype_name])
+        .replace("${I}", _INDEX_TYPES[index_dtype])
+    )
+
+
+def _maxpool_kernel(direction: str, dtype_name: str, index_dtype: str) -> Any:
+    def build():
+        source = maxpool_source(direction, dtype_name, index_dtype)
+        name = f"convnet_maxpool_{direction}_{dtype_name}_{index_dtype}"
+        return _cupy().RawKernel(source, name)
+
+    return _cached(f"maxpool_{direction}_{dtype_name}_{index_dtype}", build)
+
+
+def maxpool_forward(x: Any, pool_size: tuple[int, int], stride: tuple[int, int]) -> tuple:
+    """MaxPool2D's forward pass on CuPy in one kernel: x (N, C, H, W), float32 or float64,
+    any strides -> (y, first_max), both (N, C, Ho, Wo) and channel-major in memory.
+
+    first_max holds the row-major offset k = i*kw + j of each window's first maximum
+    (uint8, or int32 beyond 256 offsets), the cache `maxpool_backward` reads.
+    """
+    cupy = _cupy()
+    n, c, h, w = (int(d) for d in x.shape)
+    kh, kw = (int(k) for k in pool_size)
+    sh, sw = (int(s) for s in stride)
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    index_dtype = maxpool_index_dtype((kh, kw))
+    kernel = _maxpool_kernel("forward", x.dtype.name, index_dtype)
+    y = cupy.empty((c, n, ho, wo), dtype=x.dtype)  # (C, N, Ho, Wo)
+    first_max = cupy.empty((c, n, ho, wo), dtype=index_dtype)
+    sizes = (n, ho, wo, kh, kw, sh, sw)
+    args = (x, y, first_max, numpy.int64(y.size), *(numpy.int32(v) for v in sizes))  # host
+    kernel(_grid(y.size, 256), (256,), args + _element_strides(x))
+    return y.transpose(1, 0, 2, 3), first_max.transpose(1, 0, 2, 3)  # (N, C, Ho, Wo) views
+
+
+def maxpool_backward(
+    dy: Any,
+    first_max: Any,
+    x_shape: tuple[int, int, int, int],
+    pool_size: tuple[int, int],
+    stride: tuple[int, int],
+) -> Any:
+    """MaxPool2D's backward pass on CuPy in one kernel: dy and first_max (N, C, Ho, Wo),
+    any strides -> dx (N, C, H, W), channel-major: each pixel gets the dy of every window
+    whose first maximum it was (windows may overlap), 0 elsewhere."""
+    cupy = _cupy()
+    n, c, h, w = (int(d) for d in x_shape)
+    kh, kw = (int(k) for k in pool_size)
+    sh, sw = (int(s) for s in stride)
+    _, _, ho, wo = (int(d) for d in dy.shape)
+    kernel = _maxpool_kernel("backward", dy.dtype.name, first_max.dtype.name)
+    dx = cupy.empty((c, n, h, w), dtype=dy.dtype)  # (C, N, H, W)
+    sizes = (n, h, w, ho, wo, kh, kw, sh, sw)
+    args = (dy, first_max, dx, numpy.int64(dx.size), *(numpy.int32(v) for v in sizes))  # host
+    args += _element_strides(dy) + _element_strides(first_max)
+    kernel(_grid(dx.size, 256), (256,), args)
+    return dx.transpose(1, 0, 2, 3)  # (N, C, H, W) view
 
 
 # ---------------------------------------------------------------------------------------
@@ -453,11 +642,8 @@ def fused_softmax_cross_entropy(logits: Any, labels: Any) -> tuple[Any, Any]:
     labels = cupy.ascontiguousarray(labels.astype(numpy.int64, copy=False))
     row_loss = cupy.empty((n,), dtype=logits.dtype)  # (N,)
     dlogits = cupy.empty((n, k), dtype=logits.dtype)  # (N, k)
-    threads = 128
-    blocks = max(1, min((n + threads - 1) // threads, 65535))
-    kernel(
-        (blocks,), (threads,), (logits, labels, row_loss, dlogits, numpy.int64(n), numpy.int32(k))
-    )
+    args = (logits, labels, row_loss, dlogits, numpy.int64(n), numpy.int32(k))  # host
+    kernel(_grid(n, 128), (128,), args)
     return row_loss.sum() / logits.dtype.type(n), dlogits
 
 

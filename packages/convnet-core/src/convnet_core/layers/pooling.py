@@ -11,12 +11,18 @@ MaxPool2D with windows that tile the input exactly (stride equal to the pool siz
 usual case) takes the max in two 1-D steps: along each row of every tile, then down the
 tile's rows. Each step reads views whose pixels NumPy walks as one long strided run, and
 for 2x2 tiles it is 2 + 2 element-wise operations instead of 3 on four short-rowed views.
+
+On CuPy (float32, float64) MaxPool2D runs one kernel each way instead
+(`cuda_kernels.maxpool_forward` / `maxpool_backward`), whose cache is the general one:
+the window offset of each first maximum.
 """
 
 from __future__ import annotations
 
 import attrs
 
+from .. import cuda_kernels
+from ..backend import is_cupy
 from ..ops import conv_output_size, pool_windows
 from .base import ShapeError, check_input, register_layer, require_image_shape
 from .conv import _pair
@@ -171,10 +177,13 @@ class MaxPool2D(_Pool2D):
         When training, the cache also records where each window's first maximum was
         (uint8 positions; int32 beyond 256), so the backward pass needs no comparison with
         x: for tiling windows `column` (N, C, Ho*kh, Wo), the winning column within each
-        tile row, and `row` (N, C, Ho, Wo), the row whose max won; otherwise `first_max`
-        (N, C, Ho, Wo), the offset k (row-major within the window).
+        tile row, and `row` (N, C, Ho, Wo), the row whose max won; otherwise, and always on
+        a GPU, `first_max` (N, C, Ho, Wo), the offset k (row-major within the window).
         """
         self._check(x)
+        if is_cupy(xp) and cuda_kernels.maxpool_kernels_take(x):  # one kernel
+            y, first_max = cuda_kernels.maxpool_forward(x, self.pool_size, self.strides)
+            return y, state, ((x.shape, first_max) if training else None)
         if self._in_two_steps:
             # the max along each tile row (N, C, Ho*kh, Wo), then down each tile (N, C, Ho, Wo)
             row_max, column = _first_max(self._tile_columns(x), xp, with_index=training)
@@ -188,7 +197,7 @@ class MaxPool2D(_Pool2D):
         """dx (N, C, H, W): each dy goes to its window's (first) maximum, 0 elsewhere."""
         if not input_grad:
             return {}, None
-        if self._in_two_steps:
+        if len(cache) == 3:  # the two-step forward pass's (x_shape, column, row)
             x_shape, column, row = cache
             dy = _in_layout_of(row, dy, xp)
             # dy down to the winning row of each tile, then along it to the winning column
@@ -198,6 +207,9 @@ class MaxPool2D(_Pool2D):
             _send_to_first_max(d_rows, column, self._tile_columns(dx), xp)
             return {}, dx
         x_shape, first_max = cache
+        if is_cupy(xp) and cuda_kernels.maxpool_kernels_take(dy):  # one kernel
+            dx = cuda_kernels.maxpool_backward(dy, first_max, x_shape, self.pool_size, self.strides)
+            return {}, dx
         dy = _in_layout_of(first_max, dy, xp)
         dx = self._input_grad_buffer(x_shape, first_max.shape, dy.dtype, xp)
         dx_views = pool_windows(dx, self.pool_size, self.strides)
