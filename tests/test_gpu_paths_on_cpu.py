@@ -99,3 +99,19 @@ def test_train_and_evaluate_with_device_cuda(tmp_path):
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     accuracy = float(re.search(r"test accuracy: ([\d.]+)%", evaluated.stdout).group(1))
     assert 30.0 < accuracy <= 100.0
+
+
+def test_each_fast_path_saves_calls_into_cupy(tmp_path):
+    result = subprocess.run(
+        [sys.executable, ROOT / "benchmarks" / "gpu_calls.py", "--batch", "32", "--json",
+         tmp_path / "calls.json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((tmp_path / "calls.json").read_text())["per_step"]
+    for model in ("readme", "best"):
+        counts = {r["setting"]: r["calls"] + r["kernels"] for r in rows if r["model"] == model}
+        fastest = counts.pop("all fast paths")
+        assert set(counts) == {"softmax xent arrays", "maxpool arrays", "col2im loop"}
+        for setting, count in counts.items():
+            assert fastest < count, (model, setting, fastest, count)

@@ -46,6 +46,7 @@ from device_arrays import (
     DeviceArray,
     DeviceGenerator,
     checked_against,
+    count_call,
     make_array_module,
     unwrap,
 )
@@ -168,6 +169,7 @@ def _on_device_arrays(kernel: Any, array_class: type) -> Any:
     """A CPU kernel (tests/cuda_source_on_cpu.py) made to take and give device arrays."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
+        count_call(f"kernel {kernel.name}")
         return array_class._wrap(kernel(*unwrap(args), **kwargs))
 
     return call

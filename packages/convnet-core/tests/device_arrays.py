@@ -14,6 +14,8 @@ which a subclass can refuse: the CuPy stand-in (tests/cupy_on_numpy.py) does ins
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import inspect
 import re
@@ -23,9 +25,11 @@ from typing import Any
 import numpy
 
 __all__ = [
+    "CALLS",
     "DeviceArray",
     "DirectNumpyCall",
     "checked_against",
+    "counting_calls",
     "make_array_module",
     "reference_signature",
     "unwrap",
@@ -56,11 +60,40 @@ def unwrap(value: Any) -> Any:
     return value
 
 
+# ---------------------------------------------------------------------------------------
+# counting the calls made into an array module
+
+CALLS: collections.Counter = collections.Counter()  # name -> calls, inside counting_calls()
+_counting = [False]
+
+
+@contextlib.contextmanager
+def counting_calls() -> Any:
+    """Count into CALLS (cleared first), for the block, every call to a module function,
+    an array method or operator, indexing, and (through `count_call`) kernel launches.
+    On a GPU each is one call into CuPy, which costs the host microseconds whatever the
+    array's size."""
+    CALLS.clear()
+    _counting[0] = True
+    try:
+        yield CALLS
+    finally:
+        _counting[0] = False
+
+
+def count_call(name: str) -> None:
+    """One call of `name`, when counting."""
+    if _counting[0]:
+        CALLS[name] += 1
+
+
 def through(fn: Any, array_class: type) -> Any:
     """fn made to take device arrays and give `array_class` arrays."""
+    name = getattr(fn, "__name__", type(fn).__name__)
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
+        count_call(name)
         return array_class._wrap(fn(*unwrap(args), **unwrap(kwargs)))
 
     return call
@@ -202,11 +235,13 @@ class DeviceArray:
         return through(attribute, type(self)) if callable(attribute) else self._wrap(attribute)
 
     def __getitem__(self, key: Any) -> Any:
+        count_call("__getitem__")
         if isinstance(key, DeviceArray) and key._data.dtype == bool:
             self._host_read("indexing with a boolean mask")  # the result size is data
         return self._wrap(self._data[unwrap(key)])
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        count_call("__setitem__")
         self._data[unwrap(key)] = unwrap(value)
 
     def __len__(self) -> int:
@@ -230,6 +265,7 @@ class DeviceArray:
 
 def _binary(name: str) -> Any:
     def method(self, other):
+        count_call(name)
         return self._wrap(getattr(self._data, name)(unwrap(other)))
 
     method.__name__ = name
@@ -238,6 +274,7 @@ def _binary(name: str) -> Any:
 
 def _unary(name: str) -> Any:
     def method(self):
+        count_call(name)
         return self._wrap(getattr(self._data, name)())
 
     method.__name__ = name

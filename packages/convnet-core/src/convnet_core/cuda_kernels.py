@@ -600,6 +600,10 @@ extern "C" __global__ void convnet_softmax_xent_${NAME}(
 }
 """
 
+#: How the softmax cross-entropy of integer labels runs on CuPy: "kernel" (below) or
+#: "arrays" (`losses.softmax_cross_entropy_unfused`). Set with CONVNET_SOFTMAX_XENT.
+SOFTMAX_XENT_ON_GPU = os.environ.get("CONVNET_SOFTMAX_XENT", "kernel")
+
 # dtype name -> (C type, exp, log)
 SOFTMAX_XENT_TYPES = {
     "float32": ("float", "expf", "logf"),

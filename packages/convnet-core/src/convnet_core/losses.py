@@ -87,9 +87,10 @@ def softmax_cross_entropy_unfused(logits: Any, labels: Any, *, xp: Any) -> tuple
 
 def _fused_on_gpu(logits: Any, labels: Any) -> bool:
     """Whether cuda_kernels.fused_softmax_cross_entropy takes these: integer labels (N,)
-    and float32/float64 logits."""
+    and float32/float64 logits, unless cuda_kernels.SOFTMAX_XENT_ON_GPU says "arrays"."""
     return (
-        labels.shape == logits.shape[:1]
+        cuda_kernels.SOFTMAX_XENT_ON_GPU == "kernel"
+        and labels.shape == logits.shape[:1]
         and labels.dtype.kind in "iu"
         and logits.dtype.name in cuda_kernels.SOFTMAX_XENT_TYPES
     )
