@@ -331,6 +331,7 @@ def bench_anatomy(xp, torch, layers_of, names, batch: int, torch_data) -> list[d
 SWITCHED_EPOCHS = [
     ("float32 fit, col2im loop", "COL2IM_ON_GPU", "loop"),
     ("float32 fit, maxpool arrays", "MAXPOOL_ON_GPU", "arrays"),
+    ("float32 fit, im2col copies", "IM2COL_ON_GPU", "copies"),
 ]
 
 
@@ -397,6 +398,16 @@ def bench_kernels(xp) -> list[dict]:
             partial(K.col2im_gather, blocks, padded, (1, 1)),
             partial(K.col2im_loop, blocks, padded, (1, 1), xp=xp),
         )
+    # the README model's convolution inputs, padded and unfolded ("same", 3x3)
+    for shape in [(64, 1, 28, 28), (512, 1, 28, 28), (512, 8, 14, 14)]:
+        x = rng.standard_normal(shape, dtype=xp.float32)
+        timed(
+            "im2col gather|copies",
+            shape,
+            partial(K.im2col_gather, x, (3, 3), (1, 1), (1, 1, 1, 1)),
+            partial(with_switch, "IM2COL_ON_GPU", "copies", ops.im2col_padded, x,
+                    (1, 1, 1, 1), (3, 3), (1, 1), xp=xp),
+        )  # fmt: skip
     # max pools of the README model (8 and 16 channels, 28x28 and 14x14 inputs), forward and
     # backward, against the layer's array code on CuPy
     layer = L.MaxPool2D((2, 2))

@@ -40,6 +40,7 @@ SETTINGS = [
     ("softmax xent arrays", "SOFTMAX_XENT_ON_GPU", "arrays"),
     ("maxpool arrays", "MAXPOOL_ON_GPU", "arrays"),
     ("col2im loop", "COL2IM_ON_GPU", "loop"),
+    ("im2col copies", "IM2COL_ON_GPU", "copies"),
 ]
 
 

@@ -75,12 +75,14 @@ def test_bench_gpu_runs_its_gpu_path(tmp_path):
             assert (model, batch, "mixed fit") in variants
         assert (model, 64, "float32 fit, col2im loop") in variants  # at the largest batch
         assert (model, 64, "float32 fit, maxpool arrays") in variants
+        assert (model, 64, "float32 fit, im2col copies") in variants
     assert all(row["convnet_s"] > 0 for row in report["epochs"])
     kernels = [row["kernel"] for row in report["kernels"]]
     assert kernels.count("adam") == 3 and kernels.count("col2im gather|loop") == 5
     assert kernels.count("relu forward") == kernels.count("relu backward") == 2
     assert kernels.count("softmax xent") == 2
     assert kernels.count("maxpool forward") == kernels.count("maxpool backward") == 3
+    assert kernels.count("im2col gather|copies") == 3
 
 
 def test_train_and_evaluate_with_device_cuda(tmp_path):
@@ -112,6 +114,11 @@ def test_each_fast_path_saves_calls_into_cupy(tmp_path):
     for model in ("readme", "best"):
         counts = {r["setting"]: r["calls"] + r["kernels"] for r in rows if r["model"] == model}
         fastest = counts.pop("all fast paths")
-        assert set(counts) == {"softmax xent arrays", "maxpool arrays", "col2im loop"}
+        assert set(counts) == {
+            "softmax xent arrays",
+            "maxpool arrays",
+            "col2im loop",
+            "im2col copies",
+        }
         for setting, count in counts.items():
             assert fastest < count, (model, setting, fastest, count)

@@ -106,6 +106,13 @@ def test_col2im_gather_compiles(nvrtc, dtype, arch):
 
 
 @pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_im2col_gather_compiles(nvrtc, dtype, arch):
+    ptx = nvrtc.compile(K.im2col_source(dtype), arch, with_cupy_headers=False)
+    assert f".entry convnet_im2col_gather_{dtype}(" in ptx
+
+
+@pytest.mark.parametrize("arch", ARCHES)
 @pytest.mark.parametrize("index", ["uint8", "int32"])
 @pytest.mark.parametrize("dtype", sorted(K.MAXPOOL_TYPES))
 @pytest.mark.parametrize("direction", ["forward", "backward"])

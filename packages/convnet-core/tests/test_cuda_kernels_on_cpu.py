@@ -270,3 +270,42 @@ def test_maxpool_kernels_cover_more_items_than_threads(cupy_on_cpu, monkeypatch)
     fy, first_max = K.maxpool_forward(x, (2, 2), (2, 2))
     numpy.testing.assert_array_equal(fy, y)
     numpy.testing.assert_array_equal(K.maxpool_backward(dy, first_max, x.shape, (2, 2), (2, 2)), dx)
+
+
+# ---------------------------------------------------------------------------------------
+# im2col
+
+# (input shape, kernel, stride, pads): "same" 3x3, uneven pads, strides, no padding, a
+# kernel wider than the padded input is tall... every geometry Conv2D can ask for
+IM2COL_CASES = [
+    ((2, 3, 7, 7), (3, 3), (1, 1), (1, 1, 1, 1)),
+    ((2, 2, 8, 6), (4, 4), (2, 2), (1, 2, 1, 2)),
+    ((1, 3, 9, 10), (3, 2), (2, 3), (0, 0, 0, 0)),
+    ((3, 1, 5, 5), (1, 1), (1, 1), (0, 0, 0, 0)),
+    ((2, 2, 4, 9), (5, 3), (1, 2), (2, 2, 0, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize(("shape", "kernel", "stride", "pads"), IM2COL_CASES)
+def test_im2col_gather_equals_pad_then_im2col(cupy_on_cpu, shape, kernel, stride, pads, dtype):
+    rng = numpy.random.default_rng(len(IM2COL_CASES) + sum(shape))
+    x = rng.normal(size=shape).astype(dtype)
+    x[0, 0, 0, 0] = -0.0  # copied as bits: the sign of zero survives
+    channel_major = numpy.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    want = ops.im2col(ops.pad_spatial(x, pads, xp=numpy), kernel, stride, xp=numpy)
+
+    for layout in (x, channel_major):
+        got = K.im2col_gather(layout, kernel, stride, pads)
+        assert got.shape == want.shape and got.dtype == want.dtype and got.flags.c_contiguous
+        numpy.testing.assert_array_equal(
+            got.view(f"u{got.itemsize}"), want.view(f"u{got.itemsize}")
+        )
+    assert cupy_on_cpu.kernel_calls == [f"convnet_im2col_gather_{dtype}"] * 2
+
+
+def test_im2col_gather_covers_more_entries_than_threads(cupy_on_cpu, monkeypatch):
+    monkeypatch.setattr(K, "MAX_BLOCKS", 1)
+    x = numpy.random.default_rng(9).normal(size=(2, 3, 6, 6)).astype("float32")
+    want = ops.im2col(ops.pad_spatial(x, (1, 1, 1, 1), xp=numpy), (3, 3), (1, 1), xp=numpy)
+    numpy.testing.assert_array_equal(K.im2col_gather(x, (3, 3), (1, 1), (1, 1, 1, 1)), want)

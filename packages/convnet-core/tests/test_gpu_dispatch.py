@@ -1,7 +1,7 @@
 """The wiring of the GPU fast paths, checked on the CPU.
 
-On CuPy, optim.Adam/AdamW, Activation("relu"), MaxPool2D, ops.col2im and the softmax
-cross-entropy for integer labels hand their work to
+On CuPy, optim.Adam/AdamW, Activation("relu"), MaxPool2D, ops.im2col_padded, ops.col2im
+and the softmax cross-entropy for integer labels hand their work to
 convnet_core.cuda_kernels. Here each `is_cupy` check is made to answer yes and CuPy is
 replaced by the CPU stand-in of the `cupy_on_cpu` fixture, which compiles each kernel's
 CUDA source with g++. So the arguments the layers pass, the kernels themselves, and what the
@@ -70,6 +70,9 @@ def test_conv_backward_goes_through_col2im_on_gpu(monkeypatch, cupy_on_cpu, meth
     fparams, fdx = cn.grad(layer, params, fcache, dy)
     gathers = [name for name in cupy_on_cpu.kernel_calls if "col2im" in name]
     assert gathers == (["convnet_col2im_gather_float32"] if method == "gather" else [])
+    # the forward pass unfolded the input with one kernel, padding included
+    assert cupy_on_cpu.kernel_calls[0] == "convnet_im2col_gather_float32"
+    numpy.testing.assert_array_equal(fcache[0], cache[0])  # the same columns
     numpy.testing.assert_allclose(fdx, dx, rtol=1e-6, atol=1e-6)
     for key, value in dparams.items():
         numpy.testing.assert_array_equal(fparams[key], value)

@@ -5,7 +5,7 @@ launches and a temporary boolean array, and an Adam step over one parameter is a
 dozen. For element-wise work the cost is memory traffic, so fusing a chain of operations
 into one kernel that reads each input once and writes each output once is what pays.
 
-Five fast paths live here:
+Six fast paths live here:
 
 - `fused_adam_update`: the whole Adam step for one parameter array (weight decay, both
   moments, bias correction, the update) in one `cupy.ElementwiseKernel`. Reference:
@@ -17,6 +17,10 @@ Five fast paths live here:
   pixel that gathers the window entries which read that pixel (no atomics, so the sums
   are deterministic). Reference: `col2im_loop`, the strided-add loop over kernel offsets
   that `convnet_core.ops.col2im` runs (on NumPy and, by default, on CuPy).
+- `im2col_gather`: the padding and the unfolding of a convolution's input in one
+  `cupy.RawKernel`, one thread per column entry reading its pixel or a zero, where the
+  array code zero-fills a padded copy, copies the input into it and copies the strided
+  windows out. Reference: `ops.im2col(ops.pad_spatial(x, pads), ...)`.
 - `maxpool_forward` / `maxpool_backward`: MaxPool2D as one kernel each way, one thread
   per output (the max and the position of the first max in its window) and one per input
   pixel (the gradients of the windows it won). The unfused layer makes about eight
@@ -54,6 +58,8 @@ __all__ = [
     "fused_relu_forward",
     "fused_softmax_cross_entropy",
     "hold_the_gpu",
+    "im2col_gather",
+    "im2col_kernel_takes",
     "maxpool_backward",
     "maxpool_forward",
     "maxpool_kernels_take",
@@ -386,6 +392,96 @@ def col2im_on_gpu(
     if COL2IM_ON_GPU == "gather" and blocks.dtype.name in _COL2IM_TYPES:
         return col2im_gather(blocks, padded_shape, stride)
     return col2im_loop(blocks, padded_shape, stride, xp=_cupy())
+
+
+# ---------------------------------------------------------------------------------------
+# im2col
+#
+# For x (N, C, H, W), pads (top, bottom, left, right), a kh x kw kernel and stride (sh, sw),
+# the columns of the convolution:
+#
+#     cols[(c, i, j), (n, oy, ox)] = x[n, c, oy*sh + i - top, ox*sw + j - left], or 0
+#                                    where that pixel is in the padding
+
+_IM2COL_SOURCE = r"""
+extern "C" __global__ void convnet_im2col_gather_${NAME}(
+    const ${T}* x, ${T}* cols, long long total, int N, int H, int W, int Ho, int Wo,
+    int kh, int kw, int sh, int sw, int top, int left,
+    long long s_n, long long s_c, long long s_h, long long s_w)
+{
+    // One thread per entry of the C-contiguous cols (C*kh*kw, N*Ho*Wo). The values are
+    // copied as bits, so one kernel serves every float type of the same size.
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)blockDim.x * gridDim.x) {
+        int ox = (int)(idx % Wo);
+        long long rest = idx / Wo;
+        int oy = (int)(rest % Ho);
+        rest /= Ho;
+        int n = (int)(rest % N);
+        rest /= N;
+        int j = (int)(rest % kw);
+        rest /= kw;
+        int i = (int)(rest % kh);
+        long long c = rest / kh;
+        int py = oy * sh + i - top, px = ox * sw + j - left;
+        bool inside = 0 <= py && py < H && 0 <= px && px < W;
+        cols[idx] = inside ? x[n * s_n + c * s_c + py * s_h + px * s_w] : (${T})0;
+    }
+}
+"""
+
+# dtype name -> the unsigned integer type of its size (the kernel copies bits; all-zero
+# bits are +0.0 in each)
+_IM2COL_TYPES = {
+    "float16": "unsigned short",
+    "float32": "unsigned int",
+    "float64": "unsigned long long",
+}
+
+#: How Conv2D pads and unfolds its input on CuPy: "gather" (the kernel below) or "copies"
+#: (`ops.pad_spatial` and `ops.im2col`). Set with the environment variable CONVNET_IM2COL;
+#: benchmarks/bench_gpu.py times both.
+IM2COL_ON_GPU = os.environ.get("CONVNET_IM2COL", "gather")
+
+
+def im2col_source(dtype_name: str) -> str:
+    """The CUDA C source of the im2col kernel for `dtype_name` (float16/32/64)."""
+    return _IM2COL_SOURCE.replace("${NAME}", dtype_name).replace("${T}", _IM2COL_TYPES[dtype_name])
+
+
+def im2col_gather(
+    x: Any, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int]
+) -> Any:
+    """`ops.im2col(ops.pad_spatial(x, pads), kernel, stride)` on CuPy in one kernel.
+
+    x (N, C, H, W), any strides -> cols (C*kh*kw, N*Ho*Wo), C-contiguous, the padding read
+    as zeros instead of being written. Equal to the array code bit for bit (a copy).
+    """
+    cupy = _cupy()
+    name = x.dtype.name
+    if name not in _IM2COL_TYPES:
+        raise ValueError(f"im2col_gather: dtype {name} is not one of {sorted(_IM2COL_TYPES)}")
+    n, c, h, w = (int(d) for d in x.shape)
+    kh, kw = (int(k) for k in kernel)
+    sh, sw = (int(s) for s in stride)
+    top, bottom, left, right = (int(p) for p in pads)
+    ho, wo = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+
+    def build():
+        return cupy.RawKernel(im2col_source(name), f"convnet_im2col_gather_{name}")
+
+    kernel_ = _cached(f"im2col_{name}", build)
+    cols = cupy.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)  # (C*kh*kw, N*Ho*Wo)
+    sizes = (n, h, w, ho, wo, kh, kw, sh, sw, top, left)
+    args = (x, cols, numpy.int64(cols.size), *(numpy.int32(v) for v in sizes))  # host
+    kernel_(_grid(cols.size, 256), (256,), args + _element_strides(x))
+    return cols
+
+
+def im2col_kernel_takes(x: Any) -> bool:
+    """Whether Conv2D unfolds `x` (a CuPy array) with `im2col_gather`: float16/32/64,
+    unless IM2COL_ON_GPU says "copies"."""
+    return IM2COL_ON_GPU == "gather" and x.dtype.name in _IM2COL_TYPES
 
 
 # ---------------------------------------------------------------------------------------

@@ -110,6 +110,22 @@ def im2col(x_padded: Any, kernel: tuple[int, int], stride: tuple[int, int], *, x
     return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * ho * wo)
 
 
+def im2col_padded(
+    x: Any,
+    pads: tuple[int, int, int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    *,
+    xp: Any,
+) -> Any:
+    """`im2col(pad_spatial(x, pads), kernel, stride)`: x (N, C, H, W) -> cols (C*kh*kw,
+    N*Ho*Wo). On CuPy one gather kernel reads the padding as zeros instead of writing a
+    padded copy (`cuda_kernels.im2col_gather`); this is its reference."""
+    if is_cupy(xp) and cuda_kernels.im2col_kernel_takes(x):
+        return cuda_kernels.im2col_gather(x, kernel, stride, pads)
+    return im2col(pad_spatial(x, pads, xp=xp), kernel, stride, xp=xp)
+
+
 def col2im(
     dcols: Any,
     padded_shape: tuple[int, int, int, int],

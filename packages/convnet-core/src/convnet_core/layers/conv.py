@@ -10,11 +10,10 @@ from ..ops import (
     col2im,
     col2im_same_size,
     conv_output_size,
-    im2col,
+    im2col_padded,
     im2col_same_size,
     keeps_size,
     matmul_long_k,
-    pad_spatial,
     same_padding,
     unpad_spatial,
 )
@@ -131,9 +130,8 @@ class Conv2D:
         pads = self.pads(*x.shape[2:])
         if self._shifts_planes(x.shape, pads, xp):
             cols = im2col_same_size(x, self.kernel_size, pads, xp=xp)  # (C*kh*kw, N*H*W)
-        else:
-            x_padded = pad_spatial(x, pads, xp=xp)  # (N, C, Hp, Wp)
-            cols = im2col(x_padded, self.kernel_size, self.stride, xp=xp)  # (C*kh*kw, N*Ho*Wo)
+        else:  # (C*kh*kw, N*Ho*Wo)
+            cols = im2col_padded(x, pads, self.kernel_size, self.stride, xp=xp)
         y = W.reshape(out_channels, -1) @ cols  # (O, N*Ho*Wo)
         if self.use_bias:
             y += params["b"][:, None]
