@@ -36,7 +36,9 @@ stream busy while the host goes on, which shows whether the host waits for the G
 tests) and how long it takes to queue a training step (the benchmark).
 
 Importing this module never imports CuPy: each kernel is compiled on first use and kept in
-a module-level cache, so it is built once per process (and per dtype for col2im).
+a module-level cache, so it is built once per process (and per dtype for the RawKernels).
+The `*_ON_GPU` switches (environment variables CONVNET_IM2COL, CONVNET_COL2IM,
+CONVNET_MAXPOOL, CONVNET_SOFTMAX_XENT) send a fast path back to its array code.
 `benchmarks/bench_gpu.py --kernels` times every fast path against its reference on a GPU.
 """
 
@@ -49,9 +51,14 @@ import numpy
 
 __all__ = [
     "COL2IM_ON_GPU",
+    "IM2COL_ON_GPU",
+    "MAXPOOL_ON_GPU",
+    "MAX_BLOCKS",
+    "SOFTMAX_XENT_ON_GPU",
     "adam_update_reference",
     "col2im_gather",
     "col2im_on_gpu",
+    "col2im_source",
     "col2im_loop",
     "fused_adam_update",
     "fused_relu_backward",
@@ -60,11 +67,14 @@ __all__ = [
     "hold_the_gpu",
     "im2col_gather",
     "im2col_kernel_takes",
+    "im2col_source",
     "maxpool_backward",
     "maxpool_forward",
     "maxpool_kernels_take",
+    "maxpool_source",
     "relu_backward_reference",
     "relu_forward_reference",
+    "softmax_cross_entropy_source",
 ]
 
 # name -> compiled kernel, filled on first use (compiling takes a moment; do it once)
