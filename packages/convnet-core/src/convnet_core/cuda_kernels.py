@@ -296,6 +296,35 @@ def col2im_loop(
     return dx.transpose(1, 0, 2, 3)  # (N, C, Hp, Wp) view
 
 
+# The windows that read a pixel: shared by the gather kernels (col2im, max-pool backward),
+# which give each input pixel one thread that collects from every window holding it.
+_WINDOWS_HOLDING_SOURCE = r"""
+// visit(i, j, oy, ox) for every window (oy, ox) of a kh x kw kernel moving by (sh, sw)
+// over Ho x Wo positions that holds pixel (py, px), at offset (i, j) within it:
+// py = oy*sh + i and px = ox*sw + j. The offsets come in row-major order.
+template <typename Visit>
+__device__ void convnet_windows_holding(int py, int px, int kh, int kw, int sh, int sw,
+                                        int Ho, int Wo, Visit visit)
+{
+    for (int i = 0; i < kh; ++i) {
+        int from_top = py - i;
+        if (from_top < 0) break;
+        if (from_top % sh != 0) continue;
+        int oy = from_top / sh;
+        if (oy >= Ho) continue;
+        for (int j = 0; j < kw; ++j) {
+            int from_left = px - j;
+            if (from_left < 0) break;
+            if (from_left % sw != 0) continue;
+            int ox = from_left / sw;
+            if (ox >= Wo) continue;
+            visit(i, j, oy, ox);
+        }
+    }
+}
+"""
+
+
 _COL2IM_SOURCE = r"""
 extern "C" __global__ void convnet_col2im_gather_${NAME}(
     const ${T}* blocks, ${T}* dx, long long total,
@@ -314,22 +343,9 @@ extern "C" __global__ void convnet_col2im_gather_${NAME}(
         long long c = rest / N;
         const ${T}* base = blocks + c * s_c + n * s_n;
         ${ACC} sum = 0;
-        // offset (i, j) of window (oy, ox) reads pixel (oy*sh + i, ox*sw + j)
-        for (int i = 0; i < kh; ++i) {
-            int dy = y - i;
-            if (dy < 0) break;
-            if (dy % sh != 0) continue;
-            int oy = dy / sh;
-            if (oy >= Ho) continue;
-            for (int j = 0; j < kw; ++j) {
-                int dxx = x - j;
-                if (dxx < 0) break;
-                if (dxx % sw != 0) continue;
-                int ox = dxx / sw;
-                if (ox >= Wo) continue;
-                sum += (${ACC})base[i * s_i + j * s_j + oy * s_oy + ox * s_ox];
-            }
-        }
+        convnet_windows_holding(y, x, kh, kw, sh, sw, Ho, Wo, [&](int i, int j, int oy, int ox) {
+            sum += (${ACC})base[i * s_i + j * s_j + oy * s_oy + ox * s_ox];
+        });
         dx[idx] = (${T})sum;
     }
 }
@@ -351,7 +367,7 @@ def _col2im_kernel(dtype_name: str) -> Any:
 def col2im_source(dtype_name: str) -> str:
     """The CUDA C source of the gather kernel for `dtype_name` ("float32" or "float64")."""
     c_type, acc_type = _COL2IM_TYPES[dtype_name]
-    return (
+    return _WINDOWS_HOLDING_SOURCE + (
         _COL2IM_SOURCE.replace("${NAME}", dtype_name)
         .replace("${T}", c_type)
         .replace("${ACC}", acc_type)
@@ -556,23 +572,10 @@ extern "C" __global__ void convnet_maxpool_backward_${NAME}(
         int n = (int)(rest % N);
         long long c = rest / N;
         ${T} sum = 0;
-        // the pixel is at offset (i, j) of window (oy, ox) when py = oy*sh + i, px = ox*sw + j
-        for (int i = 0; i < kh; ++i) {
-            int from_top = py - i;
-            if (from_top < 0) break;
-            if (from_top % sh != 0) continue;
-            int oy = from_top / sh;
-            if (oy >= Ho) continue;
-            for (int j = 0; j < kw; ++j) {
-                int from_left = px - j;
-                if (from_left < 0) break;
-                if (from_left % sw != 0) continue;
-                int ox = from_left / sw;
-                if (ox >= Wo) continue;
-                int winner = (int)first_max[n * f_n + c * f_c + oy * f_h + ox * f_w];
-                sum += (${T})(winner == i * kw + j) * dy[n * d_n + c * d_c + oy * d_h + ox * d_w];
-            }
-        }
+        convnet_windows_holding(py, px, kh, kw, sh, sw, Ho, Wo, [&](int i, int j, int oy, int ox) {
+            int winner = (int)first_max[n * f_n + c * f_c + oy * f_h + ox * f_w];
+            sum += (${T})(winner == i * kw + j) * dy[n * d_n + c * d_c + oy * d_h + ox * d_w];
+        });
         dx[idx] = sum;
     }
 }
@@ -605,7 +608,10 @@ def maxpool_index_dtype(pool_size: tuple[int, int]) -> str:
 def maxpool_source(direction: str, dtype_name: str, index_dtype: str) -> str:
     """The CUDA C source of the max-pool kernel `direction` ("forward" or "backward") for
     values of `dtype_name` and positions of `index_dtype`."""
-    source = {"forward": _MAXPOOL_FORWARD_SOURCE, "backward": _MAXPOOL_BACKWARD_SOURCE}[direction]
+    if direction == "forward":
+        source = _MAXPOOL_FORWARD_SOURCE
+    else:
+        source = _WINDOWS_HOLDING_SOURCE + _MAXPOOL_BACKWARD_SOURCE
     return (
         source.replace("${NAME}", f"{dtype_name}_{index_dtype}")
         .replace("${T}", MAXPOOL_TYPES[dtype_name])
