@@ -296,6 +296,25 @@ def col2im_loop(
     return dx.transpose(1, 0, 2, 3)  # (N, C, Hp, Wp) view
 
 
+# Where element idx of a channel-major (C, N, H, W) array is: the kernels that write such
+# arrays (col2im, max pooling) give each element one thread and start from this.
+_CHANNEL_MAJOR_SOURCE = r"""
+struct convnet_position { long long c; int n, y, x; };
+
+__device__ convnet_position convnet_channel_major(long long idx, int N, int H, int W)
+{
+    convnet_position at;
+    at.x = (int)(idx % W);
+    long long rest = idx / W;
+    at.y = (int)(rest % H);
+    rest /= H;
+    at.n = (int)(rest % N);
+    at.c = rest / N;
+    return at;
+}
+"""
+
+
 # The windows that read a pixel: shared by the gather kernels (col2im, max-pool backward),
 # which give each input pixel one thread that collects from every window holding it.
 _WINDOWS_HOLDING_SOURCE = r"""
@@ -335,17 +354,13 @@ extern "C" __global__ void convnet_col2im_gather_${NAME}(
     // One thread per element of dx, stored channel-major (C, N, Hp, Wp) like the loop's.
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)blockDim.x * gridDim.x) {
-        int x = (int)(idx % Wp);
-        long long rest = idx / Wp;
-        int y = (int)(rest % Hp);
-        rest /= Hp;
-        int n = (int)(rest % N);
-        long long c = rest / N;
-        const ${T}* base = blocks + c * s_c + n * s_n;
+        convnet_position at = convnet_channel_major(idx, N, Hp, Wp);
+        const ${T}* base = blocks + at.c * s_c + at.n * s_n;
         ${ACC} sum = 0;
-        convnet_windows_holding(y, x, kh, kw, sh, sw, Ho, Wo, [&](int i, int j, int oy, int ox) {
+        auto add = [&](int i, int j, int oy, int ox) {
             sum += (${ACC})base[i * s_i + j * s_j + oy * s_oy + ox * s_ox];
-        });
+        };
+        convnet_windows_holding(at.y, at.x, kh, kw, sh, sw, Ho, Wo, add);
         dx[idx] = (${T})sum;
     }
 }
@@ -367,10 +382,14 @@ def _col2im_kernel(dtype_name: str) -> Any:
 def col2im_source(dtype_name: str) -> str:
     """The CUDA C source of the gather kernel for `dtype_name` ("float32" or "float64")."""
     c_type, acc_type = _COL2IM_TYPES[dtype_name]
-    return _WINDOWS_HOLDING_SOURCE + (
-        _COL2IM_SOURCE.replace("${NAME}", dtype_name)
-        .replace("${T}", c_type)
-        .replace("${ACC}", acc_type)
+    return (
+        _CHANNEL_MAJOR_SOURCE
+        + _WINDOWS_HOLDING_SOURCE
+        + (
+            _COL2IM_SOURCE.replace("${NAME}", dtype_name)
+            .replace("${T}", c_type)
+            .replace("${ACC}", acc_type)
+        )
     )
 
 
@@ -532,14 +551,9 @@ extern "C" __global__ void convnet_maxpool_forward_${NAME}(
     // One thread per output element; y and first_max are channel-major (C, N, Ho, Wo).
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)blockDim.x * gridDim.x) {
-        int ox = (int)(idx % Wo);
-        long long rest = idx / Wo;
-        int oy = (int)(rest % Ho);
-        rest /= Ho;
-        int n = (int)(rest % N);
-        long long c = rest / N;
-        const ${T}* window = x + n * s_n + c * s_c + (long long)oy * sh * s_h
-                             + (long long)ox * sw * s_w;
+        convnet_position at = convnet_channel_major(idx, N, Ho, Wo);  // (c, n, oy, ox)
+        const ${T}* window = x + at.n * s_n + at.c * s_c + (long long)at.y * sh * s_h
+                             + (long long)at.x * sw * s_w;
         ${T} top = window[0];
         int first = 0;
         for (int i = 0; i < kh; ++i) {
@@ -565,17 +579,15 @@ extern "C" __global__ void convnet_maxpool_backward_${NAME}(
     // One thread per input pixel; dx is channel-major (C, N, H, W).
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)blockDim.x * gridDim.x) {
-        int px = (int)(idx % W);
-        long long rest = idx / W;
-        int py = (int)(rest % H);
-        rest /= H;
-        int n = (int)(rest % N);
-        long long c = rest / N;
+        convnet_position at = convnet_channel_major(idx, N, H, W);
+        const ${I}* first = first_max + at.n * f_n + at.c * f_c;
+        const ${T}* grad = dy + at.n * d_n + at.c * d_c;
         ${T} sum = 0;
-        convnet_windows_holding(py, px, kh, kw, sh, sw, Ho, Wo, [&](int i, int j, int oy, int ox) {
-            int winner = (int)first_max[n * f_n + c * f_c + oy * f_h + ox * f_w];
-            sum += (${T})(winner == i * kw + j) * dy[n * d_n + c * d_c + oy * d_h + ox * d_w];
-        });
+        auto add = [&](int i, int j, int oy, int ox) {
+            int winner = (int)first[oy * f_h + ox * f_w];
+            sum += (${T})(winner == i * kw + j) * grad[oy * d_h + ox * d_w];
+        };
+        convnet_windows_holding(at.y, at.x, kh, kw, sh, sw, Ho, Wo, add);
         dx[idx] = sum;
     }
 }
@@ -609,9 +621,9 @@ def maxpool_source(direction: str, dtype_name: str, index_dtype: str) -> str:
     """The CUDA C source of the max-pool kernel `direction` ("forward" or "backward") for
     values of `dtype_name` and positions of `index_dtype`."""
     if direction == "forward":
-        source = _MAXPOOL_FORWARD_SOURCE
+        source = _CHANNEL_MAJOR_SOURCE + _MAXPOOL_FORWARD_SOURCE
     else:
-        source = _WINDOWS_HOLDING_SOURCE + _MAXPOOL_BACKWARD_SOURCE
+        source = _CHANNEL_MAJOR_SOURCE + _WINDOWS_HOLDING_SOURCE + _MAXPOOL_BACKWARD_SOURCE
     return (
         source.replace("${NAME}", f"{dtype_name}_{index_dtype}")
         .replace("${T}", MAXPOOL_TYPES[dtype_name])
