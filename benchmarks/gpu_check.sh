@@ -13,6 +13,8 @@
 #   bash benchmarks/gpu_check.sh --fetch-wheels on a machine with PyPI, before: fills .whl/
 # Logs and bench_gpu.json go to OUTPUT_DIR (default: $OUT when set, else artifacts/gpu_check).
 # Exit status: non-zero when the tests failed or the benchmark did not finish.
+# The tests get at most 250 s and the benchmark 200 s, so the whole check fits in 8
+# minutes (a device run with timeout_s=480) even when both run long.
 #
 # The machine needs Python with CuPy (cupy-cuda13x), PyTorch with CUDA, numpy, attrs,
 # pytest, hypothesis, h5py, Pillow, click and tqdm. It needs no package registry: our
@@ -67,7 +69,7 @@ EOF
 status=0
 elapsed "tests-cuda"
 if python3 -c "import nox" 2>/dev/null; then
-    timeout 270 python3 -m nox --no-venv -s tests-cuda -- -q -p no:cacheprovider \
+    timeout 250 python3 -m nox --no-venv -s tests-cuda -- -q -p no:cacheprovider \
         2>&1 | tee "$out_dir/tests_cuda.log" || status=1
 else
     # the commands tests-cuda runs in --no-venv mode, for a machine without nox
@@ -75,13 +77,13 @@ else
     src=$(printf '%s:' "$PWD"/packages/*/src)
     export PYTHONPATH=${src}${PYTHONPATH:-} CONVNET_TEST_DEVICE=cuda
     python3 -m convnet_core.backend --require-cuda || exit 1
-    timeout 270 python3 -m pytest packages/*/tests -m "not parity and not gui and not nvrtc" -q \
+    timeout 250 python3 -m pytest packages/*/tests -m "not parity and not gui and not nvrtc" -q \
         -p no:cacheprovider 2>&1 | tee "$out_dir/tests_cuda.log" || status=1
 fi
 elapsed "tests-cuda done (status $status)"
 
 elapsed "bench_gpu.py"
-timeout 240 python3 benchmarks/bench_gpu.py --kernels --anatomy \
+timeout 200 python3 benchmarks/bench_gpu.py --kernels --anatomy \
     --json "$out_dir/bench_gpu.json" \
     2>&1 | tee "$out_dir/bench_gpu.log" || status=1
 elapsed "all done (status $status)"
