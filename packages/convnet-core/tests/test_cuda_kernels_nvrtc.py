@@ -21,6 +21,7 @@ pytestmark = pytest.mark.nvrtc
 
 ARCHES = ["compute_75", "compute_90"]
 ELEMENTWISE = {
+    "convnet_adam_scalars": K._adam_scalars_kernel,
     "convnet_fused_adam": K._adam_kernel,
     "convnet_relu_forward": K._relu_forward_kernel,
     "convnet_relu_backward": K._relu_backward_kernel,

@@ -119,6 +119,22 @@ def test_fused_adam_equals_its_reference(cupy_on_cpu, dtype, variant):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_adam_scalars_equal_their_reference(cupy_on_cpu, dtype):
+    betas = {"beta1": 0.9, "beta2": 0.999}
+    lr = numpy.asarray(3e-4)  # 0-d float64, as optim keeps it
+    for t in (1, 2, 7, 1000, 123_457):  # late steps: 1 - β2ᵗ close to 1
+        # a NumPy scalar, as optim's step is: its powers are the C library's, as in the
+        # kernel here (NumPy's vectorised power for arrays may differ in the last bit)
+        step = numpy.int64(t)
+        want = K.adam_scalars_reference(step, lr, dtype=dtype, **betas)
+        got = K.fused_adam_scalars(step, lr, dtype=dtype, **betas)
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == () and g.dtype == numpy.dtype(dtype)
+            numpy.testing.assert_array_equal(g, w)
+    assert cupy_on_cpu.kernel_calls == ["convnet_adam_scalars"] * 5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fused_relu_equals_its_references(cupy_on_cpu, dtype):
     rng = numpy.random.default_rng(5)
     x = rng.normal(size=(4, 8, 5, 5)).astype(dtype)

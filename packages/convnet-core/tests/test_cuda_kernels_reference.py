@@ -29,25 +29,28 @@ def as_dtype(tree, dtype):
 
 
 def reference_adam_steps(opt, params, grads_per_step, *, decoupled):
-    """Run `adam_update_reference` leaf by leaf with the 0-d scalars optim.Adam computes."""
+    """Run `adam_update_reference` leaf by leaf with the 0-d scalars of
+    `adam_scalars_reference`: together, what optim.Adam computes."""
     m = T.map(numpy.zeros_like, params)
     v = T.map(numpy.zeros_like, params)
     lr = numpy.asarray(opt.lr, dtype="float64")
+    betas = {"beta1": opt.beta1, "beta2": opt.beta2}
     for t, grads in enumerate(grads_per_step, start=1):
-        step_size = lr / (1.0 - opt.beta1 ** numpy.float64(t))
-        inv_sqrt_bias2 = 1.0 / (1.0 - opt.beta2 ** numpy.float64(t)) ** 0.5
+        step = numpy.int64(t)  # a NumPy scalar, as optim's step is after its first update
         new = {}
         flat_p, flat_g, flat_m, flat_v = (T.flatten(x) for x in (params, grads, m, v))
         for key, p in flat_p.items():
-            dtype = p.dtype
+            lr_, step_size, inv_sqrt_bias2 = K.adam_scalars_reference(
+                step, lr, dtype=p.dtype, **betas
+            )
             new[key] = K.adam_update_reference(
                 p,
                 flat_g[key],
                 flat_m[key],
                 flat_v[key],
-                lr=lr.astype(dtype),
-                step_size=step_size.astype(dtype),
-                inv_sqrt_bias2=inv_sqrt_bias2.astype(dtype),
+                lr=lr_,
+                step_size=step_size,
+                inv_sqrt_bias2=inv_sqrt_bias2,
                 beta1=opt.beta1,
                 beta2=opt.beta2,
                 eps=opt.eps,

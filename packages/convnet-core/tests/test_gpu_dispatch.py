@@ -35,8 +35,9 @@ def test_adam_and_adamw_run_the_fused_kernel(monkeypatch, cupy_on_cpu):
                 fused, fused_state = opt.update(fused, g, fused_state)
         for key, value in T.flatten((plain, plain_state)).items():
             numpy.testing.assert_array_equal(T.flatten((fused, fused_state))[key], value, key)
-    # two optimizers, three steps, two leaves: one kernel launch each
-    assert cupy_on_cpu.kernel_calls == ["convnet_fused_adam"] * (2 * 3 * 2)
+    # two optimizers, three steps: the step's scalars, then one launch per leaf (two)
+    step = ["convnet_adam_scalars", "convnet_fused_adam", "convnet_fused_adam"]
+    assert cupy_on_cpu.kernel_calls == step * (2 * 3)
 
 
 def test_relu_layer_runs_the_fused_kernels(monkeypatch, cupy_on_cpu):

@@ -8,8 +8,10 @@ into one kernel that reads each input once and writes each output once is what p
 Six fast paths live here:
 
 - `fused_adam_update`: the whole Adam step for one parameter array (weight decay, both
-  moments, bias correction, the update) in one `cupy.ElementwiseKernel`. Reference:
-  `adam_update_reference`, which is the arithmetic of `convnet_core.optim.Adam`.
+  moments, bias correction, the update) in one `cupy.ElementwiseKernel`, and
+  `fused_adam_scalars`: the step's learning rate and bias corrections in another, once
+  per step. References: `adam_update_reference` and `adam_scalars_reference`, the
+  arithmetic of `convnet_core.optim.Adam`.
 - `fused_relu_forward` / `fused_relu_backward`: ReLU and its gradient as one kernel each.
   References: `relu_forward_reference`, `relu_backward_reference` (the arithmetic of
   `Activation("relu")`).
@@ -55,11 +57,13 @@ __all__ = [
     "MAXPOOL_ON_GPU",
     "MAX_BLOCKS",
     "SOFTMAX_XENT_ON_GPU",
+    "adam_scalars_reference",
     "adam_update_reference",
     "col2im_gather",
     "col2im_on_gpu",
     "col2im_source",
     "col2im_loop",
+    "fused_adam_scalars",
     "fused_adam_update",
     "fused_relu_backward",
     "fused_relu_forward",
@@ -216,6 +220,50 @@ def fused_adam_update(
         weight_decay,
         decoupled_weight_decay,
     )
+
+
+# Adam's step scalars, from the step count t (0-d int64) and the learning rate (0-d
+# float64), computed in float64 and cast to the parameters' dtype T:
+#     lr, step_size = lr / (1 - β1ᵗ), inv_sqrt_bias2 = 1 / sqrt(1 - β2ᵗ)
+_ADAM_SCALARS_SOURCE = """
+    double t = (double)step;
+    lr_out = (T)lr;
+    step_size = (T)(lr / (1.0 - pow(beta1, t)));
+    inv_sqrt_bias2 = (T)(1.0 / sqrt(1.0 - pow(beta2, t)));
+"""
+
+
+def _adam_scalars_kernel() -> Any:
+    return _cupy().ElementwiseKernel(
+        "int64 step, float64 lr, float64 beta1, float64 beta2",
+        "T lr_out, T step_size, T inv_sqrt_bias2",
+        _ADAM_SCALARS_SOURCE,
+        "convnet_adam_scalars",
+    )
+
+
+def adam_scalars_reference(
+    step: Any, lr: Any, *, beta1: float, beta2: float, dtype: Any, xp: Any = numpy
+) -> tuple[Any, Any, Any]:
+    """(lr, step_size, inv_sqrt_bias2) of Adam's step number `step` (int64, 0-d or a NumPy
+    scalar) at learning rate `lr` (0-d float64), cast to `dtype`: the arithmetic of
+    optim.Adam."""
+    t = step.astype("float64")
+    bias1 = 1.0 - beta1**t
+    bias2 = 1.0 - beta2**t
+    return lr.astype(dtype), (lr / bias1).astype(dtype), (1.0 / xp.sqrt(bias2)).astype(dtype)
+
+
+def fused_adam_scalars(
+    step: Any, lr: Any, *, beta1: float, beta2: float, dtype: Any
+) -> tuple[Any, Any, Any]:
+    """`adam_scalars_reference` on CuPy in one kernel, where the array code makes about ten
+    launches on 0-d arrays: the three scalars `fused_adam_update` takes."""
+    cupy = _cupy()
+    out = tuple(cupy.empty((), dtype=dtype) for _ in range(3))  # lr, step_size, inv_sqrt
+    kernel = _cached("adam_scalars", _adam_scalars_kernel)
+    kernel(step.astype("int64", copy=False), lr.astype("float64", copy=False), beta1, beta2, *out)
+    return out
 
 
 # ---------------------------------------------------------------------------------------

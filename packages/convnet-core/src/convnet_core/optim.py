@@ -178,6 +178,26 @@ class _Scalars:
         return self._cast[key]
 
 
+class _FusedAdamScalars:
+    """Adam's step scalars on a GPU, as `_Scalars` gives them: one kernel per leaf dtype
+    computes lr, step_size and inv_sqrt_bias2 (`cuda_kernels.fused_adam_scalars`)."""
+
+    _NAMES = ("lr", "step_size", "inv_sqrt_bias2")
+
+    def __init__(self, step: Any, lr: Any, *, beta1: float, beta2: float):
+        self._step, self._lr, self._betas = step, lr, {"beta1": beta1, "beta2": beta2}
+        self._by_dtype: dict[Any, dict[str, Any]] = {}
+
+    def get(self, name: str, dtype: Any) -> Any:
+        """The scalar `name` for leaves of `dtype` (one kernel per dtype)."""
+        if dtype not in self._by_dtype:
+            values = cuda_kernels.fused_adam_scalars(
+                self._step, self._lr, dtype=dtype, **self._betas
+            )
+            self._by_dtype[dtype] = dict(zip(self._NAMES, values, strict=True))
+        return self._by_dtype[dtype][name]
+
+
 @attrs.frozen(kw_only=True)
 class Optimizer:
     """Base of every optimizer: the shared options and the update skeleton.
@@ -316,13 +336,17 @@ class Adam(Optimizer):
 
     def _apply(self, params, grads, opt_state, step):
         xp = get_array_module(step)
-        t = step.astype("float64")
         lr = opt_state["lr"]
-        bias1 = 1.0 - self.beta1**t  # 0-d, on the device
-        bias2 = 1.0 - self.beta2**t
-        scalars = _Scalars(xp, lr=lr, step_size=lr / bias1, inv_sqrt_bias2=1.0 / xp.sqrt(bias2))
         b1, b2, eps = self.beta1, self.beta2, self.eps
         fused = is_cupy(xp)  # on a GPU one kernel does the arithmetic of adam_leaf
+        if fused:  # and one the scalars' (cuda_kernels.adam_scalars_reference)
+            scalars = _FusedAdamScalars(step, lr, beta1=b1, beta2=b2)
+        else:
+            t = step.astype("float64")
+            bias1 = 1.0 - b1**t  # 0-d
+            bias2 = 1.0 - b2**t
+            inv_sqrt_bias2 = 1.0 / xp.sqrt(bias2)
+            scalars = _Scalars(xp, lr=lr, step_size=lr / bias1, inv_sqrt_bias2=inv_sqrt_bias2)
 
         def adam_leaf(p, g, m, v):
             if fused:  # reference: cuda_kernels.adam_update_reference
