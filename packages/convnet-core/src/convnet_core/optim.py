@@ -178,22 +178,24 @@ class _Scalars:
         return self._cast[key]
 
 
-class _FusedAdamScalars:
-    """Adam's step scalars on a GPU, as `_Scalars` gives them: one kernel per leaf dtype
-    computes lr, step_size and inv_sqrt_bias2 (`cuda_kernels.fused_adam_scalars`)."""
+class _AdamScalars:
+    """Adam's step scalars, lr, step_size and inv_sqrt_bias2, for the leaves of each dtype:
+    on a GPU one kernel per dtype (`cuda_kernels.fused_adam_scalars`), on NumPy the same
+    arithmetic in array operations (`cuda_kernels.adam_scalars_reference`)."""
 
     _NAMES = ("lr", "step_size", "inv_sqrt_bias2")
 
-    def __init__(self, step: Any, lr: Any, *, beta1: float, beta2: float):
+    def __init__(self, step: Any, lr: Any, *, beta1: float, beta2: float, fused: bool):
         self._step, self._lr, self._betas = step, lr, {"beta1": beta1, "beta2": beta2}
+        self._compute = (
+            cuda_kernels.fused_adam_scalars if fused else cuda_kernels.adam_scalars_reference
+        )
         self._by_dtype: dict[Any, dict[str, Any]] = {}
 
     def get(self, name: str, dtype: Any) -> Any:
-        """The scalar `name` for leaves of `dtype` (one kernel per dtype)."""
+        """The scalar `name` for leaves of `dtype` (computed once per dtype)."""
         if dtype not in self._by_dtype:
-            values = cuda_kernels.fused_adam_scalars(
-                self._step, self._lr, dtype=dtype, **self._betas
-            )
+            values = self._compute(self._step, self._lr, dtype=dtype, **self._betas)
             self._by_dtype[dtype] = dict(zip(self._NAMES, values, strict=True))
         return self._by_dtype[dtype][name]
 
@@ -339,14 +341,7 @@ class Adam(Optimizer):
         lr = opt_state["lr"]
         b1, b2, eps = self.beta1, self.beta2, self.eps
         fused = is_cupy(xp)  # on a GPU one kernel does the arithmetic of adam_leaf
-        if fused:  # and one the scalars' (cuda_kernels.adam_scalars_reference)
-            scalars = _FusedAdamScalars(step, lr, beta1=b1, beta2=b2)
-        else:
-            t = step.astype("float64")
-            bias1 = 1.0 - b1**t  # 0-d
-            bias2 = 1.0 - b2**t
-            inv_sqrt_bias2 = 1.0 / xp.sqrt(bias2)
-            scalars = _Scalars(xp, lr=lr, step_size=lr / bias1, inv_sqrt_bias2=inv_sqrt_bias2)
+        scalars = _AdamScalars(step, lr, beta1=b1, beta2=b2, fused=fused)
 
         def adam_leaf(p, g, m, v):
             if fused:  # reference: cuda_kernels.adam_update_reference
