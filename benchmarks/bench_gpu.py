@@ -332,6 +332,7 @@ SWITCHED_EPOCHS = [
     ("float32 fit, col2im loop", "COL2IM_ON_GPU", "loop"),
     ("float32 fit, maxpool arrays", "MAXPOOL_ON_GPU", "arrays"),
     ("float32 fit, im2col copies", "IM2COL_ON_GPU", "copies"),
+    ("float32 fit, batchnorm arrays", "BATCHNORM_ON_GPU", "arrays"),
 ]
 
 

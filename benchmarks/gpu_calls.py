@@ -41,6 +41,7 @@ SETTINGS = [
     ("maxpool arrays", "MAXPOOL_ON_GPU", "arrays"),
     ("col2im loop", "COL2IM_ON_GPU", "loop"),
     ("im2col copies", "IM2COL_ON_GPU", "copies"),
+    ("batchnorm arrays", "BATCHNORM_ON_GPU", "arrays"),
 ]
 
 

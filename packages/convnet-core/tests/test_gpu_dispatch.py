@@ -1,7 +1,7 @@
 """The wiring of the GPU fast paths, checked on the CPU.
 
-On CuPy, optim.Adam/AdamW, Activation("relu"), MaxPool2D, ops.im2col_padded, ops.col2im
-and the softmax cross-entropy for integer labels hand their work to
+On CuPy, optim.Adam/AdamW, Activation("relu"), MaxPool2D, BatchNorm2D, ops.im2col_padded,
+ops.col2im and the softmax cross-entropy for integer labels hand their work to
 convnet_core.cuda_kernels. Here each `is_cupy` check is made to answer yes and CuPy is
 replaced by the CPU stand-in of the `cupy_on_cpu` fixture, which compiles each kernel's
 CUDA source with g++. So the arguments the layers pass, the kernels themselves, and what the
@@ -17,7 +17,7 @@ from convnet_core import cuda_kernels as K
 from convnet_core import layers as L
 from convnet_core import losses, ops, optim
 from convnet_core import tree as T
-from convnet_core.layers import activation, pooling
+from convnet_core.layers import activation, norm, pooling
 
 
 def test_adam_and_adamw_run_the_fused_kernel(monkeypatch, cupy_on_cpu):
@@ -120,3 +120,31 @@ def test_maxpool_layer_runs_the_kernels(monkeypatch, cupy_on_cpu, pool, stride):
     _, _, half_cache = cn.apply(layer, {}, {}, x.astype("float16"), training=True)
     cn.grad(layer, {}, half_cache, dy.astype("float16"))
     assert len(cupy_on_cpu.kernel_calls) == 2
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_batchnorm_layer_runs_the_kernels(monkeypatch, cupy_on_cpu, dtype):
+    layer = L.BatchNorm2D()
+    rng = numpy.random.default_rng(6)
+    params, state = cn.init(layer, (3, 5, 4), rng=0, dtype=dtype)
+    params = T.map(lambda a: (a + rng.normal(size=a.shape)).astype(dtype), params)
+    x = rng.normal(1.0, 2.0, (4, 3, 5, 4)).astype(dtype)
+    y, new_state, cache = cn.apply(layer, params, state, x, training=True)
+    dy = rng.normal(size=y.shape).astype(dtype)
+    grads, dx = cn.grad(layer, params, cache, dy)
+
+    monkeypatch.setattr(norm, "is_cupy", lambda xp: True)
+    fy, f_state, fcache = cn.apply(layer, params, state, x, training=True)
+    fgrads, fdx = cn.grad(layer, params, fcache, dy)
+    assert cupy_on_cpu.kernel_calls == [
+        "convnet_batchnorm_forward",
+        "convnet_batchnorm_input_grad",
+    ]
+    if dtype == "float16":  # C's _Float16 may keep a product unrounded before the sum
+        check = lambda a, b: numpy.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)  # noqa: E731
+    else:  # the same roundings in the same order: equal to the last bit
+        check = numpy.testing.assert_array_equal
+    check(fy, y)
+    check(fdx, dx)
+    for key, value in T.flatten((new_state, grads)).items():
+        numpy.testing.assert_array_equal(T.flatten((f_state, fgrads))[key], value, key)

@@ -5,7 +5,7 @@ launches and a temporary boolean array, and an Adam step over one parameter is a
 dozen. For element-wise work the cost is memory traffic, so fusing a chain of operations
 into one kernel that reads each input once and writes each output once is what pays.
 
-Six fast paths live here:
+Seven fast paths live here:
 
 - `fused_adam_update`: the whole Adam step for one parameter array (weight decay, both
   moments, bias correction, the update) in one `cupy.ElementwiseKernel`, and
@@ -28,6 +28,10 @@ Six fast paths live here:
   pixel (the gradients of the windows it won). The unfused layer makes about eight
   launches and a dozen strided views per pooling layer and step. Reference: the layer's
   array code for windows of any size and stride, `MaxPool2D.apply` and `.grad` on NumPy.
+- `batchnorm_forward` / `batchnorm_input_grad`: BatchNorm2D's element-wise work when
+  training, one `cupy.ElementwiseKernel` each way (x̂ and y together; dx from dy, x̂ and
+  the per-channel sums), where the array code makes three and seven launches. The
+  per-channel means and sums stay CuPy's reductions. Reference: the layer's array code.
 - `fused_softmax_cross_entropy`: the loss and its gradient for integer labels, one
   `cupy.RawKernel` with one thread per row (max, log-sum-exp, the row's loss and its
   gradient row), where the unfused code makes about fifteen launches and a one-hot matrix.
@@ -40,7 +44,8 @@ tests) and how long it takes to queue a training step (the benchmark).
 Importing this module never imports CuPy: each kernel is compiled on first use and kept in
 a module-level cache, so it is built once per process (and per dtype for the RawKernels).
 The `*_ON_GPU` switches (environment variables CONVNET_IM2COL, CONVNET_COL2IM,
-CONVNET_MAXPOOL, CONVNET_SOFTMAX_XENT) send a fast path back to its array code.
+CONVNET_MAXPOOL, CONVNET_BATCHNORM, CONVNET_SOFTMAX_XENT) send a fast path back to its
+array code.
 `benchmarks/bench_gpu.py --kernels` times every fast path against its reference on a GPU.
 """
 
@@ -52,12 +57,16 @@ from typing import Any
 import numpy
 
 __all__ = [
+    "BATCHNORM_ON_GPU",
     "COL2IM_ON_GPU",
     "IM2COL_ON_GPU",
     "MAXPOOL_ON_GPU",
     "MAX_BLOCKS",
     "SOFTMAX_XENT_ON_GPU",
     "adam_scalars_reference",
+    "batchnorm_forward",
+    "batchnorm_input_grad",
+    "batchnorm_kernels_take",
     "adam_update_reference",
     "col2im_gather",
     "col2im_on_gpu",
@@ -732,6 +741,71 @@ def maxpool_backward(
     args += _element_strides(dy) + _element_strides(first_max)
     kernel(_grid(dx.size, 256), (256,), args)
     return dx.transpose(1, 0, 2, 3)  # (N, C, H, W) view
+
+
+# ---------------------------------------------------------------------------------------
+# batch normalisation
+#
+# BatchNorm2D's element-wise work on (N, C, H, W) arrays; the per-channel values come in as
+# (C, 1, 1) arrays, broadcast, and M = N*H*W is the count per channel:
+#
+#     forward   x̂ = centered · inv_std,  y = x̂ · γ + β
+#     backward  dx = (γ · inv_std · (1/M)) · (M · dy - dβ - x̂ · dγ)
+#
+# each product and sum rounded in the order the layer's array code rounds it.
+
+_BATCHNORM_TYPES = ("float16", "float32", "float64")
+
+#: How BatchNorm2D's element-wise work runs on CuPy when training: "kernels" (below) or
+#: "arrays" (the layer's array code). Set with the environment variable CONVNET_BATCHNORM.
+BATCHNORM_ON_GPU = os.environ.get("CONVNET_BATCHNORM", "kernels")
+
+
+def batchnorm_kernels_take(x: Any) -> bool:
+    """Whether BatchNorm2D runs the kernels below on `x` (a CuPy array): float16/32/64,
+    unless BATCHNORM_ON_GPU says "arrays"."""
+    return BATCHNORM_ON_GPU == "kernels" and x.dtype.name in _BATCHNORM_TYPES
+
+
+def _batchnorm_forward_kernel() -> Any:
+    return _cupy().ElementwiseKernel(
+        "T centered, T inv_std, T gamma, T beta",
+        "T x_hat, T y",
+        "x_hat = centered * inv_std; y = x_hat * gamma + beta;",
+        "convnet_batchnorm_forward",
+    )
+
+
+def _batchnorm_input_grad_kernel() -> Any:
+    return _cupy().ElementwiseKernel(
+        "T dy, T x_hat, T gamma, T inv_std, T dbeta, T dgamma, T count, T inv_count",
+        "T dx",
+        "T scale = gamma * inv_std * inv_count;"
+        " dx = scale * (count * dy - dbeta - x_hat * dgamma);",
+        "convnet_batchnorm_input_grad",
+    )
+
+
+def batchnorm_forward(centered: Any, inv_std: Any, gamma: Any, beta: Any) -> tuple[Any, Any]:
+    """(x̂, y) in one kernel: centered (N, C, H, W) = x - μ; inv_std, gamma and beta
+    (C, 1, 1). Both outputs have the memory layout of `centered`."""
+    cupy = _cupy()
+    x_hat, y = cupy.empty_like(centered), cupy.empty_like(centered)
+    kernel = _cached("batchnorm_forward", _batchnorm_forward_kernel)
+    kernel(centered, inv_std, gamma, beta, x_hat, y)
+    return x_hat, y
+
+
+def batchnorm_input_grad(
+    dy: Any, x_hat: Any, gamma: Any, inv_std: Any, dbeta: Any, dgamma: Any, count: int
+) -> Any:
+    """dx (N, C, H, W) in one kernel from dy and x̂ (N, C, H, W) and gamma, inv_std, dbeta,
+    dgamma (C, 1, 1), with `count` = M values per channel. dx has dy's memory layout."""
+    dx = _cupy().empty_like(dy)
+    dtype = dy.dtype.type
+    kernel = _cached("batchnorm_input_grad", _batchnorm_input_grad_kernel)
+    kernel(dy, x_hat, gamma, inv_std, dbeta, dgamma, dtype(count), dtype(1.0 / count), dx)
+    return dx
 
 
 # ---------------------------------------------------------------------------------------

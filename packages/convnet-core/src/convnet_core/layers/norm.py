@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from .. import cuda_kernels
+from ..backend import is_cupy
 from ..precision import accumulation_dtype
 from .base import check_input, register_layer, require_image_shape
 
@@ -75,8 +77,12 @@ class BatchNorm2D:
         centered = x - mean[:, None, None]
         var = (centered * centered).mean(axis=axes, dtype=acc).astype(x.dtype, copy=False)
         inv_std = 1 / xp.sqrt(var + dtype(self.eps))  # (C,)
-        x_hat = centered * inv_std[:, None, None]  # (N, C, H, W)
-        y = x_hat * gamma[:, None, None] + beta[:, None, None]
+        per_channel = inv_std[:, None, None], gamma[:, None, None], beta[:, None, None]
+        if is_cupy(xp) and cuda_kernels.batchnorm_kernels_take(x):  # one kernel
+            x_hat, y = cuda_kernels.batchnorm_forward(centered, *per_channel)
+        else:
+            x_hat = centered * per_channel[0]  # (N, C, H, W)
+            y = x_hat * per_channel[1] + per_channel[2]
         unbiased = var * dtype(count / max(count - 1, 1))
         m = dtype(self.momentum)
         new_state = {
@@ -96,7 +102,11 @@ class BatchNorm2D:
         if not input_grad:
             return grads, None
         count = dy.size // dy.shape[1]
+        gamma = params["gamma"]
+        if is_cupy(xp) and cuda_kernels.batchnorm_kernels_take(dy):  # one kernel
+            per_channel = (a[:, None, None] for a in (gamma, inv_std, dbeta, dgamma))
+            return grads, cuda_kernels.batchnorm_input_grad(dy, x_hat, *per_channel, count)
         dtype = dy.dtype.type
-        scale = (params["gamma"] * inv_std * dtype(1.0 / count))[:, None, None]
+        scale = (gamma * inv_std * dtype(1.0 / count))[:, None, None]
         dx = scale * (dtype(count) * dy - dbeta[:, None, None] - x_hat * dgamma[:, None, None])
         return grads, dx
