@@ -431,6 +431,18 @@ def bench_kernels(xp) -> list[dict]:
             partial(K.maxpool_backward, dy, first_max, shape, (2, 2), (2, 2)),
             partial(array_code, layer.grad, {}, cache, dy, xp=xp),
         )
+    # the best preset's batch norms (after its 16-, 32- and 64-channel convs), training
+    norm = L.BatchNorm2D()
+    arrays = partial(with_switch, "BATCHNORM_ON_GPU", "arrays")
+    for shape in [(512, 16, 28, 28), (512, 32, 14, 14), (512, 64, 7, 7)]:
+        x = rng.standard_normal(shape, dtype=xp.float32)
+        params, state = cn.init(norm, shape[1:], rng=0, xp=xp)
+        y, _, cache = norm.apply(params, state, x, training=True, rng=None, xp=xp)
+        dy = rng.standard_normal(shape, dtype=xp.float32)
+        forward = partial(norm.apply, params, state, x, training=True, rng=None, xp=xp)
+        backward = partial(norm.grad, params, cache, dy, xp=xp)
+        timed("batchnorm forward", shape, forward, partial(arrays, forward))
+        timed("batchnorm backward", shape, backward, partial(arrays, backward))
     for n in (64, 512):
         logits = rng.standard_normal((n, 10), dtype=xp.float32)
         labels = xp.arange(n) % 10

@@ -84,6 +84,7 @@ def test_bench_gpu_runs_its_gpu_path(tmp_path):
     assert kernels.count("softmax xent") == 2
     assert kernels.count("maxpool forward") == kernels.count("maxpool backward") == 3
     assert kernels.count("im2col gather|copies") == 3
+    assert kernels.count("batchnorm forward") == kernels.count("batchnorm backward") == 3
 
 
 def test_train_and_evaluate_with_device_cuda(tmp_path):
