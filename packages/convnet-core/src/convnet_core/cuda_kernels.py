@@ -750,7 +750,7 @@ def maxpool_backward(
 # (C, 1, 1) arrays, broadcast, and M = N*H*W is the count per channel:
 #
 #     forward   x̂ = centered · inv_std,  y = x̂ · γ + β
-#     backward  dx = (γ · inv_std · (1/M)) · (M · dy - dβ - x̂ · dγ)
+#     backward  dx = (γ · inv_std) · (dy - mean(dy) - x̂ · mean(dy x̂))
 #
 # each product and sum rounded in the order the layer's array code rounds it.
 
@@ -778,10 +778,9 @@ def _batchnorm_forward_kernel() -> Any:
 
 def _batchnorm_input_grad_kernel() -> Any:
     return _cupy().ElementwiseKernel(
-        "T dy, T x_hat, T gamma, T inv_std, T dbeta, T dgamma, T count, T inv_count",
+        "T dy, T x_hat, T gamma, T inv_std, T mean_dy, T mean_dy_x_hat",
         "T dx",
-        "T scale = gamma * inv_std * inv_count;"
-        " dx = scale * (count * dy - dbeta - x_hat * dgamma);",
+        "dx = gamma * inv_std * (dy - mean_dy - x_hat * mean_dy_x_hat)",
         "convnet_batchnorm_input_grad",
     )
 
@@ -797,14 +796,13 @@ def batchnorm_forward(centered: Any, inv_std: Any, gamma: Any, beta: Any) -> tup
 
 
 def batchnorm_input_grad(
-    dy: Any, x_hat: Any, gamma: Any, inv_std: Any, dbeta: Any, dgamma: Any, count: int
+    dy: Any, x_hat: Any, gamma: Any, inv_std: Any, mean_dy: Any, mean_dy_x_hat: Any
 ) -> Any:
-    """dx (N, C, H, W) in one kernel from dy and x̂ (N, C, H, W) and gamma, inv_std, dbeta,
-    dgamma (C, 1, 1), with `count` = M values per channel. dx has dy's memory layout."""
+    """dx (N, C, H, W) in one kernel from dy and x̂ (N, C, H, W) and the per-channel gamma,
+    inv_std, mean(dy) and mean(dy x̂) (C, 1, 1). dx has dy's memory layout."""
     dx = _cupy().empty_like(dy)
-    dtype = dy.dtype.type
     kernel = _cached("batchnorm_input_grad", _batchnorm_input_grad_kernel)
-    kernel(dy, x_hat, gamma, inv_std, dbeta, dgamma, dtype(count), dtype(1.0 / count), dx)
+    kernel(dy, x_hat, gamma, inv_std, mean_dy, mean_dy_x_hat, dx)
     return dx
 
 

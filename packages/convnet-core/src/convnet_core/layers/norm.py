@@ -34,7 +34,7 @@ class BatchNorm2D:
                variance put into running_var is the unbiased σ² M / (M - 1), as PyTorch
                does. (PyTorch's `momentum` is the weight of the batch: torch = 1 - ours.)
     Inference  x̂ = (x - running_mean) / √(running_var + eps).
-    Backward   dγ = Σ dy x̂,  dβ = Σ dy,  dx = γ / (M √(σ² + eps)) (M dy - dβ - x̂ dγ).
+    Backward   dγ = Σ dy x̂,  dβ = Σ dy,  dx = γ / √(σ² + eps) (dy - dβ/M - x̂ dγ/M).
     """
 
     momentum: float = attrs.field(default=0.9, converter=float, validator=_check_momentum)
@@ -92,21 +92,28 @@ class BatchNorm2D:
         return y, new_state, (x_hat, inv_std)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
-        """dγ = Σ dy x̂, dβ = Σ dy (C,); dx = γ/(M√(σ²+eps)) (M dy - dβ - x̂ dγ)."""
+        """dγ = Σ dy x̂, dβ = Σ dy (C,); dx = γ/√(σ²+eps) (dy - mean(dy) - x̂ mean(dy x̂)).
+
+        The per-channel means are taken in the accumulation dtype: in float16 the count
+        M = N*H*W itself overflows past 65504 (a 512 x 28 x 28 batch has 401,408).
+        """
         x_hat, inv_std = cache
         axes = (0, 2, 3)
         acc = accumulation_dtype(dy.dtype)  # float32 sums for float16, else dy.dtype
-        dgamma = (dy * x_hat).sum(axis=axes, dtype=acc).astype(dy.dtype, copy=False)  # (C,)
-        dbeta = dy.sum(axis=axes, dtype=acc).astype(dy.dtype, copy=False)  # (C,)
-        grads = {"gamma": dgamma, "beta": dbeta}
+        dgamma = (dy * x_hat).sum(axis=axes, dtype=acc)  # (C,), in acc
+        dbeta = dy.sum(axis=axes, dtype=acc)  # (C,), in acc
+        grads = {
+            "gamma": dgamma.astype(dy.dtype, copy=False),
+            "beta": dbeta.astype(dy.dtype, copy=False),
+        }
         if not input_grad:
             return grads, None
-        count = dy.size // dy.shape[1]
-        gamma = params["gamma"]
+        count = dy.size // dy.shape[1]  # M
+        mean_dy = (dbeta / count).astype(dy.dtype, copy=False)  # (C,)
+        mean_dy_x_hat = (dgamma / count).astype(dy.dtype, copy=False)  # (C,)
+        per_channel = [a[:, None, None] for a in (params["gamma"], inv_std, mean_dy, mean_dy_x_hat)]
         if is_cupy(xp) and cuda_kernels.batchnorm_kernels_take(dy):  # one kernel
-            per_channel = (a[:, None, None] for a in (gamma, inv_std, dbeta, dgamma))
-            return grads, cuda_kernels.batchnorm_input_grad(dy, x_hat, *per_channel, count)
-        dtype = dy.dtype.type
-        scale = (gamma * inv_std * dtype(1.0 / count))[:, None, None]
-        dx = scale * (dtype(count) * dy - dbeta[:, None, None] - x_hat * dgamma[:, None, None])
+            return grads, cuda_kernels.batchnorm_input_grad(dy, x_hat, *per_channel)
+        gamma, inv_std, mean_dy, mean_dy_x_hat = per_channel
+        dx = gamma * inv_std * (dy - mean_dy - x_hat * mean_dy_x_hat)
         return grads, dx
