@@ -58,7 +58,8 @@ STARTED = time.perf_counter()
 # - best: two BatchNorm conv blocks (16, 32 filters) stopped at 99.28% after 15 epochs; a
 #   third block (64 filters at 7x7) costs little more and reached 99.46% after 15 epochs
 #   and 99.50% after 20 (12.5 min; 99.55% with --seed 1); with the faster kernels, whose
-#   sums round differently, 99.45% after 20 in 9.3 min (load 0.4).
+#   sums round differently, 99.45% after 20 in 9.3 min (load 0.4); with BatchNorm's
+#   backward in its mean form (float16-safe), 99.57% after 20 in 8.7 min.
 # - One BLAS thread: the matrices are small, the second core prepares the (augmented)
 #   batches, and on a loaded machine two OpenBLAS threads made an epoch over 20x slower.
 
