@@ -414,14 +414,13 @@ def test_mixed_precision_step_on_the_gpu_matches_a_float32_step(cp):
     logits, _, cache = cn.apply(net, params, state, x, training=True, xp=cp)
     _, dlogits = losses.softmax_cross_entropy(logits, y, xp=cp)
     grads32, _ = cn.grad(net, params, cache, dlogits, xp=cp, input_grad=False)
-    # At a scale of 1024 the gradient into the first conv overflows float16 on this batch
-    # (the scaler would skip that step); 64 keeps it finite.
+    # 1024 keeps these gradients inside float16 (2**16, the scaler's start, overflows it)
     out = precision.mixed_precision_step(
-        net, params, state, opt.init(params), precision.DynamicLossScaler(scale=64.0), x, y,
+        net, params, state, opt.init(params), precision.DynamicLossScaler(scale=1024.0), x, y,
         optimizer=opt, loss_fn=losses.softmax_cross_entropy, xp=cp,
     )  # fmt: skip
     new_params, new_state, _, scaler, loss, _, finite = out
-    assert bool(finite) and float(scaler.scale) == 64.0
+    assert bool(finite) and float(scaler.scale) == 1024.0
     assert {leaf.dtype for leaf in T.leaves((new_params, new_state))} == {numpy.dtype("float32")}
     # float16 rounding, judged against each leaf's size, or a tenth of the largest gradient
     # for the conv biases followed by BatchNorm, whose exact gradient is 0
