@@ -327,12 +327,14 @@ def bench_anatomy(xp, torch, layers_of, names, batch: int, torch_data) -> list[d
 # fused kernels against the unfused code they replace
 
 
-# (label, cuda_kernels switch, its array-code value): epochs timed with one fast path off
-SWITCHED_EPOCHS = [
-    ("float32 fit, col2im loop", "COL2IM_ON_GPU", "loop"),
-    ("float32 fit, maxpool arrays", "MAXPOOL_ON_GPU", "arrays"),
-    ("float32 fit, im2col copies", "IM2COL_ON_GPU", "copies"),
-    ("float32 fit, batchnorm arrays", "BATCHNORM_ON_GPU", "arrays"),
+# (label, cuda_kernels switch, its array-code value): each GPU fast path, switched off.
+# The epochs here and benchmarks/gpu_calls.py's counts are taken with each in turn.
+FAST_PATHS_OFF = [
+    ("softmax xent arrays", "SOFTMAX_XENT_ON_GPU", "arrays"),
+    ("maxpool arrays", "MAXPOOL_ON_GPU", "arrays"),
+    ("col2im loop", "COL2IM_ON_GPU", "loop"),
+    ("im2col copies", "IM2COL_ON_GPU", "copies"),
+    ("batchnorm arrays", "BATCHNORM_ON_GPU", "arrays"),
 ]
 
 
@@ -529,17 +531,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.kernels and not args.cpu and batch == max(batch_sizes):
                 # the whole epoch again with one fast path switched to the array code: what
                 # each kernel buys in a real step, not only in isolation
-                for label, switch, slow in SWITCHED_EPOCHS:
+                for off, switch, slow in FAST_PATHS_OFF:
+                    label = f"float32 fit, {off}"
+                    layers = models[name]()
                     seconds = with_switch(
-                        switch,
-                        slow,
-                        convnet_fit_epoch,
-                        xp,
-                        models[name](),
-                        x,
-                        y,
-                        batch,
-                        mixed=False,
+                        switch, slow, convnet_fit_epoch, xp, layers, x, y, batch, mixed=False
                     )
                     results.append(
                         {"model": name, "batch": batch, "variant": label, "convnet_s": seconds}

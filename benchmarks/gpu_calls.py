@@ -9,7 +9,7 @@ and the same on every machine; what each call costs is for `bench_gpu.py --anato
 say on a GPU.
 
 Each model is counted with every fast path on, then with each of them switched back to
-its array code (`cuda_kernels` switches; ReLU and Adam have none):
+its array code (`bench_gpu.FAST_PATHS_OFF`; ReLU and Adam have no switch):
 
     python benchmarks/gpu_calls.py                    # README and best models, batch 512
     python benchmarks/gpu_calls.py --json calls.json  # also write the counts as JSON
@@ -30,19 +30,9 @@ for path in [*sorted((ROOT / "packages").glob("*/src")), ROOT / "packages/convne
 
 import convnet_core as cn  # noqa: E402
 import numpy  # noqa: E402
-from convnet_core import cuda_kernels  # noqa: E402
+from bench_gpu import FAST_PATHS_OFF, with_switch  # noqa: E402
 from cupy_on_numpy import cupy_on_numpy_installed  # noqa: E402
 from device_arrays import counting_calls  # noqa: E402
-
-# (label, cuda_kernels switch, its array-code value)
-SETTINGS = [
-    ("all fast paths", None, None),
-    ("softmax xent arrays", "SOFTMAX_XENT_ON_GPU", "arrays"),
-    ("maxpool arrays", "MAXPOOL_ON_GPU", "arrays"),
-    ("col2im loop", "COL2IM_ON_GPU", "loop"),
-    ("im2col copies", "IM2COL_ON_GPU", "copies"),
-    ("batchnorm arrays", "BATCHNORM_ON_GPU", "arrays"),
-]
 
 
 def calls_per_step(layers, batch: int) -> tuple[float, float]:
@@ -78,16 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'model':7} {'setting':22} {'calls':>6} {'fused kernels':>14}")
     with cupy_on_numpy_installed(pathlib.Path(tempfile.mkdtemp(prefix="gpu_calls_"))):
         for name in args.models:
-            for label, switch, value in SETTINGS:
-                saved = getattr(cuda_kernels, switch) if switch else None
-                if switch:
-                    setattr(cuda_kernels, switch, value)
-                try:
-                    layers = getattr(cn.presets, f"{name}_layers")()
-                    calls, kernels = calls_per_step(layers, args.batch)
-                finally:
-                    if switch:
-                        setattr(cuda_kernels, switch, saved)
+            layers = getattr(cn.presets, f"{name}_layers")()
+            settings = [("all fast paths", calls_per_step, ())]
+            settings += [
+                (label, with_switch, (switch, value, calls_per_step))
+                for label, switch, value in FAST_PATHS_OFF
+            ]
+            for label, run, head in settings:
+                calls, kernels = run(*head, layers, args.batch)
                 rows.append({"model": name, "setting": label, "calls": calls, "kernels": kernels})
                 print(f"{name:7} {label:22} {calls:6.0f} {kernels:14.0f}", flush=True)
     if args.json:

@@ -74,6 +74,7 @@ def test_bench_gpu_runs_its_gpu_path(tmp_path):
             assert (model, batch, "float32 fit") in variants
             assert (model, batch, "mixed fit") in variants
         assert (model, 64, "float32 fit, col2im loop") in variants  # at the largest batch
+        assert (model, 64, "float32 fit, softmax xent arrays") in variants
         assert (model, 64, "float32 fit, maxpool arrays") in variants
         assert (model, 64, "float32 fit, im2col copies") in variants
         assert (model, 64, "float32 fit, batchnorm arrays") in variants
