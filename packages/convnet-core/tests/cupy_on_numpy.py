@@ -127,7 +127,21 @@ class CupyArray(DeviceArray):
         return Device(0)
 
 
-class Device:
+class _WaitsForTheGpu:
+    """What cupy.cuda.Device and Stream share here: a `with` block that does nothing (one
+    device, one queue) and a synchronize, refused where host reads are."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def synchronize(self) -> None:
+        _refuse_if_refusing(f"{type(self).__name__}.synchronize()")
+
+
+class Device(_WaitsForTheGpu):
     """cupy.cuda.Device: the one device, 0."""
 
     def __init__(self, device: int = 0) -> None:
@@ -135,30 +149,12 @@ class Device:
             raise ValueError(f"there is one device, 0, not {device}")
         self.id = 0
 
-    def __enter__(self) -> Device:
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-    def synchronize(self) -> None:
-        _refuse_if_refusing("Device.synchronize()")
-
-
-class Stream:
+class Stream(_WaitsForTheGpu):
     """cupy.cuda.Stream: one queue, as the stand-in runs everything at once."""
 
     def __init__(self, non_blocking: bool = False) -> None:
         self.non_blocking = non_blocking
-
-    def __enter__(self) -> Stream:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-    def synchronize(self) -> None:
-        _refuse_if_refusing("Stream.synchronize()")
 
 
 def _as_host(value: Any) -> Any:
