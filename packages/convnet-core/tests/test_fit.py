@@ -13,7 +13,7 @@ from convnet_core import Model, optim
 from convnet_core import tree as T
 from convnet_core.callbacks import EarlyStopping, ReduceLROnPlateau
 from convnet_core.layers import Activation, BatchNorm2D, Conv2D, Dense, Dropout, Flatten
-from convnet_core.training import NonFiniteLossError
+from convnet_core.training import NonFiniteLossError, RunningTotals
 
 
 def host_leaves(tree):
@@ -266,6 +266,35 @@ def test_divergence_stops_with_a_clear_error_and_keeps_good_params(xp):
         model.fit((x, y), epochs=2, batch_size=8, verbose=False)
     assert all(numpy.isfinite(leaf).all() for leaf in host_leaves(model.params))
     assert model.epoch == 0
+
+
+def test_reported_loss_and_accuracy_are_the_means_over_every_sample(xp):
+    # lr=0 keeps the weights, so the epoch's figures are those of the untrained model on
+    # all 100 samples; batches of 32 leave a last batch of 4, which must weigh 4/100
+    x, y = blobs(100, seed=3)
+    model = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.0)
+    history = model.fit((x, y), epochs=1, batch_size=32, verbose=False)
+    probabilities = numpy.asarray(model.predict(x), dtype=numpy.float64)  # (100, 2)
+    want_loss = -numpy.log(probabilities[numpy.arange(100), y]).mean()
+    want_acc = (probabilities.argmax(axis=1) == y).mean()
+    assert 0.2 < want_acc < 0.8  # an untrained model: neither all right nor all wrong
+    assert history["loss"][0] == pytest.approx(want_loss, rel=1e-5)
+    assert history["acc"][0] == want_acc
+    assert model.evaluate(x, y) == (pytest.approx(want_loss, rel=1e-5), want_acc)
+
+
+def test_running_totals_read_back_together_and_name_the_first_bad_batch(xp):
+    totals = RunningTotals(xp)
+    for batch, (n, loss, correct) in enumerate([(8, 0.5, 6), (8, 1.5, 2), (4, 2.0, 4)], 1):
+        totals.add(batch, n, xp.asarray(loss, dtype="float32"), xp.asarray(correct))
+    assert (len(totals), totals.seen) == (3, 20)
+    assert totals.settle() is None and len(totals) == 0
+    assert totals.metrics(track_accuracy=True) == {"loss": 24.0 / 20, "acc": 12 / 20}
+    totals.add(4, 4, xp.asarray(1.0), None)
+    totals.add(5, 4, xp.asarray(numpy.nan), None)
+    totals.add(6, 4, xp.asarray(numpy.inf), None)
+    assert totals.settle() == 5
+    assert totals.metrics(track_accuracy=False)["acc"] is None
 
 
 class Recorder:

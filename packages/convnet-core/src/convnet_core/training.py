@@ -7,10 +7,10 @@ One step is exactly the custom loop of the design notes:
     grads, _ = net.grad(params, cache, dlogits, xp=xp, input_grad=False)
     params, opt_state = opt.update(params, grads, opt_state)
 
-Around it, fit only batches the data, keeps running sums of the loss and of the correct
-predictions on the device (read back to the host when the progress display refreshes and
-at the end of the epoch, never once per batch on a GPU), checks that the loss stays finite,
-and calls the callbacks.
+Around it, fit only batches the data, sums the loss and the correct predictions on the
+host (each batch's values wait on the device and are read back together when the progress
+display refreshes, every 50 batches and at the end of the epoch, never once per batch on a
+GPU; see `RunningTotals`), checks that the loss stays finite, and calls the callbacks.
 
 Randomness: every epoch draws its shuffling order and its dropout masks from generators
 seeded with (seed, epoch index), so a run is fully described by its seed, the data and the
@@ -244,21 +244,61 @@ def split_validation(data: TrainingData, fraction: float) -> tuple[TrainingData,
 # The loop
 
 
-def _check_finite(pending: list, xp: Any) -> int | None:
-    """The 1-based number of the first batch in `pending` whose loss is not finite, or None.
+class RunningTotals:
+    """Sums over an epoch's batches of the loss (weighted by batch size) and of the correct
+    predictions, kept on the host.
 
-    All pending losses are read back in one transfer.
+    Each batch's 0-d device values wait in a list until `settle` reads them all back, one
+    transfer per kind: a GPU step then queues no work for the bookkeeping and never waits
+    for the GPU, and the host does the adding.
     """
-    if not pending:
-        return None
-    if len(pending) == 1:
-        values = [float(pending[0][1])]
-    else:
-        values = backend.to_host(xp.stack([loss for _, loss in pending])).tolist()
-    for (batch, _), value in zip(pending, values, strict=True):
-        if not math.isfinite(value):
-            return batch
-    return None
+
+    def __init__(self, xp: Any) -> None:
+        self.xp = xp
+        self.loss_sum = 0.0
+        self.correct = 0
+        self.seen = 0
+        self._pending: list[tuple[int, int, Any, Any]] = []  # (batch, n, loss, correct)
+
+    def add(self, batch: int, n: int, loss: Any, correct: Any | None) -> None:
+        """Batch number `batch` (1-based) of `n` samples: its mean loss and its number of
+        correct predictions (0-d device arrays; `correct` None when not counted)."""
+        self._pending.append((batch, n, loss, correct))
+        self.seen += n
+
+    def __len__(self) -> int:
+        """The number of batches not settled yet."""
+        return len(self._pending)
+
+    def settle(self) -> int | None:
+        """Read the pending values back and add them in; returns the 1-based number of the
+        first batch whose loss is not finite, or None."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return None
+        losses = self._to_host([loss for _, _, loss, _ in pending])
+        counts = [correct for _, _, _, correct in pending]
+        counts = self._to_host(counts) if counts[0] is not None else [0] * len(pending)
+        first_bad = None
+        for (batch, n, _, _), loss, correct in zip(pending, losses, counts, strict=True):
+            self.loss_sum += loss * n
+            self.correct += int(correct)
+            if first_bad is None and not math.isfinite(loss):
+                first_bad = batch
+        return first_bad
+
+    def _to_host(self, values: list) -> list:
+        """0-d device arrays as Python numbers, in one transfer."""
+        if len(values) == 1:
+            return [values[0].item()]
+        return backend.to_host(self.xp.stack(values)).tolist()
+
+    def metrics(self, track_accuracy: bool) -> dict[str, float | None]:
+        """{"loss": mean loss, "acc": accuracy (None when not tracked)} over settled batches."""
+        return {
+            "loss": self.loss_sum / self.seen,
+            "acc": self.correct / self.seen if track_accuracy else None,
+        }
 
 
 def _diverged(epoch: int, batch: int, lr: float) -> NonFiniteLossError:
@@ -296,10 +336,7 @@ def run_epoch(
     tail_grads = tuple({} for _ in tail_params)
     last_good = (params, state, opt_state)
     candidate = last_good
-    pending: list[tuple[int, Any]] = []
-    loss_sum = xp.zeros((), dtype="float64")
-    correct = xp.zeros((), dtype="int64")
-    seen = 0
+    totals = RunningTotals(xp)
     try:
         batches = data.batches(
             batch_size, shuffle=shuffle, seed=epoch_seed(seed, epoch_index, SHUFFLE_STREAM), xp=xp
@@ -322,31 +359,22 @@ def run_epoch(
                 del cache
                 params, opt_state = opt.update(params, grads + tail_grads, opt_state)
                 state = trunk_state + tail_state
-            loss_sum = loss_sum + loss * n
-            if labels.track_accuracy:
-                correct = correct + labels.correct(out, y)
-            seen += n
-            pending.append((batch, loss))
+            totals.add(batch, n, loss, labels.correct(out, y) if labels.track_accuracy else None)
             progress.advance()
             refresh = progress.due()
-            if refresh or len(pending) >= check_every:
-                bad = _check_finite(pending, xp)
+            if refresh or len(totals) >= check_every:
+                bad = totals.settle()
                 if bad is not None:
                     model.params, model.state, model.opt_state = last_good
                     raise _diverged(epoch_index + 1, bad, float(opt_state["lr"]))
-                pending.clear()
                 last_good = candidate
             if refresh:
-                progress.show(
-                    _progress_metrics(
-                        loss_sum, correct, seen, labels, opt_state, progress.elapsed()
-                    )
-                )
-        bad = _check_finite(pending, xp)
+                progress.show(_progress_metrics(totals, labels, opt_state, progress.elapsed()))
+        bad = totals.settle()
         if bad is not None:
             model.params, model.state, model.opt_state = last_good
             raise _diverged(epoch_index + 1, bad, float(opt_state["lr"]))
-        if seen == 0:
+        if totals.seen == 0:
             raise ValueError("fit: the training data yielded no batch")
     except KeyboardInterrupt:
         # Stopped by the user: keep the training done so far (the last verified step).
@@ -355,10 +383,9 @@ def run_epoch(
     finally:
         progress.close(None)
     model.params, model.state, model.opt_state = params, state, opt_state
-    result = {"loss": float(loss_sum) / seen}
-    result["acc"] = int(correct) / seen if labels.track_accuracy else None
+    result = totals.metrics(labels.track_accuracy)
     result["_seconds"] = progress.elapsed()
-    result["_samples"] = seen
+    result["_samples"] = totals.seen
     return result
 
 
@@ -396,12 +423,11 @@ def _mixed_step(model, trunk, n_trunk, params, state, opt_state, x, y, rng):
     return params, state, opt_state, loss, out
 
 
-def _progress_metrics(loss_sum, correct, seen, labels, opt_state, elapsed) -> dict[str, Any]:
+def _progress_metrics(totals, labels, opt_state, elapsed) -> dict[str, Any]:
     return {
-        "loss": float(loss_sum) / seen,
-        "acc": int(correct) / seen if labels.track_accuracy else None,
+        **totals.metrics(labels.track_accuracy),
         "lr": float(opt_state["lr"]),
-        "samples/s": seen / max(elapsed, 1e-9),
+        "samples/s": totals.seen / max(elapsed, 1e-9),
     }
 
 
@@ -471,23 +497,21 @@ def evaluate_batches(model, batches, labels: Labels) -> tuple[float, float | Non
     """Mean loss and accuracy of `model` over (x, y) batches, without training."""
     xp = model.xp
     trunk, n_trunk = model._trunk()
-    loss_sum = xp.zeros((), dtype="float64")
-    correct = xp.zeros((), dtype="int64")
-    seen = 0
-    for xb, yb in batches:
+    totals = RunningTotals(xp)
+    for batch, (xb, yb) in enumerate(batches, start=1):
         x = model._prepare_input(xb)
         y = labels.prepare(yb)
         out, _, _ = trunk.apply(
             model.params[:n_trunk], model.state[:n_trunk], x, training=False, rng=None, xp=xp
         )
         loss, _ = model._loss_fn(out, y, xp=xp)
-        loss_sum = loss_sum + loss * x.shape[0]
-        if labels.track_accuracy:
-            correct = correct + labels.correct(out, y)
-        seen += x.shape[0]
-    if seen == 0:
+        correct = labels.correct(out, y) if labels.track_accuracy else None
+        totals.add(batch, x.shape[0], loss, correct)
+    if totals.seen == 0:
         raise ValueError("evaluate: no data")
-    return float(loss_sum) / seen, (int(correct) / seen if labels.track_accuracy else None)
+    totals.settle()  # a non-finite loss makes the mean loss NaN or inf, as it should
+    metrics = totals.metrics(labels.track_accuracy)
+    return metrics["loss"], metrics["acc"]
 
 
 def _schedule_callbacks(
