@@ -22,15 +22,16 @@ learning rate and step count, so no value is copied to the host during training.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import attrs
-import numpy
 
 from . import cuda_kernels
 from . import tree as _tree
 from .backend import get_array_module, is_cupy
+from .checks import in_range, real
 
 __all__ = [
     "OPTIMIZERS",
@@ -64,14 +65,10 @@ def _zeros_like(tree: Any) -> Any:
     return _tree.map(lambda p: get_array_module(p).zeros_like(p), tree)
 
 
-def _check_positive(_instance, attribute, value):
-    if value is not None and value < 0:
-        raise ValueError(f"optimizer {attribute.name} must be >= 0, got {value}")
-
-
-def _check_clip(_instance, _attribute, value):
-    if value is not None and value <= 0:
-        raise ValueError(f"optimizer clip_norm must be positive or None, got {value}")
+_check_positive = in_range("optimizer", low=0.0)  # lr, weight decay, momentum, eps
+_check_clip = in_range("optimizer", low=0.0, low_open=True)  # clip_norm, or None
+# the weight a moving average keeps (beta1, beta2, RMSprop's decay)
+_check_decay = in_range("optimizer", low=0.0, high=1.0, high_open=True)
 
 
 def global_norm(grads: Any) -> Any:
@@ -317,14 +314,9 @@ class Adam(Optimizer):
 
     name: ClassVar[str] = "adam"
     lr: float = attrs.field(default=1e-3, converter=float, validator=_check_positive)
-    beta1: float = attrs.field(default=0.9, converter=float)
-    beta2: float = attrs.field(default=0.999, converter=float)
-    eps: float = attrs.field(default=1e-8, converter=float)
-
-    def __attrs_post_init__(self):
-        for label, beta in (("beta1", self.beta1), ("beta2", self.beta2)):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"{self.name}: {label} must be in [0, 1), got {beta}")
+    beta1: float = attrs.field(default=0.9, converter=float, validator=_check_decay)
+    beta2: float = attrs.field(default=0.999, converter=float, validator=_check_decay)
+    eps: float = attrs.field(default=1e-8, converter=float, validator=_check_positive)
 
     def _slots(self, params):
         return {"m": _zeros_like(params), "v": _zeros_like(params)}
@@ -399,8 +391,8 @@ class RMSprop(Optimizer):
 
     name: ClassVar[str] = "rmsprop"
     lr: float = attrs.field(default=1e-3, converter=float, validator=_check_positive)
-    decay: float = attrs.field(default=0.9, converter=float)
-    eps: float = attrs.field(default=1e-8, converter=float)
+    decay: float = attrs.field(default=0.9, converter=float, validator=_check_decay)
+    eps: float = attrs.field(default=1e-8, converter=float, validator=_check_positive)
 
     def _slots(self, params):
         return {"v": _zeros_like(params)}
@@ -493,6 +485,6 @@ def get_lr(opt_state: dict[str, Any]) -> float:
 def set_lr(opt_state: dict[str, Any], lr: Any) -> dict[str, Any]:
     """A new state whose learning rate is `lr` (a float or a 0-d array); the rest is shared."""
     xp = get_array_module(opt_state["lr"])
-    if isinstance(lr, (int, float, numpy.floating, numpy.integer)) and lr < 0:
-        raise ValueError(f"the learning rate must be >= 0, got {lr}")
+    if isinstance(lr, numbers.Real):  # a 0-d device array is not read back to be checked
+        real(lr, "the learning rate", low=0.0)
     return {**opt_state, "lr": xp.asarray(lr, dtype="float64")}

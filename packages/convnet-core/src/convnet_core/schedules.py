@@ -23,6 +23,8 @@ from typing import Any
 
 import attrs
 
+from .checks import in_range
+
 __all__ = ["Cosine", "ReduceOnPlateau", "StepDecay", "cosine", "reduce_on_plateau", "step_decay"]
 
 
@@ -31,7 +33,9 @@ class StepDecay:
     """factor(step) = gamma ** floor(step / step_size): multiply by gamma every step_size steps."""
 
     step_size: int = attrs.field(converter=int)
-    gamma: float = attrs.field(default=0.1, converter=float)
+    gamma: float = attrs.field(
+        default=0.1, converter=float, validator=in_range("step_decay", low=0)
+    )
 
     def __attrs_post_init__(self):
         if self.step_size < 1:
@@ -53,7 +57,9 @@ class Cosine:
 
     total_steps: int = attrs.field(converter=int)
     warmup_steps: int = attrs.field(default=0, converter=int)
-    min_factor: float = attrs.field(default=0.0, converter=float)
+    min_factor: float = attrs.field(
+        default=0.0, converter=float, validator=in_range("cosine", low=0)
+    )
 
     def __attrs_post_init__(self):
         if self.total_steps < 1:
@@ -100,6 +106,9 @@ def _check_mode(_instance, _attribute, value):
         raise ValueError(f"mode must be 'min' or 'max', got {value!r}")
 
 
+_PLATEAU = "reduce_on_plateau"
+
+
 @attrs.frozen
 class ReduceOnPlateau:
     """Lower the learning rate when a metric stops improving.
@@ -110,17 +119,17 @@ class ReduceOnPlateau:
     losses and "max" for accuracies. State: {"best": float or None, "wait": int}.
     """
 
-    factor: float = attrs.field(default=0.5, converter=float)
-    patience: int = attrs.field(default=3, converter=int)
-    min_lr: float = attrs.field(default=1e-6, converter=float)
-    min_delta: float = attrs.field(default=1e-4, converter=float)
+    factor: float = attrs.field(
+        default=0.5,
+        converter=float,
+        validator=in_range(_PLATEAU, low=0, high=1, low_open=True, high_open=True),
+    )
+    patience: int = attrs.field(default=3, converter=int, validator=in_range(_PLATEAU, low=0))
+    min_lr: float = attrs.field(default=1e-6, converter=float, validator=in_range(_PLATEAU, low=0))
+    min_delta: float = attrs.field(
+        default=1e-4, converter=float, validator=in_range(_PLATEAU, low=0)
+    )
     mode: str = attrs.field(default="min", validator=_check_mode)
-
-    def __attrs_post_init__(self):
-        if not 0.0 < self.factor < 1.0:
-            raise ValueError(f"reduce_on_plateau: factor must be in (0, 1), got {self.factor}")
-        if self.patience < 0:
-            raise ValueError(f"reduce_on_plateau: patience must be >= 0, got {self.patience}")
 
     def init(self) -> dict[str, Any]:
         """The starting state: no best value yet, no epochs waited."""

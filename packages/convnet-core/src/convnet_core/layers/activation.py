@@ -8,6 +8,7 @@ import attrs
 
 from .. import cuda_kernels
 from ..backend import is_cupy
+from ..checks import in_range
 from .base import register_layer
 
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -123,7 +124,7 @@ class Activation:
     """
 
     name: str = attrs.field(validator=_check_name)
-    alpha: float = 0.01
+    alpha: float = attrs.field(default=0.01, validator=in_range("Activation"))
 
     def output_shape(self, input_shape):
         """Any shape -> the same."""

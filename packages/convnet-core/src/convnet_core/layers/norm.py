@@ -6,18 +6,12 @@ import attrs
 
 from .. import cuda_kernels
 from ..backend import is_cupy
+from ..checks import in_range
 from ..precision import accumulation_dtype
 from .base import check_input, register_layer, require_image_shape
 
-
-def _check_momentum(_instance, _attribute, value):
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"BatchNorm2D momentum must be in [0, 1], got {value}")
-
-
-def _check_eps(_instance, _attribute, value):
-    if value <= 0.0:
-        raise ValueError(f"BatchNorm2D eps must be positive, got {value}")
+_check_momentum = in_range("BatchNorm2D", low=0.0, high=1.0)
+_check_eps = in_range("BatchNorm2D", low=0.0, low_open=True)
 
 
 @register_layer

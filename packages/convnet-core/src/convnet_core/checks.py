@@ -1,0 +1,73 @@
+"""Checks of settings (learning rates, rates, epsilons, counts) shared by the optimizers,
+layers, schedules and `fit`.
+
+A plain `if value < 0: raise` lets NaN through, since every comparison with NaN is false,
+and NaN or infinity in a setting only shows later as a diverged loss. These checks ask the
+opposite question, "is it a finite number in range?", so NaN and infinity fail with the
+setting's name.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+__all__ = ["count", "in_range", "real"]
+
+
+def real(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """`value` as a float, when it is a finite real number within the bounds given.
+
+    The bounds are closed unless `low_open`/`high_open`; ValueError names `name`, the
+    range and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    inside = math.isfinite(number)
+    if low is not None:
+        inside = inside and (number > low if low_open else number >= low)
+    if high is not None:
+        inside = inside and (number < high if high_open else number <= high)
+    if not inside:
+        raise ValueError(f"{name} must be {_describe(low, high, low_open, high_open)}, got {value}")
+    return number
+
+
+def _describe(low, high, low_open, high_open) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return "finite"
+
+
+def in_range(owner: str, **bounds: Any) -> Any:
+    """An attrs validator running `real` on a field, named "<owner> <field>"; None passes
+    (for optional fields)."""
+
+    def validate(_instance, attribute, value):
+        if value is not None:
+            real(value, f"{owner} {attribute.name}", **bounds)
+
+    return validate
+
+
+def count(value: Any, name: str, *, minimum: int = 1) -> int:
+    """`value` as an int, when it is a whole number (not a bool, not 2.5) >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
