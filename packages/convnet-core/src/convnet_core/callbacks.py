@@ -43,8 +43,17 @@ def monitor_mode(monitor: str, mode: str = "auto") -> str:
 
 
 def _monitored(logs: dict[str, Any], monitor: str) -> float | None:
+    """The monitored metric of an epoch's logs; None when it is NaN or infinite (which
+    counts as no improvement). A metric the logs lack is an error, not a stall: a
+    misspelled `monitor` must not quietly stop training."""
     value = logs.get(monitor)
-    if value is None or not math.isfinite(value):
+    if value is None:
+        logged = ", ".join(key for key, v in logs.items() if v is not None)
+        raise ValueError(
+            f"monitor={monitor!r} is not among the metrics of this training run ({logged})"
+            + ("; validation metrics need val_data or val_split" if "val" in monitor else "")
+        )
+    if not math.isfinite(value):
         return None
     return float(value)
 

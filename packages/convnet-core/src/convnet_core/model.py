@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy
 
-from . import backend, losses, optim
+from . import backend, checks, losses, optim
 from . import precision as _precision
 from . import tree as _tree
 from .api import init
@@ -388,6 +388,9 @@ class Model:
         With a cross-entropy loss these are class probabilities (N, classes), whether or
         not the network ends in a softmax; otherwise the network's outputs.
         """
+        batch_size = checks.count(batch_size, "Model.predict: batch_size")
+        if numpy.ndim(x) == 0:
+            raise ValueError(f"Model.predict: x must be a batch of inputs (N, ...), got {x!r}")
         if len(x) == 0:
             raise ValueError("Model.predict: no inputs")
         trunk, n = self._trunk() if self.loss_name else (self.network, len(self.layers))
@@ -405,11 +408,13 @@ class Model:
         """(mean loss, accuracy) on (x, y); accuracy is None when it does not apply."""
         if self._loss_fn is None:
             raise ValueError("Model.evaluate: call compile first (it needs a loss)")
+        batch_size = checks.count(batch_size, "Model.evaluate: batch_size")
+        data = TrainingData((x, y), "evaluate: the data")
+        x, y = data.arrays
         if self.params is None:
-            self.build(infer_input_shape(self.network, numpy.shape(x)))
+            self.build(infer_input_shape(self.network, x.shape))
         out_shape = self.network.output_shape(self.input_shape)
-        labels = Labels(self, y, num_classes, out_shape)
-        data = TrainingData((x, y))
+        labels = Labels(self, y, num_classes, out_shape, where="evaluate")
         return evaluate_batches(
             self, data.batches(batch_size, shuffle=False, seed=0, xp=self.xp), labels
         )

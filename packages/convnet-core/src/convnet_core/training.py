@@ -27,13 +27,15 @@ from typing import Any
 
 import numpy
 
-from . import backend, precision
+from . import backend, checks, precision
+from . import tree as T
 from .callbacks import (
     EarlyStopping,
     EpochProgress,
     LearningRateScheduler,
     ReduceLROnPlateau,
     _format_metrics,
+    _monitored,
 )
 from .layers.base import ShapeError
 from .schedules import Cosine
@@ -149,18 +151,25 @@ class TrainingData:
 
     `batches` yields host or device (x, y) pairs for one epoch; the seed for the shuffle is
     passed to a dataset's `batches` only when its signature takes `seed` (likewise `xp`).
+    Errors start with `what`, the argument as the caller knows it ("fit: the training
+    data", "fit: val_data", "evaluate: the data"). Arrays must hold finite real numbers;
+    `check_values=False` skips that pass for parts of data already checked whole.
     """
 
-    def __init__(self, data: Any):
+    def __init__(self, data: Any, what: str = "fit: the training data", check_values=True):
+        self.what = what
         if hasattr(data, "batches"):
             self.arrays = None
             self.dataset = data
         elif isinstance(data, (tuple, list)) and len(data) == 2:
-            x, y = data
+            x, y = (_as_array(part, what, name) for part, name in zip(data, "Xy", strict=True))
             if len(x) != len(y):
-                raise ValueError(f"fit: X has {len(x)} samples but y has {len(y)}")
+                raise ValueError(f"{what}: X has {len(x)} samples but y has {len(y)}")
             if len(x) == 0:
-                raise ValueError("fit: the training data is empty")
+                raise ValueError(f"{what} is empty")
+            if check_values:
+                _check_finite_values(x, f"{what}: X")
+                _check_finite_values(y, f"{what}: y")
             self.arrays = (x, y)
             self.dataset = None
         else:
@@ -203,7 +212,7 @@ class TrainingData:
         try:
             x, y = next(batches)
         except StopIteration:
-            raise ValueError("fit: the dataset yielded no batch") from None
+            raise ValueError(f"{self.what}: the dataset yielded no batch") from None
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
@@ -211,6 +220,36 @@ class TrainingData:
         # A dataset that keeps all its labels (convnet_data.Dataset does) has them all checked.
         all_labels = getattr(self.dataset, "labels", None)
         return tuple(x.shape), (y if all_labels is None else all_labels)
+
+
+def _as_array(values: Any, what: str, name: str) -> Any:
+    """`values` as an array: NumPy or CuPy arrays as they are, lists and scalars converted."""
+    if hasattr(values, "shape") and hasattr(values, "dtype"):
+        return values
+    array = numpy.asarray(values)  # host: a list or tuple the caller passed
+    if array.ndim == 0:
+        raise ValueError(f"{what}: {name} must be an array of samples, got {values!r}")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{what}: {name} must hold numbers, got {array.dtype} values")
+    return array
+
+
+def _check_finite_values(values: Any, what: str) -> None:
+    """ValueError unless `values` holds real numbers, none of them NaN or infinite (which
+    would otherwise show up as a diverged loss, blamed on the learning rate). One pass over
+    the data, once per fit."""
+    kind = values.dtype.kind
+    if kind not in "biuf":
+        raise ValueError(f"{what} must hold real numbers, got {values.dtype} values")
+    if kind != "f":
+        return  # booleans and integers are always finite
+    xp = backend.get_array_module(values)
+    bad = int(values.size - xp.count_nonzero(xp.isfinite(values)))  # one read-back
+    if bad:
+        first = numpy.argwhere(~numpy.isfinite(backend.to_host(values)))[0]  # host, rare
+        raise ValueError(
+            f"{what} holds {bad} NaN or infinite values (the first in sample {int(first[0])})"
+        )
 
 
 def array_batches(x: Any, y: Any, batch_size: int, *, shuffle: bool, seed: int) -> Iterator:
@@ -237,7 +276,8 @@ def split_validation(data: TrainingData, fraction: float) -> tuple[TrainingData,
     cut = len(x) - int(round(len(x) * fraction))
     if cut <= 0 or cut >= len(x):
         raise ValueError(f"fit: val_split={fraction} leaves no training or no validation data")
-    return TrainingData((x[:cut], y[:cut])), (x[cut:], y[cut:])
+    # the halves of data whose values were checked whole
+    return TrainingData((x[:cut], y[:cut]), check_values=False), (x[cut:], y[cut:])
 
 
 # ---------------------------------------------------------------------------------------
@@ -301,12 +341,18 @@ class RunningTotals:
         }
 
 
-def _diverged(epoch: int, batch: int, lr: float) -> NonFiniteLossError:
+def _diverged(epoch: int, batch: int, lr: float, what: str = "the loss") -> NonFiniteLossError:
     return NonFiniteLossError(
-        f"the loss became NaN or infinite at epoch {epoch}, batch {batch} "
+        f"{what} became NaN or infinite at epoch {epoch}, batch {batch} "
         f"(learning rate {lr:.3g}); the model keeps its last good parameters. "
         "Try a lower learning rate (compile(lr=...)) or gradient clipping (clip_norm=...)."
     )
+
+
+def _all_finite(tree: Any, xp: Any) -> bool:
+    """Whether every leaf of `tree` is free of NaN and infinity (one read-back)."""
+    flags = [xp.isfinite(leaf).all() for leaf in T.leaves(tree)]
+    return bool(xp.stack(flags).all()) if flags else True
 
 
 def run_epoch(
@@ -376,6 +422,11 @@ def run_epoch(
             raise _diverged(epoch_index + 1, bad, float(opt_state["lr"]))
         if totals.seen == 0:
             raise ValueError("fit: the training data yielded no batch")
+        # The losses vouch for the parameters each step started from; the last step's
+        # result has no loss after it, so it is checked directly, once per epoch.
+        if not _all_finite((params, state), xp):
+            model.params, model.state, model.opt_state = candidate
+            raise _diverged(epoch_index + 1, batch, float(opt_state["lr"]), "the parameters")
     except KeyboardInterrupt:
         # Stopped by the user: keep the training done so far (the last verified step).
         model.params, model.state, model.opt_state = last_good
@@ -439,9 +490,10 @@ class Labels:
     device.
     """
 
-    def __init__(self, model, y_sample: Any, num_classes: int | None, out_shape):
+    def __init__(self, model, y_sample: Any, num_classes: int | None, out_shape, where="fit"):
         self.xp = model.xp
         self.num_classes = num_classes
+        self.where = where
         y_sample = numpy.asarray(backend.to_host(y_sample))  # host: a few labels, for checks
         self.integer = y_sample.ndim == 1 and (
             y_sample.dtype.kind in "iu" or numpy.all(numpy.mod(y_sample, 1) == 0)  # host
@@ -449,19 +501,16 @@ class Labels:
         classes = out_shape[0] if len(out_shape) == 1 else None
         if num_classes is not None and classes is not None and classes != num_classes:
             raise ValueError(
-                f"fit: num_classes={num_classes} but the model's output has {classes} units"
+                f"{where}: num_classes={num_classes} but the model's output has {classes} units"
             )
         self.classes = classes
         self.cross_entropy = model._is_cross_entropy()
-        limit = num_classes if num_classes is not None else classes
-        classifying = num_classes is not None or self.cross_entropy
-        if classifying and limit and self.integer and y_sample.size:
-            low, top = int(y_sample.min()), int(y_sample.max())
-            if low < 0 or top >= limit:
-                raise ValueError(
-                    f"fit: integer labels must be classes in [0, {limit}) for a model with "
-                    f"{classes} outputs, but they run from {low} to {top}"
-                )
+        if self.cross_entropy and y_sample.ndim == 1 and not self.integer:
+            raise ValueError(
+                f"{where}: cross-entropy takes integer class labels (N,) or rows of class "
+                f"probabilities (N, classes), not fractional values such as "
+                f"{y_sample[numpy.mod(y_sample, 1) != 0][0]}"
+            )
         # Losses that compare whole rows get integer labels as one-hot rows.
         self.one_hot_targets = bool(
             self.integer and model.loss_name in ("mse", "huber") and classes and classes > 1
@@ -469,10 +518,34 @@ class Labels:
         self.track_accuracy = bool(
             classes and classes > 1 and (self.cross_entropy or self.integer or y_sample.ndim == 2)
         )
+        classifying = num_classes is not None or self.cross_entropy or self.one_hot_targets
+        limit = num_classes if num_classes is not None else classes
+        # the labels index classes: each must be one, or it would pick another row's value
+        self.class_limit = limit if classifying and limit and self.integer else None
+        self.check(y_sample, "labels")
+
+    def check(self, y: Any, what: str) -> None:
+        """ValueError unless every label in `y` (host) is a class in [0, classes), when the
+        labels are classes. NaN fails too."""
+        if self.class_limit is None or y.size == 0:
+            return
+        low, top = y.min(), y.max()
+        if not (low >= 0 and top < self.class_limit):
+            raise ValueError(
+                f"{self.where}: {what} must be classes in [0, {self.class_limit}) for a model "
+                f"with {self.classes} outputs, but they run from {low} to {top}"
+            )
 
     def prepare(self, y: Any) -> Any:
-        """A batch of labels on the device, in the form the loss takes."""
+        """A batch of labels on the device, in the form the loss takes.
+
+        Labels still on the host are checked first (cheap: a batch's minimum and maximum),
+        so that a dataset whose labels could not all be checked up front cannot slip a wrong
+        class in; labels already on a GPU are not read back for it.
+        """
         xp = self.xp
+        if isinstance(y, numpy.ndarray):
+            self.check(y, "labels")
         y = xp.asarray(y)
         if y.ndim != 1:
             return y  # one-hot or soft rows, or regression targets (N, outputs)
@@ -578,9 +651,9 @@ def fit(
         model._restore_checkpoint(resume_from)
     if model.optimizer is None or model._loss_fn is None:
         raise ValueError("fit: call model.compile(loss=..., optimizer=...) before fit")
-    if int(batch_size) < 1:
-        raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
-    batch_size = int(batch_size)
+    batch_size = checks.count(batch_size, "fit: batch_size")
+    epochs = checks.count(epochs, "fit: epochs", minimum=0)
+    callbacks = () if callbacks is None else callbacks
     train = TrainingData(data)
     if val_split:
         if val_data is not None:
@@ -596,12 +669,17 @@ def fit(
 
     out_shape = model.network.output_shape(model.input_shape)
     labels = Labels(model, y_sample, num_classes, out_shape)
-    val = TrainingData(val_data) if val_data is not None else None
+    val = None
+    if val_data is not None:
+        val = TrainingData(val_data, "fit: val_data", check_values=not val_split)
+        labels.check(numpy.asarray(backend.to_host(val.peek(batch_size)[1])), "val_data labels")
 
     first_epoch = 0 if resume_from is not None else model.epoch
     last_epoch = int(epochs) if resume_from is not None else model.epoch + int(epochs)
     if monitor is None:
         monitor = _default_monitor(val is not None, labels.track_accuracy)
+    elif early_stopping or lr_schedule == "plateau":
+        _check_monitor(monitor, val is not None, labels.track_accuracy)
     begin_cbs, end_cbs = _schedule_callbacks(
         model,
         lr_schedule=lr_schedule,
@@ -672,6 +750,14 @@ def fit(
             break
     _call(all_callbacks, "on_train_end", model)
     return model.history
+
+
+def _check_monitor(monitor: str, has_validation: bool, has_accuracy: bool) -> None:
+    """ValueError, before any training, when `monitor` names a metric fit will not log."""
+    logged = {"loss": 0.0, "acc": 0.0 if has_accuracy else None, "lr": 0.0}
+    if has_validation:
+        logged.update(val_loss=0.0, val_acc=0.0 if has_accuracy else None)
+    _monitored(logged, monitor)
 
 
 def _default_monitor(has_validation: bool, has_accuracy: bool) -> str:

@@ -1,0 +1,174 @@
+"""fit, evaluate and predict given bad data or settings: a clear error, before any
+training where the problem can be seen up front, and never a model that silently holds
+NaN weights or learned from wrong labels."""
+
+import math
+
+import numpy
+import pytest
+from convnet_core import Model
+from convnet_core import tree as T
+from convnet_core.callbacks import EarlyStopping
+from convnet_core.layers import Dense, Flatten
+from convnet_core.training import NonFiniteLossError
+
+
+def host_leaves(tree):
+    from convnet_core import backend
+
+    return [numpy.array(leaf) for leaf in T.leaves(backend.to_host(tree))]
+
+
+def data(n=32, classes=3, seed=0):
+    rng = numpy.random.default_rng(seed)
+    return rng.random((n, 4), dtype=numpy.float32), rng.integers(0, classes, n)
+
+
+def model(xp, **compile_options):
+    options = {"optimizer": "sgd", "lr": 0.1, **compile_options}
+    return Model([Dense(3)], device=xp, seed=0).compile(**options)
+
+
+class BatchesOnly:
+    """A dataset that only yields batches: its labels cannot be checked up front."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def batches(self, batch_size, shuffle=False):
+        for start in range(0, len(self.x), batch_size):
+            yield self.x[start : start + batch_size], self.y[start : start + batch_size]
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_an_update_that_breaks_the_weights_in_an_epochs_last_step_is_caught(xp, epochs):
+    # one batch per epoch: its update is the epoch's last, with no loss after it to tell
+    rng = numpy.random.default_rng(0)
+    x = rng.random((8, 1, 4, 4), dtype=numpy.float32) * 1e3
+    y = numpy.arange(8) % 10
+    net = Model([Flatten(), Dense(10)], device=xp, seed=0).compile(optimizer="sgd", lr=1e38)
+    net.build((1, 4, 4))
+    before = host_leaves(net.params)
+    with (
+        numpy.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(NonFiniteLossError, match="the parameters became NaN or infinite at epoch 1"),
+    ):
+        net.fit((x, y), epochs=epochs, batch_size=8, verbose=False)
+    after = host_leaves(net.params)
+    assert all(numpy.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    assert net.epoch == 0
+
+
+def test_validation_labels_are_checked_before_training(xp):
+    x, y = data()
+    net = model(xp)
+    for bad in (y + 3, y - 1):
+        with pytest.raises(ValueError, match=r"fit: val_data labels must be classes in \[0, 3\)"):
+            net.fit((x, y), val_data=(x, bad), epochs=1, verbose=False)
+    assert net.epoch == 0
+
+
+def test_a_wrong_label_in_a_later_batch_of_a_dataset_is_caught(xp):
+    x, y = data()
+    y[-1] = -1  # in the last batch; the dataset offers no `labels` to check up front
+    with pytest.raises(ValueError, match=r"labels must be classes in \[0, 3\).* from -1 to"):
+        model(xp).fit(BatchesOnly(x, y), epochs=1, batch_size=8, verbose=False)
+
+
+def test_integer_labels_for_mse_must_be_classes_too(xp):
+    x, y = data()
+    for bad in (y + 10, y - 3):
+        with pytest.raises(ValueError, match=r"labels must be classes in \[0, 3\)"):
+            model(xp, loss="mse").fit((x, bad), epochs=1, verbose=False)
+
+
+def test_fractional_labels_for_cross_entropy_are_refused(xp):
+    x, _ = data()
+    with pytest.raises(ValueError, match="integer class labels .* such as 0.5"):
+        model(xp).fit((x, numpy.full(len(x), 0.5)), epochs=1, verbose=False)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_nan_or_infinity_in_the_data_is_named_not_blamed_on_the_learning_rate(xp, value):
+    x, y = data()
+    x[5, 2] = value
+    net = model(xp)
+    with pytest.raises(ValueError, match=r"fit: the training data: X holds 1 NaN .*sample 5"):
+        net.fit((x, y), epochs=1, verbose=False)
+    good_x, _ = data()
+    with pytest.raises(ValueError, match=r"fit: val_data: X holds 1 NaN"):
+        net.fit((good_x, y), val_data=(x, y), epochs=1, verbose=False)
+    with pytest.raises(ValueError, match=r"evaluate: the data: X holds 1 NaN"):
+        net.evaluate(x, y)
+    one_hot = numpy.eye(3, dtype=numpy.float32)[y]
+    one_hot[0, 0] = value
+    with pytest.raises(ValueError, match=r"y holds 1 NaN"):
+        net.fit((good_x, one_hot), epochs=1, verbose=False)
+
+
+def test_inputs_that_are_not_real_numbers_are_refused(xp):
+    x, y = data()
+    with pytest.raises(ValueError, match="X must hold real numbers, got complex64"):
+        model(xp).fit((x.astype(numpy.complex64), y), epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="X must hold numbers"):
+        model(xp).fit(([["0.5"] * 4] * len(y), y), epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="y must be an array of samples"):
+        model(xp).fit((x, 3), epochs=1, verbose=False)
+
+
+def test_lists_train_like_arrays(xp):
+    x, y = data()
+    from_arrays = model(xp).fit((x, y), epochs=2, verbose=False)
+    from_lists = model(xp).fit((x.tolist(), y.tolist()), epochs=2, verbose=False)
+    assert from_lists["loss"] == pytest.approx(from_arrays["loss"], rel=1e-6)
+
+
+def test_a_monitor_that_fit_does_not_log_is_refused_before_training(xp):
+    x, y = data()
+    net = model(xp)
+    with pytest.raises(ValueError, match=r"monitor='banana' is not among .*\(loss, acc, lr\)"):
+        net.fit((x, y), epochs=3, early_stopping=True, monitor="banana", verbose=False)
+    with pytest.raises(ValueError, match="monitor='val_loss'.*need val_data or val_split"):
+        net.fit((x, y), epochs=3, lr_schedule="plateau", monitor="val_loss", verbose=False)
+    assert net.epoch == 0
+    # a callback of the user's own says so at the first epoch's end
+    with pytest.raises(ValueError, match="monitor='val_acc'"):
+        net.fit((x, y), epochs=3, callbacks=[EarlyStopping("val_acc")], verbose=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_size": 2.5}, "fit: batch_size must be a whole number"),
+        ({"batch_size": "8"}, "fit: batch_size must be a whole number"),
+        ({"batch_size": 0}, "fit: batch_size must be >= 1"),
+        ({"epochs": -1}, "fit: epochs must be >= 0"),
+        ({"epochs": 1.7}, "fit: epochs must be a whole number"),
+    ],
+)
+def test_fit_refuses_counts_that_are_not_whole_numbers(xp, options, message):
+    x, y = data()
+    with pytest.raises(ValueError, match=message):
+        model(xp).fit((x, y), verbose=False, **options)
+
+
+def test_callbacks_none_means_no_callbacks(xp):
+    x, y = data()
+    history = model(xp).fit((x, y), epochs=1, callbacks=None, verbose=False)
+    assert len(history["loss"]) == 1
+
+
+def test_evaluate_and_predict_name_themselves_and_check_batch_size(xp):
+    x, y = data()
+    net = model(xp)
+    with pytest.raises(ValueError, match="evaluate: the data: X has 32 samples but y has 4"):
+        net.evaluate(x, y[:4])
+    with pytest.raises(ValueError, match=r"evaluate: labels must be classes in \[0, 3\)"):
+        net.evaluate(x, y + 10)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="Model.predict: batch_size must be"):
+            net.predict(x, batch_size=bad)
+        with pytest.raises(ValueError, match="Model.evaluate: batch_size must be"):
+            net.evaluate(x, y, batch_size=bad)
+    with pytest.raises(ValueError, match="Model.predict: x must be a batch of inputs"):
+        net.predict(numpy.float32(1))
