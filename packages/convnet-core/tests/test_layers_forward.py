@@ -266,6 +266,16 @@ def test_sequential_shape_error_names_the_child(xp):
         cn.apply(net, params, state, xp.zeros((2, 3, 4, 4), "float32"), xp=xp)
 
 
+def test_residual_paths_that_disagree_on_an_input_name_both_shapes(xp):
+    # built for 8x8, where both paths give 4x4; on 7x7 the strided conv gives 4x4 and the
+    # pool 3x3
+    net = L.Residual(L.Conv2D(1, (3, 3), stride=2), L.MaxPool2D((2, 2)))
+    params, state = cn.init(net, (1, 8, 8), rng=0, xp=xp)
+    message = r"Residual: for an input of shape \(2, 1, 7, 7\) the body gives \(2, 1, 4, 4\)"
+    with pytest.raises(L.ShapeError, match=message + r" but the shortcut gives \(2, 1, 3, 3\)"):
+        cn.apply(net, params, state, xp.zeros((2, 1, 7, 7), "float32"), xp=xp)
+
+
 def test_pool_and_kernel_larger_than_input():
     with pytest.raises(L.ShapeError, match=r"MaxPool2D.*\(1, 1, 3\).*2x2"):
         L.MaxPool2D().output_shape((1, 1, 3))

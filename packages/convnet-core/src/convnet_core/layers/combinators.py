@@ -116,12 +116,17 @@ class Residual:
         )
         short_state, short_cache = state["shortcut"], None
         if self.shortcut is None:
-            y = y + x
+            s = x
         else:
             s, short_state, short_cache = self.shortcut.apply(
                 params["shortcut"], state["shortcut"], x, training=training, rng=rng, xp=xp
             )
-            y = y + s
+        if y.shape != s.shape:  # output_shape checked the shapes it was built for
+            raise ShapeError(
+                f"{type(self).__name__}: for an input of shape {tuple(x.shape)} the body gives "
+                f"{tuple(y.shape)} but the shortcut gives {tuple(s.shape)}"
+            )
+        y = y + s
         new_state = {"body": body_state, "shortcut": short_state}
         return y, new_state, ((body_cache, short_cache) if training else None)
 
