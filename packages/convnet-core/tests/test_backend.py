@@ -60,6 +60,43 @@ def test_nn_force_cuda_off_does_not_warn(no_cupy, monkeypatch):
         assert backend.array_module("auto") is numpy
 
 
+@pytest.mark.parametrize("name", ["NN_DISABLE_CUDA", "NN_FORCE_CUDA"])
+@pytest.mark.parametrize("value", ["2", "y", "enabled"])
+def test_a_misspelt_switch_is_an_error_not_ignored(no_cupy, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=rf"{name}='{value}': use 1, true, yes or on"):
+        backend.array_module("auto")
+
+
+def test_both_switches_at_once_are_an_error(no_cupy, monkeypatch):
+    monkeypatch.setenv("NN_DISABLE_CUDA", "yes")
+    monkeypatch.setenv("NN_FORCE_CUDA", "on")
+    with pytest.raises(ValueError, match="both set"):
+        backend.array_module("auto")
+
+
+def test_a_cupy_that_fails_to_import_is_not_called_missing(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name == "cupy":
+            raise OSError("libcudart.so.13: cannot open shared object file")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    backend.cuda_unavailable_reason.cache_clear()
+    try:
+        reason = backend.cuda_unavailable_reason()
+    finally:
+        backend.cuda_unavailable_reason.cache_clear()
+    assert reason == (
+        "CuPy is installed but cannot be imported "
+        "(OSError: libcudart.so.13: cannot open shared object file)"
+    )
+
+
 def test_unknown_device():
     with pytest.raises(ValueError, match="'auto', 'cpu' or 'cuda'.*'gpu'"):
         backend.array_module("gpu")

@@ -164,7 +164,7 @@ def test_require_cuda_exits_nonzero_with_the_reason(tmp_path):
         "import sys, runpy; sys.argv = ['backend', '--require-cuda'];"
         "runpy.run_module('convnet_core.backend', run_name='__main__')",
         tmp_path,
-        cupy_source="raise ImportError('simulated: no CuPy here')",
+        cupy_source="raise ModuleNotFoundError('simulated: no CuPy here')",
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "no usable GPU: CuPy is not installed" in result.stdout

@@ -46,10 +46,22 @@ __all__ = [
 ]
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
 
 
 def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
+    """Whether the environment variable `name` is set to a true value (1, true, yes, on).
+
+    A value that is neither true nor false (0, false, no, off, or empty) is a ValueError:
+    a misspelt setting must not be silently ignored.
+    """
+    value = os.environ.get(name, "").strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise ValueError(
+            f"{name}={os.environ[name]!r}: use 1, true, yes or on to set it, "
+            "and 0, false, no, off or nothing to leave it unset"
+        )
+    return value in _TRUE
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,8 +69,10 @@ def cuda_unavailable_reason() -> str | None:
     """None when CuPy imports and sees a usable GPU; otherwise why not, in one line."""
     try:
         import cupy
-    except Exception as error:  # ImportError, or a broken CUDA install raising anything
+    except ModuleNotFoundError as error:
         return f"CuPy is not installed ({type(error).__name__}: {error})"
+    except Exception as error:  # a broken CUDA install can raise anything on import
+        return f"CuPy is installed but cannot be imported ({type(error).__name__}: {error})"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
         if count < 1:
@@ -114,6 +128,8 @@ def array_module(device: str = "auto") -> ModuleType:
     if device == "cpu":
         return numpy
     if device == "auto" and _env_flag("NN_DISABLE_CUDA"):
+        if _env_flag("NN_FORCE_CUDA"):
+            raise ValueError("NN_DISABLE_CUDA and NN_FORCE_CUDA are both set; unset one")
         return numpy
     reason = cuda_unavailable_reason()
     if reason is None:
