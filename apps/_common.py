@@ -249,39 +249,36 @@ def companion_path(model_path: str | os.PathLike, suffix: str) -> pathlib.Path:
 
 
 def check_writable_dir(path: str | os.PathLike) -> None:
-    """Create the folder of `path` when missing; AppError when it cannot be written to."""
+    """Create the folder of `path` when missing; AppError when no file can be made in it.
+
+    A file is really created there (and removed): permissions alone do not tell, e.g. root
+    may write anywhere but nothing can be created in /proc, and it is better to hear that
+    before a long training run than after it.
+    """
     folder = pathlib.Path(path).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise AppError(f"cannot create the folder {folder}: {describe_os_error(error)}") from None
-    if not os.access(folder, os.W_OK):
-        raise AppError(f"cannot write to the folder {folder} (permission denied)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
+    except OSError as error:
+        reason = (error.strerror or type(error).__name__).lower()
+        raise AppError(f"cannot write to the folder {folder} ({reason})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def write_atomic(path: str | os.PathLike, write) -> None:
     """Write a file through `write(tmp_path)` into a temporary file, then rename it into place.
 
-    A crash or a full disk halfway leaves the previous file intact.
+    convnet-io's `atomic_path` does the work, as for the models: a crash or a full disk
+    halfway leaves the previous file intact.
     """
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    from convnet_io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    """The process's file-creation mask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
@@ -291,8 +288,6 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as file:
             file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
 
     write_atomic(path, write)
 

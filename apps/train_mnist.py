@@ -330,8 +330,8 @@ def augmentation(arch: str):
 
 def train(settings: dict) -> int:
     """Build, train, test and save; returns the exit code."""
-    check_writable_dir(settings["out"])
-    check_writable_dir(settings["checkpoint"])
+    for key in ("out", "checkpoint", "plot"):  # before the data and the training, not after
+        check_writable_dir(settings[key])
 
     import convnet_core as cn
     import numpy  # after set_blas_threads

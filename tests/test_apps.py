@@ -8,6 +8,7 @@ for one clear line on stderr, a non-zero exit and no traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
@@ -257,6 +258,19 @@ def test_unwritable_output_fails_before_training(tmp_path):
     assert time.perf_counter() - started < 30  # refused at once, not after training
 
 
+@pytest.mark.skipif(not pathlib.Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_that_takes_no_files_fails_before_the_work(tmp_path):
+    """Even root, whom permissions do not stop, cannot create files in /proc: the apps try
+    one up front instead of failing on the save after the training or the evaluation."""
+    result = run_app("train_mnist.py", *QUICK, "--out", "/proc/mnist.h5", cwd=tmp_path)
+    assert_clear_error(result, "/proc", code=1)
+    assert "epoch" not in result.stdout and "data:" not in result.stdout
+    result = run_app(
+        "evaluate.py", tmp_path / "no-model.h5", "--wrong", "/proc/wrong.png", cwd=tmp_path
+    )
+    assert_clear_error(result, "/proc", code=1)  # before even looking for the model
+
+
 def test_full_disk_while_saving_is_one_clear_line(tmp_path):
     """ENOSPC from the file system (simulated in the saving function) ends cleanly."""
     driver = (
@@ -350,3 +364,29 @@ def test_missing_and_corrupt_model_files_are_one_clear_line(tmp_path, script):
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
     result = run_app(script, corrupt, cwd=tmp_path)
     assert_clear_error(result, "corrupt.h5", code=1)
+
+
+# ---------------------------------------------------------------------------------------
+# _common
+
+
+def test_companion_files_are_replaced_atomically_keeping_their_permissions(tmp_path, monkeypatch):
+    """write_json and the PNGs go through convnet-io's atomic_path, as the models do."""
+    monkeypatch.syspath_prepend(str(APPS))
+    import _common
+
+    target = tmp_path / "run.history.json"
+    _common.write_json(target, {"epochs": 1})
+    target.chmod(0o640)
+    _common.write_json(target, {"epochs": 2})
+    assert json.loads(target.read_text()) == {"epochs": 2}
+    assert target.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
+
+    def fails_halfway(tmp: str) -> None:
+        pathlib.Path(tmp).write_text('{"epo')
+        raise OSError(errno.ENOSPC, "No space left on device", tmp)
+
+    with pytest.raises(OSError):
+        _common.write_atomic(target, fails_halfway)
+    assert json.loads(target.read_text()) == {"epochs": 2}
+    assert [path.name for path in tmp_path.iterdir()] == ["run.history.json"]
