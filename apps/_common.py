@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import pathlib
 import sys
@@ -34,6 +35,21 @@ _THREAD_VARIABLES = (
 
 class AppError(Exception):
     """An error the user can fix; the program prints its message as one line and exits 1."""
+
+
+class FiniteFloatRange(click.FloatRange):
+    """`click.FloatRange` that also refuses nan, inf and -inf.
+
+    NaN fails every comparison, so FloatRange lets it through whatever the bounds, and an
+    open-ended range lets infinity through; a NaN learning rate or weight decay would only
+    show up later as a diverged loss, and `--val-split nan` would silently mean no split.
+    """
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 # Options that evaluate.py and show_filters.py share.

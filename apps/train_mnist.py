@@ -19,6 +19,7 @@ if _APPS not in sys.path:  # `python apps/train_mnist.py` adds it; -P or PYTHONS
 import click  # noqa: E402
 from _common import (  # noqa: E402
     AppError,
+    FiniteFloatRange,
     blas_description,
     check_writable_dir,
     companion_path,
@@ -144,20 +145,20 @@ def preset_help() -> str:
     type=click.Choice(["adam", "adamw", "sgd", "rmsprop"]),
     help="Optimizer [preset: adam]. sgd uses momentum 0.9.",
 )
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate [preset].")
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), help="Learning rate [preset].")
 @click.option(
     "--weight-decay",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     help="L2 weight decay (decoupled for adamw) [preset: 0].",
 )
 @click.option(
     "--clip-norm",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Clip the gradients to this global norm [preset: no clipping].",
 )
 @click.option(
     "--val-split",
-    type=click.FloatRange(min=0, max=1, max_open=True),
+    type=FiniteFloatRange(min=0, max=1, max_open=True),
     help="Fraction of the training set held out for validation [preset: 0]. Needed by "
     "early stopping; the plateau schedule watches the validation loss when there is one.",
 )

@@ -233,6 +233,11 @@ def test_training_on_a_corrupt_data_file_is_one_clear_line(tmp_path):
         (["--lr", "-1"], "--lr"),
         (["--no-such-option"], "no-such-option"),
         (["--early-stopping"], "val-split"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--clip-norm", "nan"], "--clip-norm"),
+        (["--weight-decay", "nan"], "--weight-decay"),
+        (["--val-split", "nan"], "--val-split"),
     ],
 )
 def test_bad_arguments_are_one_clear_line(tmp_path, args, word):
