@@ -172,3 +172,21 @@ def test_evaluate_and_predict_name_themselves_and_check_batch_size(xp):
             net.evaluate(x, y, batch_size=bad)
     with pytest.raises(ValueError, match="Model.predict: x must be a batch of inputs"):
         net.predict(numpy.float32(1))
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: Model("conv"), TypeError, "Model takes a list of layers, not 'conv'"),
+        (lambda: Model(Dense(3)), TypeError, "Model takes a list of layers, not Dense"),
+        (lambda: Model([Dense(3), 2]), TypeError, "Model layer 1: 2 is not a layer"),
+        (lambda: Model([Dense(3)]).add("relu"), TypeError, "Model.add: 'relu' is not a layer"),
+        (lambda: Model([Dense(3)], dtype="int32"), ValueError, "dtype must be a floating type"),
+        (lambda: Model([Dense(3)], device=0), TypeError, "device must be 'auto', 'cpu'"),
+        (lambda: Model([Dense(3)]).build((0,)), ValueError, "input_shape must be positive"),
+        (lambda: Model([Flatten(), Dense(3)]).build((1, -4, 4)), ValueError, "must be positive"),
+    ],
+)
+def test_a_model_made_of_wrong_parts_is_refused_where_it_is_made(make, error, message):
+    with pytest.raises(error, match=message):
+        make()

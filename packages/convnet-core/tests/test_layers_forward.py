@@ -295,6 +295,10 @@ def test_unknown_activation_lists_the_valid_names():
     "make",
     [
         lambda: L.Conv2D(0),
+        lambda: L.Conv2D(2.7),
+        lambda: L.Conv2D("8"),
+        lambda: L.Dense(1.9),
+        lambda: L.Dense(True),
         lambda: L.Conv2D(2, (0, 3)),
         lambda: L.Conv2D(2, stride=0),
         lambda: L.Conv2D(2, padding="full"),

@@ -53,7 +53,30 @@ CROSS_ENTROPY_NAMES = ("categorical_crossentropy", "cce", "softmax_cross_entropy
 def _resolve_xp(device: Any) -> Any:
     if device is None or isinstance(device, str):
         return backend.array_module(device or "auto")
+    if not all(hasattr(device, name) for name in ("asarray", "ndarray", "float32")):
+        raise TypeError(
+            f"Model: device must be 'auto', 'cpu', 'cuda' or an array module, not {device!r}"
+        )
     return device  # an array module given directly
+
+
+_LAYER_METHODS = ("output_shape", "init", "apply", "grad")
+
+
+def _is_single(layers: Any) -> bool:
+    """True for one layer (or anything else) passed where a list of layers belongs."""
+    return not isinstance(layers, (list, tuple)) and not hasattr(layers, "__iter__")
+
+
+def _check_layer(layer: Any, where: str) -> Any:
+    """`layer`, when it has the layer protocol's methods; TypeError naming it otherwise."""
+    missing = [name for name in _LAYER_METHODS if not callable(getattr(layer, name, None))]
+    if missing:
+        raise TypeError(
+            f"{where}: {layer!r} is not a layer (it has no {', '.join(missing)}); layers are "
+            "objects such as Conv2D(8) or Dense(10)"
+        )
+    return layer
 
 
 class Model:
@@ -76,9 +99,15 @@ class Model:
     ):
         if isinstance(layers, Sequential):
             layers = layers.layers
-        self.layers: list[Any] = list(layers or [])
+        if isinstance(layers, (str, bytes)) or (layers is not None and _is_single(layers)):
+            raise TypeError(f"Model takes a list of layers, not {layers!r}")
+        self.layers: list[Any] = [
+            _check_layer(layer, f"Model layer {index}") for index, layer in enumerate(layers or [])
+        ]
         self.xp = _resolve_xp(device)
         self.dtype = numpy.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise ValueError(f"Model: dtype must be a floating type such as float32, not {dtype}")
         self.seed = None if seed is None else int(seed)
         self.input_shape: tuple[int, ...] | None = None
         self.params: Any = None
@@ -109,7 +138,7 @@ class Model:
         """Append a layer (before the model is built). Returns the model."""
         if self.params is not None:
             raise ValueError("Model.add: the model is already built; add layers before build/fit")
-        self.layers.append(layer)
+        self.layers.append(_check_layer(layer, "Model.add"))
         return self
 
     def _candidate_shapes(self, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -130,6 +159,8 @@ class Model:
         model a compatible shape is a no-op and any other a ValueError.
         """
         shape = tuple(int(d) for d in input_shape)
+        if not shape or min(shape) < 1:
+            raise ValueError(f"Model.build: input_shape must be positive sizes, got {shape}")
         if self.params is not None:
             if shape == self.input_shape or (len(shape) >= 2 and self._layout_accepts(shape)):
                 return self

@@ -6,6 +6,7 @@ import attrs
 import numpy
 
 from ..backend import is_cupy
+from ..checks import count
 from ..ops import (
     col2im,
     col2im_same_size,
@@ -62,16 +63,11 @@ class Conv2D:
               dcols = W2dᵀ @ dY, then col2im adds the columns back onto the input pixels.
     """
 
-    filters: int = attrs.field(converter=int)
+    filters: int = attrs.field(converter=lambda n: count(n, "Conv2D filters"))
     kernel_size: tuple = attrs.field(default=(3, 3), converter=_pair, validator=_positive_pair)
     stride: tuple = attrs.field(default=1, converter=_pair, validator=_positive_pair)
     padding: object = attrs.field(default="same", converter=_padding)
     use_bias: bool = True
-
-    @filters.validator
-    def _check_filters(self, _attribute, value):
-        if value < 1:
-            raise ValueError(f"Conv2D filters must be positive, got {value}")
 
     def pads(self, height: int, width: int) -> tuple[int, int, int, int]:
         """(top, bottom, left, right) padding for an input of height x width."""

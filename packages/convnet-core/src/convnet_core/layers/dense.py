@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 import numpy
 
+from ..checks import count
 from .base import ShapeError, check_input, host_array, register_layer
 
 
@@ -19,13 +20,8 @@ class Dense:
     Backward dW = xᵀ dy,  db = Σₙ dy,  dx = dy Wᵀ
     """
 
-    units: int = attrs.field(converter=int)
+    units: int = attrs.field(converter=lambda n: count(n, "Dense units"))
     use_bias: bool = True
-
-    @units.validator
-    def _check_units(self, _attribute, value):
-        if value < 1:
-            raise ValueError(f"Dense units must be positive, got {value}")
 
     def output_shape(self, input_shape):
         """(in,) -> (units,); ShapeError for inputs that are not flat."""
