@@ -402,6 +402,36 @@ def per_class_accuracy(matrix):
         return numpy.where(totals > 0, numpy.diag(matrix) / totals, numpy.nan)
 
 
+def outputs_are_probabilities(model) -> bool:
+    """Whether `model.predict` gives class probabilities (a cross-entropy loss) rather than
+    the network's raw outputs (mse, huber or a custom loss)."""
+    from convnet_core.model import CROSS_ENTROPY_NAMES
+
+    return model.loss_name in CROSS_ENTROPY_NAMES
+
+
+def model_loss(model, outputs, labels) -> float | None:
+    """The mean of the model's own loss over `outputs` (what `model.predict` returned, on
+    the host) for integer `labels`; None for a loss that is not built in.
+
+    Cross-entropy is read from the probabilities; mse and huber compare the outputs with
+    one-hot rows, as `fit` does for integer labels.
+    """
+    import numpy
+    from convnet_core import losses
+
+    labels = numpy.asarray(labels)
+    if outputs_are_probabilities(model):
+        picked = outputs[numpy.arange(len(labels)), labels]  # host
+        return float(-numpy.log(numpy.clip(picked, 1e-12, 1.0)).mean())
+    function = losses.LOSSES.get(model.loss_name)
+    if function is None:
+        return None
+    targets = losses.one_hot(labels, outputs.shape[1], xp=numpy, dtype=outputs.dtype)
+    value, _ = function(outputs, targets, xp=numpy)
+    return float(value)
+
+
 def format_confusion(matrix) -> str:
     """The confusion matrix as text: one row per true class, one column per prediction."""
     n = matrix.shape[0]

@@ -26,6 +26,8 @@ from _common import (  # noqa: E402
     import_pyplot,
     load_mnist_data,
     load_model,
+    model_loss,
+    outputs_are_probabilities,
     per_class_accuracy,
     run_command,
     save_figure,
@@ -93,34 +95,44 @@ def main(model_path, data_dir, wrong_path, count, batch_size, device, threads, l
     x = to_inputs(test_set.images)  # (N, 1, 28, 28)
     labels = numpy.asarray(test_set.labels)
 
-    probabilities = numpy.asarray(cn.backend.to_host(model.predict(x, batch_size=batch_size)))
-    if probabilities.ndim != 2 or probabilities.shape[1] != 10:
+    outputs = numpy.asarray(cn.backend.to_host(model.predict(x, batch_size=batch_size)))
+    if outputs.ndim != 2 or outputs.shape[1] != 10:
         raise AppError(
-            f"{model_path}: expected 10 class probabilities per digit, "
-            f"got shape {probabilities.shape[1:]}"
+            f"{model_path}: expected 10 outputs per digit (one per class), "
+            f"got shape {outputs.shape[1:]}"
         )
-    predicted = probabilities.argmax(axis=1)
-    picked = probabilities[numpy.arange(len(labels)), labels]  # host
-    loss = float(-numpy.log(numpy.clip(picked, 1e-12, 1.0)).mean())
+    predicted = outputs.argmax(axis=1)
+    loss = model_loss(model, outputs, labels)
     accuracy = float((predicted == labels).mean())
     matrix = confusion_matrix(labels, predicted)
 
     click.echo(f"test digits: {len(labels)}")
-    click.echo(f"test accuracy: {100 * accuracy:.2f}%  test loss: {loss:.4f}")
+    click.echo(f"test accuracy: {100 * accuracy:.2f}%  {describe_loss(model, loss)}")
     click.echo("confusion matrix (rows: true digit, columns: predicted):")
     click.echo(format_confusion(matrix))
     worst = numpy.argsort(numpy.nan_to_num(per_class_accuracy(matrix), nan=2.0), kind="stable")
     click.echo("lowest accuracy: " + ", ".join(f"digit {d}" for d in worst[:3]))
 
     wrong = numpy.flatnonzero(predicted != labels)
-    confidence = probabilities[wrong, predicted[wrong]]
+    confidence = outputs[wrong, predicted[wrong]]
     wrong = wrong[numpy.argsort(-confidence, kind="stable")][:count]
-    save_wrong_grid(wrong_path, test_set.images, labels, predicted, probabilities, wrong)
+    percent = outputs_are_probabilities(model)
+    save_wrong_grid(wrong_path, test_set.images, labels, predicted, outputs, wrong, percent)
     return 0
 
 
-def save_wrong_grid(path, images, labels, predicted, probabilities, indices) -> None:
-    """A PNG grid of the digits at `indices`, titled 'true -> predicted (confidence)'."""
+def describe_loss(model, loss: float | None) -> str:
+    """'test loss: 0.0321', naming the loss when it is not the usual cross-entropy."""
+    if loss is None:
+        return f"test loss: not computed (the model's loss {model.loss_name!r} is not built in)"
+    if outputs_are_probabilities(model):
+        return f"test loss: {loss:.4f}"
+    return f"test loss: {loss:.4f} ({model.loss_name})"
+
+
+def save_wrong_grid(path, images, labels, predicted, outputs, indices, percent) -> None:
+    """A PNG grid of the digits at `indices`, titled 'true -> predicted (confidence)': the
+    output of the predicted class, as a percentage when the outputs are probabilities."""
     if len(indices) == 0:
         click.echo("no wrong digits: no grid to draw")
         return
@@ -129,9 +141,11 @@ def save_wrong_grid(path, images, labels, predicted, probabilities, indices) -> 
         click.echo("matplotlib is not installed: no grid of wrong digits (pip install matplotlib)")
         return
     pictures = [images[i][0] for i in indices]
+    scores = [outputs[i, predicted[i]] for i in indices]
+    shown = [f"{100 * score:.0f}%" if percent else f"{score:.2f}" for score in scores]
     titles = [
-        f"#{i}: {labels[i]}->{predicted[i]} ({100 * probabilities[i, predicted[i]]:.0f}%)"
-        for i in indices
+        f"#{i}: {labels[i]}->{predicted[i]} ({score})"
+        for i, score in zip(indices, shown, strict=True)
     ]
     figure = image_grid(plt, pictures, titles, columns=min(6, len(pictures)))
     figure.suptitle("most confidently wrong test digits (true -> predicted)", fontsize=9)

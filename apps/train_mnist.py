@@ -28,6 +28,7 @@ from _common import (  # noqa: E402
     import_pyplot,
     jsonable,
     load_mnist_data,
+    model_loss,
     per_class_accuracy,
     run_command,
     save_figure,
@@ -431,11 +432,9 @@ def test_model(model, test_x, test_y) -> dict:
     probabilities = numpy.asarray(model.predict(test_x, batch_size=512))
     predicted = probabilities.argmax(axis=1)
     matrix = confusion_matrix(test_y, predicted)
-    picked = probabilities[numpy.arange(len(test_y)), test_y]  # host
-    loss = float(-numpy.log(numpy.clip(picked, 1e-12, 1.0)).mean())
     return {
         "accuracy": float((predicted == test_y).mean()),
-        "loss": loss,
+        "loss": model_loss(model, probabilities, test_y),
         "confusion_matrix": matrix,
         "per_class_accuracy": per_class_accuracy(matrix),
     }

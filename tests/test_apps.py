@@ -361,6 +361,28 @@ def test_show_filters_draws_filters_and_feature_maps(trained):
     assert is_png(folder / "m" / "model.features.png")
 
 
+def test_evaluate_reports_the_loss_the_model_was_trained_with(tmp_path):
+    """A model compiled with mse gives raw outputs, not probabilities: its test loss is its
+    own mse against one-hot rows, as Model.evaluate computes it, and is named."""
+    import convnet_core as cn
+    import convnet_data
+
+    model = cn.Model([cn.layers.Flatten(), cn.layers.Dense(10)], seed=0, device="cpu")
+    model.build((1, 28, 28))
+    model.compile(loss="mse", optimizer="sgd", lr=0.01)
+    model.save(str(tmp_path / "mse.h5"))
+    result = run_app(
+        "evaluate.py", "mse.h5", "--limit-test", "100", "--device", "cpu", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    printed = re.search(r"test loss: ([\d.]+) \(mse\)", result.stdout)
+    assert printed, result.stdout
+    test = convnet_data.load_mnist()[1].subset(100)
+    x = np.asarray(test.images, np.float32) / 255.0
+    expected, _ = model.evaluate(x, np.asarray(test.labels))
+    assert abs(float(printed.group(1)) - expected) < 1e-4
+
+
 @pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py"])
 def test_missing_and_corrupt_model_files_are_one_clear_line(tmp_path, script):
     result = run_app(script, tmp_path / "absent.h5", cwd=tmp_path)
