@@ -187,12 +187,13 @@ def cuda_compile(session: nox.Session) -> None:
 
 @nox.session
 def parity(session: nox.Session) -> None:
-    """Layers, the whole model, optimizers and conversions against PyTorch 2.13.0 CPU."""
+    """Layers, the whole model, optimizers and conversions against PyTorch 2.13.0 CPU, and
+    the documentation's ```python parity examples (tests/test_docs.py)."""
     install_packages(session, *PACKAGES)
     install_torch(session)
     session.install("onnx>=1.15", "onnxruntime>=1.17")
     paths = [f"packages/{pkg}/tests" for pkg in PACKAGES]
-    session.run(*pytest_args(session, *paths, marker="parity"))
+    session.run(*pytest_args(session, *paths, "tests/test_docs.py", marker="parity"))
 
 
 @nox.session

@@ -5,6 +5,10 @@ The blocks of one file run in order in one namespace (a page is a story), in a f
 temporary working directory, with matplotlib drawing off-screen. A block opened with
 ```python no-run is shown but not executed; use it only for code that needs what a test
 cannot have (a GPU, a window), and say so next to it.
+
+A block that needs what only one nox session installs names that session's marker:
+```python parity (PyTorch, ONNX Runtime). The default run leaves it out; the session that
+selects the marker runs the whole page with it, each block in its place.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
+#: Markers a block may name, each run by the nox session that selects it.
+SESSION_MARKERS = ("parity",)
 
 
 def documented_pages() -> list[pathlib.Path]:
@@ -24,31 +30,60 @@ def documented_pages() -> list[pathlib.Path]:
     return [page for page in pages if page.exists()]
 
 
-def python_blocks(page: pathlib.Path) -> list[tuple[int, str]]:
-    """(line number, source) of each runnable ```python block of `page`."""
+def block_marker(info: str) -> str | None:
+    """The session marker an info string names ("python parity" -> "parity"), or None."""
+    named = [word for word in info.split() if word in SESSION_MARKERS]
+    assert len(named) <= 1, f"a block names more than one session marker: {info!r}"
+    return named[0] if named else None
+
+
+def python_blocks(page: pathlib.Path, marker: str | None = None) -> list[tuple[int, str]]:
+    """(line number, source) of each ```python block of `page` that runs in the default
+    test run, and also of those that name `marker`."""
     text = page.read_text(encoding="utf-8")
     blocks = []
     for match in BLOCK.finditer(text):
-        if "no-run" in match.group(1):
+        info = match.group(1)
+        if "no-run" in info or block_marker(info) not in (None, marker):
             continue
         line = text.count("\n", 0, match.start()) + 2
         blocks.append((line, match.group(2)))
     return blocks
 
 
+def page_markers(page: pathlib.Path) -> list[str]:
+    """The session markers that the blocks of `page` name."""
+    text = page.read_text(encoding="utf-8")
+    found = {block_marker(match.group(1)) for match in BLOCK.finditer(text)}
+    return sorted(marker for marker in found if marker)
+
+
 def test_block_pattern_finds_blocks(tmp_path):
     page = tmp_path / "sample.md"
-    page.write_text("text\n```python\nx = 1\n```\n```python no-run\ny = 2\n```\n")
+    page.write_text(
+        "text\n```python\nx = 1\n```\n```python no-run\ny = 2\n```\n```python parity\nz = 3\n```\n"
+    )
     assert python_blocks(page) == [(3, "x = 1\n")]
+    assert python_blocks(page, "parity") == [(3, "x = 1\n"), (9, "z = 3\n")]
+    assert page_markers(page) == ["parity"]
 
 
-@pytest.mark.parametrize(
-    "page",
-    [page for page in documented_pages() if python_blocks(page)],
-    ids=lambda p: str(p.relative_to(ROOT)),
-)
-def test_page_runs(page, tmp_path, monkeypatch):
-    blocks = python_blocks(page)
+def page_runs() -> list:
+    """One run of each page in the default session, and one per session marker it names."""
+    runs = []
+    for page in documented_pages():
+        name = str(page.relative_to(ROOT))
+        if python_blocks(page):
+            runs.append(pytest.param(page, None, id=name))
+        for marker in page_markers(page):
+            mark = getattr(pytest.mark, marker)
+            runs.append(pytest.param(page, marker, marks=mark, id=f"{name}[{marker}]"))
+    return runs
+
+
+@pytest.mark.parametrize(("page", "marker"), page_runs())
+def test_page_runs(page, marker, tmp_path, monkeypatch):
+    blocks = python_blocks(page, marker)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("CONVNET_REPO", str(ROOT))
