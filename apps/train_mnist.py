@@ -218,7 +218,8 @@ def preset_help() -> str:
 @click.option(
     "--resume",
     type=click.Path(dir_okay=False, path_type=pathlib.Path),
-    help="Continue from a checkpoint (NAME.ckpt.h5) up to --epochs epochs in all.",
+    help="Continue from a checkpoint (NAME.ckpt.h5) up to --epochs epochs in all (so "
+    "--epochs must be more than the checkpoint's).",
 )
 @click.option(
     "--plot",
@@ -339,6 +340,9 @@ def train(settings: dict) -> int:
     import numpy  # after set_blas_threads
     from convnet_io import Checkpoint
 
+    if settings["resume"] is not None:
+        resumed_epochs(settings)
+
     xp = cn.backend.array_module(settings["device"])
     say(settings, f"device: {cn.backend.device_name(xp)}; {blas_description()}")
 
@@ -407,6 +411,21 @@ def train(settings: dict) -> int:
     plot_curves(settings, model.history)
     click.echo(f"done in {time.perf_counter() - STARTED:.0f} s of wall time")
     return 0
+
+
+def resumed_epochs(settings: dict) -> int:
+    """The epochs the --resume checkpoint has completed; a usage error when --epochs (the
+    total, not a count of more epochs) asks for no more than that."""
+    from convnet_io import load_checkpoint
+
+    done = load_checkpoint(str(settings["resume"]))["epoch"]
+    if settings["epochs"] <= done:
+        raise click.BadParameter(
+            f"{settings['epochs']} is the total and {settings['resume']} has already "
+            f"trained {done} epoch(s): give more than {done} to train it further",
+            param_hint="--epochs",
+        )
+    return done
 
 
 def save_interrupted(model, settings: dict) -> int:

@@ -245,6 +245,21 @@ def test_bad_arguments_are_one_clear_line(tmp_path, args, word):
     assert_clear_error(result, word, code=2)
 
 
+def test_resuming_asks_for_more_epochs_than_the_checkpoint_has(trained, tmp_path):
+    """--epochs is the total: a checkpoint that has them all is refused before any work, not
+    'trained' for 0 epochs and saved over --out."""
+    folder, _ = trained
+    checkpoint = folder / "m" / "model.ckpt.h5"  # one epoch
+    result = run_app(
+        "train_mnist.py", *QUICK, "--epochs", "1", "--resume", checkpoint, "--out", "again.h5",
+        cwd=tmp_path,
+    )  # fmt: skip
+    line = assert_clear_error(result, "--epochs", "model.ckpt.h5", "more than 1", code=2)
+    assert "already trained 1 epoch" in line
+    assert "data:" not in result.stdout  # refused before loading the data
+    assert not list(tmp_path.iterdir())
+
+
 def test_resuming_from_a_corrupt_or_missing_checkpoint_is_one_clear_line(tmp_path):
     result = run_app("train_mnist.py", *QUICK, "--resume", tmp_path / "gone.ckpt.h5", cwd=tmp_path)
     assert_clear_error(result, "gone.ckpt.h5", "does not exist", code=1)
