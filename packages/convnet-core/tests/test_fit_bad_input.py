@@ -9,7 +9,7 @@ import pytest
 from convnet_core import Model
 from convnet_core import tree as T
 from convnet_core.callbacks import EarlyStopping
-from convnet_core.layers import Dense, Flatten
+from convnet_core.layers import Dense, Flatten, Sequential
 from convnet_core.training import NonFiniteLossError
 
 
@@ -180,6 +180,11 @@ def test_evaluate_and_predict_name_themselves_and_check_batch_size(xp):
         (lambda: Model("conv"), TypeError, "Model takes a list of layers, not 'conv'"),
         (lambda: Model(Dense(3)), TypeError, "Model takes a list of layers, not Dense"),
         (lambda: Model([Dense(3), 2]), TypeError, "Model layer 1: 2 is not a layer"),
+        (
+            lambda: Sequential([Dense(3), Dense]),
+            TypeError,
+            "Sequential layer 1: .*Dense.* is not a layer",
+        ),
         (lambda: Model([Dense(3)]).add("relu"), TypeError, "Model.add: 'relu' is not a layer"),
         (lambda: Model([Dense(3)], dtype="int32"), ValueError, "dtype must be a floating type"),
         (lambda: Model([Dense(3)], device=0), TypeError, "device must be 'auto', 'cpu'"),

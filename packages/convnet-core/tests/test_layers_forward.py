@@ -407,3 +407,10 @@ def test_pool_gradients_do_not_depend_on_memory_layouts(layer):
     _, dx = cn.grad(layer, {}, cache, dy, xp=numpy)
     _, dx_cm = cn.grad(layer, {}, cache_cm, dy, xp=numpy)
     numpy.testing.assert_array_equal(dx_cm, dx)
+
+
+def test_flatten_keeps_the_feature_count_of_an_empty_batch(xp):
+    y, _, _ = L.Flatten().apply(
+        {}, {}, xp.zeros((0, 2, 3, 4), "float32"), training=False, rng=None, xp=xp
+    )
+    assert y.shape == (0, 24)

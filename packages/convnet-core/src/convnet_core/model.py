@@ -31,7 +31,7 @@ from . import precision as _precision
 from . import tree as _tree
 from .api import init
 from .layers.activation import Activation
-from .layers.base import ShapeError, layer_from_config, layer_to_config
+from .layers.base import ShapeError, check_layer, layer_from_config, layer_to_config
 from .layers.combinators import Sequential
 from .training import (
     LOOP_STREAM,
@@ -60,23 +60,9 @@ def _resolve_xp(device: Any) -> Any:
     return device  # an array module given directly
 
 
-_LAYER_METHODS = ("output_shape", "init", "apply", "grad")
-
-
 def _is_single(layers: Any) -> bool:
     """True for one layer (or anything else) passed where a list of layers belongs."""
     return not isinstance(layers, (list, tuple)) and not hasattr(layers, "__iter__")
-
-
-def _check_layer(layer: Any, where: str) -> Any:
-    """`layer`, when it has the layer protocol's methods; TypeError naming it otherwise."""
-    missing = [name for name in _LAYER_METHODS if not callable(getattr(layer, name, None))]
-    if missing:
-        raise TypeError(
-            f"{where}: {layer!r} is not a layer (it has no {', '.join(missing)}); layers are "
-            "objects such as Conv2D(8) or Dense(10)"
-        )
-    return layer
 
 
 class Model:
@@ -102,7 +88,7 @@ class Model:
         if isinstance(layers, (str, bytes)) or (layers is not None and _is_single(layers)):
             raise TypeError(f"Model takes a list of layers, not {layers!r}")
         self.layers: list[Any] = [
-            _check_layer(layer, f"Model layer {index}") for index, layer in enumerate(layers or [])
+            check_layer(layer, f"Model layer {index}") for index, layer in enumerate(layers or [])
         ]
         self.xp = _resolve_xp(device)
         self.dtype = numpy.dtype(dtype)
@@ -138,7 +124,7 @@ class Model:
         """Append a layer (before the model is built). Returns the model."""
         if self.params is not None:
             raise ValueError("Model.add: the model is already built; add layers before build/fit")
-        self.layers.append(_check_layer(layer, "Model.add"))
+        self.layers.append(check_layer(layer, "Model.add"))
         return self
 
     def _candidate_shapes(self, shape: tuple[int, ...]) -> list[tuple[int, ...]]:

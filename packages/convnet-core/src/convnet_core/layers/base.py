@@ -27,6 +27,7 @@ __all__ = [
     "Layer",
     "ShapeError",
     "check_input",
+    "check_layer",
     "layer_from_config",
     "layer_name",
     "layer_to_config",
@@ -50,6 +51,17 @@ class Layer(Protocol):
 
 class ShapeError(ValueError):
     """An input whose shape a layer cannot take; the message names layer and shapes."""
+
+
+def check_layer(layer: Any, where: str) -> Any:
+    """`layer`, when it has the four methods of the `Layer` protocol; TypeError otherwise,
+    naming `where` it was given (a string, a number or a class where a layer belongs)."""
+    if not isinstance(layer, Layer) or isinstance(layer, type):
+        raise TypeError(
+            f"{where}: {layer!r} is not a layer (one with output_shape, init, apply and grad, "
+            "such as Conv2D(8) or Dense(10))"
+        )
+    return layer
 
 
 def check_input(layer: Any, x: Any, expected: tuple[int | None, ...]) -> None:

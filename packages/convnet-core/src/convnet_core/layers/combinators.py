@@ -6,11 +6,11 @@ from typing import Any
 
 import attrs
 
-from .base import ShapeError, register_layer
+from .base import ShapeError, check_layer, register_layer
 
 
 def _as_layer_tuple(layers: Any) -> tuple:
-    return tuple(layers)
+    return tuple(check_layer(layer, f"Sequential layer {i}") for i, layer in enumerate(layers))
 
 
 @register_layer

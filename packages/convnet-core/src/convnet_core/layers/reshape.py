@@ -24,7 +24,7 @@ class Flatten:
 
     def apply(self, params, state, x, *, training, rng, xp):
         """x (N, C, H, W) -> y (N, C*H*W), a view; the cache is x's shape."""
-        y = x.reshape(x.shape[0], -1)  # (N, C*H*W), a view
+        y = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (N, C*H*W), a view
         return y, state, (x.shape if training else None)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
