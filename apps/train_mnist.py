@@ -24,11 +24,13 @@ from _common import (  # noqa: E402
     check_writable_dir,
     companion_path,
     confusion_matrix,
+    describe_os_error,
     format_confusion,
     import_pyplot,
     jsonable,
     load_mnist_data,
     model_loss,
+    one_line,
     per_class_accuracy,
     run_command,
     save_figure,
@@ -128,8 +130,10 @@ def preset_help() -> str:
         "longest to learn). Files written beside --out (default models/mnist.h5): "
         "NAME.ckpt.h5 (checkpoint after every epoch, for --resume), NAME.history.json "
         "(per-epoch metrics, test results, settings) and NAME.curves.png (loss, accuracy and "
-        "learning rate per epoch; needs matplotlib). Ctrl-C saves the model and exits; the "
-        "checkpoint loses at most the epoch in progress."
+        "learning rate per epoch; needs matplotlib). Ctrl-C stops without touching --out: "
+        "once an epoch of the run has finished, the model as it stood is saved to "
+        "NAME.interrupted.h5 and the checkpoint, which loses at most the epoch in progress, "
+        "continues the run with --resume."
     ),
 )
 @click.option(
@@ -263,6 +267,7 @@ def resolve_settings(options: dict) -> dict:
         raise AppError(f"checkpoint {settings['resume']} does not exist")
     out = settings["out"]
     settings["checkpoint"] = companion_path(out, ".ckpt" + (out.suffix or ".h5"))
+    settings["interrupted"] = companion_path(out, ".interrupted" + (out.suffix or ".h5"))
     settings["history_path"] = companion_path(out, ".history.json")
     if settings["plot"] is None:
         settings["plot"] = companion_path(out, ".curves.png")
@@ -340,8 +345,7 @@ def train(settings: dict) -> int:
     import numpy  # after set_blas_threads
     from convnet_io import Checkpoint
 
-    if settings["resume"] is not None:
-        resumed_epochs(settings)
+    start_epoch = 0 if settings["resume"] is None else resumed_epochs(settings)
 
     xp = cn.backend.array_module(settings["device"])
     say(settings, f"device: {cn.backend.device_name(xp)}; {blas_description()}")
@@ -368,15 +372,6 @@ def train(settings: dict) -> int:
         data = (to_inputs(train_set.images), numpy.asarray(train_set.labels))
 
     model = build_model(settings, xp)
-    if not settings["quiet"]:
-        model.summary()
-    say(
-        settings,
-        f"training '{settings['arch']}': {settings['epochs']} epochs, batch "
-        f"{settings['batch_size']}, {settings['optimizer']} lr {settings['lr']:g}, "
-        f"schedule {settings['lr_schedule']}, augment {'on' if settings['augment'] else 'off'}",
-    )
-
     epoch_one = EpochOneReport(test_x, test_y, batch_size=512)
     checkpoint = Checkpoint(str(settings["checkpoint"]))
     fit_options = {
@@ -393,13 +388,13 @@ def train(settings: dict) -> int:
     }
     if settings["resume"] is not None:
         fit_options["resume_from"] = str(settings["resume"])
-        say(settings, f"resuming from {settings['resume']}")
 
-    fit_started = time.perf_counter()
-    try:
+    try:  # a Ctrl-C from the first line about the training on says what was kept
+        announce(settings, model)
+        fit_started = time.perf_counter()
         model.fit(data, **fit_options)
     except KeyboardInterrupt:
-        return save_interrupted(model, settings)
+        return save_interrupted(model, settings, model.epoch - start_epoch, checkpoint)
     train_seconds = time.perf_counter() - fit_started
 
     results = test_model(model, test_x, test_y)
@@ -411,6 +406,20 @@ def train(settings: dict) -> int:
     plot_curves(settings, model.history)
     click.echo(f"done in {time.perf_counter() - STARTED:.0f} s of wall time")
     return 0
+
+
+def announce(settings: dict, model) -> None:
+    """The model summary and the training settings (unless --quiet)."""
+    if not settings["quiet"]:
+        model.summary()
+    say(
+        settings,
+        f"training '{settings['arch']}': {settings['epochs']} epochs, batch "
+        f"{settings['batch_size']}, {settings['optimizer']} lr {settings['lr']:g}, "
+        f"schedule {settings['lr_schedule']}, augment {'on' if settings['augment'] else 'off'}",
+    )
+    if settings["resume"] is not None:
+        say(settings, f"resuming from {settings['resume']}")
 
 
 def resumed_epochs(settings: dict) -> int:
@@ -428,19 +437,32 @@ def resumed_epochs(settings: dict) -> int:
     return done
 
 
-def save_interrupted(model, settings: dict) -> int:
-    """Ctrl-C during training: save the model as it is, say how to resume, exit 130."""
+def save_interrupted(model, settings: dict, finished: int, checkpoint) -> int:
+    """Ctrl-C during training: exit 130, saying what was kept and how to continue.
+
+    --out is left as it was: it holds only finished runs (with their history and curves
+    beside them), perhaps a good model of another architecture. When `finished` (epochs of
+    this run) is at least one, the model as it stood goes to NAME.interrupted.h5. The hint
+    names the checkpoint only when this run wrote it, else the one it resumed from.
+    """
     click.echo("", err=True)
-    try:
-        model.save(str(settings["out"]))
-    except KeyboardInterrupt:
-        click.echo(f"{PROG}: interrupted again: the model was not saved", err=True)
-        return 130
-    click.echo(
-        f"{PROG}: interrupted after {model.epoch} complete epoch(s): saved the model to "
-        f"{settings['out']}; continue with --resume {settings['checkpoint']}",
-        err=True,
-    )
+    if finished < 1:
+        parts = ["interrupted before an epoch of this run finished: nothing was saved"]
+    else:
+        parts = [f"interrupted after {model.epoch} complete epoch(s)"]
+        try:
+            model.save(str(settings["interrupted"]))
+            parts.append(f"saved the model as it stood to {settings['interrupted']}")
+        except KeyboardInterrupt:
+            parts.append("interrupted again: the model was not saved")
+        except Exception as error:  # NaN weights, a full disk: say so and go on
+            reason = describe_os_error(error) if isinstance(error, OSError) else one_line(error)
+            parts.append(f"could not save {settings['interrupted']}: {reason}")
+    parts.append(f"{settings['out']} is left as it was")
+    resume = checkpoint.last_saved or settings["resume"]
+    if resume is not None:
+        parts.append(f"continue with --resume {resume} --epochs {settings['epochs']}")
+    click.echo(f"{PROG}: " + "; ".join(parts), err=True)
     return 130
 
 

@@ -315,17 +315,26 @@ def test_full_disk_while_saving_is_one_clear_line(tmp_path):
     assert not (tmp_path / "models" / "mnist.h5").exists()
 
 
-def test_ctrl_c_saves_the_model_and_says_how_to_resume(tmp_path):
+def start_training(folder: pathlib.Path, *args: str) -> subprocess.Popen:
     environment = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, str(APPS / "train_mnist.py"), *QUICK, "--epochs", "500", "--quiet"],
-        cwd=tmp_path,
+    environment.pop("CONVNET_DEBUG", None)
+    return subprocess.Popen(
+        [sys.executable, str(APPS / "train_mnist.py"), *map(str, args)],
+        cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=environment,
     )
-    checkpoint = tmp_path / "models" / "mnist.ckpt.h5"
+
+
+def test_ctrl_c_keeps_out_saves_the_progress_beside_it_and_says_how_to_resume(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    earlier = b"the model of an earlier, finished run"
+    (models / "mnist.h5").write_bytes(earlier)
+    process = start_training(tmp_path, *QUICK, "--epochs", "500", "--quiet")
+    checkpoint = models / "mnist.ckpt.h5"
     deadline = time.monotonic() + 90
     while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
@@ -334,12 +343,37 @@ def test_ctrl_c_saves_the_model_and_says_how_to_resume(tmp_path):
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stdout + stderr
     assert "Traceback" not in stderr
-    assert "--resume" in stderr and "mnist.ckpt.h5" in stderr
+    assert "--resume models/mnist.ckpt.h5 --epochs 500" in stderr
+    assert "models/mnist.interrupted.h5" in stderr and "left as it was" in stderr
     import convnet_io
 
-    model = convnet_io.load(str(tmp_path / "models" / "mnist.h5"))
-    assert model.epoch >= 1
+    assert (models / "mnist.h5").read_bytes() == earlier  # only a finished run replaces it
+    assert not (models / "mnist.history.json").exists()
+    assert convnet_io.load(str(models / "mnist.interrupted.h5")).epoch >= 1
     assert convnet_io.load(str(checkpoint)).epoch >= 1
+
+
+def test_ctrl_c_before_the_first_epoch_ends_saves_nothing(tmp_path):
+    """The files of an earlier run (another architecture) stay, and the hint does not point
+    at the earlier run's checkpoint."""
+    models = tmp_path / "models"
+    models.mkdir()
+    earlier = {name: f"{name} of an earlier run".encode() for name in ("mnist.h5", "mnist.ckpt.h5")}
+    for name, content in earlier.items():
+        (models / name).write_bytes(content)
+    process = start_training(tmp_path, "--device", "cpu", "--arch", "best", "--limit-test", "200")
+    for line in process.stdout:  # the whole training set: the first epoch takes a while
+        if line.startswith("training 'best'"):
+            break
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    assert "nothing was saved" in stderr and "models/mnist.h5 is left as it was" in stderr
+    assert "--resume" not in stderr
+    assert sorted(path.name for path in models.iterdir()) == sorted(earlier)
+    for name, content in earlier.items():
+        assert (models / name).read_bytes() == content
 
 
 # ---------------------------------------------------------------------------------------
