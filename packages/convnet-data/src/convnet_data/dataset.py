@@ -182,10 +182,11 @@ class Dataset:
         3. convert the images to float32, values 0..255;
         4. `augment(x, rng)` when given (see convnet_data.augment), with a NumPy Generator
            derived from the seed and the batch's index;
-        5. `preprocess(x)` when given, else x / 255 into [0, 1].
+        5. `preprocess(x)` when given, else x * float32(1/255) into [0, 1].
 
         `preprocess` therefore receives float32 values in 0..255, so the old project's
-        `preprocess=lambda x: x / 255.0` gives the same [0, 1] batches as the default.
+        `preprocess=lambda x: x / 255.0` gives the default [0, 1] batches to float32
+        rounding (a division and a product by the reciprocal can differ in the last bit).
 
         With `xp=cupy`, steps 2-5 run on the GPU, queued from the worker thread, which
         waits for them to finish before handing the batch over: the training loop never
