@@ -29,7 +29,11 @@ def one_hot(labels: Any, num_classes: int, *, xp: Any, dtype: Any = "float32") -
 
 
 def log_softmax(logits: Any, *, xp: Any) -> Any:
-    """log softmax over the last axis, stable for any logits: z - max - log Σ exp(z - max)."""
+    """log softmax over the last axis, stable for any logits: z - max - log Σ exp(z - max).
+
+    logits (..., classes), e.g. (N, classes) -> log-probabilities of the same shape, each
+    row's exponentials summing to 1.
+    """
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
 
@@ -69,7 +73,7 @@ def softmax_cross_entropy(logits: Any, labels: Any, *, xp: Any) -> tuple[Any, An
     if logits.ndim != 2:
         raise ValueError(f"softmax_cross_entropy expects logits (N, classes), got {logits.shape}")
     labels = xp.asarray(labels)
-    if is_cupy(xp) and _fused_on_gpu(logits, labels):  # one kernel instead of about fifteen
+    if is_cupy(xp) and _fused_on_gpu(logits, labels):  # one kernel instead of about sixteen
         return cuda_kernels.fused_softmax_cross_entropy(logits, labels)
     return softmax_cross_entropy_unfused(logits, labels, xp=xp)
 
@@ -97,7 +101,12 @@ def _fused_on_gpu(logits: Any, labels: Any) -> bool:
 
 
 def mse(predictions: Any, targets: Any, *, xp: Any) -> tuple[Any, Any]:
-    """Mean squared error over every element: mean((p - t)²); grad 2 (p - t) / size."""
+    """Mean squared error over every element: mean((p - t)²); grad 2 (p - t) / size.
+
+    predictions (N, ...) and targets of the same shape (converted to the predictions'
+    dtype). Returns (loss, dpredictions): a 0-d array and an array shaped like
+    `predictions`.
+    """
     targets = xp.asarray(targets, dtype=predictions.dtype)
     if targets.shape != predictions.shape:
         raise ValueError(
@@ -111,6 +120,10 @@ def huber(predictions: Any, targets: Any, *, xp: Any, delta: float = 1.0) -> tup
     """Huber loss, the mean over every element of ½d² for |d| ≤ δ, δ(|d| - ½δ) beyond.
 
     Quadratic near zero, linear for outliers; the gradient is d clipped to [-δ, δ] / size.
+
+    predictions (N, ...) and targets of the same shape, d = predictions - targets. Returns
+    (loss, dpredictions): a 0-d array and an array shaped like `predictions`, both in the
+    predictions' dtype.
     """
     targets = xp.asarray(targets, dtype=predictions.dtype)
     if targets.shape != predictions.shape:

@@ -40,13 +40,21 @@ __all__ = [
 class Layer(Protocol):
     """The four pure methods every layer implements (see the module docstring)."""
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]: ...
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one output sample for one input sample of `input_shape` (no batch
+        axis), e.g. (1, 28, 28) -> (8, 28, 28); ShapeError when the layer cannot take it."""
 
-    def init(self, input_shape, rng, *, xp, dtype): ...
+    def init(self, input_shape, rng, *, xp, dtype):
+        """(params, state) for inputs of `input_shape` (per sample): dicts (or tuples, for
+        combinators) of `xp` arrays of `dtype`, drawn from the host Generator `rng`."""
 
-    def apply(self, params, state, x, *, training, rng, xp): ...
+    def apply(self, params, state, x, *, training, rng, xp):
+        """x (N, *input_shape) -> (y (N, *output_shape), new_state, cache); the cache is
+        what `grad` needs, None when not `training`."""
 
-    def grad(self, params, cache, dy, *, xp, input_grad=True): ...
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        """dy (N, *output_shape), shaped like y -> (dparams, dx): dparams shaped like
+        params, dx (N, *input_shape) shaped like x, or None when not `input_grad`."""
 
 
 class ShapeError(ValueError):
