@@ -111,7 +111,8 @@ class RandomAffine:
 
     Shifts are whole pixels drawn uniformly in [-max_shift, max_shift] per axis (so a pure
     shift moves pixels exactly, with no blur), angles uniform in [-max_degrees,
-    max_degrees], scales uniform in [1 - max_scale, 1 + max_scale].
+    max_degrees], scales uniform in [1 - max_scale, 1 + max_scale]. Called as
+    `aug(x, rng)`: x float (N, C, H, W) of numpy or cupy -> the same shape, module and dtype.
     """
 
     max_shift: int = 2
@@ -126,6 +127,8 @@ class RandomAffine:
             )
 
     def __call__(self, x, rng: np.random.Generator):
+        """x (N, C, H, W) -> (N, C, H, W) in x's dtype and module; the N shifts (rows,
+        columns), angles and scales are drawn from the host Generator `rng`."""
         n = x.shape[0]
         shifts = rng.integers(-self.max_shift, self.max_shift + 1, size=(n, 2))  # host
         angles = rng.uniform(-self.max_degrees, self.max_degrees, size=n)  # host
@@ -134,17 +137,26 @@ class RandomAffine:
 
 
 def random_shift(max_shift: int = 2) -> RandomAffine:
-    """Shift each image by whole pixels, up to `max_shift` along each axis."""
+    """Shift each image by whole pixels, up to `max_shift` along each axis.
+
+    The result is called as aug(x, rng): x (N, C, H, W) -> the same shape.
+    """
     return RandomAffine(max_shift=max_shift, max_degrees=0.0)
 
 
 def random_rotation(max_degrees: float = 10.0) -> RandomAffine:
-    """Rotate each image about its centre by up to `max_degrees` either way."""
+    """Rotate each image about its centre by up to `max_degrees` either way.
+
+    The result is called as aug(x, rng): x (N, C, H, W) -> the same shape.
+    """
     return RandomAffine(max_shift=0, max_degrees=max_degrees)
 
 
 def random_affine(max_shift: int = 2, max_degrees: float = 10.0, max_scale: float = 0.0):
-    """Shift, rotate (and optionally scale) each image, in a single gather."""
+    """Shift, rotate (and optionally scale) each image, in a single gather.
+
+    The result is called as aug(x, rng): x (N, C, H, W) -> the same shape.
+    """
     return RandomAffine(max_shift=max_shift, max_degrees=max_degrees, max_scale=max_scale)
 
 
@@ -165,7 +177,8 @@ class Elastic:
     Each sample gets a displacement field: uniform noise in [-1, 1] per pixel and axis,
     blurred by a Gaussian of std `sigma` and scaled by `alpha` (pixels). Output pixel p
     reads the input at p + displacement(p). For 28x28 digits sigma 4 to 6 and alpha 8 to
-    34 keep the digit readable.
+    34 keep the digit readable. Called as `aug(x, rng)`: x float (N, C, H, W) -> the same
+    shape, module and dtype.
     """
 
     alpha: float = 8.0
@@ -176,6 +189,8 @@ class Elastic:
             raise ValueError(f"Elastic: need alpha >= 0 and sigma > 0, got {self}")
 
     def __call__(self, x, rng: np.random.Generator):
+        """x (N, C, H, W) -> (N, C, H, W) in x's dtype and module; one displacement field
+        (2, N, H, W) is drawn from the host Generator `rng`, shared by the C channels."""
         xp = get_array_module(x)
         n, _, h, w = x.shape
         noise = rng.uniform(-1.0, 1.0, size=(2, n, h, w))  # host
@@ -188,7 +203,10 @@ class Elastic:
 
 
 def elastic(alpha: float = 8.0, sigma: float = 4.0) -> Elastic:
-    """Elastic distortion with strength `alpha` (pixels) and smoothness `sigma` (pixels)."""
+    """Elastic distortion with strength `alpha` (pixels) and smoothness `sigma` (pixels).
+
+    The result is called as aug(x, rng): x (N, C, H, W) -> the same shape.
+    """
     return Elastic(alpha=alpha, sigma=sigma)
 
 
@@ -199,6 +217,7 @@ class Compose:
     steps: tuple
 
     def __call__(self, x, rng: np.random.Generator):
+        """x (N, C, H, W) -> each step applied in order, `rng` passed to each in turn."""
         for step in self.steps:
             x = step(x, rng)
         return x
