@@ -1,8 +1,12 @@
 """A writer killed in the middle of a save leaves the previous file whole."""
 
+import errno
 import glob
 import os
+import re
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -101,3 +105,201 @@ def test_saving_into_a_missing_folder_names_the_target(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"cannot save .*model\.h5.*does not exist"):
         convnet_io.save(target, layer=net, params=params, input_shape=(3,))
     assert not (tmp_path / "no-such-folder").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# What is at the path: links are followed, only regular files are ever replaced
+
+
+def small_save(path, value):
+    from convnet_core import layers as L
+
+    params = ({"W": numpy.full((3, 2), value, "float32"), "b": numpy.zeros(2, "float32")},)
+    return convnet_io.save(path, layer=L.Sequential((L.Dense(2),)), params=params, input_shape=(3,))
+
+
+def saved_value(path):
+    return float(convnet_io.load(path, parts=True).params[0]["W"][0, 0])
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+def test_saving_through_a_symlink_updates_the_file_it_points_to(tmp_path, suffix):
+    (tmp_path / "runs").mkdir()
+    run = tmp_path / "runs" / f"run3{suffix}"
+    small_save(run, 1)
+    latest = tmp_path / f"latest{suffix}"
+    latest.symlink_to(os.path.join("runs", run.name))  # a relative link, as `ln -s` makes
+
+    assert small_save(latest, 2) == str(latest)
+
+    assert latest.is_symlink() and os.readlink(latest) == os.path.join("runs", run.name)
+    assert saved_value(run) == 2 and saved_value(latest) == 2
+    assert sorted(os.listdir(tmp_path)) == sorted(["runs", latest.name])
+    assert os.listdir(tmp_path / "runs") == [run.name]  # no temporary left beside it
+
+
+def test_saving_through_a_dangling_symlink_creates_its_target(tmp_path):
+    link = tmp_path / "latest.h5"
+    link.symlink_to("new.h5")
+    small_save(link, 5)
+    assert link.is_symlink() and saved_value(tmp_path / "new.h5") == 5
+
+
+def special_files(tmp_path):
+    """(path, what the error calls it) for every kind of non-regular file we can make."""
+    made = []
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    made.append((folder, "a directory"))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    made.append((fifo, "a FIFO"))
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock"))
+    made.append((tmp_path / "sock", "a socket"))
+    try:  # a copy of /dev/null (character device 1, 3), only ever inside tmp_path
+        os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        made.append((tmp_path / "null", "a character device"))
+    except (PermissionError, OSError):
+        pass  # not allowed here: the other kinds are still tested
+    return made, server
+
+
+@pytest.mark.parametrize("suffix", ["", ".npz"])
+def test_special_files_are_refused_and_left_as_they_are(tmp_path, suffix):
+    made, server = special_files(tmp_path)
+    try:
+        for path, kind in made:
+            before = os.lstat(path)
+            target = str(path) + suffix if suffix else path
+            if suffix:  # the same kinds of file under a model-like name
+                os.rename(path, target)
+                before = os.lstat(target)
+            with pytest.raises(
+                OSError, match=f"cannot save {re.escape(str(target))}: it is {kind}"
+            ):
+                small_save(target, 1)
+            after = os.lstat(target)
+            assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode)
+            assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+            # a link to it is refused the same way, and stays a link
+            link = tmp_path / f"link-to-{os.path.basename(target)}"
+            link.symlink_to(target)
+            with pytest.raises(OSError, match=f"cannot save {re.escape(str(link))}: it is {kind}"):
+                small_save(link, 1)
+            assert link.is_symlink()
+        assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+    finally:
+        server.close()
+
+
+def test_paths_naming_a_folder_are_refused(tmp_path):
+    (tmp_path / "adir").mkdir()
+    for path in (
+        str(tmp_path / "trail") + os.sep,  # not there: must not become a file named "trail"
+        str(tmp_path / "adir") + os.sep,
+        str(tmp_path / "adir"),
+        str(tmp_path / "adir" / "."),
+    ):
+        with pytest.raises(IsADirectoryError, match=f"cannot save {re.escape(path)}"):
+            small_save(path, 1)
+    with pytest.raises(ValueError, match="empty path"):
+        small_save("", 1)
+    assert sorted(os.listdir(tmp_path)) == ["adir"] and os.listdir(tmp_path / "adir") == []
+
+
+# ---------------------------------------------------------------------------------------
+# Errors name the path given, never the temporary file
+
+
+def test_a_folder_that_cannot_be_written_is_named_with_the_target(tmp_path, monkeypatch):
+    from convnet_io import atomic
+
+    target = tmp_path / "m.h5"
+
+    def refused(prefix, suffix, dir):
+        raise PermissionError(errno.EACCES, "Permission denied", os.path.join(dir, prefix + suffix))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refused)
+    with pytest.raises(PermissionError) as info:
+        small_save(target, 1)
+    assert info.value.errno == errno.EACCES and info.value.filename == str(target)
+    assert "cannot create a file in the folder" in str(info.value)
+    assert ".tmp" not in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+@pytest.mark.parametrize("with_errno", [True, False])
+def test_errors_while_writing_name_the_target(tmp_path, monkeypatch, suffix, with_errno):
+    from convnet_io import storage
+
+    target = tmp_path / f"m{suffix}"
+    small_save(target, 1)
+    before = target.read_bytes()
+
+    def failing_writer(file, attributes, arrays):
+        with open(file, "wb") as f:
+            f.write(b"half a file")
+        if with_errno:
+            raise OSError(errno.ENOSPC, "No space left on device", file)
+        raise OSError(f"Unable to write file (name = '{file}', errno = 28)")  # as h5py words it
+
+    monkeypatch.setattr(storage, "write_hdf5" if suffix == ".h5" else "write_npz", failing_writer)
+    with pytest.raises(OSError) as info:
+        small_save(target, 2)
+    message = str(info.value)
+    assert str(target) in message and ".tmp" not in message
+    if with_errno:
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert target.read_bytes() == before and os.listdir(tmp_path) == [target.name]
+
+
+def test_a_file_that_may_not_be_written_is_kept(tmp_path, monkeypatch):
+    from convnet_io import atomic
+
+    target = tmp_path / "m.h5"
+    small_save(target, 1)
+    before = target.read_bytes()
+    real_access = os.access
+    monkeypatch.setattr(
+        atomic.os, "access", lambda p, mode: False if p == str(target) else real_access(p, mode)
+    )
+    with pytest.raises(PermissionError, match="read-only") as info:
+        small_save(target, 2)
+    assert info.value.filename == str(target) and ".tmp" not in str(info.value)
+    assert target.read_bytes() == before and os.listdir(tmp_path) == ["m.h5"]
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """Make a path read-only; skip where permissions are not enforced (root)."""
+    changed = []
+
+    def make(path, mode):
+        os.chmod(path, mode)
+        changed.append(path)
+        if os.access(path, os.W_OK):
+            pytest.skip("file permissions are not enforced for this user (root)")
+
+    yield make
+    for path in changed:
+        os.chmod(path, 0o755)
+
+
+def test_read_only_folder_and_file_for_real(tmp_path, read_only):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    read_only(folder, 0o555)
+    with pytest.raises(PermissionError) as info:
+        small_save(folder / "m.h5", 1)
+    assert info.value.filename == str(folder / "m.h5") and ".tmp" not in str(info.value)
+
+    target = tmp_path / "m.npz"
+    small_save(target, 1)
+    before = target.read_bytes()
+    read_only(target, 0o444)
+    with pytest.raises(PermissionError) as info:
+        small_save(target, 2)
+    assert info.value.filename == str(target) and ".tmp" not in str(info.value)
+    assert target.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["m.npz", "ro"]

@@ -3,16 +3,33 @@
 The new content goes to a temporary file in the target's directory (same filesystem, so
 the final rename is atomic), is flushed and fsync'ed, and only then renamed over the
 target with `os.replace`. Until that rename the previous file stays untouched.
+
+What is replaced is the file the path names after following symbolic links: saving
+through a link updates the file it points to, and the link stays a link. Only a regular
+file is ever replaced. A directory, a device (such as /dev/null), a FIFO or a socket at
+the path is refused before anything is written, and so is a path ending in a separator,
+which names a folder. Errors name the path the caller gave, never the temporary file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "resolve_target"]
+
+#: What a path can be besides a regular file, as the errors describe it.
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def _fsync_file(path: str) -> None:
@@ -47,26 +64,98 @@ def _file_mode(target: str) -> int:
         return 0o666 & ~umask
 
 
+def _kind(mode: int) -> str:
+    for test, kind in _KINDS:
+        if test(mode):
+            return kind
+    return "not a regular file"  # pragma: no cover - every kind POSIX has is listed
+
+
+def _naming(error: OSError, shown: str, temporary: str | None, note: str = "") -> OSError:
+    """`error` again (same type and errno) naming `shown`, the path the caller gave, where
+    it named the temporary file; `note` is added to its description."""
+    if error.errno is not None and error.strerror:
+        text = error.strerror
+        if temporary is not None:
+            text = text.replace(temporary, shown)
+        try:
+            return type(error)(error.errno, text + note, shown)
+        except TypeError:  # pragma: no cover - an OSError subclass with its own signature
+            return error
+    text = str(error)
+    if temporary is not None:
+        text = text.replace(temporary, shown)
+    try:
+        return type(error)(f"cannot save {shown}: {text}{note}")
+    except TypeError:  # pragma: no cover - an OSError subclass with its own signature
+        return error
+
+
+def resolve_target(path: str | os.PathLike) -> str:
+    """The absolute path of the regular file that saving to `path` creates or replaces.
+
+    Symbolic links are followed (the file a link points to is the one saved). Raises,
+    naming `path`: ValueError for an empty path; IsADirectoryError for a directory or a
+    path ending in a separator; FileNotFoundError when the folder is missing; OSError for a
+    device, FIFO or socket; PermissionError for an existing file that may not be written
+    (as `open(path, "w")` would). Nothing is created.
+    """
+    shown = os.fsdecode(os.fspath(path))
+    if not shown:
+        raise ValueError("cannot save to an empty path")
+    separators = tuple(s for s in (os.sep, os.altsep) if s)
+    if shown.endswith(separators) or os.path.basename(shown) in (".", ".."):
+        raise IsADirectoryError(
+            f"cannot save {shown}: the path names a folder; give the name of a file in it"
+        )
+    target = os.path.realpath(shown)
+    try:
+        mode: int | None = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as error:  # a loop of links, a folder on the way that cannot be read
+        raise _naming(error, shown, None) from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = IsADirectoryError if stat.S_ISDIR(mode) else OSError
+        raise kind(
+            f"cannot save {shown}: it is {_kind(mode)}, not a regular file; a save replaces "
+            "the file at its path, so nothing was written"
+        )
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot save {shown}: the folder {directory} does not exist")
+    if mode is not None and not os.access(target, os.W_OK):
+        raise PermissionError(errno.EACCES, "Permission denied (the file is read-only)", shown)
+    return target
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside `path`; on success it replaces `path` atomically.
+    """Yield a temporary path beside the file `path` names; on success it replaces that
+    file atomically.
 
     The caller writes and closes the temporary file inside the `with` block. On an
-    exception the temporary file is removed and `path` is left as it was.
+    exception the temporary file is removed and the file is left as it was; an OSError
+    is raised again naming `path` (not the temporary file). See `resolve_target` for
+    what may be saved to, checked before the temporary file is made.
     """
-    target = os.path.abspath(os.fspath(path))
+    shown = os.fsdecode(os.fspath(path))
+    target = resolve_target(shown)
     directory, name = os.path.split(target)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"cannot save {os.fspath(path)}: the folder {directory} does not exist"
-        )
-    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    os.chmod(temporary, _file_mode(target))  # mkstemp makes 0600; use what open() would
     try:
-        yield temporary
-        _fsync_file(temporary)
-        os.replace(temporary, target)
+        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        note = f" (cannot create a file in the folder {directory})"
+        raise _naming(error, shown, None, note) from None
+    os.close(fd)
+    try:
+        try:
+            yield temporary
+            os.chmod(temporary, _file_mode(target))  # mkstemp makes 0600; use what open() would
+            _fsync_file(temporary)
+            os.replace(temporary, target)
+        except OSError as error:
+            raise _naming(error, shown, temporary) from error
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(temporary)
