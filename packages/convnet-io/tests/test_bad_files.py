@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+import tracemalloc
 import zipfile
 
 import convnet_io
@@ -249,3 +250,195 @@ def test_flipped_and_truncated_bytes_raise_only_model_format_error(suffix, data)
             assert saved.layer == NET
             assert_same_tree(saved.params, params)
             assert_same_tree(saved.state, state)
+
+
+# ---------------------------------------------------------------------------------------
+# Metadata, optimizer and statistics a model cannot use: refused naming the file and field
+
+
+def set_metadata(**entries):
+    def change(attributes, arrays):
+        metadata = json.loads(attributes[""]["metadata"])
+        metadata.update(entries)
+        attributes[""]["metadata"] = json.dumps(metadata)
+
+    return change
+
+
+BAD_METADATA = [
+    ("epoch", "abc"),
+    ("epoch", -5),
+    ("epoch", 1.9),
+    ("epoch", True),
+    ("epoch", None),
+    ("history", [1, 2]),
+    ("history", {"loss": 5}),
+    ("history", {"loss": ["0.5"]}),
+    ("history", {"loss": [True]}),
+    ("loss_name", ["x"]),
+    ("loss_name", ""),
+    ("rng_state", 5),
+    ("rng_state", {"seed": "abc"}),
+    ("rng_state", {"seed": -1}),
+    ("rng_state", {"state": 3}),
+    ("checkpoint", "best"),
+    ("checkpoint", {"monitor": "val_loss", "mode": "up", "best": 0.5, "epoch": 1}),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), BAD_METADATA, ids=[f"{f}={v!r}" for f, v in BAD_METADATA]
+)
+def test_bad_metadata_entries(saved_file, field, value):
+    rewrite(saved_file, set_metadata(**{field: value}))
+    expect_error(saved_file, f"metadata {field!r} must be", repr(value)[:20])
+
+
+def test_metadata_entries_in_their_documented_forms_load(saved_file):
+    good = {
+        "epoch": 0,
+        "history": {"loss": [1.5, None, float("nan")], "val_loss": []},
+        "loss_name": "my_custom_loss",  # a loss function of the user's: compile again
+        "rng_state": {"seed": None},
+        "checkpoint": {"monitor": "val_acc", "mode": "max", "best": None, "epoch": 3},
+        "anything else": [{"is": "the caller's"}],
+    }
+    rewrite(saved_file, set_metadata(**good))
+    metadata = convnet_io.load(saved_file, parts=True).metadata
+    assert metadata["rng_state"] == {"seed": None} and metadata["anything else"] == [
+        {"is": "the caller's"}
+    ]
+
+
+def model_file(tmp_path, suffix=".h5"):
+    from convnet_core import Model
+
+    model = Model(list(NET.layers), seed=3, device="cpu").compile(
+        loss="categorical_crossentropy", optimizer="adam", lr=0.01
+    )
+    x = numpy.random.default_rng(0).normal(size=(8, *SHAPE)).astype("float32")
+    model.fit((x, numpy.arange(8) % 3), epochs=1, batch_size=4, verbose=False)
+    path = tmp_path / f"model{suffix}"
+    model.save(path)
+    return path, model, x
+
+
+def test_every_way_of_loading_names_the_file_and_the_field(tmp_path):
+    from convnet_core import Model
+
+    path, model, x = model_file(tmp_path)
+    rewrite(path, set_metadata(epoch="abc"))
+    for load in (
+        lambda: Model.load(path),
+        lambda: convnet_io.load_checkpoint(path),
+        lambda: model.fit((x, numpy.arange(8) % 3), epochs=2, verbose=False, resume_from=path),
+    ):
+        with pytest.raises(ModelFormatError, match="metadata 'epoch' must be") as info:
+            load()
+        assert str(path) in str(info.value)
+
+
+def set_array(key, value):
+    return lambda attributes, arrays: arrays.update({key: value})
+
+
+def test_bad_optimizer_state(tmp_path):
+    path, _, _ = model_file(tmp_path)
+    _, arrays = fmt.read_raw(path)
+    m = arrays["optimizer/state/m/0/W"]
+    cases = [
+        (set_array("optimizer/state/lr", numpy.array(-1.0)), "optimizer/state/lr is -1.0"),
+        (set_array("optimizer/state/lr", numpy.array(numpy.nan)), "optimizer/state/lr holds NaN"),
+        (set_array("optimizer/state/lr", numpy.array(0.1, "float32")), "lr has dtype float32"),
+        (set_array("optimizer/state/step", numpy.array(-7)), "optimizer/state/step is -7"),
+        (set_array("optimizer/state/step", numpy.array(-7.5)), "step has dtype float64"),
+        (set_array("optimizer/state/m/0/W", m.astype("complex64")), "m/0/W has dtype complex64"),
+        (set_array("optimizer/state/m/0/W", m.astype("int64")), "m/0/W has dtype int64"),
+        (set_array("optimizer/state/v/0/W", -numpy.ones_like(m)), "v/0/W holds 18 negative"),
+    ]
+    for change, fragment in cases:
+        path, _, _ = model_file(tmp_path)
+        rewrite(path, change)
+        expect_error(path, fragment)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("lr", float("inf")), ("eps", float("nan")), ("clip_norm", float("inf"))]
+)
+def test_optimizer_config_with_numbers_that_are_not_finite(tmp_path, option, value):
+    path, _, _ = model_file(tmp_path)
+
+    def change(attributes, arrays):
+        config = json.loads(attributes["optimizer"]["config"])
+        config["config"][option] = value
+        attributes["optimizer"]["config"] = json.dumps(config)
+
+    rewrite(path, change)
+    expect_error(path, "bad optimizer config", option)  # core or the finiteness check
+
+
+def test_negative_batchnorm_variance(saved_file):
+    _, arrays = fmt.read_raw(saved_file)
+    var = arrays["state/1/running_var"].copy()
+    var[0] = -0.5
+    rewrite(saved_file, set_array("state/1/running_var", var))
+    expect_error(saved_file, "state/1/running_var holds 1 negative values")
+    var[0] = 0.0  # a channel that never varied: fine
+    rewrite(saved_file, set_array("state/1/running_var", var))
+    assert convnet_io.load(saved_file, parts=True).state[1]["running_var"][0] == 0
+
+
+# ---------------------------------------------------------------------------------------
+# An architecture claiming enormous layers is compared without being allocated
+
+
+def claim_units(units):
+    def change(attributes, arrays):
+        architecture = json.loads(attributes[""]["architecture"])
+        architecture["config"]["layers"][5]["config"]["units"] = units
+        attributes[""]["architecture"] = json.dumps(architecture)
+
+    return change
+
+
+@pytest.mark.parametrize("units", [2_000_000, 10**12])
+def test_huge_architecture_fails_fast_in_little_memory(saved_file, units):
+    rewrite(saved_file, claim_units(units))  # a file of a few KB
+    assert saved_file.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        message = expect_error(saved_file, "params/5/W has shape (8, 3)", f"(8, {units})")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, (peak, message)  # a real init of 2,000,000 units: > 100 MB
+
+
+def test_a_custom_layer_whose_init_needs_real_arrays_still_loads(tmp_path):
+    """Layers of the user's own may compute with the arrays they make; those few get a
+    real init for the comparison, and the file loads as before."""
+    import attrs
+    from convnet_core import register_layer
+
+    @register_layer(name="IoTestOffsets")
+    @attrs.frozen
+    class Offsets:
+        def output_shape(self, input_shape):
+            return tuple(input_shape)
+
+        def init(self, input_shape, rng, *, xp, dtype):
+            offsets = xp.zeros(input_shape[-1:], dtype)
+            offsets[0] = 1  # writes into its array: a data-less one refuses
+            return {"offsets": offsets}, {}
+
+        def apply(self, params, state, x, *, training, rng, xp):
+            return x + params["offsets"], state, None
+
+        def grad(self, params, cache, dy, *, xp, input_grad=True):
+            raise NotImplementedError
+
+    net = L.Sequential((Offsets(), L.Dense(2)))
+    params, state = init(net, (3,), rng=0)
+    convnet_io.save(tmp_path / "c.h5", layer=net, params=params, state=state, input_shape=(3,))
+    saved = convnet_io.load(tmp_path / "c.h5", parts=True)
+    assert_same_tree(saved.params, params)

@@ -1,6 +1,7 @@
 """Saving and loading give back exactly what was saved: every bit, every structure."""
 
 import json
+import os
 
 import convnet_io
 import numpy
@@ -69,7 +70,8 @@ def test_optimizer_metadata_and_odd_structures_round_trip(tmp_path, suffix):
         "epoch": 3,
         "history": {"loss": [1.5, float("nan")]},
         "seed": 42,
-        "rng_state": {"bit_generator": "PCG64", "state": {"state": 2**127 + 5, "inc": 3}},
+        "rng_state": {"seed": 42},
+        "generator": {"bit_generator": "PCG64", "state": {"state": 2**127 + 5, "inc": 3}},
     }
     path = tmp_path / f"m{suffix}"
     convnet_io.save(
@@ -85,6 +87,7 @@ def test_optimizer_metadata_and_odd_structures_round_trip(tmp_path, suffix):
     assert_same_tree(saved.optimizer_state, opt_state)
     assert saved.state == ({}, {})  # state defaults to empty dicts shaped like params
     assert saved.metadata["rng_state"] == metadata["rng_state"]
+    assert saved.metadata["generator"] == metadata["generator"]  # big ints, nested objects
     assert saved.metadata["seed"] == 42 and saved.metadata["epoch"] == 3
     assert saved.metadata["history"]["loss"][0] == 1.5
     assert numpy.isnan(saved.metadata["history"]["loss"][1])
@@ -203,6 +206,54 @@ def test_save_refuses_what_load_would_refuse(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-written left behind
 
 
+def test_save_refuses_metadata_load_would_refuse_and_keeps_the_old_file(tmp_path):
+    from convnet_core import Model
+
+    model = Model([L.Flatten(), L.Dense(2)], seed=1, device="cpu").build((3,))
+    model.compile(loss="mse", optimizer="sgd")
+    path = tmp_path / "m.h5"
+    model.save(path, metadata={"note": "kept"})
+    before = path.read_bytes()
+    for entry in ({"epoch": "best"}, {"history": "none"}, {"loss_name": ["x"]}, {"rng_state": 7}):
+        (key,) = entry
+        with pytest.raises(ValueError, match=f"not saving {path}: metadata '{key}' is stored from"):
+            model.save(path, metadata=entry)
+    net = L.Sequential((L.Dense(2),))
+    params = ({"W": numpy.ones((3, 2), "float32"), "b": numpy.zeros(2, "float32")},)
+    for entry in ({"epoch": -1}, {"history": {"loss": "x"}}, {"checkpoint": 3}):
+        (key,) = entry
+        with pytest.raises(ValueError, match=f"not saving {path}: metadata '{key}' must be"):
+            convnet_io.save(path, layer=net, params=params, input_shape=(3,), metadata=entry)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.h5"]
+    assert convnet_io.load(path, parts=True).metadata["note"] == "kept"
+
+
+def test_save_refuses_state_load_would_refuse(tmp_path):
+    from convnet_core import optim
+
+    net, shape = next((net, shape) for n, net, shape in NETS if n == "batchnorm")
+    params, state = init(net, shape, rng=0)
+    bad_state = ({**state[0], "running_var": -state[0]["running_var"]},)
+    with pytest.raises(ValueError, match="running_var holds 3 negative values"):
+        convnet_io.save(
+            tmp_path / "m.h5", layer=net, params=params, state=bad_state, input_shape=shape
+        )
+    opt = optim.adam()
+    opt_state = opt.init(params)
+    complex_state = {**opt_state, "m": tree.map(lambda m: m.astype("complex64"), opt_state["m"])}
+    with pytest.raises(ValueError, match="m/0/gamma has dtype complex64, expected float32"):
+        convnet_io.save(
+            tmp_path / "m.h5",
+            layer=net,
+            params=params,
+            state=state,
+            input_shape=shape,
+            optimizer=opt,
+            optimizer_state=complex_state,
+        )
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("suffix", SUFFIXES)
 @pytest.mark.parametrize("name", ["conv", "batchnorm", "every-layer"])
 def test_real_optimizer_state_round_trips(tmp_path, suffix, name):
@@ -233,14 +284,35 @@ def test_input_shape_given_at_load(tmp_path):
 
     net = L.Sequential((L.Flatten(), L.Dense(2)))
     params = ({}, {"W": numpy.ones((12, 2), "float32"), "b": numpy.zeros(2, "float32")})
-    convnet_io.save(tmp_path / "m.h5", layer=net, params=params)  # no input shape saved
+    convnet_io.save(tmp_path / "s.h5", layer=net, params=params, input_shape=(12,))
+    with pytest.raises(convnet_io.ModelFormatError, match=r"saved for input shape \(12,\)"):
+        convnet_io.load(tmp_path / "s.h5", input_shape=(3, 4))
+    # a file without an input shape (the format allows one): parts, or a Model given one
+    attributes, arrays = fmt.read_raw(tmp_path / "s.h5")
+    attributes[""]["input_shape"] = "null"
+    fmt.write_raw(tmp_path / "m.h5", attributes, arrays)
     assert convnet_io.load(tmp_path / "m.h5", parts=True).input_shape is None
-    with pytest.raises(ValueError, match="without an input shape"):
+    with pytest.raises(convnet_io.ModelFormatError, match="no input shape") as info:
         convnet_io.load(tmp_path / "m.h5")
+    assert str(tmp_path / "m.h5") in str(info.value)
     model = convnet_io.load(tmp_path / "m.h5", input_shape=(3, 2, 2))
     assert isinstance(model, Model) and model.input_shape == (3, 2, 2)
     with pytest.raises(convnet_io.ModelFormatError, match=r"params/1/W has shape \(12, 2\)"):
         convnet_io.load(tmp_path / "m.h5", input_shape=(5,))  # checked against the weights
-    convnet_io.save(tmp_path / "s.h5", layer=net, params=params, input_shape=(12,))
-    with pytest.raises(convnet_io.ModelFormatError, match=r"saved for input shape \(12,\)"):
-        convnet_io.load(tmp_path / "s.h5", input_shape=(3, 4))
+
+
+def test_functional_save_needs_the_input_shape(tmp_path):
+    """Without it the arrays cannot be checked: Dense(3) with a (7, 7) W and no b made a
+    file no input shape could ever load as a Model."""
+    path = tmp_path / "m.npz"
+    good = ({"W": numpy.ones((4, 3), "float32"), "b": numpy.zeros(3, "float32")},)
+    net = L.Sequential((L.Dense(3),))
+    convnet_io.save(path, layer=net, params=good, input_shape=(4,))
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="save needs input_shape="):
+        convnet_io.save(path, layer=L.Dense(3), params={"W": numpy.zeros((7, 7), "float32")})
+    with pytest.raises(ValueError, match="the architecture has 2 arrays"):
+        convnet_io.save(
+            path, layer=L.Dense(3), params={"W": numpy.zeros((7, 3), "float32")}, input_shape=(7,)
+        )
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]

@@ -14,9 +14,13 @@ One file holds everything needed to rebuild a model bit for bit:
 The container is HDF5 when h5py is installed and the path does not end in ".npz";
 otherwise an NPZ with the same layout (`convnet_io.storage`). Loading checks, in order:
 the container, the format and its version, the checksum, the architecture (every class
-registered), and that the arrays agree with the architecture in structure, shape and
-dtype and are finite. Anything wrong raises `ModelFormatError`; nothing in the file is
-ever executed (JSON and raw arrays only, no pickles).
+registered), that the arrays agree with the architecture in structure, shape and dtype
+(found without allocating what the architecture describes, `convnet_io.shapes`) and are
+finite, that BatchNorm variances are not negative, the metadata entries the format
+defines (`METADATA_FIELDS`), and the optimizer's config and state. Anything wrong raises
+`ModelFormatError`; nothing in the file is ever executed (JSON and raw arrays only, no
+pickles). `save` runs the same checks before writing, so it never writes a file that
+`load` would refuse.
 """
 
 from __future__ import annotations
@@ -30,13 +34,15 @@ from typing import Any
 import attrs
 import numpy
 
-from . import __version__, storage, treedef
-from .atomic import atomic_path
+from . import __version__, shapes, storage, treedef
+from .atomic import atomic_path, resolve_target
 from .errors import ModelFormatError
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "METADATA_FIELDS",
+    "MODEL_METADATA",
     "SavedModel",
     "load",
     "read_raw",
@@ -47,6 +53,19 @@ __all__ = [
 FORMAT_NAME = "convnet"
 FORMAT_VERSION = 1
 GROUPS = ("params", "state", "optimizer/state")
+#: The metadata entries the format defines, and the form each one must have (any other
+#: entry is the caller's own and stored as it is).
+METADATA_FIELDS = {
+    "epoch": "a non-negative int (the epochs completed)",
+    "history": "an object mapping each metric name to a list of numbers or null",
+    "loss_name": "null or a non-empty string (a loss of convnet_core.losses, or the name of "
+    "a custom loss function)",
+    "rng_state": 'null or {"seed": a non-negative int or null}',
+    "checkpoint": 'null or {"monitor": a string, "mode": "min" or "max", "best": a number '
+    'or null, "epoch": a non-negative int} (written by Checkpoint)',
+}
+#: The entries `save(path, model)` takes from the model; `metadata=` may not set them.
+MODEL_METADATA = ("epoch", "history", "loss_name", "rng_state")
 
 
 @attrs.frozen
@@ -140,6 +159,7 @@ def write_raw(
     Without h5py a non-.npz path gets ".npz" appended (as ConvNet-NumPy did), with a warning.
     """
     path = os.fspath(path)
+    resolve_target(path)  # a folder, device, FIFO, ... at the path: refused before anything
     container = container or _container_for(path)
     if container == "npz" and not path.lower().endswith(".npz") and not storage.H5PY_AVAILABLE:
         warnings.warn(
@@ -244,13 +264,29 @@ def save(
 
     Either `save(path, model)` with a `convnet_core.Model` (its network, params, state,
     optimizer and its state, epoch, history, loss and RNG state), or the functional form
-    `save(path, layer=..., params=..., state=..., input_shape=...)`. Keywords given with a
-    model override what the model holds; `metadata` entries are added to the model's.
+    `save(path, layer=..., params=..., state=..., input_shape=...)`, where `input_shape`
+    (per sample) is required: it is what the arrays are checked against, and what `load`
+    needs to make a Model. Keywords given with a model override what the model holds.
+    `metadata` entries are added to the model's; they may not set the entries taken from
+    the model (`MODEL_METADATA`: epoch, history, loss_name, rng_state), and the entries
+    the format defines (`METADATA_FIELDS`) must have their documented form.
 
     The file is HDF5 unless the path ends in ".npz" or h5py is missing (then NPZ). Arrays
-    on the GPU are copied to the host. Raises ValueError when the parts disagree with the
-    architecture or hold NaN/inf, so no file is written that `load` would refuse.
+    on the GPU are copied to the host. A symbolic link at the path is followed (the file
+    it points to is replaced; the link stays); a directory, device, FIFO or socket there
+    is refused. Raises ValueError before writing anything when the parts disagree with
+    the architecture, hold NaN/inf, or the metadata or optimizer state is not what `load`
+    accepts, so no file is written that `load` would refuse.
     """
+    if model is not None and metadata:
+        taken = [key for key in MODEL_METADATA if key in metadata]
+        if taken:
+            raise ValueError(
+                f"not saving {os.fspath(path)}: metadata {', '.join(map(repr, taken))} "
+                f"{'is' if len(taken) == 1 else 'are'} stored from the model itself "
+                f"({', '.join(MODEL_METADATA)}); set it on the model (e.g. model.epoch) "
+                "or give your entry another name"
+            )
     parts: dict[str, Any] = _model_parts(model) if model is not None else {"metadata": {}}
     given = {
         "layer": layer,
@@ -266,6 +302,12 @@ def save(
         raise ValueError("save needs a model, or layer= and params=")
     if parts.get("params") is None:
         raise ValueError("save needs params= (the layer's parameters) or a built model")
+    if parts.get("input_shape") is None:
+        raise ValueError(
+            "save needs input_shape= (the shape of one sample, e.g. (1, 28, 28)): the "
+            "arrays are checked against the architecture for it, and load needs it to "
+            "make a Model"
+        )
     if parts.get("state") is None:
         parts["state"] = _empty_state_like(parts["params"])
     attributes, arrays = _layout(parts, os.fspath(path))
@@ -310,7 +352,12 @@ def _layout(parts: dict[str, Any], path: str):
         encoded[group] = (structure, leaves)
         attributes[group] = {"tree": _dumps(structure)}
         arrays.update({f"{group}/{key}": value for key, value in leaves.items()})
-    problem = _check_parts(layer, shape, encoded["params"], encoded["state"])
+    problem = _check_metadata(json.loads(attributes[""]["metadata"]))  # as load reads it
+    problem = problem or _check_parts(layer, shape, encoded["params"], encoded["state"])
+    if not problem and config is not None:
+        problem = _check_optimizer(
+            config, treedef.decode(*encoded["params"]), encoded.get("optimizer/state")
+        )
     if problem:
         raise ValueError(f"not saving {path}: {problem}")
     return attributes, arrays
@@ -340,27 +387,72 @@ def _first_float_dtype(leaves: dict[str, Any]) -> numpy.dtype:
     return numpy.dtype("float32")
 
 
+#: State arrays that hold variances (BatchNorm2D's running statistics): never negative.
+VARIANCE_NAMES = ("running_var",)
+
+
+def _has_custom_layer(value: Any) -> bool:
+    """True when the layer tree `value` holds a layer class defined outside convnet_core."""
+    if attrs.has(type(value)):
+        if not type(value).__module__.startswith("convnet_core."):
+            return True
+        return any(_has_custom_layer(getattr(value, f.name)) for f in attrs.fields(type(value)))
+    if isinstance(value, (tuple, list)):
+        return any(_has_custom_layer(child) for child in value)
+    return False
+
+
+def _reference_parts(layer, input_shape: tuple[int, ...], dtype) -> tuple[Any, Any]:
+    """(params, state) with the structure, shapes and dtypes `layer.init` gives, made
+    without allocating the arrays (an architecture read from a file can claim any size).
+
+    Only an architecture with a custom layer whose init cannot work on data-less arrays
+    gets a real init; the built-in layers never do. Raises ValueError when the
+    architecture refuses the input shape, shapes.NeedsData when an architecture of
+    built-in layers only cannot be initialised without data.
+    """
+    try:
+        return shapes.init_shapes(layer, input_shape, dtype)
+    except shapes.NeedsData:
+        if not _has_custom_layer(layer):
+            raise
+        import convnet_core
+
+        return convnet_core.init(layer, input_shape, rng=0, dtype=dtype)
+
+
 def _check_parts(layer, input_shape, params_encoded, state_encoded, info=None) -> str | None:
-    """None when params/state agree with the architecture and are finite, else the problem.
+    """None when params/state agree with the architecture, are finite and hold no negative
+    variance, else the problem.
 
     `params_encoded` and `state_encoded` are (structure, {path: array-or-(shape, dtype)}).
-    Without an input shape only finiteness is checked (the shapes cannot be inferred).
+    Without an input shape (a file that did not store one, loaded as parts) only the values
+    are checked: the shapes cannot be inferred.
     """
-    import convnet_core
-
     for group, (_, leaves) in (("params", params_encoded), ("state", state_encoded)):
         for key, value in leaves.items():
             if isinstance(value, numpy.ndarray) and value.dtype.kind in "fc":
                 if not numpy.isfinite(value).all():  # host
                     bad = int(value.size - numpy.isfinite(value).sum())  # host
                     return f"{group}/{key} holds {bad} NaN or infinite values"
+            if (
+                group == "state"
+                and key.rsplit("/", 1)[-1] in VARIANCE_NAMES
+                and isinstance(value, numpy.ndarray)
+                and value.dtype.kind == "f"
+                and (value < 0).any()  # host
+            ):
+                bad = int((value < 0).sum())  # host
+                return f"state/{key} holds {bad} negative values, but it is a variance (>= 0)"
     if input_shape is None:
         return None
     dtype = _first_float_dtype(params_encoded[1])
     try:
-        ref_params, ref_state = convnet_core.init(layer, tuple(input_shape), rng=0, dtype=dtype)
+        ref_params, ref_state = _reference_parts(layer, tuple(input_shape), dtype)
     except ValueError as error:
         return f"the architecture does not accept the input shape {tuple(input_shape)}: {error}"
+    except shapes.NeedsData as error:
+        return f"bad architecture: it cannot be initialised ({error})"
     for group, reference, (structure, leaves) in (
         ("params", ref_params, params_encoded),
         ("state", ref_state, state_encoded),
@@ -384,14 +476,28 @@ def _check_parts(layer, input_shape, params_encoded, state_encoded, info=None) -
     return None
 
 
+#: Optimizer state slots that hold running means of squared gradients: never negative.
+SQUARE_SLOTS = {"adam": ("v",), "adamw": ("v",), "rmsprop": ("v",)}
+
+
 def _check_optimizer(config: dict, params: Any, encoded_state) -> str | None:
-    """None when the optimizer config is buildable and its state fits it and the params."""
+    """None when the optimizer config is buildable with finite numbers and its state fits
+    it and the params, else the problem.
+
+    The state must have the structure, shapes and dtypes `optimizer.init(params)` gives
+    (so its moments are real floats like the params, never complex), be finite, and hold
+    a learning rate "lr" >= 0, a step count "step" >= 0 and no negative squared-gradient
+    average.
+    """
     from convnet_core import optim
 
     try:
         optimizer = optim.from_config(config)
     except (TypeError, ValueError) as error:
-        return f"bad optimizer config {config!r}: {error}"
+        return f"bad optimizer config {_short(config)}: {error}"
+    for field, value in attrs.asdict(optimizer).items():
+        if isinstance(value, float) and not numpy.isfinite(value):  # host
+            return f"bad optimizer config {_short(config)}: {field} is {value}, not a finite number"
     if encoded_state is None:
         return None
     structure, leaves = encoded_state
@@ -410,6 +516,77 @@ def _check_optimizer(config: dict, params: Any, encoded_state) -> str | None:
     for key, ref in ref_leaves.items():
         if leaves[key].shape != ref.shape:
             return f"optimizer/state/{key} has shape {leaves[key].shape}, expected {ref.shape}"
+        if leaves[key].dtype != ref.dtype:
+            return f"optimizer/state/{key} has dtype {leaves[key].dtype}, expected {ref.dtype}"
+    for key, least in (("lr", "a learning rate"), ("step", "a step count")):
+        if key in leaves and (leaves[key] < 0).any():  # host
+            return f"optimizer/state/{key} is {leaves[key]}, but it is {least} (>= 0)"
+    for slot in SQUARE_SLOTS.get(optimizer.name, ()):
+        for key, value in leaves.items():
+            if key.startswith(slot + "/") and (value < 0).any():  # host
+                bad = int((value < 0).sum())  # host
+                return (
+                    f"optimizer/state/{key} holds {bad} negative values, but it is an "
+                    "average of squared gradients (>= 0)"
+                )
+    return None
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """repr(value), cut to `limit` characters (a history can hold thousands of numbers)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _metadata_problem(name: str, value: Any) -> bool:
+    """True when the metadata entry `name` (one of METADATA_FIELDS) has the wrong form."""
+    if name == "epoch":
+        return not (_is_int(value) and value >= 0)
+    if name == "history":
+        return not (
+            isinstance(value, dict)
+            and all(
+                isinstance(values, list) and all(v is None or _is_number(v) for v in values)
+                for values in value.values()
+            )
+        )
+    if name == "loss_name":
+        return not (value is None or (isinstance(value, str) and value != ""))
+    if name == "rng_state":
+        return value is not None and not (
+            isinstance(value, dict)
+            and set(value) == {"seed"}
+            and (value["seed"] is None or (_is_int(value["seed"]) and value["seed"] >= 0))
+        )
+    if name == "checkpoint":
+        return value is not None and not (
+            isinstance(value, dict)
+            and set(value) == {"monitor", "mode", "best", "epoch"}
+            and isinstance(value["monitor"], str)
+            and value["mode"] in ("min", "max")
+            and (value["best"] is None or _is_number(value["best"]))
+            and _is_int(value["epoch"])
+            and value["epoch"] >= 0
+        )
+    return False
+
+
+def _check_metadata(metadata: Any) -> str | None:
+    """None when `metadata` (as JSON gives it back) is an object whose entries defined by
+    the format (METADATA_FIELDS) have their documented form, else the problem."""
+    if not isinstance(metadata, dict):
+        return "metadata is not a JSON object"
+    for name, form in METADATA_FIELDS.items():
+        if name in metadata and _metadata_problem(name, metadata[name]):
+            return f"metadata {name!r} must be {form}, not {_short(metadata[name])}"
     return None
 
 
@@ -467,7 +644,15 @@ def load(path: str | os.PathLike, *, parts: bool = False, input_shape=None, devi
     if parts and device is not None:
         raise ValueError("load: device is for a Model; parts=True gives host NumPy arrays")
     saved = read_model(path, input_shape=input_shape)
-    return saved if parts else saved.to_model(device)
+    if parts:
+        return saved
+    if saved.input_shape is None:
+        raise ModelFormatError(
+            path,
+            "the file holds no input shape, which a Model needs: load(path, "
+            "input_shape=(C, H, W)), or load(path, parts=True) for the parts",
+        )
+    return saved.to_model(device)
 
 
 def read_model(path: str | os.PathLike, *, input_shape=None) -> SavedModel:
@@ -522,8 +707,9 @@ def _read_v1(path: str, reader: storage.Reader, attributes, input_shape) -> Save
             )
     shape = stored_shape if stored_shape is not None else input_shape
     metadata = _json_attribute(path, root, "", "metadata")
-    if not isinstance(metadata, dict):
-        raise ModelFormatError(path, "metadata is not a JSON object")
+    problem = _check_metadata(metadata)
+    if problem:
+        raise ModelFormatError(path, problem)
 
     groups = ["params", "state"]
     optimizer_config = None
