@@ -174,3 +174,34 @@ def test_missing_monitor_warns_once(tmp_path):
     with pytest.warns(RuntimeWarning, match="val_loss"):
         model.fit((x, y), epochs=2, batch_size=16, verbose=False, callbacks=[callback])
     assert not (tmp_path / "c.h5").exists()
+
+
+@pytest.mark.parametrize(
+    ("template", "error", "fragments"),
+    [
+        ("missing/{epoch}.h5", FileNotFoundError, ["missing/{epoch}.h5", "does not exist"]),
+        ("missing/ckpt.h5", FileNotFoundError, ["missing/ckpt.h5", "does not exist"]),
+        ("ck-{val_los:.3f}.h5", ValueError, ["'val_los'", "val_loss", "epoch", "lr"]),
+        ("ck-{loss:03d}.h5", ValueError, ["ck-{loss:03d}.h5", "cannot be filled in"]),
+        ("adir", IsADirectoryError, ["adir", "a directory"]),
+    ],
+)
+def test_checkpoint_path_problems_stop_fit_before_the_first_epoch(
+    tmp_path, template, error, fragments
+):
+    (tmp_path / "adir").mkdir()
+    x, y = data()
+    model = new_model()
+    callback = convnet_io.Checkpoint(os.path.join(tmp_path, template))
+    with pytest.raises(error) as info:
+        model.fit((x, y), epochs=2, batch_size=16, verbose=False, callbacks=[callback])
+    assert model.epoch == 0  # no epoch was spent before the error
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == ["adir"]
+
+
+@pytest.mark.parametrize("template", ["ck-{epoch.h5", "ck-{epoch}}.h5", "ck-{}.h5", "ck-{0}.h5"])
+def test_malformed_checkpoint_templates_are_refused_when_made(template):
+    with pytest.raises(ValueError, match=r"Checkpoint path .*ck-"):
+        convnet_io.Checkpoint(template)

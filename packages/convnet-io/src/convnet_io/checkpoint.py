@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import math
 import os
+import string
 import warnings
 from typing import Any
 
+from .atomic import resolve_target
 from .format import read_model, save
 
 __all__ = ["Checkpoint", "load_checkpoint"]
+
+#: The entries of the epoch logs `fit` passes to callbacks (convnet_core.callbacks).
+LOG_KEYS = ("loss", "acc", "val_loss", "val_acc", "lr")
 
 
 class Checkpoint:
@@ -22,15 +27,19 @@ class Checkpoint:
 
     Args:
         path: where to save. May hold `str.format` fields filled from the epoch and this
-            epoch's logs, e.g. "ckpt-{epoch:03d}-{val_loss:.3f}.h5"; without fields the
-            file is replaced each time (atomically).
+            epoch's logs, e.g. "ckpt-{epoch:03d}-{val_loss:.3f}.h5" (the fields are
+            "epoch" and the log entries: loss, acc, val_loss, val_acc, lr); without fields
+            the file is replaced each time (atomically).
         monitor: the metric in the epoch logs that decides what is best ("val_loss").
         mode: "min" when smaller is better, "max" when larger is.
         save_best_only: save only when `monitor` improved on the best value so far.
         every: save every this many epochs (counting completed epochs).
 
-    After training, `best` holds the best monitored value seen and `last_saved` the path
-    of the last file written (None when nothing was saved).
+    The template is checked when the callback is made (its syntax) and when training
+    starts (its fields, their formats, and the folder, which must exist), so a mistake
+    fails before the first epoch rather than after it. After training, `best` holds the
+    best monitored value seen and `last_saved` the path of the last file written (None
+    when nothing was saved).
     """
 
     def __init__(
@@ -46,6 +55,7 @@ class Checkpoint:
         if int(every) < 1:
             raise ValueError(f"Checkpoint every must be a positive number of epochs, not {every}")
         self.path = os.fspath(path)
+        self._fields = _template_fields(self.path)
         self.monitor = monitor
         self.mode = mode
         self.save_best_only = bool(save_best_only)
@@ -62,7 +72,9 @@ class Checkpoint:
         return value < self.best if self.mode == "min" else value > self.best
 
     def on_train_begin(self, model: Any) -> None:
-        """On a resumed run, take the best value recorded in the existing checkpoint."""
+        """Check the path (fields, folder); on a resumed run, take the best value recorded
+        in the existing checkpoint."""
+        self._check_path(model)
         if self.best is not None or not self.save_best_only or not getattr(model, "epoch", 0):
             return
         if "{" in self.path or not os.path.exists(self.path):
@@ -74,6 +86,32 @@ class Checkpoint:
         record = saved.metadata.get("checkpoint") or {}
         if record.get("monitor") == self.monitor and record.get("mode") == self.mode:
             self.best = record.get("best")
+
+    def _check_path(self, model: Any) -> None:
+        """Raise now what saving after the first epoch would raise: a field the logs lack,
+        a format that does not fit its value, a missing folder, a directory or device at
+        the path."""
+        available = {"epoch", *LOG_KEYS, *(getattr(model, "history", None) or {})}
+        unknown = sorted(self._fields - available)
+        if unknown:
+            raise ValueError(
+                f"Checkpoint path {self.path!r}: no field {', '.join(map(repr, unknown))} in "
+                f"the epoch logs; the fields are {', '.join(sorted(available))}"
+            )
+        try:
+            sample = self._path(1, {key: 0.5 for key in available - {"epoch"}})
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+            raise ValueError(
+                f"Checkpoint path {self.path!r} cannot be filled in: {error} (epoch is an "
+                "int, the log entries are floats)"
+            ) from None
+        folder = os.path.dirname(self.path)
+        if not self._fields:
+            resolve_target(sample)  # the folder, and what is at the path now
+        elif "{" not in folder and not os.path.isdir(folder or os.curdir):
+            raise FileNotFoundError(
+                f"Checkpoint path {self.path!r}: the folder {folder} does not exist"
+            )
 
     def _warn_no_value(self, logs: dict) -> None:
         if self._warned:
@@ -113,6 +151,29 @@ class Checkpoint:
         path = self._path(epoch, logs)
         record = {"monitor": self.monitor, "mode": self.mode, "best": self.best, "epoch": epoch}
         self.last_saved = save(path, model, metadata={"checkpoint": record})
+
+
+def _template_fields(path: str) -> set[str]:
+    """The names of the format fields in `path` ("{val_loss:.3f}" -> "val_loss"); raises
+    ValueError for a malformed template or a field without a name."""
+    if "{" not in path:
+        return set()
+    try:
+        parsed = list(string.Formatter().parse(path))
+    except ValueError as error:
+        raise ValueError(f"Checkpoint path {path!r} is not a valid template: {error}") from None
+    fields = set()
+    for _, field, _, _ in parsed:
+        if field is None:
+            continue
+        name = field.split(".", 1)[0].split("[", 1)[0]
+        if not name or name.isdigit():
+            raise ValueError(
+                f"Checkpoint path {path!r}: every field needs a name, such as {{epoch}} or "
+                "{val_loss:.3f}"
+            )
+        fields.add(name)
+    return fields
 
 
 def _nan_for_none(logs: dict) -> dict:
