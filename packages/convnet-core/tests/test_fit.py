@@ -505,3 +505,13 @@ def test_labels_beyond_the_output_units_are_named_before_training(xp, source):
     with pytest.raises(ValueError, match=r"labels must be classes in \[0, 2\).*from 0 to 7"):
         model.fit(data, epochs=1, batch_size=32, verbose=False)
     assert model.epoch == 0
+
+
+def test_a_learning_rate_scheduler_passed_as_a_callback_sets_the_rate(xp):
+    from convnet_core.callbacks import LearningRateScheduler
+
+    x, y = blobs(32)
+    model = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.1)
+    scheduler = LearningRateScheduler(lambda epoch, lr: 0.01 * (epoch + 1))
+    history = model.fit((x, y), epochs=3, callbacks=[scheduler], verbose=False)
+    assert history["lr"] == pytest.approx([0.01, 0.02, 0.03])

@@ -156,7 +156,7 @@ class LearningRateScheduler:
     """Set the learning rate at the start of each epoch from `fn(epoch_index, lr) -> lr`.
 
     `epoch_index` counts from 0. `fit(lr_schedule=...)` builds one for "cosine" and for a
-    callable; fit calls `on_epoch_begin` itself.
+    callable; one passed in `fit(callbacks=[...])` works the same way.
     """
 
     def __init__(self, fn):

@@ -333,8 +333,11 @@ class Model:
         """Train for `epochs` more epochs (with `resume_from`: up to `epochs` in total).
 
         Args:
-            data: (X, y) arrays, or an object with `batches(batch_size, shuffle=...)`
-                yielding (x, y) (convnet_data's Dataset). Labels: integers (N,) or one-hot.
+            data: (X, y) arrays, X (N, *input_shape), e.g. (N, 1, 28, 28) (image models
+                also take (N, H, W) and (N, H, W, C)), or an object with
+                `batches(batch_size, shuffle=...)` yielding (x, y) (convnet_data's Dataset).
+                Labels: integers (N,) or one-hot (N, classes); for mse and huber, targets
+                shaped like the output.
             num_classes: checked against the output layer (and the labels).
             val_data / val_split: (X_val, y_val) or a dataset / the last fraction of (X, y).
             early_stopping, patience, min_delta, restore_best: stop when the monitored
@@ -349,7 +352,8 @@ class Model:
                 the same seed and data give bit-identical results on the CPU. A dataset's
                 `batches` gets a per-epoch seed when it takes a `seed` argument.
             verbose: a progress bar (tqdm, when installed) and one line per epoch.
-            callbacks: objects with on_train_begin / on_epoch_end / on_train_end.
+            callbacks: objects with any of on_train_begin, on_epoch_begin, on_epoch_end
+                and on_train_end (a `LearningRateScheduler`, an `EarlyStopping`, ...).
             resume_from: a checkpoint file written by convnet_io.Checkpoint.
 
         Returns:
@@ -422,7 +426,14 @@ class Model:
         return numpy.concatenate(outputs)  # host: the predictions for the caller
 
     def evaluate(self, x, y, batch_size: int = 256, num_classes=None) -> tuple[float, Any]:
-        """(mean loss, accuracy) on (x, y); accuracy is None when it does not apply."""
+        """(mean loss, accuracy) on (x, y), in inference mode, `batch_size` samples at a time.
+
+        x: (N, *input_shape), e.g. (N, 1, 28, 28); image models also take (N, H, W) when
+        C = 1 and channels-last (N, H, W, C). y: integer classes (N,) or one-hot/soft rows
+        (N, classes); for mse and huber, targets shaped like the output (N, *output_shape)
+        (integer classes are one-hot encoded). Returns two Python floats; the accuracy is
+        None when the output is not one row of classes (e.g. a regression's (N, 1)).
+        """
         if self._loss_fn is None:
             raise ValueError("Model.evaluate: call compile first (it needs a loss)")
         batch_size = checks.count(batch_size, "Model.evaluate: batch_size")
@@ -471,8 +482,11 @@ class Model:
     def forward(self, x, training: bool = False) -> Any:
         """Run the network on `x`; with training=True keep what `backward` needs.
 
-        Returns the network's output on the model's device (probabilities when it ends in
-        a softmax). With training=True the state (e.g. BatchNorm statistics) is updated.
+        x: (N, *input_shape) (image models also take (N, H, W) and (N, H, W, C), as
+        `predict` does), on the host or the device; it is converted to the model's device
+        and dtype. Returns the output (N, *output_shape), e.g. logits (N, classes), on the
+        model's device (probabilities when it ends in a softmax). With training=True the
+        state (e.g. BatchNorm statistics) is updated.
         """
         x = self._prepare_input(x)
         trunk, n = self._trunk()
@@ -507,7 +521,10 @@ class Model:
     def backward(self, grad: Any) -> Any:
         """Back-propagate dLoss/doutput from the last `forward(training=True)`.
 
-        Stores the parameter gradients in `model.grads` and returns dLoss/dx. Passing the
+        grad: shaped like that forward's output (N, *output_shape), e.g. (N, classes).
+        Stores the parameter gradients in `model.grads` (one dict per layer, each array
+        shaped like its parameter) and returns dLoss/dx shaped like the input as the network
+        saw it, (N, *input_shape) (an (N, 28, 28) input gives (N, 1, 28, 28)). Passing the
         gradient that `model.loss.backward()` returned uses the fused softmax/cross-entropy
         gradient (softmax(z) - t)/N directly. A gradient given on the host or in another
         dtype (a float64 `np.array([[1.0]])`) is copied to the device in the output's dtype,
@@ -717,7 +734,13 @@ class LossFunction:
         self._fused = None  # (grad object, record, dlogits)
 
     def forward(self, predictions: Any, targets: Any) -> float:
-        """The loss value (a float) of `predictions` against `targets`."""
+        """The loss value (a Python float) of `predictions` against `targets`.
+
+        predictions: the model's output (N, *output_shape), e.g. (N, classes); targets:
+        integer classes (N,) or one-hot rows (N, classes) for cross-entropy, an array shaped
+        like `predictions` for mse and huber. `backward()` then returns dLoss/dpredictions,
+        shaped like `predictions`.
+        """
         model = self.model
         xp = model.xp
         record = model._record

@@ -704,8 +704,7 @@ def fit(
     finally:
         model.resuming = False
     for epoch_index in range(model.epoch, last_epoch):
-        for callback in begin_cbs:
-            callback.on_epoch_begin(model, epoch_index)
+        _call([*begin_cbs, *callbacks], "on_epoch_begin", model, epoch_index)
         lr = model.lr
         result = run_epoch(
             model,
