@@ -189,7 +189,8 @@ def to_device(tree: Any, xp: Any) -> Any:
 
 
 def to_host(tree: Any) -> Any:
-    """Copy every array leaf of `tree` to a NumPy array on the host."""
+    """`tree` with every GPU array leaf copied to a NumPy array on the host; host arrays
+    and other leaves are returned as they are (not copied)."""
 
     def move(leaf: Any) -> Any:
         if hasattr(leaf, "__cuda_array_interface__"):

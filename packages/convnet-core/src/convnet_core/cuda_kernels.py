@@ -34,7 +34,7 @@ Seven fast paths live here:
   per-channel means and sums stay CuPy's reductions. Reference: the layer's array code.
 - `fused_softmax_cross_entropy`: the loss and its gradient for integer labels, one
   `cupy.RawKernel` with one thread per row (max, log-sum-exp, the row's loss and its
-  gradient row), where the unfused code makes about fifteen launches and a one-hot matrix.
+  gradient row), where the unfused code makes about sixteen launches and a one-hot matrix.
   Reference: `convnet_core.losses.softmax_cross_entropy_unfused`.
 
 One more kernel is a diagnostic, never used in training: `hold_the_gpu(seconds)` keeps the

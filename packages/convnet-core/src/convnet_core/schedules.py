@@ -42,6 +42,7 @@ class StepDecay:
             raise ValueError(f"step_decay: step_size must be >= 1, got {self.step_size}")
 
     def __call__(self, step: int) -> float:
+        """The factor at `step` (0-based): gamma ** (step // step_size)."""
         return self.gamma ** (int(step) // self.step_size)
 
 
@@ -71,6 +72,8 @@ class Cosine:
             )
 
     def __call__(self, step: int) -> float:
+        """The factor at `step` (0-based): (step + 1) / w during warm-up, then the half
+        cosine, then min_factor from total_steps on."""
         t = int(step)
         if t < self.warmup_steps:
             return (t + 1) / self.warmup_steps
