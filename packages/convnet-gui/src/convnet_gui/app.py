@@ -293,7 +293,8 @@ class DigitApp:
     # --- display --------------------------------------------------------------------------
 
     def show_probabilities(self, probabilities: numpy.ndarray) -> None:
-        """Bars of length p * bar_length, the top three as text, the best in the status line."""
+        """probabilities (10,), one per digit: bars of length p * bar_length, the top three
+        as text, the best in the status line."""
         self.probabilities = probabilities
         best = numpy.argsort(-probabilities, kind="stable")[:3]
         for digit, p in enumerate(probabilities):
