@@ -4,6 +4,7 @@ import errno
 import glob
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -270,36 +271,57 @@ def test_a_file_that_may_not_be_written_is_kept(tmp_path, monkeypatch):
     assert target.read_bytes() == before and os.listdir(tmp_path) == ["m.h5"]
 
 
-@pytest.fixture
-def read_only(tmp_path):
-    """Make a path read-only; skip where permissions are not enforced (root)."""
-    changed = []
+READ_ONLY_CHECK = textwrap.dedent(
+    """
+    import os, pathlib, sys, numpy, convnet_io
+    from convnet_core import layers as L
 
-    def make(path, mode):
-        os.chmod(path, mode)
-        changed.append(path)
-        if os.access(path, os.W_OK):
-            pytest.skip("file permissions are not enforced for this user (root)")
+    def small_save(path, value):
+        params = ({"W": numpy.full((3, 2), value, "float32"), "b": numpy.zeros(2, "float32")},)
+        convnet_io.save(path, layer=L.Sequential((L.Dense(2),)), params=params, input_shape=(3,))
 
-    yield make
-    for path in changed:
-        os.chmod(path, 0o755)
+    def refused(path):
+        try:
+            small_save(path, 2)
+        except PermissionError as error:
+            assert error.filename == str(path) and ".tmp" not in str(error), error
+            return
+        raise AssertionError(f"saving to {path} was not refused")
 
-
-def test_read_only_folder_and_file_for_real(tmp_path, read_only):
-    folder = tmp_path / "ro"
+    root = pathlib.Path(sys.argv[1])
+    folder = root / "ro"
     folder.mkdir()
-    read_only(folder, 0o555)
-    with pytest.raises(PermissionError) as info:
-        small_save(folder / "m.h5", 1)
-    assert info.value.filename == str(folder / "m.h5") and ".tmp" not in str(info.value)
-
-    target = tmp_path / "m.npz"
+    os.chmod(folder, 0o555)
+    refused(folder / "m.h5")
+    target = root / "m.npz"
     small_save(target, 1)
     before = target.read_bytes()
-    read_only(target, 0o444)
-    with pytest.raises(PermissionError) as info:
-        small_save(target, 2)
-    assert info.value.filename == str(target) and ".tmp" not in str(info.value)
+    os.chmod(target, 0o444)
+    refused(target)
     assert target.read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["m.npz", "ro"]
+    assert sorted(os.listdir(root)) == ["m.npz", "ro"], os.listdir(root)
+    os.chmod(folder, 0o755)
+    print("refused both")
+    """
+)
+
+
+def without_root_powers() -> list[str]:
+    """The command prefix that runs a program without root's power to ignore file
+    permissions (CAP_DAC_OVERRIDE), so that read-only really means read-only; none when
+    the tests do not run as root."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:  # util-linux, on every Debian and Ubuntu system
+        pytest.skip("running as root without setpriv (util-linux) to drop its file powers")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
+
+
+def test_read_only_folder_and_file_for_real(tmp_path):
+    result = subprocess.run(
+        [*without_root_powers(), sys.executable, "-c", READ_ONLY_CHECK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "refused both" in result.stdout, result.stderr
