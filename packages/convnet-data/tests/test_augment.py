@@ -76,6 +76,39 @@ def test_deterministic_for_a_seed_and_varied_across_samples(xp, make):
     assert sum(changes) >= 4  # most samples were moved, each by its own draw
 
 
+def test_scale_above_one_enlarges_about_the_centre(xp):
+    # a ramp x[.., i, j] = j (plus 100 i): bilinear reads of a linear image are exact, so
+    # scaling by s about the centre c = 4 gives c + (j - c) / s wherever the source is inside
+    h = w = 9
+    ramp = np.arange(h)[:, None] * 100.0 + np.arange(w)[None, :]
+    x = xp.asarray(np.broadcast_to(ramp, (2, 1, h, w)).astype(np.float32))
+    out = backend.to_host(augment.transform(x, np.zeros(2), np.zeros((2, 2)), [2.0, 0.5]))
+    j = np.arange(w, dtype=np.float64)
+    enlarged = (4 + (j - 4) / 2)[None, :] + 100 * (4 + (j - 4) / 2)[:, None]
+    np.testing.assert_allclose(out[0, 0], enlarged, atol=1e-3)  # columns 2 + j/2: 2 to 6
+    # halved: c + 2 (j - c), from 0 at j = 2 to 8 at j = 6; sources outside read 0
+    src = 2 * j - 4
+    inside = (src >= 0) & (src <= 8)
+    shrunk = np.where(inside[:, None] & inside[None, :], src[None, :] + 100 * src[:, None], 0)
+    np.testing.assert_allclose(out[1, 0], shrunk, atol=1e-3)
+
+
+def test_gaussian_matrix_is_a_normalised_gaussian_of_std_sigma():
+    for sigma in (1.5, 3.0, 4.0):
+        g = augment.gaussian_matrix(81, sigma)
+        row = g[40]  # the middle row: the kernel fits inside, 10 sigma either way
+        offsets = np.arange(81) - 40.0
+        assert row.sum() == pytest.approx(1.0, abs=1e-6)  # a blur keeps the mean
+        assert (row * offsets).sum() == pytest.approx(0.0, abs=1e-9)
+        assert (row * offsets**2).sum() == pytest.approx(sigma**2, rel=1e-6)  # variance
+        assert row[40] == pytest.approx(1 / (sigma * np.sqrt(2 * np.pi)), rel=1e-12)
+        assert row[41] / row[40] == pytest.approx(np.exp(-0.5 / sigma**2), rel=1e-12)
+        np.testing.assert_allclose(g, g.T)
+    # blurring a constant field leaves its interior unchanged
+    g = augment.gaussian_matrix(40, 2.0)
+    np.testing.assert_allclose((g @ np.ones(40))[12:28], 1.0, atol=1e-6)
+
+
 def test_zero_strength_is_the_identity(xp):
     x = batch(xp)
     rng = np.random.default_rng(0)
@@ -145,3 +178,26 @@ def test_augment_in_batches_is_deterministic_and_threads_do_not_matter(xp):
     plain = [backend.to_host(x) for x, _ in ds.batches(8, seed=4, xp=xp)]
     assert not np.allclose(a[0], plain[0])
     assert all(0.0 <= x.min() and x.max() <= 1.0 + 1e-6 for x in a)
+
+
+def test_each_batch_gets_its_own_augmentation(xp):
+    # 40 copies of one image, not shuffled: if every batch drew from the same stream, all
+    # five batches would come out identical
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (1, 1, 12, 12), dtype=np.uint8)
+    ds = Dataset(np.repeat(image, 40, axis=0), np.zeros(40, int))
+    aug = augment.random_affine(2, 15)
+    for threads in (0, 3):
+        out = [
+            backend.to_host(x)
+            for x, _ in ds.batches(
+                8, shuffle=False, seed=0, augment=aug, xp=xp, num_threads=threads
+            )
+        ]
+        assert len(out) == 5
+        for a in range(5):
+            for b in range(a + 1, 5):
+                assert not np.allclose(out[a], out[b]), (threads, a, b)
+        # and within the epoch, the 40 copies were moved in many different ways
+        distinct = {np.round(sample, 4).tobytes() for batch in out for sample in batch}
+        assert len(distinct) >= 30

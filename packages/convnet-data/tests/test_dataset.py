@@ -85,6 +85,25 @@ def test_split_is_disjoint_complete_and_seeded():
             ds.split(bad)
 
 
+def test_split_rounds_the_validation_count():
+    # round(fraction * N): 0.29 * 100 is 28.999999999999996 in floating point, and 0.25 * 10
+    # is 2.5, which rounds to the even 2; 0.35 * 10 = 3.5 rounds to 4
+    for n, fraction, expected in ((100, 0.29, 29), (10, 0.25, 2), (10, 0.35, 4), (7, 0.5, 4)):
+        train, val = make_dataset(n).split(fraction, seed=0)
+        assert (len(train), len(val)) == (n - expected, expected), (n, fraction)
+
+
+def test_split_keeps_both_parts_in_their_original_order():
+    ds = make_dataset(60)
+    for seed in range(3):
+        train, val = ds.split(0.5, seed=seed)
+        train_ids = sample_ids(ds, train.images / 255, train.labels)
+        val_ids = sample_ids(ds, val.images / 255, val.labels)
+        assert train_ids == sorted(train_ids) and val_ids == sorted(val_ids)
+        assert sorted(train_ids + val_ids) == list(range(60))
+        assert val_ids != list(range(30))  # a random half, not the first one
+
+
 def test_subset():
     ds = make_dataset(50)
     np.testing.assert_array_equal(ds.subset(10).images, ds.images[:10])

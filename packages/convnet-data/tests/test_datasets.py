@@ -255,6 +255,24 @@ def test_cifar10_bad_files(tmp_path):
         load_cifar10(tmp_path)
 
 
+@pytest.mark.parametrize("bad_label", [10, 255])
+def test_cifar10_label_out_of_range_names_the_file(tmp_path, bad_label):
+    write_cifar(tmp_path, np.random.default_rng(4))
+    path = tmp_path / "data_batch_2.bin"
+    records = bytearray(path.read_bytes())
+    records[3 * 3073] = bad_label  # the label byte of the fourth record
+    path.write_bytes(bytes(records))
+    message = rf"data_batch_2.bin: label {bad_label} out of range 0..9"
+    with pytest.raises(ValueError, match=message):
+        convnet_data.read_cifar10_batch(path)
+    with pytest.raises(ValueError, match=message):
+        load_cifar10(tmp_path)
+    records[3 * 3073] = 9  # the largest valid label
+    path.write_bytes(bytes(records))
+    images, labels = convnet_data.read_cifar10_batch(path)
+    assert images.shape == (4, 3, 32, 32) and labels[3] == 9
+
+
 def test_cifar10_download_extracts_only_the_batches(http_server, tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     source = tmp_path / "build"

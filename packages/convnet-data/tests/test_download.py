@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import stat
 
 import pytest
 from convnet_data import DownloadError, download, file_digest
@@ -69,6 +71,30 @@ def test_cut_without_previous_file_leaves_nothing(http_server, tmp_path):
     with pytest.raises(DownloadError):
         download(http_server.url("/cut/f.bin"), sha256(PAYLOAD), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fewer_bytes_than_announced_is_refused_even_when_the_checksum_matches(
+    http_server, tmp_path
+):
+    # /cut/ announces len(PAYLOAD) bytes and sends the first half; the checksum given is the
+    # half's, so only the announced length tells that the file is incomplete
+    half = PAYLOAD[: len(PAYLOAD) // 2]
+    http_server.files["/f.bin"] = PAYLOAD
+    with pytest.raises(DownloadError, match=r"cut after 524672 of 1049344 bytes"):
+        download(http_server.url("/cut/f.bin"), sha256(half), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_downloaded_file_is_readable_by_everyone(http_server, tmp_path):
+    # the temporary file is created private (0o600); the cached file is an ordinary one
+    http_server.files["/f.bin"] = PAYLOAD
+    old_umask = os.umask(0o022)
+    try:
+        path = download(http_server.url("/f.bin"), sha256(PAYLOAD), tmp_path)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_http_error_is_a_download_error(http_server, tmp_path):
