@@ -210,6 +210,15 @@ def test_plateau_callback_on_a_scripted_sequence():
     assert lrs == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.2]
 
 
+def test_a_nan_epoch_is_no_improvement_and_not_the_best():
+    model = FakeModel()
+    stopper = EarlyStopping("loss", patience=2, min_delta=0.0)
+    stopper.on_train_begin(model)
+    for epoch, value in enumerate([math.nan, 1.0, 0.9, 0.8], start=1):
+        stopper.on_epoch_end(model, epoch, {"loss": value})
+    assert not model.stop_training and stopper.best == 0.8 and stopper.best_epoch == 4
+
+
 def test_fit_early_stopping_stops_and_keeps_the_best(xp):
     x, y = blobs(64)
     model = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.0)  # nothing can improve
@@ -515,3 +524,89 @@ def test_a_learning_rate_scheduler_passed_as_a_callback_sets_the_rate(xp):
     scheduler = LearningRateScheduler(lambda epoch, lr: 0.01 * (epoch + 1))
     history = model.fit((x, y), epochs=3, callbacks=[scheduler], verbose=False)
     assert history["lr"] == pytest.approx([0.01, 0.02, 0.03])
+
+
+class StopsAtBatch:
+    """Batches of 8 in order; at batch `bad` (1-based) its inputs become NaN, or it raises
+    KeyboardInterrupt, as a user's Ctrl-C would."""
+
+    def __init__(self, x, y, bad, interrupt=False):
+        self.x, self.y, self.bad, self.interrupt = x, y, bad, interrupt
+
+    def batches(self, batch_size, shuffle=False):
+        for number, start in enumerate(range(0, len(self.x), batch_size), start=1):
+            x = self.x[start : start + batch_size]
+            if number == self.bad:
+                if self.interrupt:
+                    raise KeyboardInterrupt
+                x = numpy.full_like(x, numpy.nan)
+            yield x, self.y[start : start + batch_size]
+
+
+@pytest.mark.parametrize("interrupt", [False, True])
+def test_a_stopped_epoch_keeps_the_last_verified_step_not_the_epoch_start(
+    xp, interrupt, monkeypatch
+):
+    # batch 3 goes wrong: batch 2's finite loss vouches for the weights after step 1, which
+    # must be what the model keeps (the weights after step 2 have no loss to vouch for them).
+    # A GPU reads losses back every GPU_CHECK_EVERY batches; here every batch, as a CPU does.
+    from convnet_core import training
+
+    monkeypatch.setattr(training, "GPU_CHECK_EVERY", 1)
+    x, y = blobs(64)
+    model = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.5)
+    expect = pytest.raises(KeyboardInterrupt if interrupt else NonFiniteLossError)
+    with numpy.errstate(invalid="ignore"), expect:
+        model.fit(StopsAtBatch(x, y, 3, interrupt), epochs=1, batch_size=8, verbose=False)
+    one_step = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.5)
+    one_step.fit((x[:8], y[:8]), epochs=1, batch_size=8, shuffle=False, verbose=False)
+    for kept, want in zip(host_leaves(model.params), host_leaves(one_step.params), strict=True):
+        numpy.testing.assert_array_equal(kept, want)
+
+
+def test_a_label_equal_to_the_number_of_classes_is_refused(xp):
+    x, y = blobs(16)
+    y[3] = 2  # the model has 2 outputs: classes 0 and 1
+    with pytest.raises(ValueError, match=r"labels must be classes in \[0, 2\).*from 0 to 2"):
+        mlp(xp, seed=0).compile().fit((x, y), epochs=1, verbose=False)
+
+
+def test_shuffling_and_dropout_draw_from_different_streams():
+    from convnet_core.training import DROPOUT_STREAM, SHUFFLE_STREAM, epoch_seed
+
+    shuffle, dropout = epoch_seed(7, 2, SHUFFLE_STREAM), epoch_seed(7, 2, DROPOUT_STREAM)
+    assert shuffle != dropout
+    assert shuffle == epoch_seed(7, 2, SHUFFLE_STREAM) != epoch_seed(7, 3, SHUFFLE_STREAM)
+
+
+def test_cosine_schedule_ends_at_lr_min(xp):
+    x, y = blobs(32)
+    model = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.1)
+    history = model.fit((x, y), epochs=3, lr_schedule="cosine", lr_min=0.01, verbose=False)
+    want = [0.01 + 0.09 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)]
+    assert history["lr"] == pytest.approx(want)
+
+
+class HalvesAtEpochEnd:
+    def on_epoch_end(self, model, epoch, logs):
+        model.lr = model.lr / 2
+
+
+def test_history_records_the_rate_each_epoch_ran_at(xp):
+    x, y = blobs(32)
+    model = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.1)
+    history = model.fit((x, y), epochs=3, callbacks=[HalvesAtEpochEnd()], verbose=False)
+    assert history["lr"] == pytest.approx([0.1, 0.05, 0.025])
+    assert model.lr == pytest.approx(0.0125)
+
+
+def test_huber_with_integer_labels_trains_on_one_hot_rows(xp):
+    from convnet_core import losses
+
+    x, y = blobs(64)
+    model = mlp(xp, seed=0).compile(loss="huber", optimizer="adam", lr=0.05)
+    model.fit((x, y), epochs=2, batch_size=16, verbose=False)
+    loss, _ = model.evaluate(x, y)
+    outputs = model.predict(x).astype(numpy.float64)  # huber: the raw outputs
+    want, _ = losses.huber(outputs, numpy.eye(2)[y], xp=numpy)
+    assert loss == pytest.approx(float(want), rel=1e-5)

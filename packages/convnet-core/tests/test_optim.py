@@ -74,6 +74,7 @@ def reference(kind, p, grads, **h):
 CASES = [
     ("sgd", {"lr": 0.1}),
     ("sgd", {"lr": 0.1, "momentum": 0.9}),
+    ("sgd", {"lr": 0.1, "weight_decay": 0.05}),
     ("sgd", {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.01}),
     ("sgd", {"lr": 0.1, "clip_norm": 0.5}),
     ("adam", {"lr": 0.01}),

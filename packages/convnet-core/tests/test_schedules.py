@@ -68,3 +68,16 @@ def test_plateau_rejects_bad_settings():
         schedules.reduce_on_plateau(factor=1.5)
     with pytest.raises(ValueError, match="mode"):
         schedules.reduce_on_plateau(mode="up")
+
+
+def test_an_improvement_must_beat_the_best_by_more_than_min_delta():
+    assert not schedules.is_improvement(0.5005, 0.5, "max", 1e-3)
+    assert schedules.is_improvement(0.502, 0.5, "max", 1e-3)
+    assert not schedules.is_improvement(0.4995, 0.5, "min", 1e-3)
+    assert schedules.is_improvement(0.498, 0.5, "min", 1e-3)
+    assert schedules.is_improvement(7.0, None, "min", 1e-3)  # the first value is the best
+
+
+def test_plateau_rejects_a_negative_patience():
+    with pytest.raises(ValueError, match="patience must be >= 0"):
+        schedules.reduce_on_plateau(patience=-1)
