@@ -97,6 +97,15 @@ def test_place_by_center_of_mass_puts_a_dot_at_14_14():
     digit[:, -1] = 1.0
     frame = P.place_by_center_of_mass(digit)
     assert frame.sum() == digit.sum()
+    assert numpy.array_equal(frame[4:24, 0:20], digit)  # moved left only to the edge
+    # ink along any edge: the shift stops where the digit meets the frame's edge
+    for ink_row, top in ((0, 8), (-1, 0)):
+        digit = numpy.zeros((20, 20), numpy.float32)
+        digit[ink_row, :] = 1.0
+        frame = P.place_by_center_of_mass(digit)
+        assert numpy.array_equal(frame[top : top + 20, 4:24], digit), ink_row
+        frame = P.place_by_center_of_mass(digit.T.copy())
+        assert numpy.array_equal(frame[4:24, top : top + 20], digit.T), ink_row
     with pytest.raises(ValueError, match=r"\(29, 3\) digit does not fit a \(28, 28\)"):
         P.place_by_center_of_mass(numpy.ones((29, 3), numpy.float32))
 

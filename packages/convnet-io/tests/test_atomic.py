@@ -325,3 +325,64 @@ def test_read_only_folder_and_file_for_real(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0 and "refused both" in result.stdout, result.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Durability: the new file's bytes reach the disk before the rename, the rename after it
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+def test_the_file_is_synced_before_the_rename_and_its_folder_after(tmp_path, monkeypatch, suffix):
+    target = tmp_path / f"m{suffix}"
+    small_save(target, 1)
+    folder = os.stat(tmp_path)
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        kind = "folder" if stat.S_ISDIR(st.st_mode) else "file"
+        events.append(("fsync", kind, (st.st_dev, st.st_ino), st.st_size))
+        real_fsync(fd)
+
+    def replace(src, dst, **kwargs):
+        st = os.stat(src)
+        events.append(("replace", os.fspath(src), os.fspath(dst), (st.st_dev, st.st_ino)))
+        real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    small_save(target, 2)
+    monkeypatch.undo()
+
+    assert saved_value(target) == 2
+    final = os.stat(target)
+    renames = [e for e in events if e[0] == "replace"]
+    assert len(renames) == 1
+    _, src, dst, renamed = renames[0]
+    assert dst == str(target) and os.path.dirname(src) == str(tmp_path)
+    assert renamed == (final.st_dev, final.st_ino)  # the temporary file became the target
+    at = events.index(renames[0])
+    # the new file, whole (its final size), was synced before it was renamed over the target
+    assert ("fsync", "file", renamed, final.st_size) in events[:at], events
+    # and the folder was synced after the rename, so that the rename itself is durable
+    assert ("fsync", "folder", (folder.st_dev, folder.st_ino)) in [e[:3] for e in events[at:]]
+
+
+def test_saving_over_a_file_keeps_its_permissions(tmp_path):
+    target = tmp_path / "m.npz"
+    small_save(target, 1)
+    old_umask = os.umask(0o022)  # a new file would be 0o644
+    try:
+        os.chmod(target, 0o604)
+        small_save(target, 2)
+        assert stat.S_IMODE(os.stat(target).st_mode) == 0o604
+        os.chmod(target, 0o600)
+        small_save(target, 3)
+        assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+        fresh = tmp_path / "new.npz"
+        small_save(fresh, 4)
+        assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o644
+    finally:
+        os.umask(old_umask)
+    assert saved_value(target) == 3

@@ -193,6 +193,42 @@ def test_checksum_catches_edited_content(saved_file):
     expect_error(saved_file, "checksum mismatch")
 
 
+@pytest.mark.skipif(not fmt.storage.H5PY_AVAILABLE, reason="needs h5py")
+@pytest.mark.parametrize("damage", ["bytes appended", "a weight changed"])
+def test_a_sealed_file_altered_after_saving_is_refused_before_hdf5_opens_it(
+    tmp_path, monkeypatch, damage
+):
+    params, state = parts()
+    path = tmp_path / "model.h5"
+    convnet_io.save(path, layer=NET, params=params, state=state, input_shape=SHAPE)
+    opened = []
+    real_file = fmt.storage.h5py.File
+
+    def recording_file(name, *args, **kwargs):
+        opened.append(os.fspath(name))
+        return real_file(name, *args, **kwargs)
+
+    monkeypatch.setattr(fmt.storage.h5py, "File", recording_file)
+    convnet_io.load(path, parts=True)  # as saved: it loads, through h5py
+    assert opened == [str(path)]
+    opened.clear()
+
+    data = bytearray(path.read_bytes())
+    if damage == "bytes appended":
+        # HDF5 ignores bytes past its data and every array and attribute is intact, so only
+        # the seal can tell that the file is not the one written
+        data += b"\0" * 64
+    else:
+        weights = numpy.ascontiguousarray(params[0]["W"]).tobytes()
+        at = data.find(weights)
+        assert at > 0
+        data[at + 5] ^= 0x40
+    path.write_bytes(bytes(data))
+    message = expect_error(path, "SHA-256 does not match")
+    assert "checksum mismatch" not in message  # refused by the seal, before being parsed
+    assert opened == []
+
+
 def test_code_in_a_file_is_never_run(tmp_path, saved_file):
     def inject(attributes, arrays):
         arch = json.loads(attributes[""]["architecture"])

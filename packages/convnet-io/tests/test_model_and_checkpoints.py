@@ -147,6 +147,69 @@ def test_save_best_only_keeps_the_best_epoch(tmp_path):
     assert saved["metadata"]["checkpoint"]["best"] == max(val_acc)
 
 
+def checkpoint_record(path):
+    return convnet_io.load_checkpoint(path)["metadata"]["checkpoint"]
+
+
+def test_a_resumed_run_keeps_the_best_value_its_checkpoint_recorded(tmp_path):
+    x, y = data()
+    model = new_model()
+    model.fit((x, y), epochs=1, batch_size=16, verbose=False)
+    path = tmp_path / "best.npz"
+    first = convnet_io.Checkpoint(path, save_best_only=True)
+    first.on_train_begin(model)
+    first.on_epoch_end(model, 1, {"loss": 1.0, "val_loss": 0.25})
+    assert checkpoint_record(path) == {
+        "monitor": "val_loss",
+        "mode": "min",
+        "best": 0.25,
+        "epoch": 1,
+    }
+
+    # a new process resumes from the file: a new callback, the model loaded from it
+    resumed = Model.load(path, device="cpu")
+    assert resumed.epoch == 1
+    again = convnet_io.Checkpoint(path, save_best_only=True)
+    again.on_train_begin(resumed)
+    assert again.best == 0.25
+    again.on_epoch_end(resumed, 2, {"loss": 0.9, "val_loss": 0.5})  # worse than epoch 1
+    assert again.last_saved is None and checkpoint_record(path)["epoch"] == 1
+    again.on_epoch_end(resumed, 3, {"loss": 0.8, "val_loss": 0.125})
+    assert checkpoint_record(path) == {
+        "monitor": "val_loss",
+        "mode": "min",
+        "best": 0.125,
+        "epoch": 3,
+    }
+
+    # a record of another metric or mode says nothing about this one
+    other = convnet_io.Checkpoint(path, monitor="val_loss", mode="max", save_best_only=True)
+    other.on_train_begin(resumed)
+    assert other.best is None
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_value_that_is_not_finite_is_never_the_best(tmp_path, mode, bad):
+    x, y = data()
+    model = new_model()
+    model.fit((x, y), epochs=1, batch_size=16, verbose=False)
+    path = tmp_path / "best.npz"
+    callback = convnet_io.Checkpoint(path, mode=mode, save_best_only=True)
+    callback.on_train_begin(model)
+    callback.on_epoch_end(model, 1, {"val_loss": bad})
+    assert callback.best is None and not path.exists()
+    callback.on_epoch_end(model, 2, {"val_loss": 0.5})
+    assert callback.best == 0.5 and checkpoint_record(path)["epoch"] == 2
+    callback.on_epoch_end(model, 3, {"val_loss": bad})
+    assert callback.best == 0.5 and checkpoint_record(path)["epoch"] == 2
+    # saving every epoch, a value that is not finite is saved but not taken as the best
+    every = convnet_io.Checkpoint(tmp_path / "every.npz", mode=mode)
+    every.on_train_begin(model)
+    every.on_epoch_end(model, 1, {"val_loss": bad})
+    assert every.best is None and checkpoint_record(every.last_saved)["best"] is None
+
+
 def test_every_and_path_template(tmp_path):
     x, y = data()
     model = new_model()
