@@ -175,6 +175,16 @@ def test_a_generator_seed_gives_a_new_order_each_epoch_reproducibly():
     np.testing.assert_array_equal(first[1], second[1])
 
 
+def test_a_seed_sequence_gives_the_same_order_each_time_and_is_not_advanced():
+    ds = make_dataset(64)
+    seed = np.random.SeedSequence(1234)
+    orders = [np.concatenate([y for _, y in ds.batches(10, seed=seed)]) for _ in range(2)]
+    np.testing.assert_array_equal(orders[0], orders[1])
+    assert seed.n_children_spawned == 0
+    from_int = np.concatenate([y for _, y in ds.batches(10, seed=1234)])
+    np.testing.assert_array_equal(orders[0], from_int)  # the same seed as its entropy
+
+
 def test_preprocess_receives_float_0_255_and_old_signature_matches_default():
     ds = make_dataset(40)
     seen = []

@@ -29,9 +29,15 @@ SeedLike = int | Sequence[int] | np.random.Generator | np.random.SeedSequence | 
 
 
 def _seed_sequence(seed: SeedLike) -> np.random.SeedSequence:
-    """A SeedSequence from ints, a Generator (which draws one), a SeedSequence or None."""
+    """A SeedSequence from ints, a Generator (which draws one), a SeedSequence or None.
+
+    A SeedSequence is copied, not used itself: spawning from it would advance the caller's
+    object, and the same seed must give the same batches every time, as an int does.
+    """
     if isinstance(seed, np.random.SeedSequence):
-        return seed
+        return np.random.SeedSequence(
+            seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size
+        )
     if isinstance(seed, np.random.Generator):
         return np.random.SeedSequence(int(seed.integers(2**63)))  # host
     return np.random.SeedSequence(seed)
