@@ -339,6 +339,10 @@ def test_ctrl_c_keeps_out_saves_the_progress_beside_it_and_says_how_to_resume(tm
     while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
     assert checkpoint.exists(), "no checkpoint was written after the first epoch"
+    # The file appears when the save renames it into place; the callback records it a few
+    # milliseconds later, once the save returns. An interrupt in between would rightly not
+    # name it, so give the save time to return (a busy machine stretches those milliseconds).
+    time.sleep(1.0)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stdout + stderr
