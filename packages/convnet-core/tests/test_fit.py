@@ -296,8 +296,8 @@ def test_running_totals_read_back_together_and_name_the_first_bad_batch(xp):
     totals = RunningTotals(xp)
     for batch, (n, loss, correct) in enumerate([(8, 0.5, 6), (8, 1.5, 2), (4, 2.0, 4)], 1):
         totals.add(batch, n, xp.asarray(loss, dtype="float32"), xp.asarray(correct))
-    assert (len(totals), totals.seen) == (3, 20)
-    assert totals.settle() is None and len(totals) == 0
+    assert (len(totals), totals.seen, totals.settled) == (3, 20, 0)
+    assert totals.settle() is None and len(totals) == 0 and totals.settled == 20
     assert totals.metrics(track_accuracy=True) == {"loss": 24.0 / 20, "acc": 12 / 20}
     totals.add(4, 4, xp.asarray(1.0), None)
     totals.add(5, 4, xp.asarray(numpy.nan), None)

@@ -297,7 +297,8 @@ class RunningTotals:
         self.xp = xp
         self.loss_sum = 0.0
         self.correct = 0
-        self.seen = 0
+        self.seen = 0  # samples added
+        self.settled = 0  # samples whose values were read back and added in
         self._pending: list[tuple[int, int, Any, Any]] = []  # (batch, n, loss, correct)
 
     def add(self, batch: int, n: int, loss: Any, correct: Any | None) -> None:
@@ -323,6 +324,7 @@ class RunningTotals:
         for (batch, n, _, _), loss, correct in zip(pending, losses, counts, strict=True):
             self.loss_sum += loss * n
             self.correct += int(correct)
+            self.settled += n
             if first_bad is None and not math.isfinite(loss):
                 first_bad = batch
         return first_bad
@@ -336,8 +338,8 @@ class RunningTotals:
     def metrics(self, track_accuracy: bool) -> dict[str, float | None]:
         """{"loss": mean loss, "acc": accuracy (None when not tracked)} over settled batches."""
         return {
-            "loss": self.loss_sum / self.seen,
-            "acc": self.correct / self.seen if track_accuracy else None,
+            "loss": self.loss_sum / self.settled,
+            "acc": self.correct / self.settled if track_accuracy else None,
         }
 
 
