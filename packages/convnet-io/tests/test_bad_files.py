@@ -109,7 +109,7 @@ def test_undescribed_and_missing_arrays(saved_file):
         del arrays["params/9/X"], arrays["state/1/running_var"]
 
     rewrite(saved_file, drop)
-    expect_error(saved_file, "missing", "running_var")
+    expect_error(saved_file, "state: arrays missing from the file", "running_var")
 
 
 def test_dtype_disagreement(saved_file):

@@ -200,7 +200,13 @@ def test_bad_old_files(tmp_path, container):
         expect_error(path, "NaN")
     unknown = [*OLD_ARCHITECTURE[:-1], {"class": "Softmax2D", "config": {}}]
     path = write_old(tmp_path, old_weights(1, 720), container=container, architecture=unknown)
-    expect_error(path, "Softmax2D", "known: Activation, BatchNorm2D, Conv2D")
+    last = len(OLD_ARCHITECTURE) - 1
+    expect_error(path, f"layer {last}: unknown ConvNet-NumPy layer class 'Softmax2D'")
+    expect_error(path, "known: Activation, BatchNorm2D, Conv2D")
+    bad_units = [*OLD_ARCHITECTURE[:8], {"class": "Dense", "config": {"units": -7}}]
+    bad_units += OLD_ARCHITECTURE[9:]
+    path = write_old(tmp_path, old_weights(1, 720), container=container, architecture=bad_units)
+    expect_error(path, "layer 8 (Dense): bad config")
     path = write_old(tmp_path, old_weights(1, 720), container=container)
     expect_error(path, "input_shape", input_shape=(1, 4, 4))
     path = write_old(
