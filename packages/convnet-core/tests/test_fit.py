@@ -610,3 +610,17 @@ def test_huber_with_integer_labels_trains_on_one_hot_rows(xp):
     outputs = model.predict(x).astype(numpy.float64)  # huber: the raw outputs
     want, _ = losses.huber(outputs, numpy.eye(2)[y], xp=numpy)
     assert loss == pytest.approx(float(want), rel=1e-5)
+
+
+def test_val_split_trains_on_the_rest_only(xp):
+    x, y = blobs(40)
+    split = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.1)
+    history = split.fit((x, y), epochs=2, val_split=0.25, seed=3, verbose=False)
+    apart = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.1)
+    apart_history = apart.fit(
+        (x[:30], y[:30]), epochs=2, val_data=(x[30:], y[30:]), seed=3, verbose=False
+    )
+    assert history["loss"] == pytest.approx(apart_history["loss"], rel=1e-6)
+    assert history["val_loss"] == pytest.approx(apart_history["val_loss"], rel=1e-6)
+    for a, b in zip(host_leaves(split.params), host_leaves(apart.params), strict=True):
+        numpy.testing.assert_allclose(a, b, rtol=1e-6)

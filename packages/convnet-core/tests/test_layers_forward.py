@@ -61,6 +61,7 @@ CONV_CASES = [
     (L.Conv2D(3, (3, 2), stride=2), (2, 7, 6), (1, 1, 0, 0)),  # "same": ceil(7/2) = 4 rows
     (L.Conv2D(2, (4, 4), stride=1), (1, 6, 6), (1, 2, 1, 2)),  # even kernel: extra after
     (L.Conv2D(2, (3, 5), stride=(2, 1), padding=(1, 2)), (2, 6, 7), (1, 1, 2, 2)),
+    (L.Conv2D(2, (1, 1), stride=3), (1, 6, 6), (0, 0, 0, 0)),  # "same" never pads < 0
 ]
 
 
@@ -414,3 +415,20 @@ def test_flatten_keeps_the_feature_count_of_an_empty_batch(xp):
         {}, {}, xp.zeros((0, 2, 3, 4), "float32"), training=False, rng=None, xp=xp
     )
     assert y.shape == (0, 24)
+
+
+def test_flatten_is_c_order_channels_first(xp):
+    x = xp.asarray(numpy.arange(2 * 3 * 2 * 2, dtype="float32").reshape(2, 3, 2, 2))
+    y, _, _ = L.Flatten().apply({}, {}, x, training=False, rng=None, xp=xp)
+    # sample 0: channel 0's four pixels, then channel 1's, then channel 2's
+    numpy.testing.assert_array_equal(cn.backend.to_host(y)[0], numpy.arange(12))
+
+
+def test_dense_initialisation_is_he_uniform_with_zero_bias(xp):
+    params, _ = cn.init(L.Dense(400), (600,), rng=0, xp=xp)
+    W, b = (numpy.asarray(cn.backend.to_host(params[k])) for k in ("W", "b"))
+    limit = numpy.sqrt(6.0 / 600)
+    assert W.shape == (600, 400) and numpy.abs(W).max() <= limit
+    assert numpy.abs(W).max() > 0.99 * limit  # 240,000 draws reach the edge
+    assert W.std() == pytest.approx(limit / numpy.sqrt(3), rel=0.01)  # uniform's std
+    assert not b.any()

@@ -168,3 +168,12 @@ def test_fuzzed_files_raise_only_idx_format_error(tmp_path, source, flips, cut):
     else:
         assert isinstance(array, np.ndarray)
         assert array.dtype in [np.dtype(d) for d in DTYPES]
+
+
+def test_a_truncated_file_says_how_many_bytes_it_needs_and_has(tmp_path):
+    data = good_bytes((4, 3), np.int16)  # a 4-dimension header of 4 + 2*4 bytes, then 24 bytes
+    path = tmp_path / "cut.idx"
+    path.write_bytes(data[:-3])
+    needed = len(data)
+    with pytest.raises(IDXFormatError, match=rf"needs {needed} bytes, the file has {needed - 3}"):
+        read_idx(path)

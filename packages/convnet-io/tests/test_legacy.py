@@ -185,6 +185,10 @@ def test_bad_old_files(tmp_path, container):
     good = old_weights(1, 720)
     path = write_old(tmp_path, {**good, "8_Dense_W": good["8_Dense_W"][:-1]}, container=container)
     expect_error(path, "8_Dense_W", "(719, 7)", "(720, 7)")
+    past_the_end = {**good, f"{len(OLD_ARCHITECTURE)}_Dense_W": good["8_Dense_W"]}
+    path = write_old(tmp_path, past_the_end, container=container)
+    layers = len(OLD_ARCHITECTURE)
+    expect_error(path, f"is for layer {layers}, but the architecture has {layers} layers")
     path = write_old(tmp_path, {**good, "4_Dense_W": good["4_Conv2D_W"]}, container=container)
     expect_error(path, "'4_Dense_W' is for a Dense, but layer 4 is a Conv2D")
     del good["4_Conv2D_b"]
