@@ -151,7 +151,7 @@ def tests_cuda(session: nox.Session) -> None:
         install_packages(session, *PACKAGES)
         session.install("cupy-cuda13x>=13", "click>=8.1", "tqdm>=4.60")
         python = "python"
-    session.run(python, "-m", "convnet_core.backend", "--require-cuda", env=env)
+    session.run(python, "-m", "convnet_core", "--require-cuda", env=env)
     paths = [f"packages/{pkg}/tests" for pkg in PACKAGES]
     session.run(python, "-m", *pytest_args(session, *paths, marker=ON_GPU), env=env)
 

@@ -76,7 +76,7 @@ else
     echo "nox is not importable (no .whl/?): running tests-cuda's commands directly"
     src=$(printf '%s:' "$PWD"/packages/*/src)
     export PYTHONPATH=${src}${PYTHONPATH:-} CONVNET_TEST_DEVICE=cuda
-    python3 -m convnet_core.backend --require-cuda || exit 1
+    python3 -m convnet_core --require-cuda || exit 1
     timeout 250 python3 -m pytest packages/*/tests -m "not parity and not gui and not nvrtc" -q \
         -p no:cacheprovider 2>&1 | tee "$out_dir/tests_cuda.log" || status=1
 fi

@@ -142,7 +142,7 @@ def test_nn_force_cuda_uses_a_working_gpu(fresh_backend):
 
 
 # ---------------------------------------------------------------------------------------
-# whole processes: `python -m convnet_core.backend` and importing without CuPy
+# whole processes: `python -m convnet_core` and importing without CuPy
 
 
 def run_python(code: str, tmp_path, *, cupy_source: str) -> subprocess.CompletedProcess:
@@ -159,17 +159,30 @@ def run_python(code: str, tmp_path, *, cupy_source: str) -> subprocess.Completed
     )
 
 
+def run_device_check(tmp_path, *args: str, cupy_source: str) -> subprocess.CompletedProcess:
+    """`python -m convnet_core *args` where `import cupy` finds `cupy_source`."""
+    code = f"import sys, runpy; sys.argv = ['convnet_core', *{args!r}];"
+    code += "runpy.run_module('convnet_core', run_name='__main__', alter_sys=True)"
+    return run_python(code, tmp_path, cupy_source=cupy_source)
+
+
 def test_require_cuda_exits_nonzero_with_the_reason(tmp_path):
-    result = run_python(
-        "import sys, runpy; sys.argv = ['backend', '--require-cuda'];"
-        "runpy.run_module('convnet_core.backend', run_name='__main__')",
-        tmp_path,
-        cupy_source="raise ModuleNotFoundError('simulated: no CuPy here')",
+    result = run_device_check(
+        tmp_path, "--require-cuda", cupy_source="raise ModuleNotFoundError('simulated: no CuPy')"
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "no usable GPU: CuPy is not installed" in result.stdout
-    assert "simulated: no CuPy here" in result.stdout
+    assert "simulated: no CuPy" in result.stdout
     assert "tests-cuda needs CuPy" in result.stderr
+    assert "Warning" not in result.stderr  # as `-m convnet_core.backend` gave: module run twice
+
+
+def test_device_check_without_require_cuda_reports_and_exits_zero(tmp_path):
+    result = run_device_check(tmp_path, cupy_source="raise ImportError('simulated: broken CUDA')")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no usable GPU: CuPy is installed but cannot be imported" in result.stdout
+    assert "simulated: broken CUDA" in result.stdout
+    assert result.stderr == ""
 
 
 def test_importing_convnet_core_never_imports_cupy(tmp_path):

@@ -13,8 +13,8 @@ the same code runs on both. This module decides which one to use:
 `tune_allocator()` is an explicit opt-in for CPU training on glibc (Linux): it makes malloc
 keep freed memory for reuse instead of handing every large temporary back to the OS.
 
-`python -m convnet_core.backend` prints what was found; with `--require-cuda` it exits
-non-zero with the reason when no GPU is usable (the `tests-cuda` nox session runs it first).
+`python -m convnet_core` prints what was found; with `--require-cuda` it exits non-zero
+with the reason when no GPU is usable (the `tests-cuda` nox session runs it first).
 """
 
 from __future__ import annotations
@@ -243,6 +243,8 @@ def tune_allocator(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 << 
 
 
 def _main(argv: list[str]) -> int:
+    """`python -m convnet_core [--require-cuda]`: print whether a GPU is usable, and why
+    not; the exit status is 1 when `--require-cuda` is given and none is, else 0."""
     reason = cuda_unavailable_reason()
     if reason is None:
         import cupy
@@ -260,5 +262,5 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the older spelling; Python warns that the module ran twice
     raise SystemExit(_main(sys.argv[1:]))
