@@ -55,13 +55,15 @@ fi
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 python3 - <<'EOF'
-import sys
+import importlib, importlib.metadata, sys
 print("python", sys.version.split()[0])
+distributions = importlib.metadata.packages_distributions()  # import name -> distributions
 for name in ("numpy", "cupy", "torch", "attrs", "pytest", "hypothesis", "h5py", "PIL", "click",
              "tqdm", "nox"):
     try:
-        module = __import__(name)
-        print(f"  {name:10} {getattr(module, '__version__', '?')}")
+        importlib.import_module(name)
+        versions = [importlib.metadata.version(d) for d in distributions.get(name, [])]
+        print(f"  {name:10} {' '.join(versions) or '?'}")
     except Exception as error:  # report everything, decide below
         print(f"  {name:10} MISSING ({type(error).__name__}: {error})")
 EOF
