@@ -493,6 +493,49 @@ def test_plain_progress_line_without_tqdm(xp, monkeypatch, capsys):
     assert capsys.readouterr().out.startswith("epoch 1/1: loss ")
 
 
+class RecordingTqdm:
+    """A stand-in for tqdm.auto.tqdm that records each bar made and each batch counted."""
+
+    made: list = []
+
+    def __init__(self, total=None, **options):
+        self.updates = 0
+        RecordingTqdm.made.append(self)
+
+    def update(self, n=1):
+        self.updates += n
+
+    def set_postfix_str(self, text, refresh=True):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("terminal", "jupyter", "bar_shown"),
+    [(True, False, True), (False, False, False), (False, True, True)],
+    ids=["terminal", "log file", "jupyter kernel"],
+)
+def test_the_progress_bar_is_drawn_only_where_it_can_be_seen(
+    xp, monkeypatch, capsys, terminal, jupyter, bar_shown
+):
+    from convnet_core import callbacks
+
+    RecordingTqdm.made = []
+    monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=RecordingTqdm))
+    monkeypatch.setattr(callbacks.sys, "stderr", TTY() if terminal else io.StringIO())
+    if jupyter:
+        monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    else:
+        monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    x, y = blobs(64)
+    mlp(xp, seed=0).compile().fit((x, y), epochs=2, batch_size=16, verbose=True)
+    assert [bar.updates for bar in RecordingTqdm.made] == ([4, 4] if bar_shown else [])
+    epoch_lines = capsys.readouterr().out.splitlines()
+    assert [line[:11] for line in epoch_lines] == ["epoch 1/2: ", "epoch 2/2: "]
+
+
 class _LabelledBatches:
     """A minimal dataset object: batches() plus the `labels` attribute datasets keep."""
 

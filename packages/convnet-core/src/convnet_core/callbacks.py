@@ -181,8 +181,16 @@ def _format_metrics(values: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _live_display() -> bool:
+    """True where a redrawn progress display can be seen: a terminal, or a Jupyter kernel
+    (whose stderr is no terminal, but where tqdm draws a widget). A log file or a pipe
+    would keep every redraw, so it gets the epoch lines alone."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 class EpochProgress:
-    """The progress display of one epoch: a tqdm bar when tqdm is installed, else a plain line.
+    """The progress display of one epoch: a tqdm bar when tqdm is installed, else a plain line,
+    both only where they can be seen redrawn (`_live_display`).
 
     `advance()` is called once per batch and costs nothing but a clock read; `due()` says
     when the numbers should be refreshed (every `interval` seconds), which is when fit reads
@@ -206,12 +214,12 @@ class EpochProgress:
         self._last_refresh = self.start
         self._bar = None
         self._plain = False
-        if not self.verbose:
+        if not (self.verbose and _live_display()):
             return
         try:
             from tqdm.auto import tqdm
         except ImportError:
-            self._plain = sys.stderr.isatty()
+            self._plain = True
         else:
             self._bar = tqdm(
                 total=total_batches,

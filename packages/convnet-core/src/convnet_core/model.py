@@ -351,7 +351,8 @@ class Model:
             seed: makes shuffling, dropout and (if not built yet) the weights reproducible:
                 the same seed and data give bit-identical results on the CPU. A dataset's
                 `batches` gets a per-epoch seed when it takes a `seed` argument.
-            verbose: a progress bar (tqdm, when installed) and one line per epoch.
+            verbose: one line per epoch, and a live progress bar (tqdm, when installed) in a
+                terminal or a notebook.
             callbacks: objects with any of on_train_begin, on_epoch_begin, on_epoch_end
                 and on_train_end (a `LearningRateScheduler`, an `EarlyStopping`, ...).
             resume_from: a checkpoint file written by convnet_io.Checkpoint.
