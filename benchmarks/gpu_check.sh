@@ -3,7 +3,9 @@
 #
 #   1. `nox --no-venv -s tests-cuda`: every package's tests on the GPU (CuPy), plus the
 #      CPU/GPU equivalence tests (packages/convnet-core/tests/test_cuda_equivalence.py);
-#   2. `benchmarks/bench_gpu.py --kernels`: one epoch of the README model and of the `best`
+#   2. the programs: apps/train_mnist.py --device cuda for 2 epochs of MNIST, then
+#      apps/evaluate.py --device cuda on the model it saved;
+#   3. `benchmarks/bench_gpu.py --kernels`: one epoch of the README model and of the `best`
 #      preset at batch 64 and 512, convnet on CuPy next to PyTorch CUDA, float32 and mixed
 #      precision, then each fused kernel against its NumPy-style reference, then for one
 #      step at batch 512 the host's time to queue it and the GPU's time to run it.
@@ -12,9 +14,9 @@
 #   bash benchmarks/gpu_check.sh [OUTPUT_DIR]   on the GPU machine
 #   bash benchmarks/gpu_check.sh --fetch-wheels on a machine with PyPI, before: fills .whl/
 # Logs and bench_gpu.json go to OUTPUT_DIR (default: $OUT when set, else artifacts/gpu_check).
-# Exit status: non-zero when the tests failed or the benchmark did not finish.
-# The tests get at most 250 s and the benchmark 200 s, so the whole check fits in 8
-# minutes (a device run with timeout_s=480) even when both run long.
+# Exit status: non-zero when the tests or the programs failed, or the benchmark did not finish.
+# The tests get at most 250 s, the programs 130 s and the benchmark 170 s, so the whole check
+# fits in 9 minutes (a device run with timeout_s=540) even when each runs long.
 #
 # The machine needs Python with CuPy (cupy-cuda13x), PyTorch with CUDA, numpy, attrs,
 # pytest, hypothesis, h5py, Pillow, click and tqdm. It needs no package registry: our
@@ -84,8 +86,20 @@ else
 fi
 elapsed "tests-cuda done (status $status)"
 
+# the main job on the GPU: train (saving from device arrays), then load the file onto the
+# GPU and evaluate it; its files stay in /tmp, only the logs come back
+elapsed "train_mnist.py and evaluate.py with --device cuda"
+app_dir=$(mktemp -d /tmp/gpu_check_app.XXXXXX)
+(
+    export PYTHONPATH=$(printf '%s:' "$PWD"/packages/*/src)${PYTHONPATH:-}
+    timeout 100 python3 apps/train_mnist.py --device cuda --epochs 2 \
+        --out "$app_dir/mnist.h5" &&
+        timeout 30 python3 apps/evaluate.py "$app_dir/mnist.h5" --device cuda
+) 2>&1 | tee "$out_dir/apps_cuda.log" || status=1
+elapsed "apps done (status $status)"
+
 elapsed "bench_gpu.py"
-timeout 200 python3 benchmarks/bench_gpu.py --kernels --anatomy \
+timeout 170 python3 benchmarks/bench_gpu.py --kernels --anatomy \
     --json "$out_dir/bench_gpu.json" \
     2>&1 | tee "$out_dir/bench_gpu.log" || status=1
 elapsed "all done (status $status)"
