@@ -49,6 +49,8 @@ static convnet_dim3 blockIdx, threadIdx, blockDim, gridDim;
 _ELEMENTWISE_PRELUDE = r"""
 #include <cmath>
 using std::sqrt;
+// CuPy's float16 converts to float for a math function, which then answers in float
+inline float sqrt(_Float16 x) { return std::sqrt((float)x); }
 """
 
 # NumPy dtype name -> C type, for the element type T and the fixed-type parameters

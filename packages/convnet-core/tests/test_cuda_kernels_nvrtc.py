@@ -24,6 +24,7 @@ ELEMENTWISE = {
     "convnet_adam_scalars": K._adam_scalars_kernel,
     "convnet_batchnorm_forward": K._batchnorm_forward_kernel,
     "convnet_batchnorm_input_grad": K._batchnorm_input_grad_kernel,
+    "convnet_batchnorm_statistics": K._batchnorm_statistics_kernel,
     "convnet_fused_adam": K._adam_kernel,
     "convnet_relu_forward": K._relu_forward_kernel,
     "convnet_relu_backward": K._relu_backward_kernel,

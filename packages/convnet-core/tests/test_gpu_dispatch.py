@@ -137,14 +137,38 @@ def test_batchnorm_layer_runs_the_kernels(monkeypatch, cupy_on_cpu, dtype):
     fy, f_state, fcache = cn.apply(layer, params, state, x, training=True)
     fgrads, fdx = cn.grad(layer, params, fcache, dy)
     assert cupy_on_cpu.kernel_calls == [
+        "convnet_batchnorm_statistics",
         "convnet_batchnorm_forward",
         "convnet_batchnorm_input_grad",
     ]
-    if dtype == "float16":  # C's _Float16 may keep a product unrounded before the sum
+    if dtype == "float16":  # a chain of float16 operations, rounded once (as CuPy's float16
+        # computes in float) or after each one (NumPy): equal within float16's precision
         check = lambda a, b: numpy.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)  # noqa: E731
     else:  # the same roundings in the same order: equal to the last bit
         check = numpy.testing.assert_array_equal
     check(fy, y)
     check(fdx, dx)
-    for key, value in T.flatten((new_state, grads)).items():
-        numpy.testing.assert_array_equal(T.flatten((f_state, fgrads))[key], value, key)
+    for key in ("running_mean", "running_var"):
+        assert f_state[key].dtype == numpy.dtype(dtype)
+        check(f_state[key], new_state[key])
+    assert not numpy.array_equal(new_state["running_var"], state["running_var"])  # it moved
+    for key in ("gamma", "beta"):
+        check(fgrads[key], grads[key])
+
+
+def test_batchnorm_with_float32_statistics_and_float16_data_keeps_their_array_code(
+    monkeypatch, cupy_on_cpu
+):
+    # mixed precision: the running statistics stay float32 while x is float16
+    layer = L.BatchNorm2D()
+    params, state = cn.init(layer, (3, 5, 4), rng=0, dtype="float32")
+    x = numpy.random.default_rng(7).normal(1.0, 2.0, (4, 3, 5, 4)).astype("float16")
+    half_params = T.map(lambda a: a.astype("float16"), params)
+    _, new_state, _ = cn.apply(layer, half_params, state, x, training=True)
+
+    monkeypatch.setattr(norm, "is_cupy", lambda xp: True)
+    _, f_state, _ = cn.apply(layer, half_params, state, x, training=True)
+    assert cupy_on_cpu.kernel_calls == ["convnet_batchnorm_forward"]
+    for key in ("running_mean", "running_var"):
+        assert f_state[key].dtype == numpy.float32
+        numpy.testing.assert_array_equal(f_state[key], new_state[key])

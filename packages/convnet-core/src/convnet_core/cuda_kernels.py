@@ -30,8 +30,10 @@ Seven fast paths live here:
   array code for windows of any size and stride, `MaxPool2D.apply` and `.grad` on NumPy.
 - `batchnorm_forward` / `batchnorm_input_grad`: BatchNorm2D's element-wise work when
   training, one `cupy.ElementwiseKernel` each way (x̂ and y together; dx from dy, x̂ and
-  the per-channel sums), where the array code makes three and seven launches. The
-  per-channel means and sums stay CuPy's reductions. Reference: the layer's array code.
+  the per-channel sums), where the array code makes three and seven launches; and
+  `batchnorm_statistics`: its per-channel arithmetic (1/√(σ² + eps) and both running
+  statistics) in one more, where the array code makes ten. The per-channel means and
+  sums stay CuPy's reductions. Reference: the layer's array code.
 - `fused_softmax_cross_entropy`: the loss and its gradient for integer labels, one
   `cupy.RawKernel` with one thread per row (max, log-sum-exp, the row's loss and its
   gradient row), where the unfused code makes about sixteen launches and a one-hot matrix.
@@ -67,6 +69,8 @@ __all__ = [
     "batchnorm_forward",
     "batchnorm_input_grad",
     "batchnorm_kernels_take",
+    "batchnorm_statistics",
+    "batchnorm_statistics_take",
     "adam_update_reference",
     "col2im_gather",
     "col2im_on_gpu",
@@ -752,7 +756,15 @@ def maxpool_backward(
 #     forward   x̂ = centered · inv_std,  y = x̂ · γ + β
 #     backward  dx = (γ · inv_std) · (dy - mean(dy) - x̂ · mean(dy x̂))
 #
-# each product and sum rounded in the order the layer's array code rounds it.
+# and, in training, its per-channel arithmetic on (C,) arrays, from the batch's mean μ and
+# biased variance σ², with m the momentum:
+#
+#     inv_std = 1 / √(σ² + eps)
+#     running_mean ← m · running_mean + (1 - m) · μ
+#     running_var  ← m · running_var + (1 - m) · (σ² · M/(M - 1))
+#
+# ten small launches of the array code made one. Each product and sum is rounded in the
+# order the layer's array code rounds it.
 
 _BATCHNORM_TYPES = ("float16", "float32", "float64")
 
@@ -765,6 +777,35 @@ def batchnorm_kernels_take(x: Any) -> bool:
     """Whether BatchNorm2D runs the kernels below on `x` (a CuPy array): float16/32/64,
     unless BATCHNORM_ON_GPU says "arrays"."""
     return BATCHNORM_ON_GPU == "kernels" and x.dtype.name in _BATCHNORM_TYPES
+
+
+def batchnorm_statistics_take(x: Any, running_mean: Any) -> bool:
+    """Whether BatchNorm2D runs `batchnorm_statistics` for `x`: as `batchnorm_kernels_take`,
+    and the running statistics in x's dtype (mixed precision keeps them in float32, and
+    its float16 arithmetic on them stays with the array code)."""
+    return batchnorm_kernels_take(x) and running_mean.dtype == x.dtype
+
+
+def _batchnorm_statistics_kernel() -> Any:
+    return _cupy().ElementwiseKernel(
+        "T mean, T var, T running_mean, T running_var, T momentum, T bessel, T eps",
+        "T inv_std, T new_running_mean, T new_running_var",
+        "inv_std = (T)1 / sqrt(var + eps);"
+        " new_running_mean = momentum * running_mean + ((T)1 - momentum) * mean;"
+        " new_running_var = momentum * running_var + ((T)1 - momentum) * (var * bessel);",
+        "convnet_batchnorm_statistics",
+    )
+
+
+def batchnorm_statistics(
+    mean: Any, var: Any, running_mean: Any, running_var: Any, *, momentum: Any, bessel: Any,
+    eps: Any,
+) -> tuple[Any, Any, Any]:  # fmt: skip
+    """(inv_std, new running_mean, new running_var), each (C,), in one kernel, from the
+    batch's mean and biased variance (C,) and the running statistics (C,), all of one
+    dtype; momentum, bessel (M/(M - 1)) and eps are scalars of that dtype."""
+    kernel = _cached("batchnorm_statistics", _batchnorm_statistics_kernel)
+    return kernel(mean, var, running_mean, running_var, momentum, bessel, eps)
 
 
 def _batchnorm_forward_kernel() -> Any:

@@ -70,19 +70,23 @@ class BatchNorm2D:
         mean = x.mean(axis=axes, dtype=acc).astype(x.dtype, copy=False)  # (C,)
         centered = x - mean[:, None, None]
         var = (centered * centered).mean(axis=axes, dtype=acc).astype(x.dtype, copy=False)
-        inv_std = 1 / xp.sqrt(var + dtype(self.eps))  # (C,)
+        m, bessel, eps = dtype(self.momentum), dtype(count / max(count - 1, 1)), dtype(self.eps)
+        running_mean, running_var = state["running_mean"], state["running_var"]  # (C,)
+        if is_cupy(xp) and cuda_kernels.batchnorm_statistics_take(x, running_mean):
+            inv_std, running_mean, running_var = cuda_kernels.batchnorm_statistics(
+                mean, var, running_mean, running_var, momentum=m, bessel=bessel, eps=eps
+            )  # one kernel
+        else:
+            inv_std = 1 / xp.sqrt(var + eps)  # (C,)
+            running_mean = m * running_mean + (1 - m) * mean
+            running_var = m * running_var + (1 - m) * (var * bessel)  # unbiased variance
         per_channel = inv_std[:, None, None], gamma[:, None, None], beta[:, None, None]
         if is_cupy(xp) and cuda_kernels.batchnorm_kernels_take(x):  # one kernel
             x_hat, y = cuda_kernels.batchnorm_forward(centered, *per_channel)
         else:
             x_hat = centered * per_channel[0]  # (N, C, H, W)
             y = x_hat * per_channel[1] + per_channel[2]
-        unbiased = var * dtype(count / max(count - 1, 1))
-        m = dtype(self.momentum)
-        new_state = {
-            "running_mean": m * state["running_mean"] + (1 - m) * mean,
-            "running_var": m * state["running_var"] + (1 - m) * unbiased,
-        }
+        new_state = {"running_mean": running_mean, "running_var": running_var}
         return y, new_state, (x_hat, inv_std)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
