@@ -359,9 +359,12 @@ def bench_kernels(xp) -> list[dict]:
     rows = []
 
     def timed(name, shape, fused, reference):
-        t_fused = benchmark(fused, n_repeat=50, n_warmup=5).gpu_times.mean() * 1e3
-        t_ref = benchmark(reference, n_repeat=50, n_warmup=5).gpu_times.mean() * 1e3
-        rows.append({"kernel": name, "shape": str(shape), "fused_ms": t_fused, "ref_ms": t_ref})
+        row = {"kernel": name, "shape": str(shape)}
+        for side, function in (("fused", fused), ("ref", reference)):
+            result = benchmark(function, n_repeat=50, n_warmup=5)
+            row[f"{side}_ms"] = result.gpu_times.mean() * 1e3  # the GPU's time
+            row[f"{side}_host_us"] = statistics.median(result.cpu_times) * 1e6  # the host's
+        rows.append(row)
 
     rng = xp.random.default_rng(0)
     hyper = dict(beta1=0.9, beta2=0.999, eps=1e-8)
@@ -458,6 +461,63 @@ def bench_kernels(xp) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------
+# what each kind of call into CuPy costs the host
+
+
+def bench_call_costs(xp) -> list[dict]:
+    """The host's time for one call of each kind a training step makes, in microseconds
+    (median of 200, the GPU synchronised between calls), on the README model's shapes at
+    batch 512. benchmarks/gpu_calls.py counts the calls of each kind per step, so the two
+    together say where a launch-bound step's host time goes."""
+    from convnet_core import cuda_kernels as K
+    from cupyx.profiler import benchmark
+
+    rng = xp.random.default_rng(0)
+    f32 = xp.float32
+    activations = rng.standard_normal((512, 8, 28, 28), dtype=f32)  # conv1's output
+    weights = rng.standard_normal((16, 72), dtype=f32)  # conv2's W as (O, C*kh*kw)
+    cols = rng.standard_normal((72, 512 * 14 * 14), dtype=f32)  # conv2's im2col columns
+    conv_out = weights @ cols  # (O, N*Ho*Wo)
+    bias = rng.standard_normal((16, 1), dtype=f32)
+    flat = rng.standard_normal((512, 784), dtype=f32)  # Dense(64)'s input
+    dense_w = rng.standard_normal((784, 64), dtype=f32)
+    hidden = flat @ dense_w  # (512, 64)
+    logits = rng.standard_normal((512, 10), dtype=f32)
+    p, g, m = (rng.standard_normal((784, 64), dtype=f32) for _ in range(3))
+    v = xp.abs(rng.standard_normal((784, 64), dtype=f32))
+    scalars = {"lr": 1e-3, "step_size": 1e-3, "inv_sqrt_bias2": 1.0}
+    scalars = {key: xp.asarray(value, dtype=f32) for key, value in scalars.items()}
+    adam = partial(K.fused_adam_update, p, g, m, v, **scalars, beta1=0.9, beta2=0.999, eps=1e-8)
+    crop = (slice(None), slice(None), slice(1, 27), slice(1, 27))
+    calls = [
+        ("view: reshape", partial(activations.reshape, 512, -1)),
+        ("view: transpose", partial(activations.transpose, 1, 0, 2, 3)),
+        ("view: slice", partial(activations.__getitem__, crop)),
+        ("astype to its own dtype", partial(activations.astype, f32, copy=False)),
+        ("empty (512, 8, 28, 28)", partial(xp.empty, (512, 8, 28, 28), dtype=f32)),
+        ("ufunc: += bias, (16, N*196)", partial(xp.add, conv_out, bias, out=conv_out)),
+        ("sum, axis 0 of (512, 64)", partial(hidden.sum, axis=0)),
+        ("argmax, axis 1 of (512, 10)", partial(logits.argmax, axis=1)),
+        ("matmul (16, 72) @ (72, N*196)", partial(xp.matmul, weights, cols)),
+        ("matmul (512, 784) @ (784, 64)", partial(xp.matmul, flat, dense_w)),
+        ("RawKernel: relu forward", partial(K.fused_relu_forward, activations)),
+        ("ElementwiseKernel: adam", adam),
+    ]
+    rows = []
+    for name, call in calls:
+        result = benchmark(call, n_repeat=200, n_warmup=10)
+        host_us = statistics.median(result.cpu_times) * 1e6
+        gpu_us = float(numpy.median(result.gpu_times)) * 1e6
+        rows.append({"call": name, "host_us": host_us, "gpu_us": gpu_us})
+    return rows
+
+
+def write_report(path: pathlib.Path | None, report: dict) -> None:
+    """Write what has been measured so far (each section adds to it), so that a run cut
+    short still leaves its figures."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -507,6 +567,12 @@ def main(argv: list[str] | None = None) -> int:
         ty = torch.as_tensor(backend.to_host(y), device=tdev)
 
     results = []
+    report = {
+        "device": backend.device_name(xp),
+        "models": {name: source for name, (_, source) in found.items()},
+        "samples": samples,
+        "epochs": results,
+    }
     header = (
         f"{'model':7} {'batch':>5} {'variant':24} {'convnet s':>10} {'torch s':>9} {'ratio':>6}"
     )
@@ -546,41 +612,38 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"model": name, "batch": batch, "variant": "float32 loop",
                                 "convnet_s": seconds})  # fmt: skip
                 print(f"{name:7} {batch:5d} {'float32 loop':24} {seconds:10.3f}", flush=True)
+            write_report(args.json, report)
 
-    kernel_rows = []
     if args.kernels and not args.cpu:
-        print(f"\n{'kernel':20} {'shape':22} {'fused ms':>9} {'reference ms':>13}")
-        for row in bench_kernels(xp):
-            kernel_rows.append(row)
-            print(
-                f"{row['kernel']:20} {row['shape']:22} {row['fused_ms']:9.4f} {row['ref_ms']:13.4f}"
-            )
+        print("\neach fused kernel against the array code it replaces: GPU ms, host us per call")
+        columns = f"{'fused ms':>9} {'ref ms':>9} {'fused us':>9} {'ref us':>9}"
+        print(f"{'kernel':20} {'shape':22} {columns}")
+        report["kernels"] = bench_kernels(xp)
+        for row in report["kernels"]:
+            gpu_ms = f"{row['fused_ms']:9.4f} {row['ref_ms']:9.4f}"
+            host_us = f"{row['fused_host_us']:9.1f} {row['ref_host_us']:9.1f}"
+            print(f"{row['kernel']:20} {row['shape']:22} {gpu_ms} {host_us}")
+        write_report(args.json, report)
+        print("\none call of each kind a step makes (README model, batch 512)")
+        print(f"{'call':36} {'host us':>8} {'GPU us':>8}")
+        report["call_costs"] = bench_call_costs(xp)
+        for row in report["call_costs"]:
+            print(f"{row['call']:36} {row['host_us']:8.1f} {row['gpu_us']:8.1f}")
+        write_report(args.json, report)
 
-    anatomy_rows = []
     if args.anatomy and not args.cpu:
         batch = max(batch_sizes)
         print(f"\none float32 step at batch {batch}, queued while the GPU is held")
         print(f"{'model':7} {'side':8} {'host ms':>8} {'GPU ms':>7}")
         torch_data = (tx, ty) if torch is not None else None
         layers_of = lambda name: models[name]()  # noqa: E731
-        for row in bench_anatomy(xp, torch, layers_of, args.models, batch, torch_data):
-            anatomy_rows.append(row)
+        report["step_anatomy"] = bench_anatomy(xp, torch, layers_of, args.models, batch, torch_data)
+        for row in report["step_anatomy"]:
             if row["host_ms"] is None:
                 print(f"{row['model']:7} {row['side']:8} (the hold did not cover the step)")
                 continue
             print(f"{row['model']:7} {row['side']:8} {row['host_ms']:8.2f} {row['gpu_ms']:7.2f}")
-
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        report = {
-            "device": backend.device_name(xp),
-            "models": {name: source for name, (_, source) in found.items()},
-            "samples": samples,
-            "epochs": results,
-            "kernels": kernel_rows,
-            "step_anatomy": anatomy_rows,
-        }
-        args.json.write_text(json.dumps(report, indent=2))
+        write_report(args.json, report)
     return 0
 
 

@@ -13,6 +13,7 @@ its array code (`bench_gpu.FAST_PATHS_OFF`; ReLU and Adam have no switch):
 
     python benchmarks/gpu_calls.py                    # README and best models, batch 512
     python benchmarks/gpu_calls.py --json calls.json  # also write the counts as JSON
+    python benchmarks/gpu_calls.py --by-call          # each call's count, all fast paths on
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ from device_arrays import counting_calls  # noqa: E402
 
 
 def calls_per_step(layers, batch: int) -> tuple[float, float]:
-    """(calls into the array module, kernel launches) per step of Model.fit at `batch`:
+    """(calls into the array module, kernel launches) per step of Model.fit at `batch`."""
+    by_call = calls_per_step_by_name(layers, batch)
+    kernels = sum(n for name, n in by_call.items() if name.startswith("kernel "))
+    return sum(by_call.values()) - kernels, kernels
+
+
+def calls_per_step_by_name(layers, batch: int) -> dict[str, float]:
+    """Calls per step of Model.fit at `batch`, by name (a function such as `empty`, an
+    array method or operator such as `__matmul__`, or `kernel <name>` for a fused kernel):
     the counts of a 4-step epoch less those of a 2-step one, halved (so the per-epoch work
     cancels out)."""
     model = cn.Model(layers, seed=0, device="cuda")
@@ -45,15 +54,15 @@ def calls_per_step(layers, batch: int) -> tuple[float, float]:
     x = rng.random((4 * batch, 1, 28, 28), dtype=numpy.float32)  # host
     y = rng.integers(0, 10, 4 * batch)  # host
     model.fit((x[:batch], y[:batch]), epochs=1, batch_size=batch, verbose=False)  # warm-up
-    totals = []
+    counts = []
     for steps in (2, 4):
         with counting_calls() as calls:
             data = (x[: steps * batch], y[: steps * batch])
             model.fit(data, epochs=1, batch_size=batch, verbose=False)
-        kernels = sum(n for name, n in calls.items() if name.startswith("kernel "))
-        totals.append((sum(calls.values()) - kernels, kernels))
-    (calls_2, kernels_2), (calls_4, kernels_4) = totals
-    return (calls_4 - calls_2) / 2, (kernels_4 - kernels_2) / 2
+        counts.append(dict(calls))
+    two, four = counts
+    per_step = {name: (four.get(name, 0) - two.get(name, 0)) / 2 for name in {*two, *four}}
+    return {name: n for name, n in per_step.items() if n}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--models", nargs="+", default=["readme", "best"])
     parser.add_argument("--json", type=pathlib.Path, help="write the counts here")
+    parser.add_argument(
+        "--by-call", action="store_true", help="each model's calls by name, all fast paths on"
+    )
     args = parser.parse_args(argv)
+    if args.by_call:
+        return print_by_call(args.models, args.batch)
 
     rows = []
     print(f"calls into CuPy per training step (Model.fit, Adam), batch {args.batch}")
@@ -80,6 +94,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:7} {label:22} {calls:6.0f} {kernels:14.0f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"batch": args.batch, "per_step": rows}, indent=2))
+    return 0
+
+
+def print_by_call(models: list[str], batch: int) -> int:
+    """Print each model's calls per step by name, most frequent first."""
+    with cupy_on_numpy_installed(pathlib.Path(tempfile.mkdtemp(prefix="gpu_calls_"))):
+        for name in models:
+            layers = getattr(cn.presets, f"{name}_layers")()
+            by_call = calls_per_step_by_name(layers, batch)
+            print(f"{name} model, batch {batch}: calls into CuPy per training step, by name")
+            for call, n in sorted(by_call.items(), key=lambda item: (-item[1], item[0])):
+                print(f"  {n:5.0f}  {call}")
+            print(f"  {sum(by_call.values()):5.0f}  in all\n")
     return 0
 
 

@@ -86,6 +86,11 @@ def test_bench_gpu_runs_its_gpu_path(tmp_path):
     assert kernels.count("maxpool forward") == kernels.count("maxpool backward") == 3
     assert kernels.count("im2col gather|copies") == 3
     assert kernels.count("batchnorm forward") == kernels.count("batchnorm backward") == 3
+    for row in report["kernels"]:
+        assert row["fused_host_us"] > 0 and row["ref_host_us"] > 0
+    calls = {row["call"]: row for row in report["call_costs"]}
+    assert len(calls) == 12 and "matmul (16, 72) @ (72, N*196)" in calls
+    assert all(row["host_us"] > 0 for row in calls.values())
 
 
 def test_train_and_evaluate_with_device_cuda(tmp_path):
@@ -130,3 +135,16 @@ def test_each_fast_path_saves_calls_into_cupy(tmp_path):
                 assert fastest == count, (model, setting, fastest, count)
             else:
                 assert fastest < count, (model, setting, fastest, count)
+
+    by_call = subprocess.run(
+        [sys.executable, ROOT / "benchmarks" / "gpu_calls.py", "--batch", "32", "--by-call",
+         "--models", "readme"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert by_call.returncode == 0, by_call.stdout + by_call.stderr
+    lines = [line.split(maxsplit=1) for line in by_call.stdout.splitlines()[1:] if line.strip()]
+    counts = {name: float(n) for n, name in lines}
+    readme = next(r for r in rows if r["model"] == "readme" and r["setting"] == "all fast paths")
+    assert counts.pop("in all") == sum(counts.values()) == readme["calls"] + readme["kernels"]
+    assert counts["__matmul__"] >= 8  # two convs and two dense layers, forward and backward
+    assert sum(n for name, n in counts.items() if name.startswith("kernel ")) == readme["kernels"]
