@@ -502,6 +502,10 @@ def bench_call_costs(xp) -> list[dict]:
         ("matmul (512, 784) @ (784, 64)", partial(xp.matmul, flat, dense_w)),
         ("RawKernel: relu forward", partial(K.fused_relu_forward, activations)),
         ("ElementwiseKernel: adam", adam),
+        # Conv2D's bias gradient, a row sum of dY (O, N*Ho*Wo): as Conv2D computes it (a
+        # ones vector and a matrix-vector product, the faster on NumPy), and as one reduction
+        ("conv db: dY @ ones(N*196)", lambda: conv_out @ xp.ones(conv_out.shape[1], dtype=f32)),
+        ("conv db: dY.sum(axis=1)", partial(conv_out.sum, axis=1)),
     ]
     rows = []
     for name, call in calls:

@@ -89,7 +89,7 @@ def test_bench_gpu_runs_its_gpu_path(tmp_path):
     for row in report["kernels"]:
         assert row["fused_host_us"] > 0 and row["ref_host_us"] > 0
     calls = {row["call"]: row for row in report["call_costs"]}
-    assert len(calls) == 12 and "matmul (16, 72) @ (72, N*196)" in calls
+    assert len(calls) == 14 and "matmul (16, 72) @ (72, N*196)" in calls
     assert all(row["host_us"] > 0 for row in calls.values())
 
 
