@@ -15,7 +15,9 @@ from __future__ import annotations
 import glob
 import os
 import pathlib
+import re
 import shutil
+import subprocess
 import sys
 
 import nox
@@ -100,6 +102,32 @@ def install_torch(session: nox.Session) -> None:
         )
 
 
+def cupy_wheel_for(nvidia_smi_report: str) -> str:
+    """The CuPy wheel for the driver that `nvidia-smi` describes ("CUDA Version: 12.4" in
+    its header): cupy-cuda11x, cupy-cuda12x or, for CUDA 13 and later or when the report
+    says nothing, cupy-cuda13x. A CuPy built for a newer CUDA than the driver's cannot run."""
+    match = re.search(r"CUDA Version:\s*(\d+)\.", nvidia_smi_report)
+    major = int(match.group(1)) if match else 13
+    if major in (11, 12):
+        return f"cupy-cuda{major}x>=13"
+    return "cupy-cuda13x>=13"
+
+
+def cupy_wheel() -> str:
+    """The CuPy wheel tests-cuda installs: $CONVNET_CUPY when set (for example
+    "cupy-cuda12x==13.6.0"), else the one for this machine's driver."""
+    chosen = os.environ.get("CONVNET_CUPY", "").strip()
+    if chosen:
+        return chosen
+    try:
+        report = subprocess.run(
+            ["nvidia-smi"], capture_output=True, text=True, timeout=60, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        report = ""
+    return cupy_wheel_for(report)
+
+
 def pytest_args(session: nox.Session, *paths: str, marker: str) -> list[str]:
     return ["pytest", *paths, "-m", marker, *session.posargs]
 
@@ -121,7 +149,10 @@ def tests(session: nox.Session, package: str) -> None:
     """
     if package == "workspace":
         install_packages(session, *PACKAGES)
-        session.install("click>=8.1", "tqdm>=4.60", "matplotlib>=3.7", "threadpoolctl>=3.1")
+        # nox itself: tests/test_noxfile.py checks the choices this file makes
+        session.install(
+            "click>=8.1", "tqdm>=4.60", "matplotlib>=3.7", "threadpoolctl>=3.1", "nox>=2024.10.9"
+        )
         session.run(*pytest_args(session, "tests", marker=NOT_EXTRA))
         return
     install_packages(session, package)
@@ -132,9 +163,10 @@ def tests(session: nox.Session, package: str) -> None:
 def tests_cuda(session: nox.Session) -> None:
     """Every package's tests with CuPy on the GPU, plus the CPU/GPU equivalence tests.
 
-    Fails when no GPU is usable: a green run means the GPU was tested. With `--no-venv` it
-    installs nothing and imports the packages from the tree, for a machine whose Python
-    already has CuPy and no package registry.
+    Fails when no GPU is usable: a green run means the GPU was tested. It installs the CuPy
+    wheel for the driver's CUDA version (`cupy_wheel`; CONVNET_CUPY overrides it). With
+    `--no-venv` it installs nothing and imports the packages from the tree, for a machine
+    whose Python already has CuPy and no package registry.
     """
     if shutil.which("nvidia-smi") is None and not glob.glob("/dev/nvidia[0-9]*"):
         session.error(
@@ -149,7 +181,7 @@ def tests_cuda(session: nox.Session) -> None:
         python = sys.executable
     else:
         install_packages(session, *PACKAGES)
-        session.install("cupy-cuda13x>=13", "click>=8.1", "tqdm>=4.60")
+        session.install(cupy_wheel(), "click>=8.1", "tqdm>=4.60")
         python = "python"
     session.run(python, "-m", "convnet_core", "--require-cuda", env=env)
     paths = [f"packages/{pkg}/tests" for pkg in PACKAGES]
