@@ -11,8 +11,9 @@ own source text, which g++ compiles as C++ with a few lines that stand for CUDA'
   disjoint outputs and never wait for each other, so a source that uses shared memory,
   barriers or atomics is refused.
 - `ElementwiseKernel`: the operation is pasted into a loop over the elements, with each
-  parameter bound by name as CuPy binds it (`const T& x` for an input, `T& y` for an output)
-  and `T` the arrays' common dtype. float16 is GCC's `_Float16`, which may keep a chain of
+  parameter bound by name as CuPy binds it (`const T& x` for an input, `T& y` for an output,
+  a pointer for a `raw` output, which the operation indexes itself) and `T` the common dtype
+  of the arrays given for `T` parameters. float16 is GCC's `_Float16`, which may keep a chain of
   operations in float where CuPy's float16 rounds after each one: exact alike for the ReLU
   kernels (compare, select, multiply by 0 or 1), not a check of float16 arithmetic.
 
@@ -48,6 +49,7 @@ static convnet_dim3 blockIdx, threadIdx, blockDim, gridDim;
 
 _ELEMENTWISE_PRELUDE = r"""
 #include <cmath>
+using std::isfinite;
 using std::sqrt;
 // CuPy's float16 converts to float for a math function, which then answers in float
 inline float sqrt(_Float16 x) { return std::sqrt((float)x); }
@@ -183,10 +185,12 @@ class ElementwiseKernelOnCpu:
             else:
                 params.append(f"{_C_TYPES[type_name]} {param}")
         for type_name, param in self.outputs:
-            if type_name != "T":
-                raise ValueError(f"{self.name}: only T outputs are emulated, not {type_name}")
-            params.append(f"T* _raw_{param}")
-            bind.append(f"T& {param} = _raw_{param}[i];")
+            raw, c_type = _output_type(type_name)
+            if raw:  # the whole array, indexed by the operation
+                params.append(f"{c_type}* {param}")
+            else:
+                params.append(f"{c_type}* _raw_{param}")
+                bind.append(f"{c_type}& {param} = _raw_{param}[i];")
         body = "\n        ".join(bind)
         return (
             f"{_ELEMENTWISE_PRELUDE}typedef {_C_TYPES[element_type]} T;\n"
@@ -203,13 +207,18 @@ class ElementwiseKernelOnCpu:
         if len(args) not in (n_in, n_in + len(self.outputs)):
             raise TypeError(f"{self.name} takes {n_in} inputs and optionally the outputs")
         inputs, given_outputs = args[:n_in], args[n_in:]
-        arrays = [a for (t, _), a in zip(self.inputs, inputs, strict=True) if t == "T"]
-        dtypes = {numpy.asarray(a).dtype for a in (*arrays, *given_outputs)}
+        if not given_outputs and any(_output_type(t)[0] for t, _ in self.outputs):
+            raise TypeError(f"{self.name}: a raw output must be given")
+        in_t = [a for (t, _), a in zip(self.inputs, inputs, strict=True) if t == "T"]
+        given = list(zip(self.outputs, given_outputs, strict=False))  # none, or every one
+        dtypes = {numpy.asarray(a).dtype for a in in_t + [a for (t, _), a in given if t == "T"]}
         if len(dtypes) != 1:
             raise TypeError(f"{self.name}: the T arguments have different dtypes {dtypes}")
         dtype = dtypes.pop()
         self.calls.append(self.name)
-        shape = numpy.broadcast_shapes(*(numpy.shape(a) for a in (*arrays, *given_outputs)))
+        # the shape of the loop: T inputs and the outputs that are not raw, broadcast
+        elementwise = in_t + [a for (t, _), a in given if not _output_type(t)[0]]
+        shape = numpy.broadcast_shapes(*(numpy.shape(a) for a in elementwise))
         library = compile_cpp(self._source(dtype.name), self.build_dir)
         function = getattr(library, self.name)
         function.restype = None
@@ -221,7 +230,17 @@ class ElementwiseKernelOnCpu:
                 call_args.append(full)
             else:
                 call_args.append(_CTYPES[_C_TYPES[type_name]](value))
-        results = [numpy.empty(shape, dtype) for _ in self.outputs]  # C-ordered
+        results = []
+        for index, (type_name, _) in enumerate(self.outputs):
+            raw, _ = _output_type(type_name)
+            if raw:  # written in place: it must be the array itself
+                target = given_outputs[index]
+                if not (isinstance(target, numpy.ndarray) and target.flags.c_contiguous):
+                    raise TypeError(f"{self.name}: a raw output must be a C-ordered array")
+                results.append(target)
+            else:  # C-ordered, copied into a given output afterwards
+                element = dtype if type_name == "T" else numpy.dtype(type_name)
+                results.append(numpy.empty(shape, element))
         call_args += results
         function(
             *(
@@ -232,9 +251,18 @@ class ElementwiseKernelOnCpu:
 
         if given_outputs:
             for out, result in zip(given_outputs, results, strict=True):
-                out[...] = result
+                if out is not result:
+                    out[...] = result
             results = list(given_outputs)
         return results[0] if len(results) == 1 else tuple(results)
+
+
+def _output_type(type_name: str) -> tuple[bool, str]:
+    """(raw, C type) of an ElementwiseKernel output declared as `type_name`: "T",
+    "float32", "raw int32"..."""
+    raw = type_name.startswith("raw ")
+    base = type_name.removeprefix("raw ").strip()
+    return raw, "T" if base == "T" else _C_TYPES[base]
 
 
 class CupyOnCpu:

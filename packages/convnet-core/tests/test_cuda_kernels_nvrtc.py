@@ -28,7 +28,10 @@ ELEMENTWISE = {
     "convnet_fused_adam": K._adam_kernel,
     "convnet_relu_forward": K._relu_forward_kernel,
     "convnet_relu_backward": K._relu_backward_kernel,
+    "convnet_unscale_and_check": K._unscale_kernel,
 }
+# fixed-type inputs given as device arrays (0-d), where the others are host scalars
+ARRAY_INPUTS = {"convnet_unscale_and_check": {"inverse_scale"}}
 # how CuPy sees the arrays it launches on: (ndim, C-contiguous, 32-bit indices)
 LAYOUTS = {"contiguous": (1, True, True), "strided-4d": (4, False, False)}
 
@@ -69,20 +72,31 @@ def elementwise_source(kernel, dtype: str, layout: str) -> str:
 
     ndim, c_contiguous, index_32_bits = LAYOUTS[layout]
     t = numpy.dtype(dtype).type
-    in_arrays = tuple(t if p.dtype is None else None for p in kernel.in_params)
+    arrays = ARRAY_INPUTS.get(kernel.name, set())
+    in_arrays = tuple(
+        t if p.dtype is None else (p.dtype.type if p.name in arrays else None)
+        for p in kernel.in_params
+    )
     in_types, out_types, type_map = kernel._decide_params_type(
-        in_arrays, tuple(t for _ in kernel.out_params)
+        in_arrays, tuple(t if p.dtype is None else p.dtype.type for p in kernel.out_params)
     )
     array, indexer, scalar = 1, 2, 3  # CuPy's _ArgKind
+
+    def array_info(param, typ):
+        # a raw array keeps its own dimensions (a flag of shape (1,) here); the others
+        # are broadcast to the layout's
+        if param.raw:
+            return _kernel._ArgInfo(array, cupy.ndarray, typ, 1, True, True)
+        return _kernel._ArgInfo(array, cupy.ndarray, typ, ndim, c_contiguous, index_32_bits)
+
     infos = [
-        _kernel._ArgInfo(array, cupy.ndarray, typ, ndim, c_contiguous, index_32_bits)
-        if param.dtype is None  # a T parameter: an array
+        array_info(param, typ)
+        if param.dtype is None or param.name in arrays  # an array
         else _kernel._ArgInfo(scalar, _scalar.CScalar, typ, 0, True, True)
         for param, typ in zip(kernel.in_params, in_types, strict=True)
     ]
     infos += [
-        _kernel._ArgInfo(array, cupy.ndarray, typ, ndim, c_contiguous, index_32_bits)
-        for typ in out_types
+        array_info(param, typ) for param, typ in zip(kernel.out_params, out_types, strict=True)
     ]
     infos.append(_kernel._ArgInfo(indexer, _carray.Indexer, None, ndim, True, index_32_bits))
     return _kernel._get_elementwise_kernel_code(

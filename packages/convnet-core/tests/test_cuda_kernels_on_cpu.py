@@ -58,6 +58,23 @@ def test_col2im_gather_reads_any_strides(cupy_on_cpu, dtype):
     numpy.testing.assert_array_equal(K.col2im_gather(view, padded_shape, stride), want)
 
 
+@pytest.mark.parametrize(("padded_shape", "kernel", "stride"), COL2IM_CASES)
+def test_float16_col2im_sums_in_float32_and_rounds_once(cupy_on_cpu, padded_shape, kernel, stride):
+    dcols = random_dcols(numpy.random.default_rng(0), padded_shape, kernel, stride, "float16")
+    # the same float16 numbers summed in float32, in the same order, rounded to float16 once
+    want = ops.col2im(dcols.astype("float32"), padded_shape, kernel, stride, xp=numpy)
+
+    got = K.col2im_on_gpu(dcols, padded_shape, kernel, stride)
+
+    assert cupy_on_cpu.kernels_built == ["convnet_col2im_gather_float32"]
+    assert got.shape == padded_shape and got.dtype == numpy.dtype("float16")
+    assert got.transpose(1, 0, 2, 3).flags.c_contiguous  # channel-major, as the loop's
+    numpy.testing.assert_array_equal(got, want.astype("float16"))
+    # the float16 loop rounds after each add: the same within float16's precision
+    loop = ops.col2im(dcols, padded_shape, kernel, stride, xp=numpy)
+    numpy.testing.assert_allclose(got, loop, rtol=4e-3, atol=4e-3)
+
+
 def test_col2im_gather_covers_more_pixels_than_threads(cupy_on_cpu, monkeypatch):
     # 2 blocks of 256 threads for 2*3*11*11 = 726 pixels: the grid-stride loop does the rest
     monkeypatch.setattr(K, "MAX_BLOCKS", 2)
@@ -112,6 +129,37 @@ def test_fused_adam_equals_its_reference(cupy_on_cpu, dtype, variant):
         assert mine.dtype == numpy.dtype(dtype)
         numpy.testing.assert_array_equal(mine, reference, err_msg=name)
     assert not numpy.array_equal(got[0], p)  # a step was taken
+
+
+# ---------------------------------------------------------------------------------------
+# loss scaling
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_unscale_and_check_equals_its_reference(cupy_on_cpu, dtype):
+    rng = numpy.random.default_rng(9)
+    inverse = numpy.asarray(1 / 3000, "float32")  # 0-d, as the scaler computes it
+    nonfinite = numpy.zeros(1, "int32")
+    for shape in [(7, 5), (3,), (), (2, 3, 4, 5)]:
+        scaled = (rng.normal(0, 3000, shape)).astype(dtype)
+        got = K.unscale_and_check(scaled, inverse, nonfinite)
+        assert got.shape == shape and got.dtype == numpy.dtype("float32")
+        numpy.testing.assert_array_equal(got, K.unscale_reference(scaled, inverse))
+    assert nonfinite[0] == 0  # every result finite
+    assert cupy_on_cpu.kernel_calls == ["convnet_unscale_and_check"] * 4
+
+
+@pytest.mark.parametrize("bad", [numpy.inf, -numpy.inf, numpy.nan])
+def test_unscale_and_check_flags_inf_and_nan_and_keeps_the_flag(cupy_on_cpu, bad):
+    inverse = numpy.asarray(0.5, "float32")
+    nonfinite = numpy.zeros(1, "int32")
+    scaled = numpy.arange(12, dtype="float16").reshape(3, 4)
+    scaled[2, 1] = bad
+    got = K.unscale_and_check(scaled, inverse, nonfinite)
+    numpy.testing.assert_array_equal(got, K.unscale_reference(scaled, inverse))
+    assert nonfinite[0] == 1
+    K.unscale_and_check(numpy.ones(5, "float16"), inverse, nonfinite)  # a later, finite leaf
+    assert nonfinite[0] == 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,6 +311,37 @@ def test_maxpool_kernels_equal_the_layer(cupy_on_cpu, shape, pool, stride, dtype
     assert fy.dtype == fdx.dtype == numpy.dtype(dtype) and first_max.dtype == index
     numpy.testing.assert_array_equal(fy, y)
     numpy.testing.assert_array_equal(fdx, dx)  # one term per pixel, or the same order
+
+
+@pytest.mark.parametrize(("shape", "pool", "stride"), MAXPOOL_CASES)
+def test_float16_maxpool_runs_the_float32_kernels(cupy_on_cpu, shape, pool, stride):
+    layer = L.MaxPool2D(pool, stride=stride)
+    rng = numpy.random.default_rng(sum(shape))
+    x = pool_input(rng, shape, "float16", channel_major=True)
+    x += rng.normal(0, 0.01, shape).astype("float16")  # near-ties too
+    y, _, cache = layer.apply({}, {}, x, training=True, rng=None, xp=numpy)
+    dy = rng.normal(size=y.shape).astype("float16")
+    _, dx = layer.grad({}, cache, dy, xp=numpy)
+
+    fy, first_max = K.maxpool_forward(x, pool, stride)
+    fdx = K.maxpool_backward(dy, first_max, shape, pool, stride)
+
+    index = "uint8" if pool[0] * pool[1] <= 256 else "int32"
+    assert cupy_on_cpu.kernel_calls == [
+        f"convnet_maxpool_forward_float32_{index}",
+        f"convnet_maxpool_backward_float32_{index}",
+    ]
+    assert fy.dtype == fdx.dtype == numpy.dtype("float16")
+    assert fy.transpose(1, 0, 2, 3).flags.c_contiguous  # channel-major, as the kernels write
+    numpy.testing.assert_array_equal(fy, y)  # a max is exact in any width
+    if layer.tiles:  # one term per pixel: exact
+        numpy.testing.assert_array_equal(fdx, dx)
+    else:  # overlapping windows: summed in float32, window by window, and rounded once
+        wide = numpy.zeros(shape, "float32")
+        for k, view in enumerate(ops.pool_windows(wide, pool, stride)):
+            view += (first_max == k) * dy.astype("float32")
+        numpy.testing.assert_array_equal(fdx, wide.astype("float16"))
+        numpy.testing.assert_allclose(fdx, dx, rtol=4e-3, atol=4e-3)
 
 
 def test_maxpool_kernels_follow_numpys_nan_rules(cupy_on_cpu):

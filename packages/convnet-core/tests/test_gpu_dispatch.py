@@ -15,7 +15,7 @@ import numpy
 import pytest
 from convnet_core import cuda_kernels as K
 from convnet_core import layers as L
-from convnet_core import losses, ops, optim
+from convnet_core import losses, ops, optim, precision
 from convnet_core import tree as T
 from convnet_core.layers import activation, norm, pooling
 
@@ -116,10 +116,13 @@ def test_maxpool_layer_runs_the_kernels(monkeypatch, cupy_on_cpu, pool, stride):
     ]
     numpy.testing.assert_array_equal(fy, y)
     numpy.testing.assert_array_equal(fdx, dx)
-    # float16 (mixed precision) keeps the array code, cache and all
-    _, _, half_cache = cn.apply(layer, {}, {}, x.astype("float16"), training=True)
-    cn.grad(layer, {}, half_cache, dy.astype("float16"))
-    assert len(cupy_on_cpu.kernel_calls) == 2
+    # float16 (mixed precision) runs the float32 kernels on widened copies
+    hy, _, half_cache = cn.apply(layer, {}, {}, x.astype("float16"), training=True)
+    _, hdx = cn.grad(layer, {}, half_cache, dy.astype("float16"))
+    assert cupy_on_cpu.kernel_calls[2:] == cupy_on_cpu.kernel_calls[:2]
+    assert hy.dtype == hdx.dtype == numpy.dtype("float16")
+    numpy.testing.assert_array_equal(hy, y.astype("float16"))
+    numpy.testing.assert_allclose(hdx, dx, rtol=2e-3, atol=2e-3)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
@@ -172,3 +175,28 @@ def test_batchnorm_with_float32_statistics_and_float16_data_keeps_their_array_co
     for key in ("running_mean", "running_var"):
         assert f_state[key].dtype == numpy.float32
         numpy.testing.assert_array_equal(f_state[key], new_state[key])
+
+
+@pytest.mark.parametrize("bad", [None, numpy.inf, numpy.nan])
+def test_the_loss_scaler_unscales_and_checks_with_one_kernel_per_leaf(
+    monkeypatch, cupy_on_cpu, bad
+):
+    rng = numpy.random.default_rng(8)
+    grads = (
+        {"W": rng.normal(0, 900, (6, 4)).astype("float16"), "b": numpy.ones(4, "float16")},
+        {},
+        {"gamma": rng.normal(0, 900, 3).astype("float32")},  # leaves of either width
+    )
+    if bad is not None:
+        grads[2]["gamma"][1] = bad
+    scaler = precision.DynamicLossScaler(scale=1024.0)
+    want, want_finite = scaler.unscale_and_check(grads)
+
+    monkeypatch.setattr(precision, "is_cupy", lambda xp: True)
+    got, finite = scaler.unscale_and_check(grads)
+
+    assert cupy_on_cpu.kernel_calls == ["convnet_unscale_and_check"] * 3
+    assert finite.shape == () and bool(finite) == bool(want_finite) == (bad is None)
+    for key, value in T.flatten(want).items():
+        assert T.flatten(got)[key].dtype == numpy.float32
+        numpy.testing.assert_array_equal(T.flatten(got)[key], value, key)

@@ -5,13 +5,16 @@ launches and a temporary boolean array, and an Adam step over one parameter is a
 dozen. For element-wise work the cost is memory traffic, so fusing a chain of operations
 into one kernel that reads each input once and writes each output once is what pays.
 
-Seven fast paths live here:
+Eight fast paths live here:
 
 - `fused_adam_update`: the whole Adam step for one parameter array (weight decay, both
   moments, bias correction, the update) in one `cupy.ElementwiseKernel`, and
   `fused_adam_scalars`: the step's learning rate and bias corrections in another, once
   per step. References: `adam_update_reference` and `adam_scalars_reference`, the
   arithmetic of `convnet_core.optim.Adam`.
+- `unscale_and_check`: mixed precision's gradient divided by the loss scale, in float32,
+  and the check for inf and NaN, one `cupy.ElementwiseKernel` per gradient array.
+  Reference: `unscale_reference` and `precision.all_finite`.
 - `fused_relu_forward` / `fused_relu_backward`: ReLU and its gradient as one kernel each.
   References: `relu_forward_reference`, `relu_backward_reference` (the arithmetic of
   `Activation("relu")`).
@@ -92,6 +95,8 @@ __all__ = [
     "relu_backward_reference",
     "relu_forward_reference",
     "softmax_cross_entropy_source",
+    "unscale_and_check",
+    "unscale_reference",
 ]
 
 # name -> compiled kernel, filled on first use (compiling takes a moment; do it once)
@@ -280,6 +285,48 @@ def fused_adam_scalars(
 
 
 # ---------------------------------------------------------------------------------------
+# loss scaling
+#
+# Mixed precision's gradients come back multiplied by the loss scale S. For each leaf g
+# (float16, or float32) precision.DynamicLossScaler.unscale_and_check computes
+#
+#     unscaled = float32(g) · (1/S)
+#     finite   = no element of any unscaled leaf is inf or NaN
+#
+# where the array code makes a cast, a multiply, an isfinite, an all and an and per leaf.
+
+
+def unscale_reference(scaled: Any, inverse_scale: Any) -> Any:
+    """float32(scaled) · inverse_scale, element-wise: `scaled` any shape and float dtype,
+    inverse_scale a float32 0-d array or scalar."""
+    return scaled.astype("float32", copy=False) * inverse_scale
+
+
+def _unscale_kernel() -> Any:
+    return _cupy().ElementwiseKernel(
+        "T scaled, float32 inverse_scale",
+        "float32 unscaled, raw int32 nonfinite",
+        # every thread that meets an inf or NaN writes the same 1, so no atomics are needed
+        "unscaled = (float)scaled * inverse_scale; if (!isfinite(unscaled)) nonfinite[0] = 1;",
+        "convnet_unscale_and_check",
+    )
+
+
+def unscale_and_check(scaled: Any, inverse_scale: Any, nonfinite: Any) -> Any:
+    """`unscale_reference` on a CuPy array in one kernel, which also sets nonfinite[0] to 1
+    where the result holds an inf or NaN (and leaves it alone otherwise).
+
+    scaled: any shape, float16/32/64; inverse_scale: a float32 0-d device array; nonfinite:
+    a (1,) int32 device array, zero before the first leaf, shared by all of a step's
+    leaves. Returns the float32 result, shaped like `scaled`.
+    """
+    unscaled = _cupy().empty(scaled.shape, dtype="float32")
+    kernel = _cached("unscale_and_check", _unscale_kernel)
+    kernel(scaled, inverse_scale, unscaled, nonfinite)
+    return unscaled
+
+
+# ---------------------------------------------------------------------------------------
 # ReLU
 
 
@@ -427,12 +474,18 @@ extern "C" __global__ void convnet_col2im_gather_${NAME}(
 }
 """
 
-# dtype name -> (C type, accumulator type). float16 is left to the loop: a half kernel
-# needs cuda_fp16.h, which NVRTC finds only where the CUDA headers are installed.
+# dtype name -> (C type, accumulator type)
 _COL2IM_TYPES = {
     "float32": ("float", "float"),
     "float64": ("double", "double"),
 }
+
+# float16 has no kernel of its own (a half type needs cuda_fp16.h, which CuPy does not put
+# on NVRTC's include path for a RawKernel): col2im and max pooling run the float32 kernel
+# on a widened copy, one cast in and one out, where the array code makes a launch or more
+# per window offset. Max pooling stays exact; col2im's sums round to float16 once, at the
+# end, where the loop rounds after each add.
+_WIDENED = {"float16": "float32"}
 
 
 def _col2im_kernel(dtype_name: str) -> Any:
@@ -460,15 +513,19 @@ def col2im_gather(blocks: Any, padded_shape: tuple[int, int, int, int], stride: 
     blocks (C, kh, kw, N, Ho, Wo), any strides (a view is fine) -> dx_padded (N, C, Hp, Wp)
     channel-major in memory, like `col2im_loop`. Each pixel's terms are added in the same
     (i, j) order as the loop, so float32 results agree with it to the last bit except
-    where the compiler fuses a multiply-add (there is none here).
+    where the compiler fuses a multiply-add (there is none here). float16 is summed in
+    float32 (`_WIDENED`).
     """
     cupy = _cupy()
+    name = blocks.dtype.name
+    if name in _WIDENED:
+        wide = col2im_gather(blocks.astype(_WIDENED[name]), padded_shape, stride)
+        return wide.astype(name)  # keeps the channel-major layout
+    if name not in _COL2IM_TYPES:
+        raise ValueError(f"col2im_gather: dtype {name} is not one of {sorted(_COL2IM_TYPES)}")
     n, c, hp, wp = (int(d) for d in padded_shape)
     _, kh, kw, _, ho, wo = (int(d) for d in blocks.shape)
     sh, sw = (int(s) for s in stride)
-    name = blocks.dtype.name
-    if name not in _COL2IM_TYPES:
-        raise ValueError(f"col2im_gather: dtype {name} is not one of {sorted(_COL2IM_TYPES)}")
     kernel = _cached(f"col2im_{name}", lambda: _col2im_kernel(name))
     dx = cupy.empty((c, n, hp, wp), dtype=blocks.dtype)  # (C, N, Hp, Wp)
     total = dx.size
@@ -488,14 +545,14 @@ def col2im_on_gpu(
     dcols: Any, padded_shape: tuple[int, int, int, int], kernel: Any, stride: Any
 ) -> Any:
     """`convnet_core.ops.col2im` for CuPy arrays: dcols (C*kh*kw, N*Ho*Wo) -> dx_padded
-    (N, C, Hp, Wp), by `col2im_gather` (float32/float64, unless COL2IM_ON_GPU is "loop")
+    (N, C, Hp, Wp), by `col2im_gather` (float16/32/64, unless COL2IM_ON_GPU is "loop")
     or else by `col2im_loop`."""
     n, c, hp, wp = padded_shape
     kh, kw = kernel
     sh, sw = stride
     ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     blocks = dcols.reshape(c, kh, kw, n, ho, wo)  # a view
-    if COL2IM_ON_GPU == "gather" and blocks.dtype.name in _COL2IM_TYPES:
+    if COL2IM_ON_GPU == "gather" and blocks.dtype.name in (*_COL2IM_TYPES, *_WIDENED):
         return col2im_gather(blocks, padded_shape, stride)
     return col2im_loop(blocks, padded_shape, stride, xp=_cupy())
 
@@ -654,7 +711,7 @@ extern "C" __global__ void convnet_maxpool_backward_${NAME}(
 }
 """
 
-# dtype name -> C type; float16 stays with the array code (see _COL2IM_TYPES)
+# dtype name -> C type; float16 runs the float32 kernels on a widened copy (see _WIDENED)
 MAXPOOL_TYPES = {"float32": "float", "float64": "double"}
 
 #: How MaxPool2D runs on CuPy: "kernels" (the two below) or "arrays" (the layer's array
@@ -665,8 +722,8 @@ MAXPOOL_ON_GPU = os.environ.get("CONVNET_MAXPOOL", "kernels")
 
 def maxpool_kernels_take(x: Any) -> bool:
     """Whether MaxPool2D runs `maxpool_forward`/`maxpool_backward` on `x` (a CuPy array):
-    float32 or float64, unless MAXPOOL_ON_GPU says "arrays"."""
-    return MAXPOOL_ON_GPU == "kernels" and x.dtype.name in MAXPOOL_TYPES
+    float16/32/64, unless MAXPOOL_ON_GPU says "arrays"."""
+    return MAXPOOL_ON_GPU == "kernels" and x.dtype.name in (*MAXPOOL_TYPES, *_WIDENED)
 
 
 # the position type: uint8 up to 256 offsets per window, as the array code keeps it
@@ -702,13 +759,17 @@ def _maxpool_kernel(direction: str, dtype_name: str, index_dtype: str) -> Any:
 
 
 def maxpool_forward(x: Any, pool_size: tuple[int, int], stride: tuple[int, int]) -> tuple:
-    """MaxPool2D's forward pass on CuPy in one kernel: x (N, C, H, W), float32 or float64,
-    any strides -> (y, first_max), both (N, C, Ho, Wo) and channel-major in memory.
+    """MaxPool2D's forward pass on CuPy in one kernel: x (N, C, H, W), float16/32/64 (float16
+    through float32, `_WIDENED`), any strides -> (y, first_max), both (N, C, Ho, Wo) and
+    channel-major in memory.
 
     first_max holds the row-major offset k = i*kw + j of each window's first maximum
     (uint8, or int32 beyond 256 offsets), the cache `maxpool_backward` reads.
     """
     cupy = _cupy()
+    if x.dtype.name in _WIDENED:  # a float16 max is a float32 max, exactly
+        wide, first_max = maxpool_forward(x.astype(_WIDENED[x.dtype.name]), pool_size, stride)
+        return wide.astype(x.dtype), first_max
     n, c, h, w = (int(d) for d in x.shape)
     kh, kw = (int(k) for k in pool_size)
     sh, sw = (int(s) for s in stride)
@@ -732,8 +793,12 @@ def maxpool_backward(
 ) -> Any:
     """MaxPool2D's backward pass on CuPy in one kernel: dy and first_max (N, C, Ho, Wo),
     any strides -> dx (N, C, H, W), channel-major: each pixel gets the dy of every window
-    whose first maximum it was (windows may overlap), 0 elsewhere."""
+    whose first maximum it was (windows may overlap), 0 elsewhere. float16 is summed in
+    float32 (`_WIDENED`)."""
     cupy = _cupy()
+    if dy.dtype.name in _WIDENED:
+        wide = dy.astype(_WIDENED[dy.dtype.name])
+        return maxpool_backward(wide, first_max, x_shape, pool_size, stride).astype(dy.dtype)
     n, c, h, w = (int(d) for d in x_shape)
     kh, kw = (int(k) for k in pool_size)
     sh, sw = (int(s) for s in stride)

@@ -40,9 +40,9 @@ from typing import Any
 import attrs
 import numpy
 
-from . import api
+from . import api, cuda_kernels
 from . import tree as _tree
-from .backend import get_array_module
+from .backend import get_array_module, is_cupy
 
 __all__ = [
     "FLOAT32",
@@ -224,18 +224,25 @@ class DynamicLossScaler:
 
     def unscale_and_check(self, grads: Any) -> tuple[Any, Any]:
         """(grads / S in float32, finite): the true gradients for the optimizer, and a 0-d
-        boolean that is false when any of them overflowed to inf or NaN."""
+        boolean that is false when any of them overflowed to inf or NaN.
+
+        On a GPU each leaf is one kernel (`cuda_kernels.unscale_and_check`) that also
+        flags an inf or NaN, so the check costs no pass of its own.
+        """
         leaves = _tree.leaves(grads)
         if not leaves:
             return grads, numpy.bool_(True)  # host: nothing to check
         xp = get_array_module(leaves[0])
-        inverse = 1.0 / xp.asarray(self.scale, dtype="float32")
+        inverse = 1.0 / xp.asarray(self.scale, dtype="float32")  # float32 0-d
+        if is_cupy(xp):
+            nonfinite = xp.zeros(1, dtype="int32")  # (1,), set to 1 by any inf or NaN
 
-        def unscale(g: Any) -> Any:
-            g32 = g.astype("float32") if g.dtype != "float32" else g
-            return g32 * inverse.astype(g32.dtype)
+            def unscale_and_flag(g: Any) -> Any:
+                return cuda_kernels.unscale_and_check(g, inverse, nonfinite)
 
-        unscaled = _tree.map(unscale, grads)
+            unscaled = _tree.map(unscale_and_flag, grads)
+            return unscaled, nonfinite.reshape(()) == 0
+        unscaled = _tree.map(lambda g: cuda_kernels.unscale_reference(g, inverse), grads)
         return unscaled, all_finite(unscaled)
 
     def update(self, finite: Any) -> DynamicLossScaler:
