@@ -57,6 +57,7 @@ inline float sqrt(_Float16 x) { return std::sqrt((float)x); }
 
 # NumPy dtype name -> C type, for the element type T and the fixed-type parameters
 _C_TYPES = {
+    "bool": "bool",
     "float16": "_Float16",
     "float32": "float",
     "float64": "double",
@@ -65,6 +66,7 @@ _C_TYPES = {
 }
 # C type in a kernel signature -> ctypes type
 _CTYPES = {
+    "bool": ctypes.c_bool,
     "int": ctypes.c_int,
     "unsigned int": ctypes.c_uint,
     "long long": ctypes.c_longlong,

@@ -30,8 +30,18 @@ ELEMENTWISE = {
     "convnet_relu_backward": K._relu_backward_kernel,
     "convnet_unscale_and_check": K._unscale_kernel,
 }
-# fixed-type inputs given as device arrays (0-d), where the others are host scalars
-ARRAY_INPUTS = {"convnet_unscale_and_check": {"inverse_scale"}}
+# The fixed-type inputs given as 0-d device arrays, where the others are host scalars, in
+# each form a kernel is launched in: the Adam update takes `take` as True (a plain step)
+# or on the device (mixed precision's step, taken or skipped).
+ARRAY_INPUTS = {
+    "convnet_fused_adam": [set(), {"take"}],
+    "convnet_unscale_and_check": [{"inverse_scale"}],
+}
+FORMS = [
+    (name, frozenset(arrays))
+    for name in sorted(ELEMENTWISE)
+    for arrays in ARRAY_INPUTS.get(name, [set()])
+]
 # how CuPy sees the arrays it launches on: (ndim, C-contiguous, 32-bit indices)
 LAYOUTS = {"contiguous": (1, True, True), "strided-4d": (4, False, False)}
 
@@ -65,14 +75,14 @@ def nvrtc():
     return Nvrtc()
 
 
-def elementwise_source(kernel, dtype: str, layout: str) -> str:
-    """The CUDA source CuPy generates for `kernel` on arrays of `dtype` in `layout`."""
+def elementwise_source(kernel, dtype: str, layout: str, arrays=frozenset()) -> str:
+    """The CUDA source CuPy generates for `kernel` on arrays of `dtype` in `layout`, with
+    the fixed-type inputs named in `arrays` given as arrays and the others as scalars."""
     import cupy
     from cupy._core import _carray, _kernel, _scalar
 
     ndim, c_contiguous, index_32_bits = LAYOUTS[layout]
     t = numpy.dtype(dtype).type
-    arrays = ARRAY_INPUTS.get(kernel.name, set())
     in_arrays = tuple(
         t if p.dtype is None else (p.dtype.type if p.name in arrays else None)
         for p in kernel.in_params
@@ -107,10 +117,10 @@ def elementwise_source(kernel, dtype: str, layout: str) -> str:
 @pytest.mark.parametrize("arch", ARCHES)
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
-@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
-def test_elementwise_kernel_compiles(nvrtc, name, dtype, layout, arch):
+@pytest.mark.parametrize(("name", "arrays"), FORMS)
+def test_elementwise_kernel_compiles(nvrtc, name, arrays, dtype, layout, arch):
     kernel = ELEMENTWISE[name]()
-    source = elementwise_source(kernel, dtype, layout)
+    source = elementwise_source(kernel, dtype, layout, arrays)
     ptx = nvrtc.compile(source, arch, with_cupy_headers=True)
     assert f".entry {name}(" in ptx
 

@@ -131,6 +131,41 @@ def test_fused_adam_equals_its_reference(cupy_on_cpu, dtype, variant):
     assert not numpy.array_equal(got[0], p)  # a step was taken
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_adam_scalars_equal_their_reference(cupy_on_cpu, dtype):
+    betas = {"beta1": 0.9, "beta2": 0.999}
+    lr = numpy.asarray(3e-4)  # 0-d float64, as optim keeps it
+    for t in (1, 2, 7, 1000, 123_457):  # late steps: 1 - β2ᵗ close to 1
+        # a NumPy scalar, as optim's step is: its powers are the C library's, as in the
+        # kernel here (NumPy's vectorised power for arrays may differ in the last bit)
+        step = numpy.int64(t)
+        want = K.adam_scalars_reference(step, lr, dtype=dtype, **betas)
+        got = K.fused_adam_scalars(step, lr, dtype=dtype, **betas)
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == () and g.dtype == numpy.dtype(dtype)
+            numpy.testing.assert_array_equal(g, w)
+    assert cupy_on_cpu.kernel_calls == ["convnet_adam_scalars"] * 5
+
+
+def test_fused_adam_keeps_the_inputs_of_a_step_not_taken(cupy_on_cpu):
+    rng = numpy.random.default_rng(4)
+    p, g, m = (rng.normal(size=(9, 4)).astype("float32") for _ in range(3))
+    v = rng.uniform(0, 1, (9, 4)).astype("float32")
+    g[3, 1] = numpy.nan  # an overflowed gradient, as mixed precision skips them
+    scalars = {k: numpy.asarray(1e-2, "float32") for k in ("lr", "step_size", "inv_sqrt_bias2")}
+    options = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
+    for take in (numpy.asarray(False), False):
+        got = K.fused_adam_update(p, g, m, v, **scalars, **options, take=take)
+        for mine, given in zip(got, (p, m, v), strict=True):
+            numpy.testing.assert_array_equal(mine, given)
+    taken = K.fused_adam_update(p, g, m, v, **scalars, **options, take=numpy.asarray(True))
+    with numpy.errstate(invalid="ignore"):
+        want = K.adam_update_reference(p, g, m, v, **scalars, **options)
+    for mine, reference in zip(taken, want, strict=True):
+        numpy.testing.assert_array_equal(mine, reference)  # the NaN included
+    assert numpy.isnan(taken[0][3, 1])
+
+
 # ---------------------------------------------------------------------------------------
 # loss scaling
 
@@ -164,22 +199,6 @@ def test_unscale_and_check_flags_inf_and_nan_and_keeps_the_flag(cupy_on_cpu, bad
 
 # ---------------------------------------------------------------------------------------
 # ReLU
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fused_adam_scalars_equal_their_reference(cupy_on_cpu, dtype):
-    betas = {"beta1": 0.9, "beta2": 0.999}
-    lr = numpy.asarray(3e-4)  # 0-d float64, as optim keeps it
-    for t in (1, 2, 7, 1000, 123_457):  # late steps: 1 - β2ᵗ close to 1
-        # a NumPy scalar, as optim's step is: its powers are the C library's, as in the
-        # kernel here (NumPy's vectorised power for arrays may differ in the last bit)
-        step = numpy.int64(t)
-        want = K.adam_scalars_reference(step, lr, dtype=dtype, **betas)
-        got = K.fused_adam_scalars(step, lr, dtype=dtype, **betas)
-        for g, w in zip(got, want, strict=True):
-            assert g.shape == () and g.dtype == numpy.dtype(dtype)
-            numpy.testing.assert_array_equal(g, w)
-    assert cupy_on_cpu.kernel_calls == ["convnet_adam_scalars"] * 5
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -101,6 +101,39 @@ def test_update_matches_the_formulas(xp, kind, hyper):
     assert int(state["step"]) == 4
 
 
+def flat_on_host(tree):
+    from convnet_core import backend
+    from convnet_core import tree as T
+
+    return {key: numpy.asarray(leaf) for key, leaf in T.flatten(backend.to_host(tree)).items()}
+
+
+@pytest.mark.parametrize(("kind", "hyper"), CASES)
+def test_update_if_takes_the_step_or_keeps_everything(xp, kind, hyper):
+    opt = optim.get(kind, **hyper)
+    params, state = make_tree(xp), opt.init(make_tree(xp))
+    for step in range(2):  # moments and momentum that are not zero
+        params, state = opt.update(params, grads_for(xp, step), state)
+    grads = grads_for(xp, 2)
+    taken = flat_on_host(opt.update(params, grads, state))
+    kept = flat_on_host((params, state))
+    overflowed = grads_for(xp, 2)
+    overflowed[0]["W"][1, 2] = numpy.inf  # what a skipped step's gradients look like
+
+    # a host boolean branches; a device one (on a GPU) is decided there
+    for take in (True, xp.asarray(True)):
+        got = flat_on_host(opt.update_if(take, params, grads, state))
+        assert got.keys() == taken.keys()
+        for key, value in taken.items():
+            numpy.testing.assert_array_equal(got[key], value, err_msg=key)
+    for take in (False, xp.asarray(False)):
+        with numpy.errstate(invalid="ignore"):  # clipping divides by an infinite norm
+            got = flat_on_host(opt.update_if(take, params, overflowed, state))
+        for key, value in kept.items():
+            numpy.testing.assert_array_equal(got[key], value, err_msg=key)
+        assert int(got["1/step"]) == 2  # a skipped step is not counted
+
+
 def test_update_is_pure(xp):
     opt = optim.adam(lr=0.1, clip_norm=0.1, weight_decay=0.1)
     params = make_tree(xp)

@@ -174,16 +174,18 @@ def adam_update_reference(
 
 
 # The same arithmetic per element. Hyper-parameters arrive as float64 kernel arguments and
-# are rounded to T as NumPy rounds a Python float that meets a T array.
+# are rounded to T as NumPy rounds a Python float that meets a T array. Where `take` is
+# false (mixed precision's skipped step) the outputs are the inputs.
 _ADAM_SOURCE = """
     T g = grad + (T)weight_decay * param;
     T m_new = (T)beta1 * m + (T)one_minus_beta1 * g;
     T v_new = (T)beta2 * v + (T)one_minus_beta2 * (g * g);
     T denom = sqrt(v_new) * inv_sqrt_bias2 + (T)eps;
-    param_out = param * ((T)1 - lr * (T)decoupled_weight_decay)
-                - step_size * (m_new / denom);
-    m_out = m_new;
-    v_out = v_new;
+    T param_new = param * ((T)1 - lr * (T)decoupled_weight_decay)
+                  - step_size * (m_new / denom);
+    param_out = take ? param_new : param;
+    m_out = take ? m_new : m;
+    v_out = take ? v_new : v;
 """
 
 
@@ -192,7 +194,7 @@ def _adam_kernel() -> Any:
     return cupy.ElementwiseKernel(
         "T param, T grad, T m, T v, T lr, T step_size, T inv_sqrt_bias2, "
         "float64 beta1, float64 one_minus_beta1, float64 beta2, float64 one_minus_beta2, "
-        "float64 eps, float64 weight_decay, float64 decoupled_weight_decay",
+        "float64 eps, float64 weight_decay, float64 decoupled_weight_decay, bool take",
         "T param_out, T m_out, T v_out",
         _ADAM_SOURCE,
         "convnet_fused_adam",
@@ -213,13 +215,16 @@ def fused_adam_update(
     eps: float,
     weight_decay: float = 0.0,
     decoupled_weight_decay: float = 0.0,
+    take: Any = True,
 ) -> tuple[Any, Any, Any]:
     """`adam_update_reference` on CuPy arrays (float32 or float64) in one kernel: 4 arrays
     read and 3 written per element, where the unfused update makes about a dozen passes.
 
     `lr`, `step_size` and `inv_sqrt_bias2` are 0-d device arrays of the parameter's dtype
-    (as optim.Adam keeps them), so nothing is copied between host and device. Returns new
-    arrays (param', m', v'); the inputs are left untouched.
+    (as optim.Adam keeps them), so nothing is copied between host and device. `take`, True
+    or a 0-d boolean device array, says whether the step is taken: where it is false the
+    results equal (param, m, v), as `Optimizer.update_if` needs. Returns new arrays
+    (param', m', v'); the inputs are left untouched.
     """
     kernel = _cached("adam", _adam_kernel)
     return kernel(
@@ -237,6 +242,7 @@ def fused_adam_update(
         eps,
         weight_decay,
         decoupled_weight_decay,
+        take,
     )
 
 

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import attrs
+import numpy
 
 from . import cuda_kernels
 from . import tree as _tree
@@ -224,15 +225,54 @@ class Optimizer:
 
     def update(self, params: Any, grads: Any, opt_state: dict[str, Any]) -> tuple[Any, Any]:
         """One step: returns (new_params, new_opt_state); the inputs are left untouched."""
+        return self._update(params, grads, opt_state, take=None)
+
+    def update_if(
+        self, take: Any, params: Any, grads: Any, opt_state: dict[str, Any]
+    ) -> tuple[Any, Any]:
+        """`update` if `take` is true, else (params, opt_state) as they are: the step that
+        mixed precision skips when its gradients overflowed (a skipped step is not counted).
+
+        `take` is a boolean: a host one (Python, or a NumPy 0-d array) is a plain branch; a
+        0-d device array is decided on the device, so a GPU never waits for the host. There
+        the update is computed and each leaf picked with `where`, except by Adam and AdamW,
+        whose fused kernel keeps the old values itself.
+        """
+        if isinstance(take, (bool, numpy.bool_)) or not is_cupy(get_array_module(take)):
+            return self.update(params, grads, opt_state) if bool(take) else (params, opt_state)
+        return self._update(params, grads, opt_state, take=take)
+
+    def _update(self, params: Any, grads: Any, opt_state: dict[str, Any], take: Any):
+        """update (take None) or update_if on the device (take a 0-d device boolean)."""
         if self.clip_norm is not None:
             grads = clip_by_global_norm(grads, self.clip_norm)
-        step = opt_state["step"] + 1
-        return self._apply(params, grads, opt_state, step)
+        step = opt_state["step"] + (1 if take is None else take)  # int64 + bool: int64
+        new_params, new_state = self._apply(params, grads, opt_state, step, take)
+        if take is None or self._keeps_skipped_steps(step):
+            return new_params, new_state
+        xp = get_array_module(take)
+
+        def pick(new: Any, old: Any) -> Any:
+            return xp.where(take, new, old)
+
+        new_params = _tree.map(pick, new_params, params)
+        for slot in self._slots_of(new_state):  # "lr" and "step" are right already
+            new_state[slot] = _tree.map(pick, new_state[slot], opt_state[slot])
+        return new_params, new_state
+
+    @staticmethod
+    def _slots_of(opt_state: dict[str, Any]) -> list[str]:
+        return [key for key in opt_state if key not in ("lr", "step")]
+
+    def _keeps_skipped_steps(self, step: Any) -> bool:
+        """Whether `_apply` itself returns the old values where `take` is false."""
+        return False
 
     def _slots(self, params: Any) -> dict[str, Any]:
         return {}
 
-    def _apply(self, params, grads, opt_state, step):  # pragma: no cover - abstract
+    def _apply(self, params, grads, opt_state, step, take):  # pragma: no cover - abstract
+        """(new_params, new_opt_state) of one step; `take` as in `_update`."""
         raise NotImplementedError
 
     def _decayed(self, g: Any, p: Any) -> Any:
@@ -275,7 +315,7 @@ class SGD(Optimizer):
     def _slots(self, params):
         return {"momentum": _zeros_like(params)} if self.momentum else {}
 
-    def _apply(self, params, grads, opt_state, step):
+    def _apply(self, params, grads, opt_state, step, take):
         scalars = _Scalars(get_array_module(step), lr=opt_state["lr"])
         mu = self.momentum
 
@@ -328,7 +368,10 @@ class Adam(Optimizer):
         """The weight decay as `cuda_kernels.fused_adam_update` takes it (L2 for Adam)."""
         return {"weight_decay": self.weight_decay}
 
-    def _apply(self, params, grads, opt_state, step):
+    def _keeps_skipped_steps(self, step):
+        return is_cupy(get_array_module(step))  # the fused kernel keeps them
+
+    def _apply(self, params, grads, opt_state, step, take):
         xp = get_array_module(step)
         lr = opt_state["lr"]
         b1, b2, eps = self.beta1, self.beta2, self.eps
@@ -343,6 +386,7 @@ class Adam(Optimizer):
                     step_size=scalars.get("step_size", p.dtype),
                     inv_sqrt_bias2=scalars.get("inv_sqrt_bias2", p.dtype),
                     beta1=b1, beta2=b2, eps=eps, **self._fused_decay(),
+                    take=True if take is None else take,
                 )  # fmt: skip
             g = self._decayed(g, p)
             m = m * b1
@@ -397,7 +441,7 @@ class RMSprop(Optimizer):
     def _slots(self, params):
         return {"v": _zeros_like(params)}
 
-    def _apply(self, params, grads, opt_state, step):
+    def _apply(self, params, grads, opt_state, step, take):
         xp = get_array_module(step)
         scalars = _Scalars(xp, lr=opt_state["lr"])
         rho, eps = self.decay, self.eps

@@ -34,7 +34,6 @@ for testing that the arithmetic is right (docs/gpu.md has the figures).
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import attrs
@@ -57,7 +56,6 @@ __all__ = [
     "mixed_precision_step",
     "scaled_forward_backward",
     "select_if_finite",
-    "update_if_finite",
 ]
 
 
@@ -159,26 +157,6 @@ def select_if_finite(finite: Any, new: Any, old: Any) -> Any:
         return new if bool(finite) else old
     xp = get_array_module(finite)
     return _tree.map(lambda n, o: xp.where(finite, n, o), new, old)
-
-
-def update_if_finite(
-    finite: Any, update: Any, params: Any, opt_state: Any, state: Any, new_state: Any
-) -> tuple[Any, Any, Any]:
-    """(params, opt_state, state) after a step whose gradients were `finite` or not.
-
-    `update()` returns the new (params, opt_state), and `new_state` is the layers' new
-    state; a non-finite step keeps the old three. With a host boolean (NumPy) the update is
-    not even computed when skipped; on a GPU it is, and `where` picks (no host sync).
-    """
-    if isinstance(finite, (bool, numpy.bool_)) or get_array_module(finite) is numpy:  # host
-        if not bool(finite):
-            return params, opt_state, state
-        new_params, new_opt_state = update()
-        return new_params, new_opt_state, new_state
-    new_params, new_opt_state = update()
-    return select_if_finite(
-        finite, (new_params, new_opt_state, new_state), (params, opt_state, state)
-    )
 
 
 @attrs.frozen
@@ -336,8 +314,9 @@ def mixed_precision_step(
 ) -> tuple[Any, Any, Any, DynamicLossScaler, Any, Any, Any]:
     """One whole training step in mixed precision (the five steps of the module docstring).
 
-    `scaled_forward_backward`, then `optimizer.update` of the float32 params when the
-    gradients are finite (a skipped step otherwise), then `scaler.update`.
+    `scaled_forward_backward`, then `optimizer.update_if(finite, ...)`: the update of the
+    float32 params when the gradients are finite, a skipped step otherwise (the layers'
+    state is kept too), then `scaler.update`.
 
     Returns:
         (params, state, opt_state, scaler, loss, logits, finite): the new float32 trees
@@ -347,8 +326,6 @@ def mixed_precision_step(
     loss, logits, new_state, grads, finite = scaled_forward_backward(
         network, params, state, x, labels, scaler, loss_fn=loss_fn, rng=rng, xp=xp, policy=policy
     )
-    params, opt_state, state = update_if_finite(
-        finite, partial(optimizer.update, params, grads, opt_state), params, opt_state, state,
-        new_state,
-    )  # fmt: skip
+    params, opt_state = optimizer.update_if(finite, params, grads, opt_state)
+    state = select_if_finite(finite, new_state, state)
     return params, state, opt_state, scaler.update(finite), loss, logits, finite

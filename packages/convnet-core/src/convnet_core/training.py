@@ -461,17 +461,10 @@ def _mixed_step(model, trunk, n_trunk, params, state, opt_state, x, y, rng):
         xp=model.xp,
         policy=model.precision,
     )
-    if not backend.is_cupy(model.xp) and not bool(finite):  # NumPy: skip with a branch
-        model._loss_scaler = scaler.update(finite)
-        return params, state, opt_state, loss, out
-    tail = params[n_trunk:]
-    new_params, new_opt_state = model.optimizer.update(
-        params, grads + tuple({} for _ in tail), opt_state
-    )
-    new_state = trunk_state + state[n_trunk:]
-    params, opt_state, state = precision.select_if_finite(
-        finite, (new_params, new_opt_state, new_state), (params, opt_state, state)
-    )
+    # the tail (the fused softmax) has no parameters: empty gradients for it
+    grads = grads + tuple({} for _ in params[n_trunk:])
+    params, opt_state = model.optimizer.update_if(finite, params, grads, opt_state)
+    state = precision.select_if_finite(finite, trunk_state + state[n_trunk:], state)
     model._loss_scaler = scaler.update(finite)
     return params, state, opt_state, loss, out
 
