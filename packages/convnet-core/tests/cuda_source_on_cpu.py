@@ -12,10 +12,11 @@ own source text, which g++ compiles as C++ with a few lines that stand for CUDA'
   barriers or atomics is refused.
 - `ElementwiseKernel`: the operation is pasted into a loop over the elements, with each
   parameter bound by name as CuPy binds it (`const T& x` for an input, `T& y` for an output,
-  a pointer for a `raw` output, which the operation indexes itself) and `T` the common dtype
-  of the arrays given for `T` parameters. float16 is GCC's `_Float16`, which may keep a chain of
-  operations in float where CuPy's float16 rounds after each one: exact alike for the ReLU
-  kernels (compare, select, multiply by 0 or 1), not a check of float16 arithmetic.
+  a pointer for a `raw` output, which the operation indexes itself) and a type placeholder
+  such as `T` the common dtype of what is given for its parameters. float16 is GCC's
+  `_Float16`, which may keep a chain of operations in float where CuPy's float16 rounds
+  after each one: exact alike for the ReLU kernels (compare, select, multiply by 0 or 1),
+  not a check of float16 arithmetic.
 
 Compiled with -ffp-contract=off, so each float operation is rounded on its own, as NumPy
 rounds it: where a kernel does NumPy's arithmetic in NumPy's order, the results are equal to
@@ -163,7 +164,9 @@ class RawKernelOnCpu:
 class ElementwiseKernelOnCpu:
     """cupy.ElementwiseKernel(in_params, out_params, operation, name) on NumPy arrays.
 
-    Arrays given for `T` parameters are broadcast together (0-d arrays included), as CuPy
+    A parameter typed by a placeholder (`T`, `S`: any name that is not a dtype) takes the
+    dtype of what is given for it, one dtype per placeholder. Arrays and NumPy scalars
+    given for placeholder parameters are broadcast together (0-d arrays included), as CuPy
     does; outputs passed after the inputs are written in place, others are returned new.
     """
 
@@ -177,13 +180,13 @@ class ElementwiseKernelOnCpu:
         self.build_dir = build_dir
         self.calls = calls
 
-    def _source(self, element_type: str) -> str:
+    def _source(self, placeholders: dict[str, numpy.dtype]) -> str:
         params = ["long long n"]
         bind = []
         for type_name, param in self.inputs:
-            if type_name == "T":
-                params.append(f"const T* _raw_{param}")
-                bind.append(f"const T& {param} = _raw_{param}[i];")
+            if type_name in placeholders:
+                params.append(f"const {type_name}* _raw_{param}")
+                bind.append(f"const {type_name}& {param} = _raw_{param}[i];")
             else:
                 params.append(f"{_C_TYPES[type_name]} {param}")
         for type_name, param in self.outputs:
@@ -193,9 +196,12 @@ class ElementwiseKernelOnCpu:
             else:
                 params.append(f"{c_type}* _raw_{param}")
                 bind.append(f"{c_type}& {param} = _raw_{param}[i];")
+        typedefs = "".join(
+            f"typedef {_C_TYPES[dtype.name]} {name};\n" for name, dtype in placeholders.items()
+        )
         body = "\n        ".join(bind)
         return (
-            f"{_ELEMENTWISE_PRELUDE}typedef {_C_TYPES[element_type]} T;\n"
+            f"{_ELEMENTWISE_PRELUDE}{typedefs}"
             f'extern "C" void {self.name}({", ".join(params)}) {{\n'
             "    for (long long i = 0; i < n; ++i) {\n"
             f"        {body}\n"
@@ -204,6 +210,18 @@ class ElementwiseKernelOnCpu:
             "}\n"
         )
 
+    def _placeholder_dtypes(self, typed_args: list[tuple[str, Any]]) -> dict[str, numpy.dtype]:
+        """Each placeholder's dtype, from the (declared type, argument) pairs."""
+        found: dict[str, set] = {}
+        for type_name, value in typed_args:
+            base = type_name.removeprefix("raw ").strip()
+            if base not in _C_TYPES:
+                found.setdefault(base, set()).add(numpy.asarray(value).dtype)
+        for name, dtypes in found.items():
+            if len(dtypes) != 1:
+                raise TypeError(f"{self.name}: the {name} arguments have different dtypes {dtypes}")
+        return {name: dtypes.pop() for name, dtypes in found.items()}
+
     def __call__(self, *args: Any) -> Any:
         n_in = len(self.inputs)
         if len(args) not in (n_in, n_in + len(self.outputs)):
@@ -211,23 +229,21 @@ class ElementwiseKernelOnCpu:
         inputs, given_outputs = args[:n_in], args[n_in:]
         if not given_outputs and any(_output_type(t)[0] for t, _ in self.outputs):
             raise TypeError(f"{self.name}: a raw output must be given")
-        in_t = [a for (t, _), a in zip(self.inputs, inputs, strict=True) if t == "T"]
-        given = list(zip(self.outputs, given_outputs, strict=False))  # none, or every one
-        dtypes = {numpy.asarray(a).dtype for a in in_t + [a for (t, _), a in given if t == "T"]}
-        if len(dtypes) != 1:
-            raise TypeError(f"{self.name}: the T arguments have different dtypes {dtypes}")
-        dtype = dtypes.pop()
+        typed_inputs = [(t, a) for (t, _), a in zip(self.inputs, inputs, strict=True)]
+        given = [(t, a) for (t, _), a in zip(self.outputs, given_outputs, strict=False)]
+        placeholders = self._placeholder_dtypes(typed_inputs + given)  # given: none, or all
         self.calls.append(self.name)
-        # the shape of the loop: T inputs and the outputs that are not raw, broadcast
-        elementwise = in_t + [a for (t, _), a in given if not _output_type(t)[0]]
+        # the shape of the loop: the placeholder inputs and the outputs that are not raw
+        elementwise = [a for t, a in typed_inputs if t in placeholders]
+        elementwise += [a for t, a in given if not _output_type(t)[0]]
         shape = numpy.broadcast_shapes(*(numpy.shape(a) for a in elementwise))
-        library = compile_cpp(self._source(dtype.name), self.build_dir)
+        library = compile_cpp(self._source(placeholders), self.build_dir)
         function = getattr(library, self.name)
         function.restype = None
 
         call_args: list[Any] = [ctypes.c_longlong(int(numpy.prod(shape)))]
-        for (type_name, _), value in zip(self.inputs, inputs, strict=True):
-            if type_name == "T":  # a C-ordered copy of the broadcast array
+        for type_name, value in typed_inputs:
+            if type_name in placeholders:  # a C-ordered copy of the broadcast array
                 full = numpy.ascontiguousarray(numpy.broadcast_to(value, shape))
                 call_args.append(full)
             else:
@@ -241,7 +257,7 @@ class ElementwiseKernelOnCpu:
                     raise TypeError(f"{self.name}: a raw output must be a C-ordered array")
                 results.append(target)
             else:  # C-ordered, copied into a given output afterwards
-                element = dtype if type_name == "T" else numpy.dtype(type_name)
+                element = placeholders.get(type_name) or numpy.dtype(type_name)
                 results.append(numpy.empty(shape, element))
         call_args += results
         function(
@@ -261,10 +277,10 @@ class ElementwiseKernelOnCpu:
 
 def _output_type(type_name: str) -> tuple[bool, str]:
     """(raw, C type) of an ElementwiseKernel output declared as `type_name`: "T",
-    "float32", "raw int32"..."""
+    "float32", "raw int32"... (a placeholder such as T is its own C type)."""
     raw = type_name.startswith("raw ")
     base = type_name.removeprefix("raw ").strip()
-    return raw, "T" if base == "T" else _C_TYPES[base]
+    return raw, _C_TYPES.get(base, base)
 
 
 class CupyOnCpu:

@@ -422,14 +422,16 @@ def test_mixed_precision_step_on_the_gpu_matches_a_float32_step(cp):
     new_params, new_state, _, scaler, loss, _, finite = out
     assert bool(finite) and float(scaler.scale) == 1024.0
     assert {leaf.dtype for leaf in T.leaves((new_params, new_state))} == {numpy.dtype("float32")}
-    # float16 rounding, judged against each leaf's size, or a tenth of the largest gradient
-    # for the conv biases followed by BatchNorm, whose exact gradient is 0
+    # float16 rounding, judged as a norm against each leaf's, or a tenth of the largest for
+    # the conv biases followed by BatchNorm, whose exact gradient is 0. (Not element by
+    # element: float16 can flip a ReLU or a max-pool winner that float32 puts the other side
+    # of a near tie, and that moves one element's share of the gradient whole.)
     flat32 = T.flatten(host(grads32))
-    tenth_of_largest = largest_magnitude(flat32.values()) / 10
+    tenth_of_largest = max(numpy.linalg.norm(g) for g in flat32.values()) / 10
     for key, g in flat32.items():
         step = T.flatten(host(params))[key] - T.flatten(host(new_params))[key]
-        atol = 2e-2 * max(largest_magnitude([g]), tenth_of_largest)
-        numpy.testing.assert_allclose(step, g, atol=atol, err_msg=key)
+        error = numpy.linalg.norm(step - g) / max(numpy.linalg.norm(g), tenth_of_largest)
+        assert error < 5e-2, (key, error)  # here: 2.4% for 0/W (a flip), the rest <= 1.3%
 
 
 # ---------------------------------------------------------------------------------------

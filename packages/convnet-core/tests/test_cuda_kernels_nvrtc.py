@@ -30,17 +30,21 @@ ELEMENTWISE = {
     "convnet_relu_backward": K._relu_backward_kernel,
     "convnet_unscale_and_check": K._unscale_kernel,
 }
-# The fixed-type inputs given as 0-d device arrays, where the others are host scalars, in
-# each form a kernel is launched in: the Adam update takes `take` as True (a plain step)
-# or on the device (mixed precision's step, taken or skipped).
-ARRAY_INPUTS = {
-    "convnet_fused_adam": [set(), {"take"}],
-    "convnet_unscale_and_check": [{"inverse_scale"}],
+# Each form a kernel is launched in, where it is not the plain one (every placeholder the
+# array dtype, fixed-type inputs host scalars): `arrays`, the fixed-type inputs given as
+# 0-d device arrays; `types`, placeholders of another dtype. The Adam update takes `take`
+# as True (a plain step) or on the device (mixed precision's step, taken or skipped);
+# BatchNorm's running statistics S stay float32 in mixed precision.
+PLAIN = {"arrays": frozenset(), "types": ()}
+FORM_OPTIONS = {
+    "convnet_fused_adam": [PLAIN, {"arrays": frozenset({"take"}), "types": ()}],
+    "convnet_unscale_and_check": [{"arrays": frozenset({"inverse_scale"}), "types": ()}],
+    "convnet_batchnorm_statistics": [PLAIN, {"arrays": frozenset(), "types": (("S", "float32"),)}],
 }
 FORMS = [
-    (name, frozenset(arrays))
+    (name, form["arrays"], form["types"])
     for name in sorted(ELEMENTWISE)
-    for arrays in ARRAY_INPUTS.get(name, [set()])
+    for form in FORM_OPTIONS.get(name, [PLAIN])
 ]
 # how CuPy sees the arrays it launches on: (ndim, C-contiguous, 32-bit indices)
 LAYOUTS = {"contiguous": (1, True, True), "strided-4d": (4, False, False)}
@@ -75,20 +79,26 @@ def nvrtc():
     return Nvrtc()
 
 
-def elementwise_source(kernel, dtype: str, layout: str, arrays=frozenset()) -> str:
+def elementwise_source(kernel, dtype: str, layout: str, arrays=frozenset(), types=()) -> str:
     """The CUDA source CuPy generates for `kernel` on arrays of `dtype` in `layout`, with
-    the fixed-type inputs named in `arrays` given as arrays and the others as scalars."""
+    the fixed-type inputs named in `arrays` given as arrays and the others as scalars, and
+    the placeholders named in `types` ((name, dtype) pairs) of their own dtype."""
     import cupy
     from cupy._core import _carray, _kernel, _scalar
 
     ndim, c_contiguous, index_32_bits = LAYOUTS[layout]
-    t = numpy.dtype(dtype).type
+    placeholder = {name: numpy.dtype(d).type for name, d in types}
+
+    def given_type(param):
+        if param.dtype is None:  # a placeholder
+            return placeholder.get(param.ctype, numpy.dtype(dtype).type)
+        return param.dtype.type
+
     in_arrays = tuple(
-        t if p.dtype is None else (p.dtype.type if p.name in arrays else None)
-        for p in kernel.in_params
+        given_type(p) if p.dtype is None or p.name in arrays else None for p in kernel.in_params
     )
     in_types, out_types, type_map = kernel._decide_params_type(
-        in_arrays, tuple(t if p.dtype is None else p.dtype.type for p in kernel.out_params)
+        in_arrays, tuple(given_type(p) for p in kernel.out_params)
     )
     array, indexer, scalar = 1, 2, 3  # CuPy's _ArgKind
 
@@ -117,10 +127,10 @@ def elementwise_source(kernel, dtype: str, layout: str, arrays=frozenset()) -> s
 @pytest.mark.parametrize("arch", ARCHES)
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
-@pytest.mark.parametrize(("name", "arrays"), FORMS)
-def test_elementwise_kernel_compiles(nvrtc, name, arrays, dtype, layout, arch):
+@pytest.mark.parametrize(("name", "arrays", "types"), FORMS)
+def test_elementwise_kernel_compiles(nvrtc, name, arrays, types, dtype, layout, arch):
     kernel = ELEMENTWISE[name]()
-    source = elementwise_source(kernel, dtype, layout, arrays)
+    source = elementwise_source(kernel, dtype, layout, arrays, types)
     ptx = nvrtc.compile(source, arch, with_cupy_headers=True)
     assert f".entry {name}(" in ptx
 

@@ -159,7 +159,7 @@ def test_batchnorm_layer_runs_the_kernels(monkeypatch, cupy_on_cpu, dtype):
         check(fgrads[key], grads[key])
 
 
-def test_batchnorm_with_float32_statistics_and_float16_data_keeps_their_array_code(
+def test_batchnorm_with_float32_statistics_and_float16_data_runs_the_statistics_kernel(
     monkeypatch, cupy_on_cpu
 ):
     # mixed precision: the running statistics stay float32 while x is float16
@@ -167,14 +167,17 @@ def test_batchnorm_with_float32_statistics_and_float16_data_keeps_their_array_co
     params, state = cn.init(layer, (3, 5, 4), rng=0, dtype="float32")
     x = numpy.random.default_rng(7).normal(1.0, 2.0, (4, 3, 5, 4)).astype("float16")
     half_params = T.map(lambda a: a.astype("float16"), params)
-    _, new_state, _ = cn.apply(layer, half_params, state, x, training=True)
+    y, new_state, _ = cn.apply(layer, half_params, state, x, training=True)
 
     monkeypatch.setattr(norm, "is_cupy", lambda xp: True)
-    _, f_state, _ = cn.apply(layer, half_params, state, x, training=True)
-    assert cupy_on_cpu.kernel_calls == ["convnet_batchnorm_forward"]
-    for key in ("running_mean", "running_var"):
+    fy, f_state, _ = cn.apply(layer, half_params, state, x, training=True)
+    assert cupy_on_cpu.kernel_calls == ["convnet_batchnorm_statistics", "convnet_batchnorm_forward"]
+    for key in ("running_mean", "running_var"):  # updated in float32, as the array code does
         assert f_state[key].dtype == numpy.float32
         numpy.testing.assert_array_equal(f_state[key], new_state[key])
+        assert not numpy.array_equal(f_state[key], state[key])  # they moved
+    # 1/√(σ²+eps) in float16: rounded once here, after each operation in NumPy
+    numpy.testing.assert_allclose(fy, y, rtol=2e-3, atol=2e-3)
 
 
 @pytest.mark.parametrize("bad", [None, numpy.inf, numpy.nan])

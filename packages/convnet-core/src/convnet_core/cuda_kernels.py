@@ -73,7 +73,6 @@ __all__ = [
     "batchnorm_input_grad",
     "batchnorm_kernels_take",
     "batchnorm_statistics",
-    "batchnorm_statistics_take",
     "adam_update_reference",
     "col2im_gather",
     "col2im_on_gpu",
@@ -850,20 +849,15 @@ def batchnorm_kernels_take(x: Any) -> bool:
     return BATCHNORM_ON_GPU == "kernels" and x.dtype.name in _BATCHNORM_TYPES
 
 
-def batchnorm_statistics_take(x: Any, running_mean: Any) -> bool:
-    """Whether BatchNorm2D runs `batchnorm_statistics` for `x`: as `batchnorm_kernels_take`,
-    and the running statistics in x's dtype (mixed precision keeps them in float32, and
-    its float16 arithmetic on them stays with the array code)."""
-    return batchnorm_kernels_take(x) and running_mean.dtype == x.dtype
-
-
 def _batchnorm_statistics_kernel() -> Any:
+    # T: the batch's dtype; S: the running statistics' (float32 in mixed precision), in
+    # which the arithmetic runs
     return _cupy().ElementwiseKernel(
-        "T mean, T var, T running_mean, T running_var, T momentum, T bessel, T eps",
-        "T inv_std, T new_running_mean, T new_running_var",
-        "inv_std = (T)1 / sqrt(var + eps);"
-        " new_running_mean = momentum * running_mean + ((T)1 - momentum) * mean;"
-        " new_running_var = momentum * running_var + ((T)1 - momentum) * (var * bessel);",
+        "T mean, T var, S running_mean, S running_var, S momentum, S bessel, S eps",
+        "T inv_std, S new_running_mean, S new_running_var",
+        "inv_std = (T)((S)1 / sqrt((S)var + eps));"
+        " new_running_mean = momentum * running_mean + ((S)1 - momentum) * (S)mean;"
+        " new_running_var = momentum * running_var + ((S)1 - momentum) * ((S)var * bessel);",
         "convnet_batchnorm_statistics",
     )
 
@@ -873,8 +867,10 @@ def batchnorm_statistics(
     eps: Any,
 ) -> tuple[Any, Any, Any]:  # fmt: skip
     """(inv_std, new running_mean, new running_var), each (C,), in one kernel, from the
-    batch's mean and biased variance (C,) and the running statistics (C,), all of one
-    dtype; momentum, bessel (M/(M - 1)) and eps are scalars of that dtype."""
+    batch's mean and biased variance (C,) and the running statistics (C,). The arithmetic
+    runs in the running statistics' dtype (float32 with float16 batches in mixed precision),
+    which momentum, bessel (M/(M - 1)) and eps are scalars of; inv_std is rounded to the
+    batch's dtype once."""
     kernel = _cached("batchnorm_statistics", _batchnorm_statistics_kernel)
     return kernel(mean, var, running_mean, running_var, momentum, bessel, eps)
 

@@ -70,16 +70,20 @@ class BatchNorm2D:
         mean = x.mean(axis=axes, dtype=acc).astype(x.dtype, copy=False)  # (C,)
         centered = x - mean[:, None, None]
         var = (centered * centered).mean(axis=axes, dtype=acc).astype(x.dtype, copy=False)
-        m, bessel, eps = dtype(self.momentum), dtype(count / max(count - 1, 1)), dtype(self.eps)
         running_mean, running_var = state["running_mean"], state["running_var"]  # (C,)
-        if is_cupy(xp) and cuda_kernels.batchnorm_statistics_take(x, running_mean):
+        # The per-channel arithmetic runs in the running statistics' dtype (float32 in mixed
+        # precision, else x's); 1/√(σ² + eps) is then rounded to x's dtype once.
+        stat = running_mean.dtype.type
+        m, bessel, eps = stat(self.momentum), stat(count / max(count - 1, 1)), stat(self.eps)
+        if is_cupy(xp) and cuda_kernels.batchnorm_kernels_take(x):
             inv_std, running_mean, running_var = cuda_kernels.batchnorm_statistics(
                 mean, var, running_mean, running_var, momentum=m, bessel=bessel, eps=eps
             )  # one kernel
         else:
-            inv_std = 1 / xp.sqrt(var + eps)  # (C,)
-            running_mean = m * running_mean + (1 - m) * mean
-            running_var = m * running_var + (1 - m) * (var * bessel)  # unbiased variance
+            mean_, var_ = mean.astype(stat, copy=False), var.astype(stat, copy=False)
+            inv_std = (1 / xp.sqrt(var_ + eps)).astype(x.dtype, copy=False)  # (C,)
+            running_mean = m * running_mean + (1 - m) * mean_
+            running_var = m * running_var + (1 - m) * (var_ * bessel)  # unbiased variance
         per_channel = inv_std[:, None, None], gamma[:, None, None], beta[:, None, None]
         if is_cupy(xp) and cuda_kernels.batchnorm_kernels_take(x):  # one kernel
             x_hat, y = cuda_kernels.batchnorm_forward(centered, *per_channel)
