@@ -9,11 +9,13 @@ and the same on every machine; what each call costs is for `bench_gpu.py --anato
 say on a GPU.
 
 Each model is counted with every fast path on, then with each of them switched back to
-its array code (`bench_gpu.FAST_PATHS_OFF`; ReLU and Adam have no switch):
+its array code (`bench_gpu.FAST_PATHS_OFF`; ReLU and Adam have no switch), then in mixed
+precision (`compile(precision="mixed")`) with every fast path on:
 
     python benchmarks/gpu_calls.py                    # README and best models, batch 512
     python benchmarks/gpu_calls.py --json calls.json  # also write the counts as JSON
     python benchmarks/gpu_calls.py --by-call          # each call's count, all fast paths on
+    python benchmarks/gpu_calls.py --by-call --precision mixed   # the same, mixed precision
 """
 
 from __future__ import annotations
@@ -36,20 +38,20 @@ from cupy_on_numpy import cupy_on_numpy_installed  # noqa: E402
 from device_arrays import counting_calls  # noqa: E402
 
 
-def calls_per_step(layers, batch: int) -> tuple[float, float]:
+def calls_per_step(layers, batch: int, precision: str = "float32") -> tuple[float, float]:
     """(calls into the array module, kernel launches) per step of Model.fit at `batch`."""
-    by_call = calls_per_step_by_name(layers, batch)
+    by_call = calls_per_step_by_name(layers, batch, precision)
     kernels = sum(n for name, n in by_call.items() if name.startswith("kernel "))
     return sum(by_call.values()) - kernels, kernels
 
 
-def calls_per_step_by_name(layers, batch: int) -> dict[str, float]:
+def calls_per_step_by_name(layers, batch: int, precision: str = "float32") -> dict[str, float]:
     """Calls per step of Model.fit at `batch`, by name (a function such as `empty`, an
     array method or operator such as `__matmul__`, or `kernel <name>` for a fused kernel):
     the counts of a 4-step epoch less those of a 2-step one, halved (so the per-epoch work
-    cancels out)."""
+    cancels out). `precision` is Model.compile's ("float32" or "mixed")."""
     model = cn.Model(layers, seed=0, device="cuda")
-    model.compile(loss="categorical_crossentropy", optimizer="adam", lr=1e-3)
+    model.compile(loss="categorical_crossentropy", optimizer="adam", lr=1e-3, precision=precision)
     rng = numpy.random.default_rng(0)
     x = rng.random((4 * batch, 1, 28, 28), dtype=numpy.float32)  # host
     y = rng.integers(0, 10, 4 * batch)  # host
@@ -73,9 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--by-call", action="store_true", help="each model's calls by name, all fast paths on"
     )
+    parser.add_argument(
+        "--precision", choices=["float32", "mixed"], default="float32", help="for --by-call"
+    )
     args = parser.parse_args(argv)
     if args.by_call:
-        return print_by_call(args.models, args.batch)
+        return print_by_call(args.models, args.batch, args.precision)
 
     rows = []
     print(f"calls into CuPy per training step (Model.fit, Adam), batch {args.batch}")
@@ -88,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
                 (label, with_switch, (switch, value, calls_per_step))
                 for label, switch, value in FAST_PATHS_OFF
             ]
+            settings += [("mixed precision", calls_per_step, ())]
             for label, run, head in settings:
-                calls, kernels = run(*head, layers, args.batch)
+                precision = "mixed" if label == "mixed precision" else "float32"
+                calls, kernels = run(*head, layers, args.batch, precision)
                 rows.append({"model": name, "setting": label, "calls": calls, "kernels": kernels})
                 print(f"{name:7} {label:22} {calls:6.0f} {kernels:14.0f}", flush=True)
     if args.json:
@@ -97,13 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_by_call(models: list[str], batch: int) -> int:
+def print_by_call(models: list[str], batch: int, precision: str) -> int:
     """Print each model's calls per step by name, most frequent first."""
     with cupy_on_numpy_installed(pathlib.Path(tempfile.mkdtemp(prefix="gpu_calls_"))):
         for name in models:
             layers = getattr(cn.presets, f"{name}_layers")()
-            by_call = calls_per_step_by_name(layers, batch)
-            print(f"{name} model, batch {batch}: calls into CuPy per training step, by name")
+            by_call = calls_per_step_by_name(layers, batch, precision)
+            print(
+                f"{name} model, batch {batch}, {precision}: calls into CuPy per training step, "
+                "by name"
+            )
             for call, n in sorted(by_call.items(), key=lambda item: (-item[1], item[0])):
                 print(f"  {n:5.0f}  {call}")
             print(f"  {sum(by_call.values()):5.0f}  in all\n")
