@@ -80,8 +80,11 @@ class BatchNorm2D:
                 mean, var, running_mean, running_var, momentum=m, bessel=bessel, eps=eps
             )  # one kernel
         else:
-            mean_, var_ = mean.astype(stat, copy=False), var.astype(stat, copy=False)
-            inv_std = (1 / xp.sqrt(var_ + eps)).astype(x.dtype, copy=False)  # (C,)
+            widened = stat is not dtype  # mixed precision: float16 batch, float32 statistics
+            mean_, var_ = (mean.astype(stat), var.astype(stat)) if widened else (mean, var)
+            inv_std = 1 / xp.sqrt(var_ + eps)  # (C,)
+            if widened:
+                inv_std = inv_std.astype(dtype)
             running_mean = m * running_mean + (1 - m) * mean_
             running_var = m * running_var + (1 - m) * (var_ * bessel)  # unbiased variance
         per_channel = inv_std[:, None, None], gamma[:, None, None], beta[:, None, None]
