@@ -29,17 +29,24 @@ ELEMENTWISE = {
     "convnet_relu_forward": K._relu_forward_kernel,
     "convnet_relu_backward": K._relu_backward_kernel,
     "convnet_unscale_and_check": K._unscale_kernel,
+    "convnet_loss_scale_update": K._loss_scale_update_kernel,
 }
 # Each form a kernel is launched in, where it is not the plain one (every placeholder the
 # array dtype, fixed-type inputs host scalars): `arrays`, the fixed-type inputs given as
 # 0-d device arrays; `types`, placeholders of another dtype. The Adam update takes `take`
 # as True (a plain step) or on the device (mixed precision's step, taken or skipped);
-# BatchNorm's running statistics S stay float32 in mixed precision.
+# BatchNorm's running statistics S stay float32 in mixed precision. (The loss scaler's
+# kernel has no placeholder: its dtype and layout parameters change nothing.)
 PLAIN = {"arrays": frozenset(), "types": ()}
 FORM_OPTIONS = {
     "convnet_fused_adam": [PLAIN, {"arrays": frozenset({"take"}), "types": ()}],
     "convnet_unscale_and_check": [{"arrays": frozenset({"inverse_scale"}), "types": ()}],
     "convnet_batchnorm_statistics": [PLAIN, {"arrays": frozenset(), "types": (("S", "float32"),)}],
+    # the first step's scale and count are Python numbers, the later ones device arrays
+    "convnet_loss_scale_update": [
+        {"arrays": frozenset({"finite"}), "types": ()},
+        {"arrays": frozenset({"finite", "scale", "good_steps"}), "types": ()},
+    ],
 }
 FORMS = [
     (name, form["arrays"], form["types"])

@@ -203,3 +203,15 @@ def test_the_loss_scaler_unscales_and_checks_with_one_kernel_per_leaf(
     for key, value in T.flatten(want).items():
         assert T.flatten(got)[key].dtype == numpy.float32
         numpy.testing.assert_array_equal(T.flatten(got)[key], value, key)
+
+
+def test_the_loss_scaler_updates_in_one_kernel(monkeypatch, cupy_on_cpu):
+    from test_precision import SCRIPT, scripted_scaler
+
+    monkeypatch.setattr(precision, "is_cupy", lambda xp: True)
+    scaler = scripted_scaler()  # scale and good_steps Python numbers: the first step's form
+    for step, (finite, scale, good) in enumerate(SCRIPT):
+        scaler = scaler._update_device(numpy.asarray(finite))  # what update runs on a GPU
+        assert scaler.scale.dtype == numpy.float64 and scaler.good_steps.dtype == numpy.int64
+        assert (float(scaler.scale), int(scaler.good_steps)) == (scale, good), f"step {step}"
+    assert cupy_on_cpu.kernel_calls == ["convnet_loss_scale_update"] * len(SCRIPT)

@@ -13,8 +13,9 @@ Eight fast paths live here:
   per step. References: `adam_update_reference` and `adam_scalars_reference`, the
   arithmetic of `convnet_core.optim.Adam`.
 - `unscale_and_check`: mixed precision's gradient divided by the loss scale, in float32,
-  and the check for inf and NaN, one `cupy.ElementwiseKernel` per gradient array.
-  Reference: `unscale_reference` and `precision.all_finite`.
+  and the check for inf and NaN, one `cupy.ElementwiseKernel` per gradient array, and
+  `loss_scale_update`: the loss scaler's next state in one more. References:
+  `unscale_reference` and `precision.all_finite`; the scaler's own array code.
 - `fused_relu_forward` / `fused_relu_backward`: ReLU and its gradient as one kernel each.
   References: `relu_forward_reference`, `relu_backward_reference` (the arithmetic of
   `Activation("relu")`).
@@ -87,6 +88,7 @@ __all__ = [
     "im2col_gather",
     "im2col_kernel_takes",
     "im2col_source",
+    "loss_scale_update",
     "maxpool_backward",
     "maxpool_forward",
     "maxpool_kernels_take",
@@ -329,6 +331,48 @@ def unscale_and_check(scaled: Any, inverse_scale: Any, nonfinite: Any) -> Any:
     kernel = _cached("unscale_and_check", _unscale_kernel)
     kernel(scaled, inverse_scale, unscaled, nonfinite)
     return unscaled
+
+
+# After the step, the scaler's next state (DynamicLossScaler's rules), from `finite`, the
+# loss scale S and the count of good steps:
+#
+#     finite   good <- good + 1, and when it reaches growth_interval
+#              S <- min(S · growth_factor, max_scale) and good <- 0
+#     inf/NaN  S <- max(S · backoff_factor, min_scale) and good <- 0
+#
+# where the array code makes about a dozen launches on 0-d arrays.
+
+_LOSS_SCALE_UPDATE_SOURCE = """
+    long long good = finite ? good_steps + 1 : 0;
+    bool grow = good >= growth_interval;
+    double grown = scale * growth_factor < max_scale ? scale * growth_factor : max_scale;
+    double shrunk = scale * backoff_factor > min_scale ? scale * backoff_factor : min_scale;
+    new_scale = finite ? (grow ? grown : scale) : shrunk;
+    new_good_steps = grow ? 0 : good;
+"""
+
+
+def _loss_scale_update_kernel() -> Any:
+    return _cupy().ElementwiseKernel(
+        "bool finite, float64 scale, int64 good_steps, float64 growth_factor, "
+        "float64 backoff_factor, int64 growth_interval, float64 min_scale, float64 max_scale",
+        "float64 new_scale, int64 new_good_steps",
+        _LOSS_SCALE_UPDATE_SOURCE,
+        "convnet_loss_scale_update",
+    )
+
+
+def loss_scale_update(
+    finite: Any, scale: Any, good_steps: Any, *, growth_factor: float, backoff_factor: float,
+    growth_interval: int, min_scale: float, max_scale: float,
+) -> tuple[Any, Any]:  # fmt: skip
+    """(scale, good_steps) after a step, as 0-d float64 and int64 device arrays, in one
+    kernel: `finite` is a 0-d boolean device array, `scale` and `good_steps` 0-d device
+    arrays or (before the first step) Python numbers. Reference: the array code of
+    `precision.DynamicLossScaler._update_device`."""
+    kernel = _cached("loss_scale_update", _loss_scale_update_kernel)
+    rules = (growth_factor, backoff_factor, growth_interval, min_scale, max_scale)
+    return kernel(finite, scale, good_steps, *rules)
 
 
 # ---------------------------------------------------------------------------------------

@@ -243,8 +243,16 @@ class DynamicLossScaler:
         return attrs.evolve(self, scale=scale, good_steps=good)
 
     def _update_device(self, finite: Any) -> DynamicLossScaler:
-        # the same rules as _update_host, as element-wise selects on 0-d arrays
+        # the same rules as _update_host, as element-wise selects on 0-d arrays: on a GPU
+        # in one kernel (cuda_kernels.loss_scale_update), else (the reference) as arrays
         xp = get_array_module(finite)
+        if is_cupy(xp):
+            scale, good = cuda_kernels.loss_scale_update(
+                finite, self.scale, self.good_steps, growth_factor=self.growth_factor,
+                backoff_factor=self.backoff_factor, growth_interval=self.growth_interval,
+                min_scale=self.min_scale, max_scale=self.max_scale,
+            )  # fmt: skip
+            return attrs.evolve(self, scale=scale, good_steps=good)
         scale = xp.asarray(self.scale, dtype="float64")
         good = xp.where(finite, xp.asarray(self.good_steps, dtype="int64") + 1, 0)
         grow = good >= self.growth_interval
