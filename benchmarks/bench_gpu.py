@@ -457,7 +457,57 @@ def bench_kernels(xp) -> list[dict]:
             partial(K.fused_softmax_cross_entropy, logits, labels),
             partial(losses.softmax_cross_entropy_unfused, logits, labels, xp=xp),
         )
+    time_mixed_precision_kernels(xp, timed)
     return rows
+
+
+def time_mixed_precision_kernels(xp, timed) -> None:
+    """`timed(name, shape, fused, reference)` for mixed precision's paths: a float16
+    gradient unscaled and checked (the best preset's largest and a conv's), and float16
+    col2im and max pooling through the float32 kernels on a widened copy against their
+    float16 array code."""
+    from convnet_core import cuda_kernels as K
+
+    rng = xp.random.default_rng(1)
+    inverse = xp.asarray(1 / 1024, dtype=xp.float32)
+    nonfinite = xp.zeros(1, dtype=xp.int32)
+    for shape in [(3136, 128), (64, 32, 3, 3)]:
+        g = rng.standard_normal(shape, dtype=xp.float32).astype(xp.float16)
+
+        def reference(g=g):
+            unscaled = K.unscale_reference(g, inverse)
+            return unscaled, precision.all_finite(unscaled)
+
+        timed(
+            "unscale+check", shape, partial(K.unscale_and_check, g, inverse, nonfinite), reference
+        )
+    padded = (512, 16, 16, 16)
+    blocks = rng.standard_normal((16, 3, 3, 512, 14, 14), dtype=xp.float32).astype(xp.float16)
+    timed(
+        "col2im float16 widened|loop",
+        padded,
+        partial(K.col2im_gather, blocks, padded, (1, 1)),
+        partial(K.col2im_loop, blocks, padded, (1, 1), xp=xp),
+    )
+    layer = L.MaxPool2D((2, 2))
+    array_code = partial(with_switch, "MAXPOOL_ON_GPU", "arrays")
+    shape = (512, 16, 28, 28)
+    x = rng.standard_normal(shape, dtype=xp.float32).astype(xp.float16)
+    y, first_max = K.maxpool_forward(x, (2, 2), (2, 2))
+    dy = rng.standard_normal(y.shape, dtype=xp.float32).astype(xp.float16)
+    _, _, cache = array_code(layer.apply, {}, {}, x, training=True, rng=None, xp=xp)
+    timed(
+        "maxpool float16 forward",
+        shape,
+        partial(K.maxpool_forward, x, (2, 2), (2, 2)),
+        partial(array_code, layer.apply, {}, {}, x, training=True, rng=None, xp=xp),
+    )
+    timed(
+        "maxpool float16 backward",
+        shape,
+        partial(K.maxpool_backward, dy, first_max, shape, (2, 2), (2, 2)),
+        partial(array_code, layer.grad, {}, cache, dy, xp=xp),
+    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -86,6 +86,8 @@ def test_bench_gpu_runs_its_gpu_path(tmp_path):
     assert kernels.count("maxpool forward") == kernels.count("maxpool backward") == 3
     assert kernels.count("im2col gather|copies") == 3
     assert kernels.count("batchnorm forward") == kernels.count("batchnorm backward") == 3
+    assert kernels.count("unscale+check") == 2 and "col2im float16 widened|loop" in kernels
+    assert "maxpool float16 forward" in kernels and "maxpool float16 backward" in kernels
     for row in report["kernels"]:
         assert row["fused_host_us"] > 0 and row["ref_host_us"] > 0
     calls = {row["call"]: row for row in report["call_costs"]}
