@@ -124,8 +124,8 @@ def test_update_if_takes_the_step_or_keeps_everything(xp, kind, hyper):
     for take in (True, xp.asarray(True)):
         got = flat_on_host(opt.update_if(take, params, grads, state))
         assert got.keys() == taken.keys()
-        for key, value in taken.items():
-            numpy.testing.assert_array_equal(got[key], value, err_msg=key)
+        for key, value in taken.items():  # (a GPU may fuse a multiply-add differently)
+            numpy.testing.assert_allclose(got[key], value, rtol=1e-12, atol=0, err_msg=key)
     for take in (False, xp.asarray(False)):
         with numpy.errstate(invalid="ignore"):  # clipping divides by an infinite norm
             got = flat_on_host(opt.update_if(take, params, overflowed, state))
