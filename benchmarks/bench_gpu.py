@@ -416,26 +416,8 @@ def bench_kernels(xp) -> list[dict]:
         )  # fmt: skip
     # max pools of the README model (8 and 16 channels, 28x28 and 14x14 inputs), forward and
     # backward, against the layer's array code on CuPy
-    layer = L.MaxPool2D((2, 2))
-    array_code = partial(with_switch, "MAXPOOL_ON_GPU", "arrays")
-
     for shape in [(64, 8, 28, 28), (512, 8, 28, 28), (512, 16, 14, 14)]:
-        x = rng.standard_normal(shape, dtype=xp.float32)
-        y, first_max = K.maxpool_forward(x, (2, 2), (2, 2))
-        dy = rng.standard_normal(y.shape, dtype=xp.float32)
-        _, _, cache = array_code(layer.apply, {}, {}, x, training=True, rng=None, xp=xp)
-        timed(
-            "maxpool forward",
-            shape,
-            partial(K.maxpool_forward, x, (2, 2), (2, 2)),
-            partial(array_code, layer.apply, {}, {}, x, training=True, rng=None, xp=xp),
-        )
-        timed(
-            "maxpool backward",
-            shape,
-            partial(K.maxpool_backward, dy, first_max, shape, (2, 2), (2, 2)),
-            partial(array_code, layer.grad, {}, cache, dy, xp=xp),
-        )
+        time_maxpool(xp, timed, "maxpool", rng.standard_normal(shape, dtype=xp.float32))
     # the best preset's batch norms (after its 16-, 32- and 64-channel convs), training
     norm = L.BatchNorm2D()
     arrays = partial(with_switch, "BATCHNORM_ON_GPU", "arrays")
@@ -489,23 +471,30 @@ def time_mixed_precision_kernels(xp, timed) -> None:
         partial(K.col2im_gather, blocks, padded, (1, 1)),
         partial(K.col2im_loop, blocks, padded, (1, 1), xp=xp),
     )
+    x = rng.standard_normal((512, 16, 28, 28), dtype=xp.float32).astype(xp.float16)
+    time_maxpool(xp, timed, "maxpool float16", x)
+
+
+def time_maxpool(xp, timed, name: str, x) -> None:
+    """`timed` for a 2x2 MaxPool2D's kernels on x (N, C, H, W), forward and backward,
+    against the layer's array code on CuPy."""
+    from convnet_core import cuda_kernels as K
+
     layer = L.MaxPool2D((2, 2))
     array_code = partial(with_switch, "MAXPOOL_ON_GPU", "arrays")
-    shape = (512, 16, 28, 28)
-    x = rng.standard_normal(shape, dtype=xp.float32).astype(xp.float16)
     y, first_max = K.maxpool_forward(x, (2, 2), (2, 2))
-    dy = rng.standard_normal(y.shape, dtype=xp.float32).astype(xp.float16)
+    dy = xp.random.default_rng(2).standard_normal(y.shape, dtype=xp.float32).astype(x.dtype)
     _, _, cache = array_code(layer.apply, {}, {}, x, training=True, rng=None, xp=xp)
     timed(
-        "maxpool float16 forward",
-        shape,
+        f"{name} forward",
+        x.shape,
         partial(K.maxpool_forward, x, (2, 2), (2, 2)),
         partial(array_code, layer.apply, {}, {}, x, training=True, rng=None, xp=xp),
     )
     timed(
-        "maxpool float16 backward",
-        shape,
-        partial(K.maxpool_backward, dy, first_max, shape, (2, 2), (2, 2)),
+        f"{name} backward",
+        x.shape,
+        partial(K.maxpool_backward, dy, first_max, x.shape, (2, 2), (2, 2)),
         partial(array_code, layer.grad, {}, cache, dy, xp=xp),
     )
 
