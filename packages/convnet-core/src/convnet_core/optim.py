@@ -33,6 +33,7 @@ from . import cuda_kernels
 from . import tree as _tree
 from .backend import get_array_module, is_cupy
 from .checks import in_range, real
+from .precision import select_if_finite  # where(take, new, old), leaf by leaf
 
 __all__ = [
     "OPTIMIZERS",
@@ -250,14 +251,9 @@ class Optimizer:
         new_params, new_state = self._apply(params, grads, opt_state, step, take)
         if take is None or self._keeps_skipped_steps(step):
             return new_params, new_state
-        xp = get_array_module(take)
-
-        def pick(new: Any, old: Any) -> Any:
-            return xp.where(take, new, old)
-
-        new_params = _tree.map(pick, new_params, params)
+        new_params = select_if_finite(take, new_params, params)
         for slot in self._slots_of(new_state):  # "lr" and "step" are right already
-            new_state[slot] = _tree.map(pick, new_state[slot], opt_state[slot])
+            new_state[slot] = select_if_finite(take, new_state[slot], opt_state[slot])
         return new_params, new_state
 
     @staticmethod
