@@ -9,7 +9,10 @@ own source text, which g++ compiles as C++ with a few lines that stand for CUDA'
 - `RawKernel`: the `__global__` function is called once per (block, thread) of the launch
   grid, one after another. That equals the parallel launch for a kernel whose threads write
   disjoint outputs and never wait for each other, so a source that uses shared memory,
-  barriers or atomics is refused.
+  barriers or atomics is refused. `CupyOnCpu(..., checked=True)` checks the rest for each
+  launch (launch_checks.py): no read or write outside the arrays, no thread reading what
+  another writes, no element written by two threads. The kernel tests run that way; the
+  CuPy stand-in, which runs whole training steps, runs each launch once.
 - `ElementwiseKernel`: the operation is pasted into a loop over the elements, with each
   parameter bound by name as CuPy binds it (`const T& x` for an input, `T& y` for an output,
   a pointer for a `raw` output, which the operation indexes itself) and a type placeholder
@@ -34,6 +37,7 @@ import shutil
 import subprocess
 from typing import Any
 
+import launch_checks
 import numpy
 
 __all__ = ["CupyOnCpu", "compile_cpp", "cpp_compiler"]
@@ -126,8 +130,10 @@ def _as_ctype_argument(value: Any, ctype: Any) -> Any:
 class RawKernelOnCpu:
     """cupy.RawKernel(source, name), called as kernel(grid, block, args) on NumPy arrays."""
 
-    def __init__(self, source: str, name: str, *, build_dir: pathlib.Path, calls: list) -> None:
-        self.name, self.calls = name, calls
+    def __init__(
+        self, source: str, name: str, *, build_dir: pathlib.Path, calls: list, checked: bool
+    ) -> None:
+        self.name, self.calls, self.checked = name, calls, checked
         for word in _FORBIDDEN:
             if word in source:
                 raise ValueError(f"{name}: threads that share work ({word}) cannot run in turn")
@@ -136,20 +142,36 @@ class RawKernelOnCpu:
             raise ValueError(f'no extern "C" __global__ function named {name} in the source')
         params = _split_params(match.group(1))
         names = ", ".join(param_name for _, param_name in params)
+        # launch: every thread, first to last or last to first; launch_thread: one thread
+        # alone. (Their own names start with convnet_, so no kernel parameter hides them.)
         launcher = (
-            f'extern "C" void launch(unsigned int grid, unsigned int block, {match.group(1)}) {{\n'
-            "    gridDim.x = grid; blockDim.x = block;\n"
-            "    for (unsigned int b = 0; b < grid; ++b)\n"
-            "        for (unsigned int t = 0; t < block; ++t) {\n"
-            f"            blockIdx.x = b; threadIdx.x = t; {name}({names});\n"
-            "        }\n"
+            'extern "C" void launch_thread(unsigned int convnet_grid, unsigned int convnet_block,\n'
+            f"                              long long convnet_id, {match.group(1)}) {{\n"
+            "    gridDim.x = convnet_grid; blockDim.x = convnet_block;\n"
+            "    blockIdx.x = convnet_id / convnet_block;\n"
+            "    threadIdx.x = convnet_id % convnet_block;\n"
+            f"    {name}({names});\n"
+            "}\n"
+            'extern "C" void launch(unsigned int convnet_grid, unsigned int convnet_block,\n'
+            f"                       int convnet_reverse, {match.group(1)}) {{\n"
+            "    const long long convnet_threads = (long long)convnet_grid * convnet_block;\n"
+            "    for (long long convnet_k = 0; convnet_k < convnet_threads; ++convnet_k) {\n"
+            "        const long long convnet_id =\n"
+            "            convnet_reverse ? convnet_threads - 1 - convnet_k : convnet_k;\n"
+            f"        launch_thread(convnet_grid, convnet_block, convnet_id, {names});\n"
+            "    }\n"
             "}\n"
         )
         library = compile_cpp(_RAW_KERNEL_PRELUDE + source + launcher, build_dir)
-        self._launch = library.launch
+        self.params = params
         self._ctypes = [_ctype_of(c_type) for c_type, _ in params]
-        self._launch.argtypes = [ctypes.c_uint, ctypes.c_uint, *self._ctypes]
+        self._launch = library.launch
+        self._launch.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.c_int, *self._ctypes]
         self._launch.restype = None
+        self._launch_thread = library.launch_thread
+        self._launch_thread.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.c_longlong]
+        self._launch_thread.argtypes += self._ctypes
+        self._launch_thread.restype = None
 
     def __call__(self, grid: tuple, block: tuple, args: tuple) -> None:
         if len(grid) != 1 or len(block) != 1:
@@ -157,8 +179,45 @@ class RawKernelOnCpu:
         if len(args) != len(self._ctypes):
             raise TypeError(f"the kernel takes {len(self._ctypes)} arguments, got {len(args)}")
         self.calls.append(self.name)
-        converted = [_as_ctype_argument(a, t) for a, t in zip(args, self._ctypes, strict=True)]
-        self._launch(grid[0], block[0], *converted)
+        if self.checked:
+            self._launch_checked(grid[0], block[0], args)
+        else:
+            self.launch(grid[0], block[0], args)
+
+    def _launch_checked(self, grid: int, block: int, args: tuple) -> None:
+        """The launch, run the ways launch_checks describes, writing the first run's outputs."""
+        names = [name for _, name in self.params]
+        arrays = {k: a for k, a in enumerate(args) if isinstance(a, numpy.ndarray)}
+        outputs = [k for k in arrays if not self.params[k][0].startswith("const")]
+        launch_checks.refuse_outputs_sharing_memory(self.name, names, arrays, outputs)
+
+        def over(copies: dict) -> tuple:  # args, with each array replaced by its copy
+            return tuple(copies[k].elements if k in copies else a for k, a in enumerate(args))
+
+        def run(copies: dict, reverse: bool) -> dict:
+            self.launch(grid, block, over(copies), reverse=reverse)
+            return {}  # writes only into the arrays given
+
+        def run_thread(copies: dict, thread: int) -> None:
+            self.launch_thread(grid, block, thread, over(copies))
+
+        written = launch_checks.check_runs_agree(self.name, names, arrays, outputs, run)
+        launch_checks.check_each_element_has_one_writer(
+            self.name, names, arrays, outputs, grid * block, run_thread
+        )
+        for k in outputs:
+            arrays[k][...] = written[k]
+
+    def launch(self, grid: int, block: int, args: tuple, *, reverse: bool = False) -> None:
+        """Run every thread of the launch, in order (or in reverse order)."""
+        self._launch(grid, block, int(reverse), *self._converted(args))
+
+    def launch_thread(self, grid: int, block: int, thread: int, args: tuple) -> None:
+        """Run thread number `thread` (blockIdx.x * blockDim.x + threadIdx.x) alone."""
+        self._launch_thread(grid, block, thread, *self._converted(args))
+
+    def _converted(self, args: tuple) -> list:
+        return [_as_ctype_argument(a, t) for a, t in zip(args, self._ctypes, strict=True)]
 
 
 class ElementwiseKernelOnCpu:
@@ -171,8 +230,17 @@ class ElementwiseKernelOnCpu:
     """
 
     def __init__(
-        self, in_params: str, out_params: str, operation: str, name: str, *, build_dir, calls
+        self,
+        in_params: str,
+        out_params: str,
+        operation: str,
+        name: str,
+        *,
+        build_dir: pathlib.Path,
+        calls: list,
+        checked: bool,
     ) -> None:
+        self.checked = checked
         self.inputs = [(t, n) for t, n in _split_params(in_params)]
         self.outputs = [(t, n) for t, n in _split_params(out_params)]
         self.operation = operation
@@ -202,8 +270,9 @@ class ElementwiseKernelOnCpu:
         body = "\n        ".join(bind)
         return (
             f"{_ELEMENTWISE_PRELUDE}{typedefs}"
-            f'extern "C" void {self.name}({", ".join(params)}) {{\n'
-            "    for (long long i = 0; i < n; ++i) {\n"
+            f'extern "C" void {self.name}({", ".join(params)}, int convnet_reverse) {{\n'
+            "    for (long long convnet_k = 0; convnet_k < n; ++convnet_k) {\n"
+            "        const long long i = convnet_reverse ? n - 1 - convnet_k : convnet_k;\n"
             f"        {body}\n"
             f"        {self.operation};\n"
             "    }\n"
@@ -241,31 +310,45 @@ class ElementwiseKernelOnCpu:
         function = getattr(library, self.name)
         function.restype = None
 
-        call_args: list[Any] = [ctypes.c_longlong(int(numpy.prod(shape)))]
+        input_args: list[Any] = [ctypes.c_longlong(int(numpy.prod(shape)))]
         for type_name, value in typed_inputs:
             if type_name in placeholders:  # a C-ordered copy of the broadcast array
-                full = numpy.ascontiguousarray(numpy.broadcast_to(value, shape))
-                call_args.append(full)
+                input_args.append(numpy.ascontiguousarray(numpy.broadcast_to(value, shape)))
             else:
-                call_args.append(_CTYPES[_C_TYPES[type_name]](value))
-        results = []
+                input_args.append(_CTYPES[_C_TYPES[type_name]](value))
+        raw_outputs = {}  # output position -> the array given, written in place
         for index, (type_name, _) in enumerate(self.outputs):
-            raw, _ = _output_type(type_name)
-            if raw:  # written in place: it must be the array itself
+            if _output_type(type_name)[0]:
                 target = given_outputs[index]
                 if not (isinstance(target, numpy.ndarray) and target.flags.c_contiguous):
                     raise TypeError(f"{self.name}: a raw output must be a C-ordered array")
-                results.append(target)
-            else:  # C-ordered, copied into a given output afterwards
-                element = placeholders.get(type_name) or numpy.dtype(type_name)
-                results.append(numpy.empty(shape, element))
-        call_args += results
-        function(
-            *(
-                ctypes.c_void_p(a.ctypes.data) if isinstance(a, numpy.ndarray) else a
-                for a in call_args
-            )
-        )
+                raw_outputs[index] = target
+
+        def run(raw_targets: dict, reverse: bool) -> dict:
+            """Run the loop over `raw_targets` (output position -> array or PaddedCopy) and
+            new arrays for the other outputs; return those (output position -> array)."""
+            made = {}
+            out_args = []
+            for index, (type_name, _) in enumerate(self.outputs):
+                if index in raw_targets:
+                    target = raw_targets[index]
+                    out_args.append(getattr(target, "elements", target))
+                else:  # C-ordered, copied into a given output afterwards
+                    element = placeholders.get(type_name) or numpy.dtype(type_name)
+                    out_args.append(made.setdefault(index, numpy.empty(shape, element)))
+            call_args = (*input_args, *out_args, ctypes.c_int(int(reverse)))
+            function(*(_as_pointer(a) if isinstance(a, numpy.ndarray) else a for a in call_args))
+            return made
+
+        if self.checked:
+            names = [name for _, name in self.outputs]
+            outputs = list(raw_outputs)
+            written = launch_checks.check_runs_agree(self.name, names, raw_outputs, outputs, run)
+            for index, target in raw_outputs.items():
+                target[...] = written[index]
+        else:
+            written = run(raw_outputs, reverse=False) | raw_outputs
+        results = [written[index] for index in range(len(self.outputs))]
 
         if given_outputs:
             for out, result in zip(given_outputs, results, strict=True):
@@ -273,6 +356,10 @@ class ElementwiseKernelOnCpu:
                     out[...] = result
             results = list(given_outputs)
         return results[0] if len(results) == 1 else tuple(results)
+
+
+def _as_pointer(array: numpy.ndarray) -> ctypes.c_void_p:
+    return ctypes.c_void_p(array.ctypes.data)
 
 
 def _output_type(type_name: str) -> tuple[bool, str]:
@@ -286,14 +373,17 @@ def _output_type(type_name: str) -> tuple[bool, str]:
 class CupyOnCpu:
     """The part of the `cupy` module that convnet_core.cuda_kernels uses, on the CPU."""
 
-    def __init__(self, build_dir: pathlib.Path) -> None:
+    def __init__(self, build_dir: pathlib.Path, *, checked: bool = False) -> None:
         self.build_dir = build_dir
+        self.checked = checked  # run each launch the ways launch_checks describes
         self.kernels_built: list[str] = []  # kernel names, in the order they were built
         self.kernel_calls: list[str] = []  # kernel names, one per launch
 
     def RawKernel(self, source: str, name: str) -> RawKernelOnCpu:  # CuPy's names
         self.kernels_built.append(name)
-        return RawKernelOnCpu(source, name, build_dir=self.build_dir, calls=self.kernel_calls)
+        return RawKernelOnCpu(
+            source, name, build_dir=self.build_dir, calls=self.kernel_calls, checked=self.checked
+        )
 
     def ElementwiseKernel(self, in_params, out_params, operation, name):
         self.kernels_built.append(name)
@@ -304,6 +394,7 @@ class CupyOnCpu:
             name,
             build_dir=self.build_dir,
             calls=self.kernel_calls,
+            checked=self.checked,
         )
 
     ascontiguousarray = staticmethod(numpy.ascontiguousarray)
