@@ -33,7 +33,7 @@ def cupy_on_cpu(monkeypatch, kernel_build_dir):
     """cuda_kernels with CuPy replaced by the CPU stand-in and an empty kernel cache."""
     if cpp_compiler() is None:
         pytest.skip("no C++ compiler to build the CUDA sources for the CPU (apt-get install g++)")
-    fake = CupyOnCpu(kernel_build_dir, checked=True)
+    fake = CupyOnCpu(kernel_build_dir, check_runs=True, check_writers=True)
     monkeypatch.setattr(K, "_cupy", lambda: fake)
     monkeypatch.setattr(K, "_KERNELS", {})
     monkeypatch.setattr(K, "COL2IM_ON_GPU", "gather")

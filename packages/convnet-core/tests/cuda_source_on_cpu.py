@@ -9,10 +9,12 @@ own source text, which g++ compiles as C++ with a few lines that stand for CUDA'
 - `RawKernel`: the `__global__` function is called once per (block, thread) of the launch
   grid, one after another. That equals the parallel launch for a kernel whose threads write
   disjoint outputs and never wait for each other, so a source that uses shared memory,
-  barriers or atomics is refused. `CupyOnCpu(..., checked=True)` checks the rest for each
-  launch (launch_checks.py): no read or write outside the arrays, no thread reading what
-  another writes, no element written by two threads. The kernel tests run that way; the
-  CuPy stand-in, which runs whole training steps, runs each launch once.
+  barriers or atomics is refused. launch_checks.py checks the rest, launch by launch:
+  `check_runs` runs each launch three ways, which shows a read or write outside the arrays
+  and a thread reading what another writes; `check_writers` runs each thread alone, which
+  shows an element written by two threads. The kernel tests turn both on; the CuPy
+  stand-in, which runs whole training steps, only `check_runs` (running each thread alone
+  costs the launch's size times its number of threads).
 - `ElementwiseKernel`: the operation is pasted into a loop over the elements, with each
   parameter bound by name as CuPy binds it (`const T& x` for an input, `T& y` for an output,
   a pointer for a `raw` output, which the operation indexes itself) and a type placeholder
@@ -131,9 +133,17 @@ class RawKernelOnCpu:
     """cupy.RawKernel(source, name), called as kernel(grid, block, args) on NumPy arrays."""
 
     def __init__(
-        self, source: str, name: str, *, build_dir: pathlib.Path, calls: list, checked: bool
+        self,
+        source: str,
+        name: str,
+        *,
+        build_dir: pathlib.Path,
+        calls: list,
+        check_runs: bool,
+        check_writers: bool,
     ) -> None:
-        self.name, self.calls, self.checked = name, calls, checked
+        self.name, self.calls = name, calls
+        self.check_runs, self.check_writers = check_runs, check_writers
         for word in _FORBIDDEN:
             if word in source:
                 raise ValueError(f"{name}: threads that share work ({word}) cannot run in turn")
@@ -179,13 +189,14 @@ class RawKernelOnCpu:
         if len(args) != len(self._ctypes):
             raise TypeError(f"the kernel takes {len(self._ctypes)} arguments, got {len(args)}")
         self.calls.append(self.name)
-        if self.checked:
+        if self.check_runs or self.check_writers:
             self._launch_checked(grid[0], block[0], args)
         else:
             self.launch(grid[0], block[0], args)
 
     def _launch_checked(self, grid: int, block: int, args: tuple) -> None:
-        """The launch, run the ways launch_checks describes, writing the first run's outputs."""
+        """The launch, run the ways launch_checks describes, writing the first run's outputs
+        (or those of a plain launch, when only the writers are checked)."""
         names = [name for _, name in self.params]
         arrays = {k: a for k, a in enumerate(args) if isinstance(a, numpy.ndarray)}
         outputs = [k for k in arrays if not self.params[k][0].startswith("const")]
@@ -201,12 +212,16 @@ class RawKernelOnCpu:
         def run_thread(copies: dict, thread: int) -> None:
             self.launch_thread(grid, block, thread, over(copies))
 
-        written = launch_checks.check_runs_agree(self.name, names, arrays, outputs, run)
-        launch_checks.check_each_element_has_one_writer(
-            self.name, names, arrays, outputs, grid * block, run_thread
-        )
-        for k in outputs:
-            arrays[k][...] = written[k]
+        if self.check_writers:
+            launch_checks.check_each_element_has_one_writer(
+                self.name, names, arrays, outputs, grid * block, run_thread
+            )
+        if self.check_runs:
+            written = launch_checks.check_runs_agree(self.name, names, arrays, outputs, run)
+            for k in outputs:
+                arrays[k][...] = written[k]
+        else:
+            self.launch(grid, block, args)
 
     def launch(self, grid: int, block: int, args: tuple, *, reverse: bool = False) -> None:
         """Run every thread of the launch, in order (or in reverse order)."""
@@ -238,9 +253,9 @@ class ElementwiseKernelOnCpu:
         *,
         build_dir: pathlib.Path,
         calls: list,
-        checked: bool,
+        check_runs: bool,
     ) -> None:
-        self.checked = checked
+        self.check_runs = check_runs
         self.inputs = [(t, n) for t, n in _split_params(in_params)]
         self.outputs = [(t, n) for t, n in _split_params(out_params)]
         self.operation = operation
@@ -340,7 +355,7 @@ class ElementwiseKernelOnCpu:
             function(*(_as_pointer(a) if isinstance(a, numpy.ndarray) else a for a in call_args))
             return made
 
-        if self.checked:
+        if self.check_runs:
             names = [name for _, name in self.outputs]
             outputs = list(raw_outputs)
             written = launch_checks.check_runs_agree(self.name, names, raw_outputs, outputs, run)
@@ -373,16 +388,24 @@ def _output_type(type_name: str) -> tuple[bool, str]:
 class CupyOnCpu:
     """The part of the `cupy` module that convnet_core.cuda_kernels uses, on the CPU."""
 
-    def __init__(self, build_dir: pathlib.Path, *, checked: bool = False) -> None:
+    def __init__(
+        self, build_dir: pathlib.Path, *, check_runs: bool = False, check_writers: bool = False
+    ) -> None:
         self.build_dir = build_dir
-        self.checked = checked  # run each launch the ways launch_checks describes
+        self.check_runs = check_runs  # each launch three ways (launch_checks.check_runs_agree)
+        self.check_writers = check_writers  # a RawKernel's threads alone, one by one
         self.kernels_built: list[str] = []  # kernel names, in the order they were built
         self.kernel_calls: list[str] = []  # kernel names, one per launch
 
     def RawKernel(self, source: str, name: str) -> RawKernelOnCpu:  # CuPy's names
         self.kernels_built.append(name)
         return RawKernelOnCpu(
-            source, name, build_dir=self.build_dir, calls=self.kernel_calls, checked=self.checked
+            source,
+            name,
+            build_dir=self.build_dir,
+            calls=self.kernel_calls,
+            check_runs=self.check_runs,
+            check_writers=self.check_writers,
         )
 
     def ElementwiseKernel(self, in_params, out_params, operation, name):
@@ -394,7 +417,7 @@ class CupyOnCpu:
             name,
             build_dir=self.build_dir,
             calls=self.kernel_calls,
-            checked=self.checked,
+            check_runs=self.check_runs,
         )
 
     ascontiguousarray = staticmethod(numpy.ascontiguousarray)

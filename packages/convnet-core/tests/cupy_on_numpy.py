@@ -7,7 +7,9 @@ packages and test_cuda_equivalence.py use of CuPy, over NumPy:
   NumPy arrays raises, reductions give 0-d arrays, `.get()` copies to the host, and
   `backend.get_array_module` and `backend.to_host` take them for CuPy arrays;
 - `ElementwiseKernel` and `RawKernel` compile the kernels' CUDA source with g++
-  (tests/cuda_source_on_cpu.py), so the fused kernels run from their own source;
+  (tests/cuda_source_on_cpu.py), so the fused kernels run from their own source, each
+  launch checked for reads and writes outside its arrays and for threads that depend on
+  each other's writes (tests/launch_checks.py);
 - `cuda.Device`, `cuda.Stream`, `cuda.get_current_stream`, `cuda.runtime` for one device;
 - `random.default_rng` with only the draws CuPy's generator has;
 - when the real CuPy is installed (it imports without a GPU), only the functions, array
@@ -214,7 +216,7 @@ def make_cupy_on_numpy(build_dir: pathlib.Path, reference: Any = None) -> types.
         cupy if any(isinstance(a, ndarray) for a in arrays) else numpy
     )
 
-    kernels = CupyOnCpu(build_dir)
+    kernels = CupyOnCpu(build_dir, check_runs=True)  # every launch: in bounds, any order
 
     def elementwise_kernel(*args: Any) -> Any:
         return _on_device_arrays(kernels.ElementwiseKernel(*args), ndarray)

@@ -13,7 +13,7 @@ from launch_checks import LaunchError
 def cupy(kernel_build_dir):
     if cpp_compiler() is None:
         pytest.skip("no C++ compiler to build the CUDA sources for the CPU (apt-get install g++)")
-    return CupyOnCpu(kernel_build_dir, checked=True)
+    return CupyOnCpu(kernel_build_dir, check_runs=True, check_writers=True)
 
 
 def raw_kernel(cupy, body: str, params: str = "const float* x, float* out, long long n"):
