@@ -149,14 +149,29 @@ def test_source_tree_data_dir_is_found_above_the_package_or_the_working_dir(
 
 
 def test_not_found_says_where_it_looked(monkeypatch, tmp_path):
-    monkeypatch.setenv("CONVNET_DATA_DIR", str(tmp_path / "nothing"))
+    monkeypatch.delenv("CONVNET_DATA_DIR")
     monkeypatch.setattr(datasets_module, "__file__", str(tmp_path / "a" / "b" / "datasets.py"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataNotFoundError) as error:
         load_mnist()
     message = str(error.value)
-    assert str(tmp_path / "nothing") in message
-    assert "load_mnist(root=" in message and "CONVNET_DATA_DIR" in message
+    assert "MNIST files not found. Looked in:\n  (nowhere)" in message
+    assert "load_mnist(root=" in message and "$CONVNET_DATA_DIR is not set" in message
+
+
+def test_a_data_dir_without_the_files_is_an_error_not_a_fallback(monkeypatch, tmp_path):
+    # the source tree's data/mnist exists (the bundled copy), but the variable wins
+    monkeypatch.setenv("CONVNET_DATA_DIR", str(tmp_path / "typo"))
+    with pytest.raises(DataNotFoundError) as error:
+        load_mnist()
+    assert str(error.value) == (
+        f"MNIST files not found where $CONVNET_DATA_DIR points ({str(tmp_path / 'typo')!r}). "
+        f"Looked in:\n  {tmp_path / 'typo'}\n  {tmp_path / 'typo' / 'mnist'}\n"
+        "Point CONVNET_DATA_DIR at the folder holding the four IDX files, or unset it to use "
+        "the bundled data/mnist/ of a source checkout."
+    )
+    monkeypatch.delenv("CONVNET_DATA_DIR")
+    assert len(load_mnist()[1]) == 10_000
 
 
 # -- Fashion-MNIST, downloaded from the loopback server ---------------------------------

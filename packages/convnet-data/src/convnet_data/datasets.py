@@ -4,9 +4,10 @@ These readers work on the host: files are read with the standard library and Num
 the Datasets they return hold NumPy arrays (`batches(xp=cupy)` moves them to a GPU).
 
 MNIST comes with the project in data/mnist/ (see its README.md), so `load_mnist()` needs
-no network. It looks for the files, in order, in `root` when given, in
-$CONVNET_DATA_DIR (the folder itself or its mnist/ subfolder), and in data/mnist of the
-source tree this package is installed from (an editable or in-tree install).
+no network. It looks for the files in `root` when given; else in $CONVNET_DATA_DIR when
+set (the folder itself or its mnist/ subfolder; a folder without the files is an error,
+not a reason to look elsewhere); else in data/mnist of the source tree this package is
+installed from (an editable or in-tree install).
 
 Fashion-MNIST and CIFAR-10 are read from a folder you name, and downloaded into it from
 their official addresses (with checksums) when `download=True` and files are missing.
@@ -111,11 +112,12 @@ def _find_file(folder: pathlib.Path, stem: str) -> pathlib.Path | None:
 
 
 def _mnist_candidates() -> list[pathlib.Path]:
-    """Where load_mnist() looks when no root is given, in order."""
-    candidates = []
+    """Where load_mnist() looks when no root is given, in order: $CONVNET_DATA_DIR and its
+    mnist/ when the variable is set (and only there), else the source tree's data/mnist."""
     env = os.environ.get(ENV_VAR)
     if env:
-        candidates += [pathlib.Path(env), pathlib.Path(env) / "mnist"]
+        return [pathlib.Path(env), pathlib.Path(env) / "mnist"]
+    candidates = []
     # the source tree's data/mnist: above this file (packages/convnet-data/src/convnet_data/
     # for an editable install; a virtual environment inside the checkout also works), then
     # above the working directory
@@ -140,11 +142,17 @@ def find_mnist_dir() -> pathlib.Path:
             return folder
     searched = "\n".join(f"  {folder}" for folder in candidates) or "  (nowhere)"
     env = os.environ.get(ENV_VAR)
-    env_note = f"${ENV_VAR} is {env!r}" if env else f"${ENV_VAR} is not set"
+    if env:
+        raise DataNotFoundError(
+            f"MNIST files not found where ${ENV_VAR} points ({env!r}). Looked in:\n"
+            f"{searched}\n"
+            f"Point {ENV_VAR} at the folder holding the four IDX files, or unset it to use "
+            "the bundled data/mnist/ of a source checkout."
+        )
     raise DataNotFoundError(
         "MNIST files not found. Looked in:\n"
         f"{searched}\n"
-        f"({env_note}; "
+        f"(${ENV_VAR} is not set; "
         "the bundled data/mnist/ folder exists only in a source checkout.) "
         "Pass the folder holding the four IDX files: load_mnist(root='path/to/mnist'), "
         f"or set {ENV_VAR}."
