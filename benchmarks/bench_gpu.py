@@ -15,7 +15,11 @@ then one whole epoch is timed between two device synchronisations:
   around `precision.mixed_precision_step` (printed as "loop");
 - PyTorch float32, and PyTorch AMP (autocast float16 + GradScaler) for mixed precision.
 
-The ratio is convnet time / PyTorch time (target: <= 1.5 at batch 512).
+The ratio is convnet time / PyTorch time (target: <= 1.5 at batch 512). PyTorch runs
+with its defaults, which on a GPU do float32 convolutions in TF32 on the tensor cores
+(`torch.backends.cudnn.allow_tf32`), while CuPy's float32 matmuls are full FP32 (unless
+CUPY_TF32=1 is set). So on a GPU each float32 row also times PyTorch with TF32 off, in
+the columns "fp32 s" and "ratio": the same arithmetic on both sides.
 
     python benchmarks/bench_gpu.py                  # everything (about a minute on an H100)
     python benchmarks/bench_gpu.py --kernels        # plus each fused kernel vs its reference
@@ -33,6 +37,7 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -194,6 +199,33 @@ def torch_step(torch, layers, device, *, amp: bool):
         scaler.update()
 
     return step
+
+
+@contextlib.contextmanager
+def torch_full_fp32(torch):
+    """Inside: PyTorch's float32 convolutions and matmuls in full FP32, without TF32."""
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = [flag.allow_tf32 for flag in flags]
+    for flag in flags:
+        flag.allow_tf32 = False
+    try:
+        yield
+    finally:
+        for flag, allowed in zip(flags, saved, strict=True):
+            flag.allow_tf32 = allowed
+
+
+def float32_math(torch, *, on_gpu: bool) -> str:
+    """How each side does float32 arithmetic, in words."""
+    if not on_gpu:
+        return "FP32 on both sides (the CPU has no TF32)"
+    cupy_tf32 = os.environ.get("CUPY_TF32", "0") not in ("", "0")
+    convnet = "TF32 matmuls (CUPY_TF32=1)" if cupy_tf32 else "full FP32 matmuls"
+    if torch is None:
+        return f"convnet: {convnet}"
+    conv = "TF32" if torch.backends.cudnn.allow_tf32 else "FP32"
+    matmul = "TF32" if torch.backends.cuda.matmul.allow_tf32 else "FP32"
+    return f"convnet: {convnet}; torch: {conv} convolutions, {matmul} matmuls"
 
 
 def torch_epoch(torch, layers, x, y, batch: int, *, amp: bool) -> float:
@@ -591,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
         tdev = "cpu" if args.cpu else "cuda"
         where = torch.cuda.get_device_name() if tdev == "cuda" else "CPU"
         print(f"torch {torch.__version__} on {where}")
+    strict_fp32_too = torch is not None and not args.cpu  # TF32 exists only on a GPU
+    print(f"float32 arithmetic: {float32_math(torch, on_gpu=not args.cpu)}")
 
     found = {name: preset_layers(name) for name in ("readme", "best")}
     models = {name: (lambda layers=layers: list(layers)) for name, (layers, _) in found.items()}
@@ -612,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     report = {
         "device": backend.device_name(xp),
+        "float32_math": float32_math(torch, on_gpu=not args.cpu),
         "models": {name: source for name, (_, source) in found.items()},
         "samples": samples,
         "epochs": results,
@@ -619,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"{'model':7} {'batch':>5} {'variant':24} {'convnet s':>10} {'torch s':>9} {'ratio':>6}"
     )
+    if strict_fp32_too:
+        header += f" {'fp32 s':>9} {'ratio':>6}"
     print(f"\none epoch of {samples} samples\n{header}")
     for name in args.models:
         for batch in batch_sizes:
@@ -634,8 +671,16 @@ def main(argv: list[str] | None = None) -> int:
                 if torch is not None:
                     row["torch_s"] = torch_epoch(torch, models[name](), tx, ty, batch, amp=mixed)
                     row["ratio"] = seconds / row["torch_s"]
+                if strict_fp32_too and not mixed:
+                    with torch_full_fp32(torch):
+                        row["torch_fp32_s"] = torch_epoch(
+                            torch, models[name](), tx, ty, batch, amp=False
+                        )
+                    row["ratio_fp32"] = seconds / row["torch_fp32_s"]
                 results.append(row)
                 t = f"{row['torch_s']:9.3f} {row['ratio']:6.2f}" if torch is not None else ""
+                if "torch_fp32_s" in row:
+                    t += f" {row['torch_fp32_s']:9.3f} {row['ratio_fp32']:6.2f}"
                 print(f"{name:7} {batch:5d} {label:24} {seconds:10.3f} {t}", flush=True)
             if args.kernels and not args.cpu and batch == max(batch_sizes):
                 # the whole epoch again with one fast path switched to the array code: what
