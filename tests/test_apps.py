@@ -436,6 +436,26 @@ def test_evaluate_reports_the_loss_the_model_was_trained_with(tmp_path):
     assert abs(float(printed.group(1)) - expected) < 1e-4
 
 
+def save_small_model(path: pathlib.Path, layers=None, input_shape=(1, 28, 28)) -> pathlib.Path:
+    """Save an untrained model (by default Flatten-Dense(10) for MNIST digits) at `path`."""
+    import convnet_core as cn
+
+    model = cn.Model(layers or [cn.layers.Flatten(), cn.layers.Dense(10)], seed=0, device="cpu")
+    model.build(input_shape)
+    model.compile(loss="categorical_crossentropy", optimizer="adam")
+    model.save(str(path))
+    return path
+
+
+def test_a_truncated_model_file_is_described_once(tmp_path):
+    path = save_small_model(tmp_path / "cut.h5")
+    path.write_bytes(path.read_bytes()[:-100])
+    result = run_app("evaluate.py", path, "--device", "cpu", cwd=tmp_path)
+    line = assert_clear_error(result, code=1)
+    problem = "the file is corrupted or truncated (its SHA-256 does not match)"
+    assert line == f"evaluate.py: error: {path}: {problem}"
+
+
 @pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py"])
 def test_missing_and_corrupt_model_files_are_one_clear_line(tmp_path, script):
     result = run_app(script, tmp_path / "absent.h5", cwd=tmp_path)

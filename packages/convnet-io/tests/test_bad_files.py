@@ -229,6 +229,31 @@ def test_a_sealed_file_altered_after_saving_is_refused_before_hdf5_opens_it(
     assert opened == []
 
 
+@pytest.mark.skipif(not fmt.storage.H5PY_AVAILABLE, reason="needs h5py")
+def test_a_damaged_sealed_file_is_described_once(tmp_path):
+    """The seal's verdict is the message: the file and what is wrong, said once, not wrapped
+    in a second "corrupted or truncated (ValueError: ...)"."""
+    params, state = parts()
+    path = tmp_path / "model.h5"
+    convnet_io.save(path, layer=NET, params=params, state=state, input_shape=SHAPE)
+    data = path.read_bytes()
+    magic = len(fmt.storage.SEAL_MAGIC)  # then "sha256 <64 hex digits>\n"
+    cases = [
+        (
+            data[: len(data) - 100],
+            "the file is corrupted or truncated (its SHA-256 does not match)",
+        ),
+        (data[:100], "the file is truncated (shorter than its header)"),
+        (data[:magic] + b"SHA256 " + data[magic + 7 :], "the file's header is damaged"),
+    ]
+    for content, problem in cases:
+        path.write_bytes(content)
+        with pytest.raises(ModelFormatError) as info:
+            convnet_io.load(path, parts=True)
+        assert str(info.value) == f"{path}: {problem}"
+        assert info.value.problem == problem
+
+
 def test_code_in_a_file_is_never_run(tmp_path, saved_file):
     def inject(attributes, arrays):
         arch = json.loads(attributes[""]["architecture"])

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy
 
+from .errors import ModelFormatError
 from .treedef import ARRAY_KINDS
 
 __all__ = [
@@ -89,16 +90,23 @@ def _seal(path: str) -> None:
 
 
 def check_seal(path: str) -> None:
-    """Raise ValueError unless the sealed HDF5 file at `path` is byte-for-byte as written."""
+    """Raise ModelFormatError, naming `path` and what is wrong, unless the sealed HDF5 file
+    at `path` is byte-for-byte as written.
+
+    The error is the final one: callers let it through as it is, since it already says
+    that the file is damaged and how.
+    """
     with open(path, "rb") as f:
         block = f.read(USERBLOCK_SIZE)
         if len(block) < USERBLOCK_SIZE:
-            raise ValueError("the file is truncated (shorter than its header)")
+            raise ModelFormatError(path, "the file is truncated (shorter than its header)")
         line = block[len(SEAL_MAGIC) :].split(b"\n", 1)[0]
         if not line.startswith(b"sha256 ") or len(line) != 7 + 64:
-            raise ValueError("the file's header is damaged")
+            raise ModelFormatError(path, "the file's header is damaged")
         if _sha256_after_userblock(f) != line[7:].decode("ascii", "replace"):
-            raise ValueError("the file is corrupted or truncated (its SHA-256 does not match)")
+            raise ModelFormatError(
+                path, "the file is corrupted or truncated (its SHA-256 does not match)"
+            )
 
 
 # ---------------------------------------------------------------------------------------
