@@ -457,6 +457,16 @@ def test_a_truncated_model_file_is_described_once(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py"])
+def test_a_fifo_given_as_the_model_is_refused_at_once(tmp_path, script):
+    """Not read (which would wait for a writer for ever): refused as not a regular file."""
+    fifo = tmp_path / "fifo.h5"
+    os.mkfifo(fifo)
+    result = run_app(script, fifo, cwd=tmp_path, timeout=60)
+    line = assert_clear_error(result, code=1)
+    assert line == f"{script}: error: {fifo}: it is a FIFO (named pipe), not a regular file"
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py"])
 def test_missing_and_corrupt_model_files_are_one_clear_line(tmp_path, script):
     result = run_app(script, tmp_path / "absent.h5", cwd=tmp_path)
     assert_clear_error(result, "absent.h5", code=1)

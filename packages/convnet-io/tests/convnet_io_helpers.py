@@ -1,6 +1,12 @@
 """Networks and checks shared by the convnet-io tests (a uniquely named module, so that
 pytest runs over several packages never confuse it with another package's helpers)."""
 
+import contextlib
+import os
+import socket
+import stat
+import threading
+
 import numpy
 from convnet_core import layers as L
 from convnet_core import tree
@@ -102,3 +108,53 @@ def our_net():
 
 #: The input shape of `our_net` (per sample).
 SHAPE = (2, 14, 14)
+
+
+def special_files(tmp_path):
+    """(path, what the error calls it) for every kind of non-regular file we can make."""
+    made = []
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    made.append((folder, "a directory"))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    made.append((fifo, "a FIFO"))
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock"))
+    made.append((tmp_path / "sock", "a socket"))
+    try:  # a copy of /dev/null (character device 1, 3), only ever inside tmp_path
+        os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        made.append((tmp_path / "null", "a character device"))
+    except (PermissionError, OSError):
+        pass  # not allowed here: the other kinds are still tested
+    return made, server
+
+
+@contextlib.contextmanager
+def fifo_writer_after(fifo, seconds=5.0):
+    """Inside the block, from `seconds` on, keep opening `fifo` for writing and closing it.
+
+    A reader blocked on the FIFO then gets end-of-file, so a test of code that ought to
+    refuse FIFOs fails (on whatever that code makes of an empty file) instead of hanging.
+    """
+    stop = threading.Event()
+
+    def writer():
+        if stop.wait(seconds):
+            return
+        while not stop.is_set():
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader at the moment
+                pass
+            else:
+                os.close(fd)
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

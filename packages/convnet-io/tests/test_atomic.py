@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import time
 import convnet_io
 import numpy
 import pytest
+from convnet_io_helpers import special_files
 
 WRITER = textwrap.dedent(
     """
@@ -144,26 +144,6 @@ def test_saving_through_a_dangling_symlink_creates_its_target(tmp_path):
     link.symlink_to("new.h5")
     small_save(link, 5)
     assert link.is_symlink() and saved_value(tmp_path / "new.h5") == 5
-
-
-def special_files(tmp_path):
-    """(path, what the error calls it) for every kind of non-regular file we can make."""
-    made = []
-    folder = tmp_path / "adir"
-    folder.mkdir()
-    made.append((folder, "a directory"))
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    made.append((fifo, "a FIFO"))
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(tmp_path / "sock"))
-    made.append((tmp_path / "sock", "a socket"))
-    try:  # a copy of /dev/null (character device 1, 3), only ever inside tmp_path
-        os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-        made.append((tmp_path / "null", "a character device"))
-    except (PermissionError, OSError):
-        pass  # not allowed here: the other kinds are still tested
-    return made, server
 
 
 @pytest.mark.parametrize("suffix", ["", ".npz"])

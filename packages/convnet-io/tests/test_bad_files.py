@@ -13,7 +13,7 @@ from convnet_core import init
 from convnet_core import layers as L
 from convnet_io import ModelFormatError
 from convnet_io import format as fmt
-from convnet_io_helpers import assert_same_tree, randomize
+from convnet_io_helpers import assert_same_tree, fifo_writer_after, randomize, special_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,6 +83,37 @@ def test_other_formats(tmp_path):
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         convnet_io.load(tmp_path / "nothing.h5")
+
+
+def test_what_is_not_a_regular_file_is_refused_without_being_read(tmp_path):
+    """A FIFO would block the first read until a writer came, and a device could stream
+    bytes without end: every way of loading looks at what the path is first."""
+    made, server = special_files(tmp_path)
+    try:
+        for path, kind in made:
+            error = IsADirectoryError if kind == "a directory" else ModelFormatError
+            for load in (convnet_io.load, convnet_io.load_checkpoint, fmt.read_raw):
+                with fifo_writer_after(path), pytest.raises(error) as info:
+                    load(path)
+                if error is IsADirectoryError:
+                    assert info.value.filename == str(path)
+                else:
+                    assert str(info.value).startswith(f"{path}: it is {kind}")
+                    assert str(info.value).endswith(", not a regular file")
+    finally:
+        server.close()
+
+
+def test_a_fifo_beside_a_convnet_numpy_file_is_not_read(tmp_path):
+    """The architecture file of an old model (weights.json) is checked the same way."""
+    weights = tmp_path / "weights.npz"
+    numpy.savez(weights, **{"0_Dense_W": numpy.zeros((784, 10)), "0_Dense_b": numpy.zeros(10)})
+    architecture = tmp_path / "weights.json"
+    os.mkfifo(architecture)
+    with fifo_writer_after(architecture), pytest.raises(ModelFormatError) as info:
+        convnet_io.load(weights)
+    expected = "cannot read the architecture: it is a FIFO (named pipe), not a regular file"
+    assert str(info.value) == f"{architecture}: {expected}"
 
 
 def test_shape_disagreement(saved_file):

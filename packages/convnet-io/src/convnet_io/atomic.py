@@ -20,7 +20,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 
-__all__ = ["atomic_path", "resolve_target"]
+__all__ = ["atomic_path", "file_kind", "resolve_target"]
 
 #: What a path can be besides a regular file, as the errors describe it.
 _KINDS = (
@@ -64,7 +64,9 @@ def _file_mode(target: str) -> int:
         return 0o666 & ~umask
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a path of `st_mode` `mode` is, when it is not a regular file ("a FIFO (named
+    pipe)", "a directory", ...), as the errors of saving and loading name it."""
     for test, kind in _KINDS:
         if test(mode):
             return kind
@@ -118,7 +120,7 @@ def resolve_target(path: str | os.PathLike) -> str:
     if mode is not None and not stat.S_ISREG(mode):
         kind = IsADirectoryError if stat.S_ISDIR(mode) else OSError
         raise kind(
-            f"cannot save {shown}: it is {_kind(mode)}, not a regular file; a save replaces "
+            f"cannot save {shown}: it is {file_kind(mode)}, not a regular file; a save replaces "
             "the file at its path, so nothing was written"
         )
     directory = os.path.dirname(target)

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy
 
+from . import storage
 from .errors import ModelFormatError
 
 __all__ = ["DEFAULT_INPUT_SHAPE", "OLD_LAYERS", "is_legacy", "read", "sibling_json"]
@@ -71,8 +72,13 @@ def _old_layers(path: str, json_path: str) -> list[dict[str, Any]]:
             f"{json_path} is missing",
         )
     try:
+        storage.check_regular_file(json_path)  # a FIFO there would block the read
         with open(json_path, encoding="utf-8") as f:
             layers = json.load(f)
+    except ModelFormatError as error:
+        raise ModelFormatError(
+            json_path, f"cannot read the architecture: {error.problem}"
+        ) from None
     except (OSError, ValueError) as error:
         raise ModelFormatError(json_path, f"cannot read the architecture: {error}") from None
     if isinstance(layers, dict) and isinstance(layers.get("layers"), list):

@@ -19,14 +19,17 @@ HDF5 files written elsewhere (ConvNet-NumPy's) are opened without that protectio
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import stat
 import zipfile
 from typing import Any
 
 import numpy
 
+from .atomic import file_kind
 from .errors import ModelFormatError
 from .treedef import ARRAY_KINDS
 
@@ -34,6 +37,7 @@ __all__ = [
     "HDF5_SIGNATURE",
     "H5PY_AVAILABLE",
     "Reader",
+    "check_regular_file",
     "check_seal",
     "container_of",
     "open_reader",
@@ -59,9 +63,27 @@ SEAL_MAGIC = b"\x89convnet-hdf5\r\n\x1a\n"
 USERBLOCK_SIZE = 512
 
 
+def check_regular_file(path: str | os.PathLike) -> None:
+    """Raise unless `path` names a regular file (symbolic links followed); nothing is opened.
+
+    Opening a FIFO for reading waits for a writer, possibly for ever, and a device can
+    stream bytes without end, so what the path is gets checked before any read. Raises
+    FileNotFoundError when nothing is there, IsADirectoryError for a directory, and
+    ModelFormatError naming the path for a device, FIFO or socket.
+    """
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+    raise ModelFormatError(path, f"it is {file_kind(mode)}, not a regular file")
+
+
 def container_of(path: str | os.PathLike) -> str | None:
     """The kind of file, from its first bytes: "sealed-hdf5" (an HDF5 file written here),
-    "hdf5" (any other HDF5 file), "npz", or None."""
+    "hdf5" (any other HDF5 file), "npz", or None. What is not a regular file is refused
+    first (`check_regular_file`), so a FIFO or a device is never read."""
+    check_regular_file(path)
     with open(path, "rb") as f:
         head = f.read(len(SEAL_MAGIC))
     if head == SEAL_MAGIC:
