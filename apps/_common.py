@@ -364,16 +364,19 @@ def load_model(path: str | os.PathLike, xp=None):
     """A saved Model (convnet-io format or an old ConvNet-NumPy file), on the array module `xp`
     (None: where device "auto" puts it).
 
-    AppError when the file is missing; convnet-io's ModelFormatError (one line naming the
-    file and the problem) when it is not a readable model.
+    The file is found as `convnet_io.load` finds it: `path`, or `path + ".npz"` when only
+    that exists (a model saved without h5py). AppError when neither exists; convnet-io's
+    ModelFormatError (one line naming the file and the problem) when it is not a readable
+    model.
     """
-    path = pathlib.Path(path)
+    import convnet_io
+    from convnet_io.format import resolve_path
+
+    path = pathlib.Path(resolve_path(path))
     if not path.exists():
         raise AppError(f"model file {path} does not exist")
     if path.is_dir():
         raise AppError(f"model file {path} is a directory")
-    import convnet_io
-
     model = convnet_io.load(str(path), device=xp)
     if model.loss_name is None:  # predict gives probabilities only with a cross-entropy loss
         model.compile(loss="categorical_crossentropy", optimizer=model.optimizer or "adam")

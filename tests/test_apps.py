@@ -456,6 +456,19 @@ def test_a_truncated_model_file_is_described_once(tmp_path):
     assert line == f"evaluate.py: error: {path}: {problem}"
 
 
+def test_a_model_saved_as_npz_loads_by_the_name_given_to_save(tmp_path):
+    """Without h5py, save("v.hdf5") writes v.hdf5.npz and Model.load("v.hdf5") finds it;
+    so do the apps."""
+    save_small_model(tmp_path / "v.hdf5.npz")
+    result = run_app("evaluate.py", "v.hdf5", "--limit-test", "50", "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test digits: 50" in result.stdout
+    result = run_app("evaluate.py", "w.hdf5", "--device", "cpu", cwd=tmp_path)
+    assert (
+        assert_clear_error(result, code=1) == "evaluate.py: error: model file w.hdf5 does not exist"
+    )
+
+
 @pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py"])
 def test_a_fifo_given_as_the_model_is_refused_at_once(tmp_path, script):
     """Not read (which would wait for a writer for ever): refused as not a regular file."""

@@ -72,6 +72,17 @@ def test_load_predictor_reads_a_model_saved_by_model_save(tmp_path):
     numpy.testing.assert_allclose(probabilities, predictor.softmax(logits)[0], rtol=1e-5)
 
 
+def test_load_predictor_finds_a_model_saved_as_npz_as_convnet_io_does(tmp_path):
+    """Without h5py, save("v.hdf5") writes v.hdf5.npz, and load("v.hdf5") reads it."""
+    model = cn.Model([L.Flatten(), L.Dense(10)], seed=1)
+    model.build((1, 28, 28))
+    model.save(tmp_path / "v.hdf5.npz")
+    x = numpy.random.default_rng(7).random((1, 1, 28, 28), dtype=numpy.float32)
+    logits = numpy.asarray(model.predict(x), dtype=numpy.float64)  # (1, 10)
+    probabilities = predictor.load_predictor(tmp_path / "v.hdf5")(x)
+    numpy.testing.assert_allclose(probabilities, predictor.softmax(logits)[0], rtol=1e-5)
+
+
 def test_missing_model_says_how_to_train_one(tmp_path):
     with pytest.raises(predictor.MissingModelError) as error:
         predictor.load_predictor(tmp_path / "none.h5")

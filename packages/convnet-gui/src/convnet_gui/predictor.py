@@ -81,13 +81,16 @@ def load_predictor(path: str | os.PathLike = DEFAULT_MODEL, device: str = "cpu")
     The file's parts (network spec, params, state) are read as NumPy arrays and moved to
     the array module of `device` ("cpu" or "cuda"; "cuda" raises RuntimeError without a GPU).
 
-    Raises MissingModelError (with the command that trains one) when there is no file at
-    `path`; errors of convnet_io (a damaged or foreign file) pass through unchanged.
+    The file is found as `convnet_io.load` finds it: `path`, or `path + ".npz"` when only
+    that exists (a model saved without h5py). Raises MissingModelError (with the command
+    that trains one) when there is neither; errors of convnet_io (a damaged or foreign
+    file) pass through unchanged.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise MissingModelError(missing_model_message(path))
     import convnet_io
+    from convnet_io.format import resolve_path
+
+    if not os.path.exists(resolve_path(path)):
+        raise MissingModelError(missing_model_message(path))
 
     saved = convnet_io.load(path, parts=True)  # the network spec and host NumPy pytrees
     xp = backend.array_module(device)

@@ -46,6 +46,7 @@ __all__ = [
     "SavedModel",
     "load",
     "read_raw",
+    "resolve_path",
     "save",
     "write_raw",
 ]
@@ -176,8 +177,14 @@ def write_raw(
     return path
 
 
-def _resolve(path: str) -> str:
-    """`path`, or `path + ".npz"` when only that exists (a model saved without h5py)."""
+def resolve_path(path: str | os.PathLike) -> str:
+    """The file that `load` and `read_raw` read for `path`: `path` itself, or `path + ".npz"`
+    when only that exists (what `save`, like ConvNet-NumPy, writes when h5py is missing).
+
+    Programs that check for the file before loading it use this, so that they find the
+    same file `load` does. When neither exists, `path` is returned (as a str).
+    """
+    path = os.fspath(path)
     if not os.path.exists(path) and os.path.exists(path + ".npz"):
         return path + ".npz"
     return path
@@ -185,7 +192,7 @@ def _resolve(path: str) -> str:
 
 def read_raw(path: str | os.PathLike) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """(attributes, arrays) of any HDF5/NPZ file, unchecked. ModelFormatError when unreadable."""
-    path = _resolve(os.fspath(path))
+    path = resolve_path(path)
     kind = _sniff(path)
     try:
         with storage.open_reader(path, kind) as reader:
@@ -657,7 +664,7 @@ def load(path: str | os.PathLike, *, parts: bool = False, input_shape=None, devi
 
 def read_model(path: str | os.PathLike, *, input_shape=None) -> SavedModel:
     """The `SavedModel` in `path` (see `load`)."""
-    path = _resolve(os.fspath(path))
+    path = resolve_path(path)
     kind = _sniff(path)
     try:
         with storage.open_reader(path, kind) as reader:
