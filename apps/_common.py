@@ -215,13 +215,46 @@ def _is_disk_full(error: BaseException) -> bool:
     return False
 
 
+def debug_requested() -> bool:
+    """Whether CONVNET_DEBUG asks for the traceback of a failure.
+
+    The value is read as convnet_core.backend reads NN_DISABLE_CUDA and NN_FORCE_CUDA: 1,
+    true, yes or on set it; 0, false, no, off or nothing leave it unset; anything else is
+    a ValueError saying so. It is called only once the command has failed, so that
+    importing convnet_core (and NumPy with it) never comes before `set_blas_threads`.
+    """
+    from convnet_core.backend import _env_flag
+
+    return _env_flag(DEBUG_ENV)
+
+
+def _debug_note(error: BaseException, hint: str = "") -> str:
+    """Print the traceback of `error` when CONVNET_DEBUG asks for it; returns how the
+    error's line ends: "" after a traceback, else `hint`, or why CONVNET_DEBUG was not
+    understood when its value is neither true nor false."""
+    try:
+        debug = debug_requested()
+    except ValueError as problem:
+        return f" (no traceback: {one_line(problem)})"
+    except ImportError:  # convnet_core itself is broken: its import error is the message
+        return hint
+    if debug:
+        traceback.print_exception(type(error), error, error.__traceback__)
+        return ""
+    return hint
+
+
 def run_command(command: click.Command, prog: str, argv: list[str] | None = None) -> int:
     """Run a click command; map every failure to one line on stderr and an exit code.
 
     0 success, 1 an error (bad file, full disk, ...), 2 bad arguments, 130 interrupted.
+    When CONVNET_DEBUG is set (`debug_requested`), the traceback of an error that is not
+    about the arguments comes before its line.
     """
 
-    def fail(message: str, code: int) -> int:
+    def fail(message: str, code: int, error: BaseException | None = None, hint: str = "") -> int:
+        if error is not None:
+            message += _debug_note(error, hint)
         click.echo(f"{prog}: error: {message}", err=True)
         return code
 
@@ -234,23 +267,21 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
     except (click.Abort, KeyboardInterrupt):
         return fail("interrupted", 130)
     except AppError as error:
-        return fail(one_line(error), 1)
-    except MemoryError:
-        return fail("out of memory (try a smaller --batch-size)", 1)
+        return fail(one_line(error), 1, error)
+    except MemoryError as error:
+        return fail("out of memory (try a smaller --batch-size)", 1, error)
     except Exception as error:
-        if os.environ.get(DEBUG_ENV):
-            traceback.print_exc()
         if _is_disk_full(error):
             where = getattr(error, "filename", None)
-            return fail(
-                f"no space left on the device{f' while writing {where}' if where else ''}", 1
-            )
+            where = f" while writing {where}" if where else ""
+            return fail(f"no space left on the device{where}", 1, error)
         if isinstance(error, OSError):
-            return fail(describe_os_error(error), 1)
+            return fail(describe_os_error(error), 1, error)
         if isinstance(error, (ValueError, RuntimeError, ImportError)):
-            return fail(one_line(error), 1)  # ModelFormatError, data errors: they name the file
-        hint = "" if os.environ.get(DEBUG_ENV) else f" (set {DEBUG_ENV}=1 for the traceback)"
-        return fail(f"{type(error).__name__}: {one_line(error)}{hint}", 1)
+            # ModelFormatError, data errors: their message names the file
+            return fail(one_line(error), 1, error)
+        hint = f" (set {DEBUG_ENV}=1 for the traceback)"
+        return fail(f"{type(error).__name__}: {one_line(error)}", 1, error, hint)
     return int(result or 0)
 
 

@@ -493,6 +493,56 @@ def test_missing_and_corrupt_model_files_are_one_clear_line(tmp_path, script):
 # _common
 
 
+def test_convnet_debug_is_read_as_the_nn_variables_are(monkeypatch, capsys):
+    """0, false, no, off or nothing: no traceback; 1, true, yes, on: the traceback, for an
+    unexpected error and for one the user can fix; anything else is named on the line."""
+    monkeypatch.syspath_prepend(str(APPS))
+    import _common
+    import click
+
+    @click.command()
+    @click.argument("kind")
+    def fails(kind):
+        raise _common.AppError("no such digit") if kind == "app" else LookupError("lost")
+
+    hint = " (set CONVNET_DEBUG=1 for the traceback)"
+    cases = [
+        (None, "other", False, f"LookupError: lost{hint}"),
+        ("", "other", False, f"LookupError: lost{hint}"),
+        ("0", "other", False, f"LookupError: lost{hint}"),
+        ("off", "app", False, "no such digit"),
+        ("1", "other", True, "LookupError: lost"),
+        (" Yes ", "other", True, "LookupError: lost"),
+        ("true", "app", True, "no such digit"),
+    ]
+    for value, kind, shown, message in cases:
+        if value is None:
+            monkeypatch.delenv("CONVNET_DEBUG", raising=False)
+        else:
+            monkeypatch.setenv("CONVNET_DEBUG", value)
+        assert _common.run_command(fails, "prog", [kind]) == 1
+        stderr = capsys.readouterr().err
+        assert ("Traceback" in stderr) == shown, (value, stderr)
+        assert stderr.splitlines()[-1] == f"prog: error: {message}", value
+    monkeypatch.setenv("CONVNET_DEBUG", "maybe")
+    assert _common.run_command(fails, "prog", ["other"]) == 1
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(
+        "prog: error: LookupError: lost (no traceback: CONVNET_DEBUG='maybe': "
+    )
+    assert "Traceback" not in stderr and len(stderr.splitlines()) == 1
+
+
+def test_convnet_debug_0_keeps_an_app_error_to_one_line(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not a model at all")
+    result = run_app("evaluate.py", bad, cwd=tmp_path, env={"CONVNET_DEBUG": "0"})
+    assert_clear_error(result, "bad.h5", "neither HDF5 nor NPZ", code=1)
+    result = run_app("evaluate.py", bad, cwd=tmp_path, env={"CONVNET_DEBUG": "1"})
+    assert result.returncode == 1 and "Traceback" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"evaluate.py: error: {bad}: not a model file")
+
+
 def test_companion_files_are_replaced_atomically_keeping_their_permissions(tmp_path, monkeypatch):
     """write_json and the PNGs go through convnet-io's atomic_path, as the models do."""
     monkeypatch.syspath_prepend(str(APPS))
