@@ -5,6 +5,7 @@ test_device_selection.py covers a fake CuPy in depth; these pin the rules users 
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy
@@ -73,6 +74,28 @@ def test_both_switches_at_once_are_an_error(no_cupy, monkeypatch):
     monkeypatch.setenv("NN_FORCE_CUDA", "on")
     with pytest.raises(ValueError, match="both set"):
         backend.array_module("auto")
+
+
+def test_the_flags_are_real_booleans(no_cupy):
+    assert backend.USE_CUDA is False and backend.CUDA_AVAILABLE is False
+    assert backend.USE_CUDA == False  # noqa: E712 - what ConvNet-NumPy code writes
+    assert isinstance(backend.CUDA_AVAILABLE, bool)
+    flags = {"CUDA_AVAILABLE": backend.CUDA_AVAILABLE, "USE_CUDA": backend.USE_CUDA}
+    assert json.dumps(flags) == '{"CUDA_AVAILABLE": false, "USE_CUDA": false}'
+    from convnet_core.backend import USE_CUDA
+
+    assert USE_CUDA is False
+    assert {"CUDA_AVAILABLE", "USE_CUDA"} <= set(dir(backend))
+
+
+def test_the_flags_are_read_when_used_not_when_imported(no_cupy, monkeypatch):
+    # each read asks again: the environment can change between reads
+    monkeypatch.setattr(backend, "cuda_unavailable_reason", lambda: None)
+    assert backend.CUDA_AVAILABLE is True and backend.USE_CUDA is True
+    monkeypatch.setenv("NN_DISABLE_CUDA", "1")
+    assert backend.USE_CUDA is False and backend.CUDA_AVAILABLE is True
+    with pytest.raises(AttributeError, match="has no attribute 'USE_CUDAA'"):
+        backend.USE_CUDAA  # noqa: B018
 
 
 def test_a_cupy_that_fails_to_import_is_not_called_missing(monkeypatch):

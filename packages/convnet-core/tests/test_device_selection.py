@@ -97,7 +97,7 @@ def test_a_working_gpu_is_chosen_by_auto_and_cuda(fresh_backend, capsys):
     assert backend.array_module("auto") is cupy
     assert backend.array_module("cuda") is cupy
     assert backend.is_cupy(backend.array_module("auto"))
-    assert backend.CUDA_AVAILABLE and backend.USE_CUDA
+    assert backend.CUDA_AVAILABLE is True and backend.USE_CUDA is True
     assert capsys.readouterr().err == ""  # nothing to say when the GPU is used
 
 

@@ -9,6 +9,8 @@ the same code runs on both. This module decides which one to use:
 - `NN_DISABLE_CUDA=1` forces the CPU for "auto"; `NN_FORCE_CUDA=1` makes "auto" insist on
   the GPU, warning clearly when that is impossible. These are the variables users of
   ConvNet-NumPy already set.
+- `CUDA_AVAILABLE` and `USE_CUDA` are plain booleans computed when read (importing CuPy
+  is slow, so importing this module does not), as ConvNet-NumPy's `nn.cuda` had them.
 
 `tune_allocator()` is an explicit opt-in for CPU training on glibc (Linux): it makes malloc
 keep freed memory for reuse instead of handing every large temporary back to the OS.
@@ -33,8 +35,8 @@ import numpy
 from . import tree as _tree
 
 __all__ = [
-    "CUDA_AVAILABLE",
-    "USE_CUDA",
+    "CUDA_AVAILABLE",  # noqa: F822 - computed when read, by the module's __getattr__
+    "USE_CUDA",  # noqa: F822
     "array_module",
     "cuda_unavailable_reason",
     "device_name",
@@ -90,23 +92,34 @@ def _cuda_available() -> bool:
     return cuda_unavailable_reason() is None
 
 
-class _LazyFlag:
-    """A module-level boolean evaluated on first use (importing CuPy is slow)."""
-
-    def __init__(self, compute):
-        self._compute = compute
-
-    def __bool__(self) -> bool:
-        return bool(self._compute())
-
-    def __repr__(self) -> str:
-        return repr(bool(self))
+def _use_cuda() -> bool:
+    """Whether `array_module("auto")` picks the GPU (without printing or warning)."""
+    return not _env_flag("NN_DISABLE_CUDA") and _cuda_available()
 
 
-#: True when CuPy is installed and a GPU is usable.
-CUDA_AVAILABLE = _LazyFlag(_cuda_available)
-#: True when `array_module("auto")` would pick the GPU (honours NN_DISABLE_CUDA/NN_FORCE_CUDA).
-USE_CUDA = _LazyFlag(lambda: not _env_flag("NN_DISABLE_CUDA") and _cuda_available())
+# CUDA_AVAILABLE and USE_CUDA are module attributes computed when read (PEP 562): a
+# constant would have to import CuPy when this module is imported, which is slow, and a
+# stand-in object is not a bool (`USE_CUDA is False`, json.dumps and isinstance fail).
+_COMPUTED = {
+    #: True when CuPy is installed and a GPU is usable.
+    "CUDA_AVAILABLE": _cuda_available,
+    #: True when `array_module("auto")` would pick the GPU (honours NN_DISABLE_CUDA).
+    "USE_CUDA": _use_cuda,
+}
+
+
+def __getattr__(name: str) -> bool:
+    """`backend.CUDA_AVAILABLE` and `backend.USE_CUDA`: bools, computed on each read (the
+    GPU probe behind them runs once per process, `cuda_unavailable_reason`)."""
+    compute = _COMPUTED.get(name)
+    if compute is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return bool(compute())
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_COMPUTED])
+
 
 _announced: set[str] = set()
 
