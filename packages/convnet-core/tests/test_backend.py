@@ -10,7 +10,8 @@ import warnings
 
 import numpy
 import pytest
-from convnet_core import backend
+from convnet_core import Model, backend
+from convnet_core.layers import Dense
 
 ABSENT = "CuPy is not installed (ModuleNotFoundError: No module named 'cupy')"
 
@@ -69,11 +70,27 @@ def test_a_misspelt_switch_is_an_error_not_ignored(no_cupy, monkeypatch, name, v
         backend.array_module("auto")
 
 
-def test_both_switches_at_once_are_an_error(no_cupy, monkeypatch):
+BOTH_SET = "NN_DISABLE_CUDA and NN_FORCE_CUDA are both set; unset one"
+
+
+def test_both_switches_at_once_are_an_error_wherever_they_are_read(no_cupy, monkeypatch):
     monkeypatch.setenv("NN_DISABLE_CUDA", "yes")
     monkeypatch.setenv("NN_FORCE_CUDA", "on")
-    with pytest.raises(ValueError, match="both set"):
+    with pytest.raises(ValueError, match=BOTH_SET):
         backend.array_module("auto")
+    with pytest.raises(ValueError, match=BOTH_SET):
+        backend.USE_CUDA  # noqa: B018 - reading it is the test
+    with pytest.raises(ValueError, match=BOTH_SET):
+        Model([Dense(2)])  # device="auto"
+    # an explicit device does not read them (docs/gpu.md: they change "auto")
+    assert backend.array_module("cpu") is numpy
+    assert not backend.CUDA_AVAILABLE
+
+
+def test_a_misspelt_switch_is_refused_by_use_cuda_too(no_cupy, monkeypatch):
+    monkeypatch.setenv("NN_FORCE_CUDA", "2")
+    with pytest.raises(ValueError, match=r"NN_FORCE_CUDA='2': use 1, true, yes or on"):
+        backend.USE_CUDA  # noqa: B018 - reading it is the test
 
 
 def test_the_flags_are_real_booleans(no_cupy):

@@ -141,6 +141,21 @@ def test_nn_force_cuda_uses_a_working_gpu(fresh_backend):
     assert backend.array_module("auto") is cupy
 
 
+def test_conflicting_or_misspelt_switches_are_refused_with_a_working_gpu_too(fresh_backend):
+    cupy = fake_cupy()
+    fresh_backend.setitem(sys.modules, "cupy", cupy)
+    fresh_backend.setenv("NN_FORCE_CUDA", "sure")  # once read only when there was no GPU
+    with pytest.raises(ValueError, match="NN_FORCE_CUDA='sure'"):
+        backend.array_module("auto")
+    fresh_backend.setenv("NN_FORCE_CUDA", "1")
+    fresh_backend.setenv("NN_DISABLE_CUDA", "1")
+    for read in (lambda: backend.array_module("auto"), lambda: backend.USE_CUDA):
+        with pytest.raises(ValueError, match="NN_DISABLE_CUDA and NN_FORCE_CUDA are both set"):
+            read()
+    assert backend.array_module("cuda") is cupy  # an explicit device does not read them
+    assert backend.CUDA_AVAILABLE is True
+
+
 # ---------------------------------------------------------------------------------------
 # whole processes: `python -m convnet_core` and importing without CuPy
 

@@ -8,7 +8,9 @@ the same code runs on both. This module decides which one to use:
   `array_module("cuda")` CuPy or a clear `RuntimeError`.
 - `NN_DISABLE_CUDA=1` forces the CPU for "auto"; `NN_FORCE_CUDA=1` makes "auto" insist on
   the GPU, warning clearly when that is impossible. These are the variables users of
-  ConvNet-NumPy already set.
+  ConvNet-NumPy already set. Whatever reads them ("auto" and `USE_CUDA`) refuses a value
+  that is neither true nor false, and the two set at once, with a ValueError; "cpu" and
+  "cuda" do not read them.
 - `CUDA_AVAILABLE` and `USE_CUDA` are plain booleans computed when read (importing CuPy
   is slow, so importing this module does not), as ConvNet-NumPy's `nn.cuda` had them.
 
@@ -92,9 +94,22 @@ def _cuda_available() -> bool:
     return cuda_unavailable_reason() is None
 
 
+def _cuda_switches() -> tuple[bool, bool]:
+    """(NN_DISABLE_CUDA, NN_FORCE_CUDA) as booleans, for everything that reads them.
+
+    ValueError for a value that is neither true nor false (see `_env_flag`), and for the
+    two set at once: they ask for opposite things.
+    """
+    disable, force = _env_flag("NN_DISABLE_CUDA"), _env_flag("NN_FORCE_CUDA")
+    if disable and force:
+        raise ValueError("NN_DISABLE_CUDA and NN_FORCE_CUDA are both set; unset one")
+    return disable, force
+
+
 def _use_cuda() -> bool:
     """Whether `array_module("auto")` picks the GPU (without printing or warning)."""
-    return not _env_flag("NN_DISABLE_CUDA") and _cuda_available()
+    disable, _ = _cuda_switches()
+    return not disable and _cuda_available()
 
 
 # CUDA_AVAILABLE and USE_CUDA are module attributes computed when read (PEP 562): a
@@ -103,7 +118,8 @@ def _use_cuda() -> bool:
 _COMPUTED = {
     #: True when CuPy is installed and a GPU is usable.
     "CUDA_AVAILABLE": _cuda_available,
-    #: True when `array_module("auto")` would pick the GPU (honours NN_DISABLE_CUDA).
+    #: True when `array_module("auto")` would pick the GPU (honours NN_DISABLE_CUDA and
+    #: NN_FORCE_CUDA, and raises ValueError as it does for a bad setting of them).
     "USE_CUDA": _use_cuda,
 }
 
@@ -134,15 +150,16 @@ def array_module(device: str = "auto") -> ModuleType:
     """The array module for `device`: "auto", "cpu" or "cuda".
 
     "auto" uses the GPU when one is usable and NN_DISABLE_CUDA is not set, and otherwise
-    NumPy, saying so once on stderr. "cuda" raises RuntimeError when no GPU is usable.
+    NumPy, saying so once on stderr; it raises ValueError when NN_DISABLE_CUDA or
+    NN_FORCE_CUDA holds neither a true nor a false value, or both are set. "cuda" raises
+    RuntimeError when no GPU is usable. "cpu" and "cuda" do not read the two variables.
     """
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
     if device == "cpu":
         return numpy
-    if device == "auto" and _env_flag("NN_DISABLE_CUDA"):
-        if _env_flag("NN_FORCE_CUDA"):
-            raise ValueError("NN_DISABLE_CUDA and NN_FORCE_CUDA are both set; unset one")
+    disable, force = _cuda_switches() if device == "auto" else (False, False)
+    if disable:
         return numpy
     reason = cuda_unavailable_reason()
     if reason is None:
@@ -151,7 +168,7 @@ def array_module(device: str = "auto") -> ModuleType:
         return cupy
     if device == "cuda":
         raise RuntimeError(f"device='cuda' was asked for but no GPU is usable: {reason}")
-    if _env_flag("NN_FORCE_CUDA"):
+    if force:
         warnings.warn(
             f"NN_FORCE_CUDA is set but no GPU is usable ({reason}); running on the CPU",
             RuntimeWarning,
