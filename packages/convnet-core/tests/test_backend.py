@@ -115,6 +115,35 @@ def test_the_flags_are_read_when_used_not_when_imported(no_cupy, monkeypatch):
         backend.USE_CUDAA  # noqa: B018
 
 
+def test_help_prints_the_usage_not_the_diagnosis(monkeypatch, capsys):
+    monkeypatch.setattr(backend, "cuda_unavailable_reason", lambda: pytest.fail("probed"))
+    with pytest.raises(SystemExit) as stop:
+        backend._main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m convnet_core [-h] [--require-cuda]")
+    assert "exit with status 1 when no GPU is usable" in out
+    assert "GPU usable" not in out and "no usable GPU" not in out
+
+
+def test_an_unknown_argument_is_an_error(monkeypatch, capsys):
+    monkeypatch.setattr(backend, "cuda_unavailable_reason", lambda: pytest.fail("probed"))
+    with pytest.raises(SystemExit) as stop:
+        backend._main(["--bogus"])
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    assert "unrecognized arguments: --bogus" in captured.err
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(("argv", "status"), [([], 0), (["--require-cuda"], 1)])
+def test_the_diagnosis_and_its_exit_status(no_cupy, capsys, argv, status):
+    assert backend._main(argv) == status
+    captured = capsys.readouterr()
+    assert captured.out == f"no usable GPU: {ABSENT}\n"
+    assert ("tests-cuda needs CuPy" in captured.err) == bool(status)
+
+
 def test_a_cupy_that_fails_to_import_is_not_called_missing(monkeypatch):
     import builtins
 

@@ -23,6 +23,7 @@ with the reason when no GPU is usable (the `tests-cuda` nox session runs it firs
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import functools
 import os
@@ -274,7 +275,22 @@ def tune_allocator(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 << 
 
 def _main(argv: list[str]) -> int:
     """`python -m convnet_core [--require-cuda]`: print whether a GPU is usable, and why
-    not; the exit status is 1 when `--require-cuda` is given and none is, else 0."""
+    not; the exit status is 1 when `--require-cuda` is given and none is, else 0.
+
+    `--help` prints the usage; an unknown argument is an error (status 2), as argparse
+    makes it.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m convnet_core",
+        description="Say whether convnet can use a GPU (CuPy and a working NVIDIA device), "
+        "and if not, why not.",
+    )
+    parser.add_argument(
+        "--require-cuda",
+        action="store_true",
+        help="exit with status 1 when no GPU is usable (the first step of nox -s tests-cuda)",
+    )
+    args = parser.parse_args(argv)
     reason = cuda_unavailable_reason()
     if reason is None:
         import cupy
@@ -282,7 +298,7 @@ def _main(argv: list[str]) -> int:
         print(f"GPU usable: {device_name(cupy)}")
         return 0
     print(f"no usable GPU: {reason}")
-    if "--require-cuda" in argv:
+    if args.require_cuda:
         print(
             "tests-cuda needs CuPy and a working NVIDIA GPU; "
             "install convnet-core[cuda13] (or [cuda12]) on a machine with one",
