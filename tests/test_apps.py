@@ -490,6 +490,79 @@ def test_missing_and_corrupt_model_files_are_one_clear_line(tmp_path, script):
 
 
 # ---------------------------------------------------------------------------------------
+# mnist_gui.py (what needs no display; tests/test_gui_app.py draws in the window)
+
+GUI_MODEL = ROOT / "packages" / "convnet-gui" / "tests" / "data" / "reference_mnist.h5"
+
+
+def run_gui(*args: str, cwd: pathlib.Path, env=None):
+    """apps/mnist_gui.py with no display: it fails once the model is loaded, if not before."""
+    environment = {key: value for key, value in os.environ.items() if key != "DISPLAY"}
+    environment.pop("CONVNET_DEBUG", None)
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(APPS / "mnist_gui.py"), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
+
+
+def test_gui_errors_follow_the_apps_rules(tmp_path):
+    """One line `mnist_gui.py: error: ...`, 2 for bad arguments, 1 for the rest."""
+    result = run_gui("--device", "tpu", cwd=tmp_path)
+    line = assert_clear_error(result, code=2)
+    assert line.startswith("mnist_gui.py: error: Invalid value for '--device': 'tpu'")
+    assert line.endswith("(see mnist_gui.py --help)")
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"this is not a model")
+    result = run_gui("--model", bad, "--device", "auto", cwd=tmp_path)  # auto as in the others
+    line = assert_clear_error(result, code=1)
+    assert line.startswith(f"mnist_gui.py: error: cannot use the model {bad} on auto: {bad}: ")
+    result = run_gui("--model", GUI_MODEL, cwd=tmp_path)
+    line = assert_clear_error(result, code=1)
+    assert line.startswith("mnist_gui.py: error: cannot open a window: ")
+    result = run_gui("--model", bad, cwd=tmp_path, env={"CONVNET_DEBUG": "1"})
+    assert result.returncode == 1 and "Traceback" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("mnist_gui.py: error: cannot use the model")
+
+
+def test_gui_default_model_is_where_training_saves_it(tmp_path):
+    from convnet_gui.predictor import DEFAULT_MODEL
+
+    result = run_gui("--help", cwd=tmp_path)
+    assert f"[default: {DEFAULT_MODEL}, where" in " ".join(result.stdout.split())
+    result = run_gui(cwd=tmp_path)  # no models/mnist.h5 here: the window would say so
+    assert f"No model at {DEFAULT_MODEL}" in result.stderr
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_gui_threads_option_sets_the_blas_thread_count(tmp_path, threads):
+    """--threads as in the other apps: the window (replaced here) runs with that many."""
+    driver = (
+        "import runpy, sys, types\n"
+        "window = types.ModuleType('convnet_gui.app')\n"
+        "def run(predict_fn, *, message=None):\n"
+        "    import _common\n"
+        "    print(_common.blas_description(), predict_fn is not None)\n"
+        "window.run = run\n"
+        "sys.modules['convnet_gui.app'] = window\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    result = subprocess.run(
+        [sys.executable, "-c", driver, str(APPS / "mnist_gui.py"), "--model", GUI_MODEL,
+         "--threads", threads],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=environment,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert re.match(rf"BLAS threads: {threads} \(.*\) True$", result.stdout.strip()), result.stdout
+
+
+# ---------------------------------------------------------------------------------------
 # _common
 
 

@@ -79,7 +79,8 @@ def load_predictor(path: str | os.PathLike = DEFAULT_MODEL, device: str = "cpu")
     """Load a model file with `convnet_io.load` and return its predict function on `device`.
 
     The file's parts (network spec, params, state) are read as NumPy arrays and moved to
-    the array module of `device` ("cpu" or "cuda"; "cuda" raises RuntimeError without a GPU).
+    the array module of `device` as `convnet_core.backend.array_module` picks it: "cpu",
+    "cuda" (RuntimeError without a usable GPU) or "auto" (the GPU when one is usable).
 
     The file is found as `convnet_io.load` finds it: `path`, or `path + ".npz"` when only
     that exists (a model saved without h5py). Raises MissingModelError (with the command
