@@ -6,6 +6,7 @@ import io
 import math
 import sys
 import types
+import warnings
 
 import numpy
 import pytest
@@ -160,6 +161,37 @@ def test_resume_ends_like_an_uninterrupted_run(xp, monkeypatch):
     other = Model([Dense(3), Dense(2)], device=xp).compile()
     with pytest.raises(ValueError, match="architecture differs"):
         other.fit((x, y), epochs=5, resume_from="ckpt.h5", verbose=False)
+
+
+def test_resume_warns_when_the_compiled_optimizer_differs_from_the_checkpoints(xp, monkeypatch):
+    x, y = blobs(32, seed=1)
+    snapshot = Snapshot(at_epoch=1)
+    mlp(xp, seed=0).compile(optimizer="adam", lr=0.001).fit(
+        (x, y), epochs=1, callbacks=[snapshot], verbose=False
+    )
+    fake_io = types.ModuleType("convnet_io")
+    fake_io.load_checkpoint = lambda path: snapshot.saved
+    monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
+
+    resumed = mlp(xp).compile(optimizer="sgd", lr=0.5)
+    with pytest.warns(UserWarning) as caught:
+        resumed.fit((x, y), epochs=2, resume_from="ckpt.h5", verbose=False)
+    assert [str(w.message) for w in caught] == [
+        "fit(resume_from='ckpt.h5'): the model was compiled with SGD(weight_decay=0.0, "
+        "clip_norm=None, lr=0.5, momentum=0.0, nesterov=False) but the checkpoint was "
+        "saved with Adam(weight_decay=0.0, clip_norm=None, lr=0.001, beta1=0.9, "
+        "beta2=0.999, eps=1e-08); training resumes with the checkpoint's optimizer and "
+        "its state"
+    ]
+    assert caught[0].filename == __file__  # pointing at the fit call
+    assert resumed.optimizer == optim.adam(lr=0.001) and resumed.epoch == 2
+
+    # the same optimizer, or none compiled: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = mlp(xp).compile(optimizer="adam", lr=0.001)
+        same.fit((x, y), epochs=2, resume_from="ckpt.h5", verbose=False)
+        Model(device=xp).fit((x, y), epochs=2, resume_from="ckpt.h5", verbose=False)
 
 
 class FakeModel:

@@ -22,6 +22,7 @@ exact and stable); `predict` still returns probabilities.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy
@@ -355,7 +356,12 @@ class Model:
                 terminal or a notebook.
             callbacks: objects with any of on_train_begin, on_epoch_begin, on_epoch_end
                 and on_train_end (a `LearningRateScheduler`, an `EarlyStopping`, ...).
-            resume_from: a checkpoint file written by convnet_io.Checkpoint.
+            resume_from: a checkpoint file written by convnet_io.Checkpoint. Training
+                continues from it as if never stopped: its weights, history, epoch count,
+                random state, optimizer and optimizer state (moments, step count, learning
+                rate) replace the model's. So the checkpoint's optimizer wins over the one
+                given to `compile`, with a UserWarning naming both when they differ; the
+                compiled loss is kept (the checkpoint's is used only when there is none).
 
         Returns:
             `model.history`: {"loss", "acc", "val_loss", "val_acc", "lr"}, one value per
@@ -647,7 +653,16 @@ class Model:
         self.layers = list(network.layers)
         self._set_parts(checkpoint["params"], checkpoint["state"], checkpoint["input_shape"])
         if checkpoint.get("optimizer") is not None:
-            self.optimizer = optim.from_config(checkpoint["optimizer"])
+            saved = optim.from_config(checkpoint["optimizer"])
+            if self.optimizer is not None and saved != self.optimizer:
+                warnings.warn(
+                    f"fit(resume_from={str(path)!r}): the model was compiled with "
+                    f"{self.optimizer!r} but the checkpoint was saved with {saved!r}; "
+                    "training resumes with the checkpoint's optimizer and its state",
+                    UserWarning,
+                    stacklevel=4,  # the caller of Model.fit
+                )
+            self.optimizer = saved
         metadata = checkpoint.get("metadata") or {}
         if self._loss_fn is None and metadata.get("loss_name") in losses.LOSSES:
             self._set_loss(metadata["loss_name"])
