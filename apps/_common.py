@@ -391,14 +391,19 @@ def to_inputs(images):
     return numpy.asarray(images, dtype=numpy.float32) / 255.0
 
 
+#: The shape of one MNIST digit as the networks take it: (channels, height, width).
+MNIST_INPUT_SHAPE = (1, 28, 28)
+
+
 def load_model(path: str | os.PathLike, xp=None):
-    """A saved Model (convnet-io format or an old ConvNet-NumPy file), on the array module `xp`
-    (None: where device "auto" puts it).
+    """A saved MNIST Model (convnet-io format or an old ConvNet-NumPy file), on the array
+    module `xp` (None: where device "auto" puts it).
 
     The file is found as `convnet_io.load` finds it: `path`, or `path + ".npz"` when only
-    that exists (a model saved without h5py). AppError when neither exists; convnet-io's
-    ModelFormatError (one line naming the file and the problem) when it is not a readable
-    model.
+    that exists (a model saved without h5py). AppError when neither exists, and when the
+    model does not take MNIST digits (`MNIST_INPUT_SHAPE`), so that nothing is computed or
+    written for it; convnet-io's ModelFormatError (one line naming the file and the
+    problem) when it is not a readable model.
     """
     import convnet_io
     from convnet_io.format import resolve_path
@@ -409,6 +414,11 @@ def load_model(path: str | os.PathLike, xp=None):
     if path.is_dir():
         raise AppError(f"model file {path} is a directory")
     model = convnet_io.load(str(path), device=xp)
+    if tuple(model.input_shape) != MNIST_INPUT_SHAPE:
+        raise AppError(
+            f"{path}: not an MNIST model: it takes inputs of shape {tuple(model.input_shape)} "
+            f"(channels, height, width), and MNIST digits are {MNIST_INPUT_SHAPE}"
+        )
     if model.loss_name is None:  # predict gives probabilities only with a cross-entropy loss
         model.compile(loss="categorical_crossentropy", optimizer=model.optimizer or "adam")
     return model

@@ -90,17 +90,18 @@ def main(model_path, data_dir, wrong_path, count, batch_size, device, threads, l
     check_writable_dir(wrong_path)
     xp = cn.backend.array_module(device)
     click.echo(f"device: {cn.backend.device_name(xp)}; {blas_description()}")
-    model = load_model(model_path, xp)
+    model = load_model(model_path, xp)  # an AppError unless it takes MNIST digits
+    outputs_shape = tuple(model.network.output_shape(model.input_shape))
+    if outputs_shape != (10,):
+        raise AppError(
+            f"{model_path}: not an MNIST classifier: expected 10 outputs per digit (one per "
+            f"class), but it gives shape {outputs_shape}"
+        )
     _, test_set = load_mnist_data(data_dir, limit_train=1, limit_test=limit_test)
     x = to_inputs(test_set.images)  # (N, 1, 28, 28)
     labels = numpy.asarray(test_set.labels)
 
     outputs = numpy.asarray(cn.backend.to_host(model.predict(x, batch_size=batch_size)))
-    if outputs.ndim != 2 or outputs.shape[1] != 10:
-        raise AppError(
-            f"{model_path}: expected 10 outputs per digit (one per class), "
-            f"got shape {outputs.shape[1:]}"
-        )
     predicted = outputs.argmax(axis=1)
     loss = model_loss(model, outputs, labels)
     accuracy = float((predicted == labels).mean())

@@ -2,7 +2,9 @@
 
 Saves two PNGs beside the model: the kernels of its first Conv2D layer (NAME.filters.png)
 and what that layer (with the BatchNorm and activation right after it) makes of one test digit
-(NAME.features.png). Needs matplotlib.
+(NAME.features.png). The first Conv2D is looked for inside Sequential and Residual blocks
+too. Both images are computed before either is written, so a failure leaves neither.
+Needs matplotlib.
 """
 
 from __future__ import annotations
@@ -72,54 +74,114 @@ def main(model_path, index, data_dir, filters_path, features_path, threads):
     check_writable_dir(filters_path)
     check_writable_dir(features_path)
 
-    model = load_model(model_path, numpy)
+    model = load_model(model_path, numpy)  # an AppError unless it takes MNIST digits
     plt = import_pyplot()
     if plt is None:
         raise AppError("show_filters needs matplotlib to draw: pip install matplotlib")
-    position = first_conv_position(model.network.layers)
-    if position is None:
+    path = first_conv_path(model.network)
+    if path is None:
         raise AppError(f"{model_path}: the model has no Conv2D layer to show")
     _, test_set = load_mnist_data(data_dir, limit_train=1, limit_test=index + 1)
     if index >= len(test_set.labels):
         raise AppError(f"--digit {index} is past the {len(test_set.labels)} test digits")
 
-    kernels = numpy.asarray(model.params[position]["W"])  # (filters, channels, kh, kw)
-    draw_filters(plt, kernels, filters_path)
-    click.echo(f"{kernels.shape[0]} filters of layer {position} (Conv2D): {filters_path}")
-
+    # Everything is computed before the first PNG is written: a failure leaves neither.
+    kernels = numpy.asarray(params_at(model.params, path)["W"])  # (filters, channels, kh, kw)
     x = to_inputs(test_set.images[index : index + 1])  # (1, 1, 28, 28)
-    maps, upto = feature_maps(model, position, x)  # (filters, Ho, Wo)
+    maps, upto = feature_maps(model, path, x)  # (filters, Ho, Wo)
     label = int(test_set.labels[index])
-    draw_features(plt, x[0, 0], label, maps, features_path, upto)
+
+    draw_filters(plt, kernels, filters_path)
+    click.echo(f"{kernels.shape[0]} filters of layer {layer_name(path)} (Conv2D): {filters_path}")
+    draw_features(plt, x[0, 0], label, maps, features_path, layer_name(upto))
     click.echo(f"feature maps of test digit #{index} (a {label}): {features_path}")
     return 0
 
 
-def first_conv_position(layers) -> int | None:
-    """Index of the first Conv2D among the model's top-level layers, or None."""
-    for position, layer in enumerate(layers):
-        if type(layer).__name__ == "Conv2D":
-            return position
+# ---------------------------------------------------------------------------------------
+# Finding the first conv inside the network
+#
+# A layer inside combinators is reached by a path of keys, one per combinator: the index
+# of a child of a Sequential, or "body" / "shortcut" for a branch of a Residual. The same
+# keys pick its params and state out of the model's (a Sequential's are tuples with one
+# entry per child, a Residual's dicts {"body": ..., "shortcut": ...}). The model's network
+# is a Sequential, so a top-level layer's path is (index,).
+
+
+def sublayers(layer) -> list:
+    """The layers directly inside `layer`, as (key, child) in the order they run: a
+    Sequential's children, a Residual's body then its shortcut (when it has one); none for
+    a layer that holds no layers."""
+    from convnet_core.layers import Residual, Sequential
+
+    if isinstance(layer, Sequential):
+        return list(enumerate(layer.layers))
+    if isinstance(layer, Residual):
+        branches = (("body", layer.body), ("shortcut", layer.shortcut))
+        return [(key, child) for key, child in branches if child is not None]
+    return []
+
+
+def first_conv_path(layer, path: tuple = ()) -> tuple | None:
+    """The path to the first Conv2D inside `layer` (depth first, in the order the layers
+    run), or None when it holds none."""
+    if type(layer).__name__ == "Conv2D":
+        return path
+    for key, child in sublayers(layer):
+        found = first_conv_path(child, (*path, key))
+        if found is not None:
+            return found
     return None
 
 
-def feature_maps(model, position: int, x):
-    """Run `x` (1, C, H, W) through the first conv and the BatchNorm/activation right after it.
+def params_at(tree, path: tuple):
+    """The params (or state) of the layer at `path`, from the model's whole tree."""
+    for key in path:
+        tree = tree[key]
+    return tree
 
-    Returns the maps (filters, Ho, Wo) and the index of the last layer applied.
+
+def layer_name(path: tuple) -> str:
+    """How the output names the layer at `path`: "3" at the top level, "1.body.0" inside."""
+    return ".".join(str(key) for key in path)
+
+
+def feature_maps(model, path: tuple, x):
+    """Run `x` (1, C, H, W) through the conv at `path` and the BatchNorm/Activation layers
+    right after it in its Sequential, after every layer the input meets before it.
+
+    Going down the path, the earlier children of each Sequential run first; a Residual
+    hands its own input to the branch. Returns the maps (filters, Ho, Wo) and the path of
+    the last layer applied.
     """
     import convnet_core as cn
     import numpy
+    from convnet_core.layers import Sequential
 
-    layers = model.network.layers
-    upto = position
-    while upto + 1 < len(layers) and type(layers[upto + 1]).__name__ in FOLLOWERS:
-        upto += 1
-    for layer, params, state in zip(
-        layers[: upto + 1], model.params[: upto + 1], model.state[: upto + 1], strict=True
-    ):
-        x, _, _ = cn.apply(layer, params, state, x, training=False, xp=numpy)
-    return numpy.asarray(x[0]), upto
+    def run(holder, key, params, state, x):
+        child = dict(sublayers(holder))[key]
+        y, _, _ = cn.apply(child, params[key], state[key], x, training=False, xp=numpy)
+        return y
+
+    holder, params, state = model.network, model.params, model.state
+    *outer, conv = path
+    for key in outer:
+        if isinstance(holder, Sequential):
+            for earlier in range(key):
+                x = run(holder, earlier, params, state, x)
+        holder, params, state = dict(sublayers(holder))[key], params[key], state[key]
+    upto = conv
+    if isinstance(holder, Sequential):
+        while upto + 1 < len(holder.layers) and (
+            type(holder.layers[upto + 1]).__name__ in FOLLOWERS
+        ):
+            upto += 1
+        keys = range(upto + 1)  # the earlier children, the conv and its followers
+    else:
+        keys = (conv,)
+    for key in keys:
+        x = run(holder, key, params, state, x)
+    return numpy.asarray(x[0]), (*outer, upto)
 
 
 def draw_filters(plt, kernels, path) -> None:
@@ -135,8 +197,9 @@ def draw_filters(plt, kernels, path) -> None:
     save_figure(figure, path)
 
 
-def draw_features(plt, digit, label, maps, path, upto) -> None:
-    """The input digit followed by each feature map the first conv layer makes of it."""
+def draw_features(plt, digit, label, maps, path, upto: str) -> None:
+    """The input digit followed by each feature map the first conv layer makes of it;
+    `upto` names the last layer applied."""
     pictures = [digit, *maps]
     titles = [f"input (a {label})", *[f"map {i}" for i in range(len(maps))]]
     figure = image_grid(plt, pictures, titles, columns=min(9, len(pictures)), cmap="viridis")

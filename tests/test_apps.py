@@ -414,6 +414,69 @@ def test_show_filters_draws_filters_and_feature_maps(trained):
     assert is_png(folder / "m" / "model.features.png")
 
 
+def nested_conv_models():
+    """Networks whose first Conv2D sits inside combinators, by name: (layers, the path to
+    that conv, the paths of the layers its feature maps go through, in order)."""
+    from convnet_core import layers as L
+
+    relu = L.Activation("relu")
+    conv = L.Conv2D(3, (3, 3), padding="valid")
+    head = [L.Flatten(), L.Dense(10)]
+    block = L.Sequential([conv, L.BatchNorm2D(), relu, L.MaxPool2D((2, 2))])
+    residual = L.Residual(L.Sequential([L.Conv2D(2, (3, 3)), relu]), L.Conv2D(2, (1, 1)))
+    return {
+        "sequential": ([L.MaxPool2D((2, 2)), block, *head], (1, 0), [(0,), (1, 0), (1, 1), (1, 2)]),
+        "residual-body": ([residual, *head], (0, "body", 0), [(0, "body", 0), (0, "body", 1)]),
+        "residual-shortcut": (
+            [L.Residual(relu, L.Conv2D(1, (3, 3))), *head],  # "same" padding keeps the shape
+            (0, "shortcut"),
+            [(0, "shortcut")],
+        ),
+    }
+
+
+def layer_at(model, path):
+    """(layer, params, state) of the layer at `path` in the model (keys as show_filters uses)."""
+    layer, params, state = model.network, model.params, model.state
+    for key in path:
+        layer = layer.layers[key] if isinstance(key, int) else getattr(layer, key)
+        params, state = params[key], state[key]
+    return layer, params, state
+
+
+@pytest.mark.parametrize("name", list(nested_conv_models()))
+def test_show_filters_finds_the_first_conv_inside_combinators(monkeypatch, name):
+    """The maps are those of the conv where the model has it: after the layers that come
+    first, then through its BatchNorm and activation; checked against those layers run one
+    by one."""
+    monkeypatch.syspath_prepend(str(APPS))
+    import convnet_core as cn
+    import show_filters
+
+    layers, path, through = nested_conv_models()[name]
+    model = cn.Model(layers, seed=1, device="cpu")
+    model.build((1, 28, 28))
+    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+    assert show_filters.first_conv_path(model.network) == path
+    maps, last = show_filters.feature_maps(model, path, x)
+    assert last == through[-1]
+    expected = x
+    for step in through:
+        layer, params, state = layer_at(model, step)
+        expected, _, _ = cn.apply(layer, params, state, expected, training=False, xp=np)
+    np.testing.assert_array_equal(maps, expected[0])
+
+
+@pytest.mark.skipif(not HAVE_MATPLOTLIB, reason="show_filters draws with matplotlib")
+def test_show_filters_draws_a_conv_inside_a_sequential(tmp_path):
+    layers, _, _ = nested_conv_models()["sequential"]
+    path = save_small_model(tmp_path / "nested.h5", layers)
+    result = run_app("show_filters.py", path, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"3 filters of layer 1.0 (Conv2D): {tmp_path / 'nested.filters.png'}" in result.stdout
+    assert is_png(tmp_path / "nested.filters.png") and is_png(tmp_path / "nested.features.png")
+
+
 def test_evaluate_reports_the_loss_the_model_was_trained_with(tmp_path):
     """A model compiled with mse gives raw outputs, not probabilities: its test loss is its
     own mse against one-hot rows, as Model.evaluate computes it, and is named."""
@@ -445,6 +508,36 @@ def save_small_model(path: pathlib.Path, layers=None, input_shape=(1, 28, 28)) -
     model.compile(loss="categorical_crossentropy", optimizer="adam")
     model.save(str(path))
     return path
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py"])
+def test_a_model_for_other_inputs_is_refused_before_anything_is_written(tmp_path, script):
+    """A model for (3, 32, 32) images: the error names the file and says it is not an MNIST
+    model, and neither PNG (nor any other file) is written."""
+    import convnet_core as cn
+
+    layers = [cn.layers.Conv2D(4, (3, 3)), cn.layers.Flatten(), cn.layers.Dense(10)]
+    path = save_small_model(tmp_path / "cifar.h5", layers, input_shape=(3, 32, 32))
+    result = run_app(script, path, cwd=tmp_path)
+    line = assert_clear_error(result, code=1)
+    assert line == (
+        f"{script}: error: {path}: not an MNIST model: it takes inputs of shape (3, 32, 32) "
+        "(channels, height, width), and MNIST digits are (1, 28, 28)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar.h5"]
+
+
+def test_evaluate_refuses_a_model_without_ten_outputs_before_predicting(tmp_path):
+    import convnet_core as cn
+
+    path = save_small_model(tmp_path / "five.h5", [cn.layers.Flatten(), cn.layers.Dense(5)])
+    result = run_app("evaluate.py", path, "--device", "cpu", cwd=tmp_path)
+    line = assert_clear_error(result, code=1)
+    assert line == (
+        f"evaluate.py: error: {path}: not an MNIST classifier: expected 10 outputs per digit "
+        "(one per class), but it gives shape (5,)"
+    )
+    assert "test digits" not in result.stdout
 
 
 def test_a_truncated_model_file_is_described_once(tmp_path):
