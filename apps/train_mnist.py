@@ -103,6 +103,9 @@ PRESETS = {
 }
 DEFAULT_ARCH = "readme"
 SLOWEST_SHOWN = 3
+#: The settings that make the optimizer. A resumed run continues the checkpoint's
+#: optimizer and its state, so these come from the checkpoint rather than the preset.
+OPTIMIZER_SETTINGS = ("optimizer", "lr", "weight_decay", "clip_norm")
 
 
 def preset_help() -> str:
@@ -223,7 +226,9 @@ def preset_help() -> str:
     "--resume",
     type=click.Path(dir_okay=False, path_type=pathlib.Path),
     help="Continue from a checkpoint (NAME.ckpt.h5) up to --epochs epochs in all (so "
-    "--epochs must be more than the checkpoint's).",
+    "--epochs must be more than the checkpoint's). --arch must name its network; its "
+    "optimizer continues with its state, so --optimizer, --lr, --weight-decay and "
+    "--clip-norm, when given, must be its values.",
 )
 @click.option(
     "--plot",
@@ -243,7 +248,7 @@ def preset_help() -> str:
 )
 def main(**options) -> int:
     """Train a convnet on MNIST and save it, its history and its training curves."""
-    settings = resolve_settings(options)
+    settings = resolve_settings(options, given_options(click.get_current_context()))
     set_blas_threads(settings["threads"])  # before NumPy is imported
     from convnet_core import backend
 
@@ -251,9 +256,23 @@ def main(**options) -> int:
     return train(settings)
 
 
-def resolve_settings(options: dict) -> dict:
-    """The command-line options with every unset one filled in from the --arch preset."""
+def given_options(ctx: click.Context) -> frozenset[str]:
+    """The names of the options the user gave, as opposed to those left to their defaults."""
+    return frozenset(
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    )
+
+
+def resolve_settings(options: dict, given: frozenset[str] = frozenset()) -> dict:
+    """The command-line options with every unset one filled in from the --arch preset.
+
+    `given` names the options given on the command line (`given_options`); it is kept as
+    settings["given"], for what a resumed checkpoint may not contradict.
+    """
     settings = dict(options)
+    settings["given"] = given
     preset = PRESETS[options["arch"]]
     for key, value in preset.items():
         if key in settings and settings[key] is None:
@@ -314,19 +333,36 @@ class AugmentedTraining:
         return self.dataset.batches(batch_size, shuffle=shuffle, **kwargs)
 
 
-def build_model(settings: dict, xp):
-    """The compiled Model of the chosen preset, on the array module `xp`."""
+def build_model(settings: dict, xp, optimizer=None):
+    """The compiled Model of the chosen preset, on the array module `xp`.
+
+    It is compiled with `optimizer` when given (an `optim.Optimizer`: a resumed
+    checkpoint's), else with the optimizer the settings describe.
+    """
     import convnet_core as cn
 
     layers = getattr(cn.presets, PRESETS[settings["arch"]]["network"])()
     model = cn.Model(layers, seed=settings["seed"], device=xp)
     model.build((1, 28, 28))
+    if optimizer is not None:
+        model.compile(loss="categorical_crossentropy", optimizer=optimizer)
+        return model
     options = {"lr": settings["lr"], "weight_decay": settings["weight_decay"]}
     options["clip_norm"] = settings["clip_norm"]
     if settings["optimizer"] == "sgd":
         options["momentum"] = 0.9
     model.compile(loss="categorical_crossentropy", optimizer=settings["optimizer"], **options)
     return model
+
+
+def optimizer_settings(optimizer) -> dict:
+    """The settings (`OPTIMIZER_SETTINGS`) that an `optim.Optimizer` amounts to."""
+    return {
+        "optimizer": optimizer.name,
+        "lr": optimizer.lr,
+        "weight_decay": optimizer.weight_decay,
+        "clip_norm": optimizer.clip_norm,
+    }
 
 
 def augmentation(arch: str):
@@ -345,7 +381,8 @@ def train(settings: dict) -> int:
     import numpy  # after set_blas_threads
     from convnet_io import Checkpoint
 
-    start_epoch = 0 if settings["resume"] is None else resumed_epochs(settings)
+    resumed = None if settings["resume"] is None else check_resume(settings)
+    start_epoch = 0 if resumed is None else resumed["epoch"]
 
     xp = cn.backend.array_module(settings["device"])
     say(settings, f"device: {cn.backend.device_name(xp)}; {blas_description()}")
@@ -371,7 +408,11 @@ def train(settings: dict) -> int:
     else:  # whole arrays: no per-batch conversion work
         data = (to_inputs(train_set.images), numpy.asarray(train_set.labels))
 
-    model = build_model(settings, xp)
+    saved_optimizer = None if resumed is None else resumed["optimizer"]
+    model = build_model(
+        settings, xp, None if saved_optimizer is None else cn.optim.from_config(saved_optimizer)
+    )
+    settings.update(optimizer_settings(model.optimizer))  # what the banner and history show
     epoch_one = EpochOneReport(test_x, test_y, batch_size=512)
     checkpoint = Checkpoint(str(settings["checkpoint"]))
     fit_options = {
@@ -422,19 +463,84 @@ def announce(settings: dict, model) -> None:
         say(settings, f"resuming from {settings['resume']}")
 
 
-def resumed_epochs(settings: dict) -> int:
-    """The epochs the --resume checkpoint has completed; a usage error when --epochs (the
-    total, not a count of more epochs) asks for no more than that."""
+def check_resume(settings: dict) -> dict:
+    """The --resume checkpoint (`load_checkpoint`'s dict), checked against the command line
+    before any work: its network must be the --arch preset's, --epochs (the total, not a
+    count of more epochs) more than it has done, and an optimizer option given on the
+    command line the same as its optimizer's, which the run continues."""
     from convnet_io import load_checkpoint
 
-    done = load_checkpoint(str(settings["resume"]))["epoch"]
+    checkpoint = load_checkpoint(str(settings["resume"]))
+    check_architecture(settings, checkpoint["network"])
+    done = checkpoint["epoch"]
     if settings["epochs"] <= done:
         raise click.BadParameter(
             f"{settings['epochs']} is the total and {settings['resume']} has already "
             f"trained {done} epoch(s): give more than {done} to train it further",
             param_hint="--epochs",
         )
-    return done
+    if checkpoint["optimizer"] is not None:
+        check_optimizer_options(settings, checkpoint["optimizer"])
+    return checkpoint
+
+
+def preset_of(network) -> str | None:
+    """The --arch preset whose layers make `network` (a layer spec), or None."""
+    import convnet_core as cn
+    from convnet_core.layers import Sequential, layer_to_config
+
+    if not isinstance(network, Sequential):  # a Model holds its layers as one Sequential
+        network = Sequential((network,))
+    config = layer_to_config(network)
+    for name, preset in PRESETS.items():
+        layers = getattr(cn.presets, preset["network"])()
+        if layer_to_config(Sequential(tuple(layers))) == config:
+            return name
+    return None
+
+
+def check_architecture(settings: dict, network) -> None:
+    """A usage error naming the --arch that matches the checkpoint's network, unless it is
+    the one asked for; AppError when no preset does."""
+    match = preset_of(network)
+    if match == settings["arch"]:
+        return
+    if match is None:
+        raise AppError(
+            f"{settings['resume']}: its network is none of the presets "
+            f"({', '.join(PRESETS)}), so it is not a checkpoint of train_mnist.py"
+        )
+    raise click.BadParameter(
+        f"'{settings['arch']}' does not match the checkpoint {settings['resume']}, which "
+        f"holds the '{match}' network: give --arch {match} to resume it",
+        param_hint="--arch",
+    )
+
+
+def check_optimizer_options(settings: dict, saved_config: dict) -> None:
+    """A usage error for an optimizer option given on the command line that differs from
+    the checkpoint's optimizer (config as `optim.to_config` writes it): resuming continues
+    that optimizer and its state, so the option would be silently ignored."""
+    from convnet_core import optim
+
+    saved = optimizer_settings(optim.from_config(saved_config))
+    for name in OPTIMIZER_SETTINGS:
+        if name in settings["given"] and settings[name] != saved[name]:
+            option = "--" + name.replace("_", "-")
+            raise click.BadParameter(
+                f"{show_setting(settings[name])} was given, but the checkpoint "
+                f"{settings['resume']} has {name.replace('_', ' ')} "
+                f"{show_setting(saved[name])}; resuming continues the checkpoint's optimizer: "
+                f"leave {option} out, or train afresh without --resume",
+                param_hint=option,
+            )
+
+
+def show_setting(value) -> str:
+    """A setting as the messages write it: 0.002, adam, none."""
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def save_interrupted(model, settings: dict, finished: int, checkpoint) -> int:

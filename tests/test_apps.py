@@ -260,6 +260,87 @@ def test_resuming_asks_for_more_epochs_than_the_checkpoint_has(trained, tmp_path
     assert not list(tmp_path.iterdir())
 
 
+@pytest.fixture(scope="module")
+def sgd_checkpoint(tmp_path_factory):
+    """A one-epoch checkpoint of the readme network trained with sgd, lr 0.05 (not the
+    preset's adam, lr 0.002)."""
+    folder = tmp_path_factory.mktemp("sgd")
+    result = run_app(
+        "train_mnist.py", *QUICK, "--limit-train", "300", "--epochs", "1", "--optimizer", "sgd",
+        "--lr", "0.05", "--no-augment", "--quiet", "--out", "sgd.h5", cwd=folder,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder / "sgd.ckpt.h5"
+
+
+@pytest.mark.parametrize(
+    ("option", "given", "saved"),
+    [
+        ("--optimizer", "adam", "optimizer sgd"),
+        ("--lr", "0.5", "lr 0.05"),
+        ("--weight-decay", "0.001", "weight decay 0"),
+        ("--clip-norm", "1", "clip norm none"),
+    ],
+)
+def test_resuming_refuses_an_optimizer_option_the_checkpoint_contradicts(
+    sgd_checkpoint, tmp_path, option, given, saved
+):
+    """The checkpoint's optimizer continues (with its state): an option that would be
+    silently ignored is refused, before the data is loaded."""
+    result = run_app(
+        "train_mnist.py", *QUICK, "--epochs", "2", "--resume", sgd_checkpoint, option, given,
+        "--out", "again.h5", cwd=tmp_path,
+    )  # fmt: skip
+    line = assert_clear_error(result, code=2)
+    assert line == (
+        f"train_mnist.py: error: Invalid value for {option}: {given} was given, but the "
+        f"checkpoint {sgd_checkpoint} has {saved}; resuming continues the checkpoint's "
+        f"optimizer: leave {option} out, or train afresh without --resume "
+        "(see train_mnist.py --help)"
+    )
+    assert "data:" not in result.stdout and not list(tmp_path.iterdir())
+
+
+def test_resuming_shows_and_records_the_checkpoints_optimizer(sgd_checkpoint, tmp_path):
+    """Not the preset's adam, lr 0.002: the banner and history.json give what is in effect.
+    An option equal to the checkpoint's is accepted."""
+    result = run_app(
+        "train_mnist.py", *QUICK, "--limit-train", "300", "--epochs", "2", "--resume",
+        sgd_checkpoint, "--lr", "0.05", "--no-augment", "--out", "resumed.h5", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "training 'readme': 2 epochs, batch 64, sgd lr 0.05, schedule cosine" in result.stdout
+    settings = json.loads((tmp_path / "resumed.history.json").read_text())["settings"]
+    assert {key: settings[key] for key in ("optimizer", "lr", "weight_decay", "clip_norm")} == {
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "weight_decay": 0.0,
+        "clip_norm": None,
+    }
+
+
+def test_resuming_with_another_arch_names_the_one_that_matches(trained, tmp_path):
+    folder, _ = trained
+    checkpoint = folder / "m" / "model.ckpt.h5"  # the readme network
+    result = run_app(
+        "train_mnist.py", *QUICK, "--arch", "best", "--epochs", "2", "--resume", checkpoint,
+        cwd=tmp_path,
+    )  # fmt: skip
+    line = assert_clear_error(result, code=2)
+    assert line == (
+        f"train_mnist.py: error: Invalid value for --arch: 'best' does not match the checkpoint "
+        f"{checkpoint}, which holds the 'readme' network: give --arch readme to resume it "
+        "(see train_mnist.py --help)"
+    )
+    other = save_small_model(tmp_path / "other.ckpt.h5")  # Flatten-Dense: no preset
+    result = run_app("train_mnist.py", *QUICK, "--epochs", "2", "--resume", other, cwd=tmp_path)
+    line = assert_clear_error(result, code=1)
+    assert line == (
+        f"train_mnist.py: error: {other}: its network is none of the presets (readme, best), "
+        "so it is not a checkpoint of train_mnist.py"
+    )
+
+
 def test_resuming_from_a_corrupt_or_missing_checkpoint_is_one_clear_line(tmp_path):
     result = run_app("train_mnist.py", *QUICK, "--resume", tmp_path / "gone.ckpt.h5", cwd=tmp_path)
     assert_clear_error(result, "gone.ckpt.h5", "does not exist", code=1)
