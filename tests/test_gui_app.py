@@ -176,12 +176,12 @@ def test_a_damaged_model_file_is_a_one_line_error(tmp_path):
     bad.write_bytes(b"this is not a model")
     result = run_app_without_display("--model", str(bad))
     assert result.returncode == 1
-    assert result.stderr.startswith(f"Error: cannot use the model {bad} on cpu: ")
+    assert result.stderr.startswith(f"mnist_gui.py: error: cannot use the model {bad} on cpu: ")
     assert "Traceback" not in result.stderr
 
 
 def test_no_display_is_a_one_line_error():
     result = run_app_without_display("--model", str(MODEL))
     assert result.returncode == 1
-    assert result.stderr.startswith("Error: cannot open a window: "), result.stderr
+    assert result.stderr.startswith("mnist_gui.py: error: cannot open a window: "), result.stderr
     assert "Traceback" not in result.stderr
