@@ -73,7 +73,7 @@ def test_conv_backward_goes_through_col2im_on_gpu(monkeypatch, cupy_on_cpu, meth
     assert gathers == (["convnet_col2im_gather_float32"] if method == "gather" else [])
     # the forward pass unfolded the input with one kernel, padding included
     assert cupy_on_cpu.kernel_calls[0] == "convnet_im2col_gather_float32"
-    numpy.testing.assert_array_equal(fcache[0], cache[0])  # the same columns
+    numpy.testing.assert_array_equal(fcache.cache[0], cache.cache[0])  # the same columns
     numpy.testing.assert_allclose(fdx, dx, rtol=1e-6, atol=1e-6)
     for key, value in dparams.items():
         numpy.testing.assert_array_equal(fparams[key], value)

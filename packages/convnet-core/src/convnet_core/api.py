@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy
 
+from .layers.base import apply_with_tape, grad_from_tape
+from .layers.combinators import Sequential
+
 __all__ = ["apply", "as_host_rng", "grad", "init"]
 
 
@@ -55,16 +58,27 @@ def apply(layer, params, state, x, *, training=False, rng=None, xp=numpy) -> tup
 
     Returns:
         (y, new_state, cache): the output (N, *output_shape), the updated state, and what
-        `grad` needs (None when `training=False`).
+        `grad` needs (None when `training=False`): for a Sequential its own cache, one
+        `Tape` per layer; for any other layer a `Tape` of the layer's cache. A Tape also
+        holds the shapes of the layer's input and output, which `grad` checks.
     """
-    y, new_state, cache = layer.apply(
-        params, state, x, training=training, rng=_as_device_rng(rng, xp), xp=xp
-    )
+    rng = _as_device_rng(rng, xp)
+    if isinstance(layer, Sequential):  # its cache holds a Tape per child already
+        y, new_state, cache = layer.apply(params, state, x, training=training, rng=rng, xp=xp)
+    else:
+        y, new_state, cache = apply_with_tape(
+            layer, params, state, x, training=training, rng=rng, xp=xp
+        )
     return y, new_state, (cache if training else None)
 
 
 def grad(layer, params, cache, dy, *, xp=numpy, input_grad=True) -> tuple[Any, Any]:
     """Back-propagate `dy` (dLoss/dy, shaped like the output) through `layer`.
+
+    `cache` is what `apply(..., training=True)` returned. A dy of another shape than the
+    output's, and a layer's grad returning dparams not shaped like its params or a dx not
+    shaped like its input, raise ShapeError naming the layer and both shapes (the checks
+    compare shapes only: no value is read, on a GPU either).
 
     Returns:
         (dparams, dx): gradients shaped like `params`, and dLoss/dx shaped like the input
@@ -74,4 +88,6 @@ def grad(layer, params, cache, dy, *, xp=numpy, input_grad=True) -> tuple[Any, A
         raise ValueError(
             f"grad of {layer!r} needs the cache of a forward pass made with training=True"
         )
-    return layer.grad(params, cache, dy, xp=xp, input_grad=input_grad)
+    if isinstance(layer, Sequential):  # checks each child's Tape itself
+        return layer.grad(params, cache, dy, xp=xp, input_grad=input_grad)
+    return grad_from_tape(layer, params, cache, dy, xp=xp, input_grad=input_grad)

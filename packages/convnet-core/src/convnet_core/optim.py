@@ -225,7 +225,11 @@ class Optimizer:
         return state
 
     def update(self, params: Any, grads: Any, opt_state: dict[str, Any]) -> tuple[Any, Any]:
-        """One step: returns (new_params, new_opt_state); the inputs are left untouched."""
+        """One step: returns (new_params, new_opt_state); the inputs are left untouched.
+
+        `grads` is shaped like `params`; a gradient of another shape, or a missing or extra
+        one, is a ValueError naming the parameter's path ("1/W") and both shapes.
+        """
         return self._update(params, grads, opt_state, take=None)
 
     def update_if(
@@ -244,7 +248,16 @@ class Optimizer:
         return self._update(params, grads, opt_state, take=take)
 
     def _update(self, params: Any, grads: Any, opt_state: dict[str, Any], take: Any):
-        """update (take None) or update_if on the device (take a 0-d device boolean)."""
+        """update (take None) or update_if on the device (take a 0-d device boolean).
+
+        `grads` must be shaped like `params` (the same tree, each leaf of its parameter's
+        shape): else ValueError naming the path and both shapes, before a gradient is
+        broadcast into a parameter (which would change its shape, or fail with no name).
+        Comparing shapes is host work; no value is read.
+        """
+        mismatch = _tree.grad_mismatch(params, grads)
+        if mismatch is not None:
+            raise ValueError(f"{self.name}.update: {mismatch}")
         if self.clip_norm is not None:
             grads = clip_by_global_norm(grads, self.clip_norm)
         step = opt_state["step"] + (1 if take is None else take)  # int64 + bool: int64

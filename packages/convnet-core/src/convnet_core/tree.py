@@ -86,3 +86,75 @@ def size(tree: Any) -> int:
     for leaf in leaves(tree):
         total += int(getattr(leaf, "size", 1))
     return total
+
+
+def grad_mismatch(params: Any, grads: Any) -> str | None:
+    """How `grads` fails to be shaped like `params`, in words; None when it is shaped so.
+
+    Gradients must have the parameters' structure (the same dict keys, as many entries in
+    each tuple or list) and, leaf by leaf, the same shape. The words name the path of the
+    first difference ("1/W") and what differs, both shapes for a leaf, e.g. "the gradient
+    of parameter '1/s' has shape (16,) but the parameter has shape (1,)". Shapes are read
+    on the host (no device value is read).
+    """
+    return _grad_mismatch(params, grads, ())
+
+
+def _grad_mismatch(param: Any, grad: Any, path: tuple[str, ...]) -> str | None:
+    # the words are only put together for a difference: this runs at every training step
+    if isinstance(param, dict):
+        if not isinstance(grad, dict):
+            return f"the gradients{_at(path)} are {_kind(grad)} but the parameters are a dict"
+        if grad.keys() != param.keys():
+            missing = [key for key in param if key not in grad]
+            if missing:
+                return f"no gradient for parameter '{_path(path, missing[0])}'"
+            extra = next(key for key in grad if key not in param)
+            return f"a gradient for '{_path(path, extra)}', which is not a parameter"
+        children = [(key, param[key], grad[key]) for key in param]
+    elif isinstance(param, (tuple, list)):
+        if not isinstance(grad, (tuple, list)):
+            return f"the gradients{_at(path)} are {_kind(grad)} but the parameters are a sequence"
+        if len(grad) != len(param):
+            return f"the gradients{_at(path)} are {_kind(grad)} but the parameters {_kind(param)}"
+        children = list(zip(range(len(param)), param, grad, strict=True))
+    else:
+        if grad is None or is_node(grad):
+            return f"the gradient{_of(path)} is {_kind(grad)}, not an array"
+        want, got = _shape(param), _shape(grad)
+        if got != want:
+            return f"the gradient{_of(path)} has shape {got} but the parameter has shape {want}"
+        return None
+    for key, p, g in children:
+        found = _grad_mismatch(p, g, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def _path(path: tuple, key: Any = None) -> str:
+    keys = path if key is None else (*path, key)
+    return SEPARATOR.join(str(k) for k in keys)
+
+
+def _at(path: tuple) -> str:
+    return f" at '{_path(path)}'" if path else ""
+
+
+def _of(path: tuple) -> str:
+    return f" of parameter '{_path(path)}'" if path else ""
+
+
+def _shape(leaf: Any) -> tuple[int, ...]:
+    """A leaf's shape: an array's, () for a Python number."""
+    return tuple(getattr(leaf, "shape", ()))
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, dict):
+        return "a dict"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"an array of shape {_shape(value)}"

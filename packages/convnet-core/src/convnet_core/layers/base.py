@@ -14,6 +14,13 @@ whatever `grad` needs and None when `training=False`. Nothing is mutated.
 
 `register_layer` gives a layer class a name for serialization; every built-in layer is
 registered, and user layers register the same way.
+
+Shapes are checked where layers meet, so that a mistake in one layer is an error naming
+it rather than numbers silently broadcast: each layer's `apply` checks its input
+(`check_input`), and `apply_with_tape` / `grad_from_tape`, through which
+`convnet_core.apply`/`grad` and the combinators call a layer, check its backward pass:
+dy against the output's shape, the returned dx against the input's, and dparams against
+params. Those checks compare shapes on the host; they never read a value.
 """
 
 from __future__ import annotations
@@ -23,11 +30,16 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 import numpy
 
+from ..tree import grad_mismatch
+
 __all__ = [
     "Layer",
     "ShapeError",
+    "Tape",
+    "apply_with_tape",
     "check_input",
     "check_layer",
+    "grad_from_tape",
     "layer_from_config",
     "layer_name",
     "layer_to_config",
@@ -58,7 +70,8 @@ class Layer(Protocol):
 
 
 class ShapeError(ValueError):
-    """An input whose shape a layer cannot take; the message names layer and shapes."""
+    """An input whose shape a layer cannot take, or a gradient shaped unlike what it is
+    the gradient of; the message names the layer and both shapes."""
 
 
 def check_layer(layer: Any, where: str) -> Any:
@@ -84,6 +97,59 @@ def check_input(layer: Any, x: Any, expected: tuple[int | None, ...]) -> None:
     if not ok:
         shown = ", ".join("*" if d is None else str(d) for d in expected)
         raise ShapeError(f"{layer!r} expected input of shape (N, {shown}) but got {actual}")
+
+
+@attrs.frozen
+class Tape:
+    """What a training forward pass of one layer leaves for its backward pass: the
+    layer's own cache and the shapes of its input x (N, *input_shape) and output y
+    (N, *output_shape), which `grad_from_tape` checks the gradients against."""
+
+    cache: Any
+    x_shape: tuple[int, ...]
+    y_shape: tuple[int, ...]
+
+
+def apply_with_tape(layer, params, state, x, *, training, rng, xp) -> tuple[Any, Any, Any]:
+    """`layer.apply(...)`, with the cache (when training) kept in a `Tape` with the shapes
+    of x and y: (y (N, *output_shape), new_state, Tape or None)."""
+    y, new_state, cache = layer.apply(params, state, x, training=training, rng=rng, xp=xp)
+    if not training:
+        return y, new_state, None
+    return y, new_state, Tape(cache, tuple(x.shape), tuple(y.shape))
+
+
+def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any, Any]:
+    """`layer.grad(...)` on the cache kept by `apply_with_tape`, with the shapes checked.
+
+    dy must have the shape of the output y; the layer must return dparams shaped like
+    `params` and, when `input_grad`, dx shaped like x. Anything else is a ShapeError that
+    names the layer and both shapes, before a wrong dy is silently broadcast or a wrong
+    gradient reaches the optimizer. The checks compare shapes only (host work, no value
+    is read).
+    """
+    if not isinstance(tape, Tape):
+        raise TypeError(
+            f"grad of {layer!r} takes the cache that convnet_core.apply(training=True) "
+            f"returned, not a {type(tape).__name__} (layer.grad takes layer.apply's cache)"
+        )
+    got = tuple(dy.shape)
+    if got != tape.y_shape:
+        raise ShapeError(
+            f"{layer!r}.grad expected dy of shape {tape.y_shape} (the output's) but got {got}"
+        )
+    dparams, dx = layer.grad(params, tape.cache, dy, xp=xp, input_grad=input_grad)
+    mismatch = grad_mismatch(params, dparams)
+    if mismatch is not None:
+        raise ShapeError(f"{layer!r}.grad: {mismatch}")
+    if input_grad:
+        got = None if dx is None else tuple(dx.shape)
+        if got != tape.x_shape:
+            raise ShapeError(
+                f"{layer!r}.grad returned dx of shape {got} for an input of shape "
+                f"{tape.x_shape}; dx must be shaped like the input"
+            )
+    return dparams, dx
 
 
 # ---------------------------------------------------------------------------------------

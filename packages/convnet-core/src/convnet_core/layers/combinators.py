@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from .base import ShapeError, check_layer, register_layer
+from .base import ShapeError, apply_with_tape, check_layer, grad_from_tape, register_layer
 
 
 def _as_layer_tuple(layers: Any) -> tuple:
@@ -19,7 +19,8 @@ class Sequential:
     """Children applied one after another.
 
     params and state are tuples with one entry per child (an empty dict for a child that
-    has none); the cache is the tuple of the children's caches.
+    has none); the cache is a tuple with one `Tape` per child (its cache and the shapes of
+    its input and output), so that the backward pass checks every child's gradients.
     """
 
     layers: tuple = attrs.field(converter=_as_layer_tuple)
@@ -53,7 +54,7 @@ class Sequential:
         new_state, caches = [], []
         for index, (layer, p, s) in enumerate(zip(self.layers, params, state, strict=True)):
             try:
-                x, s, cache = layer.apply(p, s, x, training=training, rng=rng, xp=xp)
+                x, s, cache = apply_with_tape(layer, p, s, x, training=training, rng=rng, xp=xp)
             except ShapeError as error:
                 raise ShapeError(f"layer {index} of Sequential: {error}") from None
             new_state.append(s)
@@ -61,13 +62,20 @@ class Sequential:
         return x, tuple(new_state), (tuple(caches) if training else None)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
-        """The children's grad in reverse order, each dx the dy of the child before."""
+        """The children's grad in reverse order, each dx the dy of the child before.
+
+        dy (N, *output_shape) must have the last child's output shape; every child's
+        gradients are checked against its shapes (`grad_from_tape`).
+        """
         grads = [None] * len(self.layers)
         for index in reversed(range(len(self.layers))):
             need_dx = input_grad or index > 0  # the first child's dx only if asked for
-            grads[index], dy = self.layers[index].grad(
-                params[index], cache[index], dy, xp=xp, input_grad=need_dx
-            )
+            try:
+                grads[index], dy = grad_from_tape(
+                    self.layers[index], params[index], cache[index], dy, xp=xp, input_grad=need_dx
+                )
+            except ShapeError as error:
+                raise ShapeError(f"layer {index} of Sequential: {error}") from None
         return tuple(grads), dy
 
 
@@ -76,8 +84,9 @@ class Sequential:
 class Residual:
     """y = body(x) + shortcut(x), with the identity as the default shortcut.
 
-    params and state are dicts {"body": ..., "shortcut": ...} ({} for the identity).
-    The gradient flows down both paths and the two input gradients add up.
+    params and state are dicts {"body": ..., "shortcut": ...} ({} for the identity); the
+    cache is (body's Tape, shortcut's Tape or None). The gradient flows down both paths
+    and the two input gradients add up.
     """
 
     body: Any
@@ -111,15 +120,21 @@ class Residual:
 
     def apply(self, params, state, x, *, training, rng, xp):
         """y = body(x) + shortcut(x) (shortcut = identity by default), same shapes."""
-        y, body_state, body_cache = self.body.apply(
-            params["body"], state["body"], x, training=training, rng=rng, xp=xp
+        y, body_state, body_cache = apply_with_tape(
+            self.body, params["body"], state["body"], x, training=training, rng=rng, xp=xp
         )
         short_state, short_cache = state["shortcut"], None
         if self.shortcut is None:
             s = x
         else:
-            s, short_state, short_cache = self.shortcut.apply(
-                params["shortcut"], state["shortcut"], x, training=training, rng=rng, xp=xp
+            s, short_state, short_cache = apply_with_tape(
+                self.shortcut,
+                params["shortcut"],
+                state["shortcut"],
+                x,
+                training=training,
+                rng=rng,
+                xp=xp,
             )
         if y.shape != s.shape:  # output_shape checked the shapes it was built for
             raise ShapeError(
@@ -131,17 +146,18 @@ class Residual:
         return y, new_state, ((body_cache, short_cache) if training else None)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
-        """dy goes down both paths; dx = dx_body + dx_shortcut."""
+        """dy goes down both paths; dx = dx_body + dx_shortcut, each checked to have the
+        input's shape (`grad_from_tape`)."""
         body_cache, short_cache = cache
-        body_grads, dx = self.body.grad(
-            params["body"], body_cache, dy, xp=xp, input_grad=input_grad
+        body_grads, dx = grad_from_tape(
+            self.body, params["body"], body_cache, dy, xp=xp, input_grad=input_grad
         )
         short_grads = {}
         if self.shortcut is None:
             short_dx = dy
         else:
-            short_grads, short_dx = self.shortcut.grad(
-                params["shortcut"], short_cache, dy, xp=xp, input_grad=input_grad
+            short_grads, short_dx = grad_from_tape(
+                self.shortcut, params["shortcut"], short_cache, dy, xp=xp, input_grad=input_grad
             )
         if input_grad:
             dx = dx + short_dx
