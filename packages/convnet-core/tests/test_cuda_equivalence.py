@@ -478,9 +478,9 @@ def training_step_parts(cp):
 def test_a_float32_training_step_never_syncs(cp):
     net, x, y, params, state, opt, opt_state, rng = training_step_parts(cp)
 
-    def step(params, state, opt_state):
+    def step(params, state, opt_state):  # fit's step, its shape checks included
         logits, state, cache = cn.apply(net, params, state, x, training=True, rng=rng, xp=cp)
-        loss, dlogits = losses.softmax_cross_entropy(logits, y, xp=cp)
+        loss, dlogits = losses.value_and_grad(losses.softmax_cross_entropy, logits, y, xp=cp)
         grads, _ = cn.grad(net, params, cache, dlogits, xp=cp, input_grad=False)
         params, opt_state = opt.update(params, grads, opt_state)
         return params, state, opt_state, loss

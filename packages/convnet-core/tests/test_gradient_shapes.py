@@ -1,6 +1,7 @@
 """Gradients of the wrong shape are errors that name who made them and both shapes, never
-numbers silently broadcast: the dy given to `cn.grad`, a layer's dx and dparams, and the
-gradients given to an optimizer.
+numbers silently broadcast: the dy given to `cn.grad`, a layer's dx and dparams, a
+loss's gradient (in fit, mixed precision and `Model.loss`), the gradient given to
+`Model.backward`, and the gradients given to an optimizer.
 
 These checks compare shapes only, so they run in every step on a GPU too (the tests-cuda
 sessions run this file; test_cuda_equivalence.py checks that a step never waits)."""
@@ -12,7 +13,7 @@ import convnet_core as cn
 import numpy
 import pytest
 from convnet_core import layers as L
-from convnet_core import optim
+from convnet_core import losses, optim
 from convnet_core import tree as T
 from convnet_core.layers.base import ShapeError, Tape
 
@@ -246,3 +247,61 @@ def test_grad_mismatch_names_the_first_difference(params, grads, words):
         return leaf(tree)
 
     assert T.grad_mismatch(arrays(params), arrays(grads)) == words
+
+
+# ---------------------------------------------------------------------------------------
+# a loss's gradient against the predictions, and Model.backward's
+
+
+def squared_error_summed_over_the_batch(predictions, targets, *, xp):
+    """A planted bug: the gradient is averaged over the batch, shape (1, outputs)."""
+    diff = predictions - xp.asarray(targets, dtype=predictions.dtype)
+    return (diff * diff).mean(), 2 * diff.mean(axis=0, keepdims=True)
+
+
+LOSS_ERROR = (
+    "loss 'squared_error_summed_over_the_batch' returned a gradient of shape (1, 2) for "
+    "predictions of shape (8, 2); the gradient of a loss must have the predictions' shape"
+)
+
+
+def regression(xp, precision=None):
+    model = cn.Model([L.Dense(2)], device=xp, seed=0)
+    model.compile(loss=squared_error_summed_over_the_batch, optimizer="sgd", precision=precision)
+    rng = numpy.random.default_rng(0)
+    return model, rng.random((32, 3), dtype=numpy.float32), rng.random((32, 2))
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed"])
+def test_fit_refuses_a_loss_gradient_unlike_the_predictions(xp, precision):
+    model, x, targets = regression(xp, precision)
+    model.build((3,))
+    before = host_leaves(model.params)
+    with pytest.raises(ValueError) as error:
+        model.fit((x, targets), epochs=1, batch_size=8, verbose=False)
+    assert str(error.value) == LOSS_ERROR
+    for kept, want in zip(host_leaves(model.params), before, strict=True):
+        numpy.testing.assert_array_equal(kept, want)
+
+
+def test_value_and_grad_names_a_loss_by_the_name_given(xp):
+    p = xp.ones((4, 3), dtype="float32")
+    with pytest.raises(ValueError, match=r"^loss 'mine' returned a gradient of shape \(\) for"):
+        losses.value_and_grad(lambda p, t, *, xp: (p.sum(), p.sum()), p, p, xp=xp, name="mine")
+    value, grad = losses.value_and_grad(losses.mse, p, p, xp=xp)
+    assert grad.shape == (4, 3) and float(value) == 0.0
+
+
+def test_the_custom_loop_refuses_misshapen_loss_and_output_gradients(xp):
+    model, x, targets = regression(xp)
+    predictions = model.forward(x[:8], training=True)
+    with pytest.raises(ValueError) as error:
+        model.loss.forward(predictions, targets[:8])
+    assert str(error.value) == LOSS_ERROR
+    with pytest.raises(ShapeError) as error:
+        model.backward(xp.ones((1, 2), dtype="float32"))
+    assert str(error.value) == (
+        "Model.backward expected grad of shape (8, 2) (the output's of the last forward) "
+        "but got (1, 2)"
+    )
+    assert model.grads is None  # nothing was stored

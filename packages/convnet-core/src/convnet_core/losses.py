@@ -1,5 +1,7 @@
 """Loss functions. Each returns `(value, grad)`: the mean loss over the batch (a 0-d array of
-`xp`, so nothing is copied to the host) and its gradient with respect to the prediction.
+`xp`, so nothing is copied to the host) and its gradient with respect to the prediction,
+shaped like the predictions. `value_and_grad` calls any loss (a user's too) and checks
+that shape, as `fit` and the custom-loop `Model.loss` do.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ __all__ = [
     "one_hot",
     "softmax_cross_entropy",
     "softmax_cross_entropy_unfused",
+    "value_and_grad",
 ]
 
 
@@ -136,6 +139,27 @@ def huber(predictions: Any, targets: Any, *, xp: Any, delta: float = 1.0) -> tup
     per_element = xp.where(small, 0.5 * diff * diff, delta * (abs_diff - 0.5 * delta))
     grad = xp.clip(diff, -delta, delta) / predictions.dtype.type(diff.size)
     return per_element.mean().astype(predictions.dtype), grad.astype(predictions.dtype)
+
+
+def value_and_grad(
+    loss_fn: Any, predictions: Any, targets: Any, *, xp: Any, name: str | None = None
+) -> tuple[Any, Any]:
+    """`loss_fn(predictions, targets, xp=xp)`, with the shape of its gradient checked.
+
+    A loss returns (value, dLoss/dpredictions), the gradient shaped like `predictions`
+    (N, *output_shape). One of another shape, which the backward pass would broadcast
+    into wrong numbers, is a ValueError naming the loss (`name`, else the function's
+    name) and both shapes. The check compares shapes on the host; no value is read.
+    """
+    value, grad = loss_fn(predictions, targets, xp=xp)
+    want, got = tuple(predictions.shape), tuple(getattr(grad, "shape", ()))
+    if got != want:
+        name = name or getattr(loss_fn, "__name__", repr(loss_fn))
+        raise ValueError(
+            f"loss {name!r} returned a gradient of shape {got} for predictions of shape "
+            f"{want}; the gradient of a loss must have the predictions' shape"
+        )
+    return value, grad
 
 
 LOSSES = {

@@ -528,10 +528,11 @@ class Model:
     def backward(self, grad: Any) -> Any:
         """Back-propagate dLoss/doutput from the last `forward(training=True)`.
 
-        grad: shaped like that forward's output (N, *output_shape), e.g. (N, classes).
-        Stores the parameter gradients in `model.grads` (one dict per layer, each array
-        shaped like its parameter) and returns dLoss/dx shaped like the input as the network
-        saw it, (N, *input_shape) (an (N, 28, 28) input gives (N, 1, 28, 28)). Passing the
+        grad: shaped like that forward's output (N, *output_shape), e.g. (N, classes);
+        another shape is a ShapeError naming both (it would be broadcast). Stores the
+        parameter gradients in `model.grads` (one dict per layer, each array shaped like
+        its parameter) and returns dLoss/dx shaped like the input as the network saw it,
+        (N, *input_shape) (an (N, 28, 28) input gives (N, 1, 28, 28)). Passing the
         gradient that `model.loss.backward()` returned uses the fused softmax/cross-entropy
         gradient (softmax(z) - t)/N directly. A gradient given on the host or in another
         dtype (a float64 `np.array([[1.0]])`) is copied to the device in the output's dtype,
@@ -543,6 +544,11 @@ class Model:
         output = record["output"]
         if type(grad) is not type(output) or grad.dtype != output.dtype:
             grad = self.xp.asarray(grad, dtype=output.dtype)
+        if grad.shape != output.shape:
+            raise ShapeError(
+                f"Model.backward expected grad of shape {tuple(output.shape)} (the output's "
+                f"of the last forward) but got {tuple(grad.shape)}"
+            )
         n = record["n"]
         trunk = Sequential(tuple(self.layers[:n]))
         if n < len(self.layers):
@@ -769,7 +775,9 @@ class LossFunction:
             self._fused = (self._grad, record, dlogits)
         else:
             predictions = xp.asarray(predictions)
-            value, self._grad = model._loss_fn(predictions, targets, xp=xp)
+            value, self._grad = losses.value_and_grad(
+                model._loss_fn, predictions, targets, xp=xp, name=model.loss_name
+            )
             self._fused = None
         return float(value)
 

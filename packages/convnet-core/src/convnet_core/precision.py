@@ -39,7 +39,7 @@ from typing import Any
 import attrs
 import numpy
 
-from . import api, cuda_kernels
+from . import api, cuda_kernels, losses
 from . import tree as _tree
 from .backend import get_array_module, is_cupy
 
@@ -297,7 +297,7 @@ def scaled_forward_backward(
             network, compute_params, state, x, training=True, rng=rng, xp=xp
         )
         logits = logits.astype("float32")  # softmax and the loss in float32
-        loss, dlogits = loss_fn(logits, labels, xp=xp)
+        loss, dlogits = losses.value_and_grad(loss_fn, logits, labels, xp=xp)
         dlogits = scaler.scale_loss_grad(dlogits).astype(policy.compute_dtype)
         grads, _ = api.grad(network, compute_params, cache, dlogits, xp=xp, input_grad=False)
         grads, finite = scaler.unscale_and_check(grads)

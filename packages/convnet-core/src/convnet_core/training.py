@@ -11,6 +11,9 @@ Around it, fit only batches the data, sums the loss and the correct predictions 
 host (each batch's values wait on the device and are read back together when the progress
 display refreshes, every 50 batches and at the end of the epoch, never once per batch on a
 GPU; see `RunningTotals`), checks that the loss stays finite, and calls the callbacks.
+Shapes are checked at every step, on the host: the loss's gradient against the
+predictions (`losses.value_and_grad`), each layer's gradients (`layers.base.grad_from_tape`)
+and the gradients against the parameters (`Optimizer.update`).
 
 Randomness: every epoch draws its shuffling order and its dropout masks from generators
 seeded with (seed, epoch index), so a run is fully described by its seed, the data and the
@@ -38,6 +41,7 @@ from .callbacks import (
     _monitored,
 )
 from .layers.base import ShapeError
+from .losses import value_and_grad
 from .schedules import Cosine
 
 __all__ = [
@@ -402,7 +406,7 @@ def run_epoch(
                 out, trunk_state, cache = trunk.apply(
                     params[:n_trunk], state[:n_trunk], x, training=True, rng=dropout_rng, xp=xp
                 )
-                loss, dout = loss_fn(out, y, xp=xp)
+                loss, dout = value_and_grad(loss_fn, out, y, xp=xp, name=model.loss_name)
                 grads, _ = trunk.grad(params[:n_trunk], cache, dout, xp=xp, input_grad=False)
                 del cache
                 params, opt_state = opt.update(params, grads + tail_grads, opt_state)
