@@ -59,6 +59,94 @@ def test_an_update_that_breaks_the_weights_in_an_epochs_last_step_is_caught(xp, 
     assert net.epoch == 0
 
 
+class Batches:
+    """Batches of 8 in order, `x` scaled by `scale[number]` (1-based; 1 when not given):
+    1e25 makes Adam's v = g² overflow float32 while the loss and the weights stay finite
+    (the step m / (sqrt(v) + eps) is then 0); NaN makes the loss NaN."""
+
+    def __init__(self, x, y, scale):
+        self.x, self.y, self.scale = x, y, scale
+
+    def batches(self, batch_size, shuffle=False):
+        for number, start in enumerate(range(0, len(self.x), batch_size), start=1):
+            x = self.x[start : start + batch_size] * numpy.float32(self.scale.get(number, 1))
+            yield x, self.y[start : start + batch_size]
+
+
+def adam_model(xp):
+    return Model([Dense(3)], device=xp, seed=0).compile(optimizer="adam", lr=0.1)
+
+
+def assert_all_finite(tree):
+    assert all(numpy.isfinite(leaf).all() for leaf in host_leaves(tree))
+
+
+def test_an_optimizer_state_that_overflows_stops_fit_at_the_end_of_the_epoch(xp):
+    # as compile(optimizer="adam", lr=1e6) on MNIST: a finite loss and finite weights,
+    # but v infinite, which the model could not be saved with
+    x, y = data(40)
+    net = adam_model(xp)
+    net.fit((x, y), epochs=1, batch_size=8, verbose=False)
+    after_one = host_leaves((net.params, net.opt_state))
+    with (
+        numpy.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(NonFiniteLossError) as error,
+    ):
+        net.fit(Batches(x, y, {2: 1e25}), epochs=1, batch_size=8, verbose=False)
+    assert str(error.value) == (
+        "the optimizer state became NaN or infinite during epoch 2 (first in 'v/0/W', "
+        "learning rate 0.1); the model goes back to where epoch 2 started. Try a lower "
+        "learning rate (compile(lr=...)) or gradient clipping (clip_norm=...)."
+    )
+    # v stayed infinite after batch 2, so the last good point is the epoch's start
+    for kept, want in zip(host_leaves((net.params, net.opt_state)), after_one, strict=True):
+        numpy.testing.assert_array_equal(kept, want)
+    assert net.epoch == 1 and len(net.history["loss"]) == 1
+
+
+def test_an_optimizer_state_that_overflows_in_the_last_step_keeps_the_step_before(xp):
+    x, y = data(40)
+    net = adam_model(xp)
+    with (
+        numpy.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(NonFiniteLossError, match="the model keeps its last good parameters"),
+    ):
+        net.fit(Batches(x, y, {5: 1e25}), epochs=1, batch_size=8, verbose=False)
+    four_steps = adam_model(xp)
+    four_steps.fit((x[:32], y[:32]), epochs=1, batch_size=8, shuffle=False, verbose=False)
+    assert int(net.opt_state["step"]) == 4
+    assert_all_finite(net.opt_state)
+    want = host_leaves((four_steps.params, four_steps.opt_state))
+    for kept, expected in zip(host_leaves((net.params, net.opt_state)), want, strict=True):
+        numpy.testing.assert_array_equal(kept, expected)
+
+
+def test_a_nan_loss_after_the_optimizer_state_overflowed_goes_back_to_the_epoch_start(
+    xp, monkeypatch
+):
+    # the loss of batch 2 vouches for the weights after step 1, but v was infinite there.
+    # A GPU reads losses back every GPU_CHECK_EVERY batches; here every batch, as a CPU does.
+    from convnet_core import training
+
+    monkeypatch.setattr(training, "GPU_CHECK_EVERY", 1)
+    x, y = data(40)
+    net = adam_model(xp)
+    built = host_leaves(net.build((4,)).params)
+    with (
+        numpy.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(NonFiniteLossError) as error,
+    ):
+        net.fit(Batches(x, y, {1: 1e25, 3: math.nan}), epochs=1, batch_size=8, verbose=False)
+    assert str(error.value).startswith(
+        "the loss became NaN or infinite at epoch 1, batch 3 (learning rate 0.1); the model "
+        "goes back to where epoch 1 started."
+    )
+    assert int(net.opt_state["step"]) == 0
+    assert_all_finite(net.opt_state)
+    for kept, want in zip(host_leaves(net.params), built, strict=True):
+        numpy.testing.assert_array_equal(kept, want)
+
+
 def test_validation_labels_are_checked_before_training(xp):
     x, y = data()
     net = model(xp)

@@ -368,8 +368,12 @@ class Model:
             epoch over the model's whole life (None where a metric does not apply).
 
         Raises:
-            training.NonFiniteLossError: the loss became NaN/inf (the model keeps its last
-                good parameters).
+            training.NonFiniteLossError: the loss became NaN/inf (read back every batch on
+                a CPU, every 50 on a GPU), or the parameters or the optimizer state did
+                (checked at the end of each epoch; Adam's v can overflow while the loss
+                stays finite). The model keeps the last parameters, state and optimizer
+                state known to be all finite: the last step a finite loss vouched for if
+                all of them are, else where the epoch started.
         """
         return _fit(
             self,

@@ -10,7 +10,8 @@ One step is exactly the custom loop of the design notes:
 Around it, fit only batches the data, sums the loss and the correct predictions on the
 host (each batch's values wait on the device and are read back together when the progress
 display refreshes, every 50 batches and at the end of the epoch, never once per batch on a
-GPU; see `RunningTotals`), checks that the loss stays finite, and calls the callbacks.
+GPU; see `RunningTotals`), checks that the loss stays finite (and, once per epoch, the
+parameters and the optimizer state: `NonFiniteLossError`), and calls the callbacks.
 Shapes are checked at every step, on the host: the loss's gradient against the
 predictions (`losses.value_and_grad`), each layer's gradients (`layers.base.grad_from_tape`)
 and the gradients against the parameters (`Optimizer.update`).
@@ -58,7 +59,13 @@ GPU_CHECK_EVERY = 50
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the model keeps its last good parameters."""
+    """The loss, the parameters or the optimizer state became NaN or infinite.
+
+    fit then leaves on the model the last parameters, state and optimizer state known to
+    be all finite: those of the last step whose loss was read back finite (when all of
+    them are finite, which is checked as the error is raised), else those the epoch
+    started from (checked at the end of the epoch before).
+    """
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,10 +354,15 @@ class RunningTotals:
         }
 
 
-def _diverged(epoch: int, batch: int, lr: float, what: str = "the loss") -> NonFiniteLossError:
+def _diverged(
+    what: str, when: str, lr: float, kept: str, where: str | None = None
+) -> NonFiniteLossError:
+    """The error fit raises: `what` ("the loss") became NaN or infinite `when` ("at epoch
+    1, batch 3"), first in the leaf `where` ("v/0/W") when known; `kept` says what the
+    model was put back to."""
+    first = f"first in '{where}', " if where else ""
     return NonFiniteLossError(
-        f"{what} became NaN or infinite at epoch {epoch}, batch {batch} "
-        f"(learning rate {lr:.3g}); the model keeps its last good parameters. "
+        f"{what} became NaN or infinite {when} ({first}learning rate {lr:.3g}); {kept}. "
         "Try a lower learning rate (compile(lr=...)) or gradient clipping (clip_norm=...)."
     )
 
@@ -359,6 +371,26 @@ def _all_finite(tree: Any, xp: Any) -> bool:
     """Whether every leaf of `tree` is free of NaN and infinity (one read-back)."""
     flags = [xp.isfinite(leaf).all() for leaf in T.leaves(tree)]
     return bool(xp.stack(flags).all()) if flags else True
+
+
+def _first_non_finite(tree: Any, xp: Any) -> str | None:
+    """The path ("v/0/W") of the first leaf of `tree` holding NaN or infinity, or None.
+    One read-back per leaf: only for the message of an error."""
+    for path, leaf in T.flatten(tree).items():
+        if not bool(xp.isfinite(leaf).all()):
+            return path
+    return None
+
+
+def _restore(model, xp, last_verified, epoch_start, epoch: int) -> str:
+    """Put the last all-finite (params, state, opt_state) back on the model: the step
+    `last_verified` when it is (read back here, as fit stops), else `epoch_start` (checked
+    at the end of the epoch before). Returns what was kept, for the error."""
+    if last_verified is epoch_start or _all_finite(last_verified, xp):
+        model.params, model.state, model.opt_state = last_verified
+        return "the model keeps its last good parameters"
+    model.params, model.state, model.opt_state = epoch_start
+    return f"the model goes back to where epoch {epoch} started"
 
 
 def run_epoch(
@@ -386,7 +418,8 @@ def run_epoch(
     params, state, opt_state = model.params, model.state, model.opt_state
     tail_params, tail_state = params[n_trunk:], state[n_trunk:]  # the fused softmax: ({},)
     tail_grads = tuple({} for _ in tail_params)
-    last_good = (params, state, opt_state)
+    epoch_start = (params, state, opt_state)
+    last_good = epoch_start  # the last step a finite loss vouched for
     candidate = last_good
     totals = RunningTotals(xp)
     try:
@@ -417,22 +450,24 @@ def run_epoch(
             if refresh or len(totals) >= check_every:
                 bad = totals.settle()
                 if bad is not None:
-                    model.params, model.state, model.opt_state = last_good
-                    raise _diverged(epoch_index + 1, bad, float(opt_state["lr"]))
+                    raise _loss_diverged(model, xp, epoch_index + 1, bad, last_good, epoch_start)
                 last_good = candidate
             if refresh:
                 progress.show(_progress_metrics(totals, labels, opt_state, progress.elapsed()))
         bad = totals.settle()
         if bad is not None:
-            model.params, model.state, model.opt_state = last_good
-            raise _diverged(epoch_index + 1, bad, float(opt_state["lr"]))
+            raise _loss_diverged(model, xp, epoch_index + 1, bad, last_good, epoch_start)
         if totals.seen == 0:
             raise ValueError("fit: the training data yielded no batch")
         # The losses vouch for the parameters each step started from; the last step's
-        # result has no loss after it, so it is checked directly, once per epoch.
-        if not _all_finite((params, state), xp):
-            model.params, model.state, model.opt_state = candidate
-            raise _diverged(epoch_index + 1, batch, float(opt_state["lr"]), "the parameters")
+        # result has no loss after it, and the optimizer state (Adam's v = g² can overflow
+        # while the loss and the parameters stay finite) none at all: both are checked
+        # directly, once per epoch, in one read-back.
+        if not _all_finite((params, state, opt_state), xp):
+            raise _epoch_diverged(
+                model, xp, epoch_index + 1, batch, (params, state, opt_state), candidate,
+                epoch_start,
+            )  # fmt: skip
     except KeyboardInterrupt:
         # Stopped by the user: keep the training done so far (the last verified step).
         model.params, model.state, model.opt_state = last_good
@@ -444,6 +479,41 @@ def run_epoch(
     result["_seconds"] = progress.elapsed()
     result["_samples"] = totals.seen
     return result
+
+
+def _loss_diverged(model, xp, epoch, batch, last_good, epoch_start) -> NonFiniteLossError:
+    """The loss of batch `batch` was not finite: restore and describe (see `_restore`)."""
+    kept = _restore(model, xp, last_good, epoch_start, epoch)
+    return _diverged("the loss", f"at epoch {epoch}, batch {batch}", _lr(last_good), kept)
+
+
+def _epoch_diverged(model, xp, epoch, batch, last, candidate, epoch_start):
+    """The epoch ended with `last` (params, state, opt_state) not all finite: restore and
+    describe, naming the first leaf that is not (see `_restore`)."""
+    kept = _restore(model, xp, candidate, epoch_start, epoch)
+    what, where = _first_non_finite_part(last, xp)
+    # the losses vouched for the parameters up to the last step; the layer state and the
+    # optimizer state may have gone at any step (the loss does not read them)
+    when = (
+        f"at epoch {epoch}, batch {batch}" if what == "the parameters" else f"during epoch {epoch}"
+    )
+    return _diverged(what, when, _lr(last), kept, where)
+
+
+def _first_non_finite_part(point, xp) -> tuple[str, str]:
+    """("the optimizer state", "v/0/W"): the first part of a (params, state, opt_state)
+    triple holding NaN or infinity, and the path of its first such leaf."""
+    names = ("the parameters", "the layer state", "the optimizer state")
+    for what, tree in zip(names, point, strict=True):
+        where = _first_non_finite(tree, xp)
+        if where is not None:
+            return what, where
+    raise AssertionError("every leaf is finite")  # pragma: no cover - called on a failure
+
+
+def _lr(point) -> float:
+    """The learning rate in the optimizer state of a (params, state, opt_state) triple."""
+    return float(point[2]["lr"])
 
 
 def _mixed_step(model, trunk, n_trunk, params, state, opt_state, x, y, rng):
