@@ -240,6 +240,13 @@ def test_compile_errors_are_clear(xp):
     )
 
 
+def test_compile_passes_a_weight_decay_of_zero_on(xp):
+    model = Model([Dense(2)], device=xp)
+    assert model.compile(optimizer="adamw").optimizer.weight_decay == 0.01  # AdamW's default
+    assert model.compile(optimizer="adamw", weight_decay=0.0).optimizer.weight_decay == 0.0
+    assert model.compile(optimizer="adam", weight_decay=0.25).optimizer.weight_decay == 0.25
+
+
 def test_save_without_convnet_io_names_the_package(xp, monkeypatch):
     monkeypatch.setitem(sys.modules, "convnet_io", None)
     model = Model([Dense(2)], device=xp).build((3,))

@@ -204,7 +204,7 @@ class Model:
         loss="categorical_crossentropy",
         optimizer="adam",
         lr=None,
-        weight_decay=0.0,
+        weight_decay=None,
         clip_norm=None,
         momentum=None,
         beta1=None,
@@ -235,11 +235,10 @@ class Model:
             "beta2": beta2,
             "eps": eps,
             "clip_norm": clip_norm,
+            "weight_decay": weight_decay,
             **options,
         }
         given = {key: value for key, value in given.items() if value is not None}
-        if weight_decay:
-            given["weight_decay"] = weight_decay
         if isinstance(optimizer, optim.Optimizer):
             if given:
                 raise ValueError(
