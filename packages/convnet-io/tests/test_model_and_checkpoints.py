@@ -1,6 +1,7 @@
 """Whole models: Model.save/Model.load, the Checkpoint callback, and resuming fit."""
 
 import os
+import warnings
 
 import convnet_io
 import numpy
@@ -213,12 +214,16 @@ def test_a_value_that_is_not_finite_is_never_the_best(tmp_path, mode, bad):
 def test_every_and_path_template(tmp_path):
     x, y = data()
     model = new_model()
-    template = str(tmp_path / "ckpt-{epoch:02d}-{loss:.2f}-{val_loss:.2f}.h5")  # no val: nan
+    template = str(tmp_path / "ckpt-{epoch:02d}-{loss:.2f}-{val_loss:.2f}.h5")
     callback = convnet_io.Checkpoint(template, every=2)
-    model.fit((x, y), epochs=5, batch_size=16, verbose=False, callbacks=[callback])
+    model.fit(
+        (x, y), epochs=5, batch_size=16, val_data=data(1, 16), verbose=False, callbacks=[callback]
+    )
     names = sorted(os.listdir(tmp_path))
     assert [n[:7] for n in names] == ["ckpt-02", "ckpt-04"]
-    assert all(n.endswith("-nan.h5") for n in names)
+    for epoch, name in zip((2, 4), names, strict=True):
+        loss, val_loss = (model.history[key][epoch - 1] for key in ("loss", "val_loss"))
+        assert name == f"ckpt-{epoch:02d}-{loss:.2f}-{val_loss:.2f}.h5"
     assert callback.last_saved == str(tmp_path / names[-1])
     assert convnet_io.load_checkpoint(callback.last_saved)["epoch"] == 4
 
@@ -230,13 +235,61 @@ def test_checkpoint_arguments_are_checked():
         convnet_io.Checkpoint("x.h5", every=0)
 
 
-def test_missing_monitor_warns_once(tmp_path):
+def test_a_monitor_without_values_warns_once_outside_fit(tmp_path):
+    model = new_model()
+    model.build((1, 8, 8))
+    callback = convnet_io.Checkpoint(tmp_path / "c.h5", save_best_only=True)
+    logs = {"loss": 0.5, "acc": 0.5, "val_loss": None, "val_acc": None, "lr": 0.01}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        callback.on_epoch_end(model, 1, logs)
+        callback.on_epoch_end(model, 2, logs)
+    assert len(caught) == 1
+    assert str(caught[0].message).startswith("Checkpoint: 'val_loss' has no value in the epoch")
+    assert not (tmp_path / "c.h5").exists()
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "message"),
+    [
+        (
+            {"monitor": "val_los"},
+            "Checkpoint monitor 'val_los' is not in the epoch logs; they have acc, loss, lr, "
+            "val_acc, val_loss",
+        ),
+        (
+            {"save_best_only": True},  # monitors val_loss, and fit gets no validation data
+            "Checkpoint(save_best_only=True) monitors 'val_loss', which this run gives no "
+            "value (it logs loss, acc, lr); validation metrics need fit's val_data or "
+            "val_split, so nothing would be saved",
+        ),
+        (
+            {"path": "c-{val_loss:.3f}.h5"},
+            "Checkpoint path '{folder}/c-{{val_loss:.3f}}.h5': this run gives 'val_loss' no "
+            "value (it logs loss, acc, lr); validation metrics need fit's val_data or val_split",
+        ),
+    ],
+)
+def test_a_monitor_or_field_this_fit_leaves_empty_stops_it_before_the_first_epoch(
+    tmp_path, checkpoint, message
+):
     x, y = data()
     model = new_model()
-    callback = convnet_io.Checkpoint(tmp_path / "c.h5", save_best_only=True)  # no val data
-    with pytest.warns(RuntimeWarning, match="val_loss"):
+    options = {"path": "c.h5", **checkpoint}
+    callback = convnet_io.Checkpoint(os.path.join(tmp_path, options.pop("path")), **options)
+    with pytest.raises(ValueError) as info:
         model.fit((x, y), epochs=2, batch_size=16, verbose=False, callbacks=[callback])
-    assert not (tmp_path / "c.h5").exists()
+    assert str(info.value) == message.format(folder=tmp_path)
+    assert model.epoch == 0 and os.listdir(tmp_path) == []
+
+
+def test_a_checkpoint_without_best_saves_every_epoch_without_validation_data(tmp_path):
+    x, y = data()
+    model = new_model()
+    callback = convnet_io.Checkpoint(tmp_path / "c-{epoch}-{loss:.2f}.h5")  # monitor val_loss
+    model.fit((x, y), epochs=2, batch_size=16, verbose=False, callbacks=[callback])
+    assert sorted(path.name[:4] for path in tmp_path.iterdir()) == ["c-1-", "c-2-"]
+    assert callback.best is None and model.logged_metrics is None  # reset after fit
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 A callback is any object with some of these methods (all optional):
 
-    on_train_begin(model)
+    on_train_begin(model)              model.logged_metrics: the log entries this fit
+                                       fills, e.g. ("loss", "acc", "lr")
     on_epoch_end(model, epoch, logs)   epoch: 1-based count of completed epochs;
                                        logs: {"loss", "acc", "val_loss", "val_acc", "lr"}
     on_train_end(model)
@@ -25,12 +26,18 @@ from typing import Any
 from .schedules import ReduceOnPlateau, is_improvement
 
 __all__ = [
+    "LOG_KEYS",
     "EarlyStopping",
     "EpochProgress",
     "LearningRateScheduler",
     "ReduceLROnPlateau",
     "monitor_mode",
 ]
+
+#: The entries of the epoch logs fit passes to `on_epoch_end`, in order. Those this run
+#: cannot fill are None (validation metrics without validation data, accuracy for a loss
+#: that is not a classification); `model.logged_metrics` names the others during fit.
+LOG_KEYS = ("loss", "acc", "val_loss", "val_acc", "lr")
 
 
 def monitor_mode(monitor: str, mode: str = "auto") -> str:

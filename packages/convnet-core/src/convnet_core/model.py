@@ -78,7 +78,9 @@ class Model:
     Attributes: `network` (Sequential), `input_shape` (per sample, None until built),
     `params`, `state`, `opt_state` (pytrees), `optimizer`, `loss_name`, `history`
     ({"loss", "acc", "val_loss", "val_acc", "lr"} lists), `epoch` (epochs completed),
-    `xp` (numpy or cupy), `seed`, `stop_training`.
+    `xp` (numpy or cupy), `seed`, `stop_training`, `logged_metrics` (while fit runs: the
+    entries of the epoch logs that get a value, for callbacks to check their settings in
+    `on_train_begin`).
     """
 
     def __init__(
@@ -109,6 +111,9 @@ class Model:
         self.epoch = 0
         self.stop_training = False
         self.resuming = False  # true while fit(resume_from=...) starts its callbacks
+        # the epoch-log entries the running fit gives a value, e.g. ("loss", "acc", "lr");
+        # None outside fit
+        self.logged_metrics: tuple[str, ...] | None = None
         self._record: dict[str, Any] | None = None
         self.precision = _precision.get_policy(None)
         self._loss_scaler: Any = None

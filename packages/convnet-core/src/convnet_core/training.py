@@ -34,6 +34,7 @@ import numpy
 from . import backend, checks, precision
 from . import tree as T
 from .callbacks import (
+    LOG_KEYS,
     EarlyStopping,
     EpochProgress,
     LearningRateScheduler,
@@ -766,10 +767,12 @@ def fit(
     all_callbacks = [*begin_cbs, *end_cbs, *callbacks]
     model.stop_training = False
     model.resuming = resume_from is not None
-    for key in ("loss", "acc", "val_loss", "val_acc", "lr"):
+    model.logged_metrics = _logged_metrics(val is not None, labels.track_accuracy)
+    for key in LOG_KEYS:
         model.history.setdefault(key, [])
     try:
-        _call(all_callbacks, "on_train_begin", model)  # where callbacks replay the history
+        # where callbacks replay the history and check their settings against the logs
+        _call(all_callbacks, "on_train_begin", model)
     finally:
         model.resuming = False
     for epoch_index in range(model.epoch, last_epoch):
@@ -817,15 +820,22 @@ def fit(
                 print(f"stopping early after epoch {model.epoch}", flush=True)
             break
     _call(all_callbacks, "on_train_end", model)
+    model.logged_metrics = None
     return model.history
+
+
+def _logged_metrics(has_validation: bool, has_accuracy: bool) -> tuple[str, ...]:
+    """The entries of the epoch logs that fit gives a value (the others are None)."""
+    logged = ["loss", "acc"] if has_accuracy else ["loss"]
+    if has_validation:
+        logged += ["val_loss", "val_acc"] if has_accuracy else ["val_loss"]
+    return (*logged, "lr")
 
 
 def _check_monitor(monitor: str, has_validation: bool, has_accuracy: bool) -> None:
     """ValueError, before any training, when `monitor` names a metric fit will not log."""
-    logged = {"loss": 0.0, "acc": 0.0 if has_accuracy else None, "lr": 0.0}
-    if has_validation:
-        logged.update(val_loss=0.0, val_acc=0.0 if has_accuracy else None)
-    _monitored(logged, monitor)
+    logged = _logged_metrics(has_validation, has_accuracy)
+    _monitored({key: 0.0 if key in logged else None for key in LOG_KEYS}, monitor)
 
 
 def _default_monitor(has_validation: bool, has_accuracy: bool) -> str:

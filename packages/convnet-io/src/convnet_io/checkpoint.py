@@ -13,13 +13,12 @@ import string
 import warnings
 from typing import Any
 
+from convnet_core.callbacks import LOG_KEYS
+
 from .atomic import resolve_target
 from .format import read_model, save
 
 __all__ = ["Checkpoint", "load_checkpoint"]
-
-#: The entries of the epoch logs `fit` passes to callbacks (convnet_core.callbacks).
-LOG_KEYS = ("loss", "acc", "val_loss", "val_acc", "lr")
 
 
 class Checkpoint:
@@ -36,8 +35,9 @@ class Checkpoint:
         every: save every this many epochs (counting completed epochs).
 
     The template is checked when the callback is made (its syntax) and when training
-    starts (its fields, their formats, and the folder, which must exist), so a mistake
-    fails before the first epoch rather than after it. After training, `best` holds the
+    starts (its fields, their formats, and the folder, which must exist), and so is the
+    monitor (a name the epoch logs have; with `save_best_only`, one this run fills), so
+    a mistake fails before the first epoch rather than after it. After training, `best` holds the
     best monitored value seen and `last_saved` the path of the last file written (None
     when nothing was saved).
     """
@@ -72,9 +72,10 @@ class Checkpoint:
         return value < self.best if self.mode == "min" else value > self.best
 
     def on_train_begin(self, model: Any) -> None:
-        """Check the path (fields, folder); on a resumed run, take the best value recorded
-        in the existing checkpoint."""
+        """Check the path (fields, folder) and the monitor; on a resumed run, take the best
+        value recorded in the existing checkpoint."""
         self._check_path(model)
+        self._check_monitor(model)
         if self.best is not None or not self.save_best_only or not getattr(model, "epoch", 0):
             return
         if "{" in self.path or not os.path.exists(self.path):
@@ -90,13 +91,20 @@ class Checkpoint:
     def _check_path(self, model: Any) -> None:
         """Raise now what saving after the first epoch would raise: a field the logs lack,
         a format that does not fit its value, a missing folder, a directory or device at
-        the path."""
-        available = {"epoch", *LOG_KEYS, *(getattr(model, "history", None) or {})}
+        the path; and a field this run leaves empty, which would write "nan" into every
+        name."""
+        available = {"epoch", *_log_names(model)}
         unknown = sorted(self._fields - available)
         if unknown:
             raise ValueError(
                 f"Checkpoint path {self.path!r}: no field {', '.join(map(repr, unknown))} in "
                 f"the epoch logs; the fields are {', '.join(sorted(available))}"
+            )
+        empty = sorted(self._fields & _unfilled(model))
+        if empty:
+            raise ValueError(
+                f"Checkpoint path {self.path!r}: this run gives {', '.join(map(repr, empty))} "
+                f"no value{_why_unfilled(model, empty)}"
             )
         try:
             sample = self._path(1, {key: 0.5 for key in available - {"epoch"}})
@@ -111,6 +119,22 @@ class Checkpoint:
         elif "{" not in folder and not os.path.isdir(folder or os.curdir):
             raise FileNotFoundError(
                 f"Checkpoint path {self.path!r}: the folder {folder} does not exist"
+            )
+
+    def _check_monitor(self, model: Any) -> None:
+        """Raise for a monitor the epoch logs do not have, and, with save_best_only, for one
+        this run leaves empty (nothing would ever be saved)."""
+        names = _log_names(model)
+        if self.monitor not in names:
+            raise ValueError(
+                f"Checkpoint monitor {self.monitor!r} is not in the epoch logs; they have "
+                f"{', '.join(sorted(names))}"
+            )
+        if self.save_best_only and self.monitor in _unfilled(model):
+            raise ValueError(
+                f"Checkpoint(save_best_only=True) monitors {self.monitor!r}, which this run "
+                f"gives no value{_why_unfilled(model, [self.monitor])}, so nothing would be "
+                "saved"
             )
 
     def _warn_no_value(self, logs: dict) -> None:
@@ -151,6 +175,25 @@ class Checkpoint:
         path = self._path(epoch, logs)
         record = {"monitor": self.monitor, "mode": self.mode, "best": self.best, "epoch": epoch}
         self.last_saved = save(path, model, metadata={"checkpoint": record})
+
+
+def _log_names(model: Any) -> set[str]:
+    """The names an epoch's logs can hold: fit's entries and any history a model keeps."""
+    return {*LOG_KEYS, *(getattr(model, "history", None) or {})}
+
+
+def _unfilled(model: Any) -> set[str]:
+    """fit's log entries that the running fit gives no value (empty when not under fit)."""
+    logged = getattr(model, "logged_metrics", None)
+    return set() if logged is None else set(LOG_KEYS) - set(logged)
+
+
+def _why_unfilled(model: Any, names: list[str]) -> str:
+    """Why this run leaves `names` empty, as a clause for an error message."""
+    reason = f" (it logs {', '.join(model.logged_metrics)})"
+    if any(name.startswith("val_") for name in names):
+        reason += "; validation metrics need fit's val_data or val_split"
+    return reason
 
 
 def _template_fields(path: str) -> set[str]:
