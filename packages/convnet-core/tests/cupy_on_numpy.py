@@ -198,9 +198,13 @@ def real_cupy() -> Any:
     return _real_cupy[0]
 
 
-def make_cupy_on_numpy(build_dir: pathlib.Path, reference: Any = None) -> types.ModuleType:
+def make_cupy_on_numpy(
+    build_dir: pathlib.Path, reference: Any = None, *, check_launches: bool = True
+) -> types.ModuleType:
     """The `cupy` stand-in; kernels are compiled into `build_dir`. With `reference` (the real
-    CuPy module) it offers only the names that has."""
+    CuPy module) it offers only the names that has. With `check_launches`, each kernel
+    launch runs the three ways of launch_checks.check_runs_agree (about three times the
+    kernels' work): for tests, not for a program only run to see that its paths work."""
     # each stand-in has its own array class, so one's reference does not leak to another
     ndarray = type(
         "ndarray",
@@ -216,7 +220,7 @@ def make_cupy_on_numpy(build_dir: pathlib.Path, reference: Any = None) -> types.
         cupy if any(isinstance(a, ndarray) for a in arrays) else numpy
     )
 
-    kernels = CupyOnCpu(build_dir, check_runs=True)  # every launch: in bounds, any order
+    kernels = CupyOnCpu(build_dir, check_runs=check_launches)
 
     def elementwise_kernel(*args: Any) -> Any:
         return _on_device_arrays(kernels.ElementwiseKernel(*args), ndarray)
@@ -275,8 +279,9 @@ def make_cupyx_on_numpy() -> types.ModuleType:
 
 
 @contextlib.contextmanager
-def cupy_on_numpy_installed(build_dir: pathlib.Path) -> Any:
-    """The stand-in as `sys.modules["cupy"]` (and so the GPU convnet finds) for the block."""
+def cupy_on_numpy_installed(build_dir: pathlib.Path, *, check_launches: bool = True) -> Any:
+    """The stand-in as `sys.modules["cupy"]` (and so the GPU convnet finds) for the block;
+    `check_launches` as for make_cupy_on_numpy."""
     from convnet_core import backend, cuda_kernels
 
     reference = real_cupy()
@@ -284,7 +289,7 @@ def cupy_on_numpy_installed(build_dir: pathlib.Path) -> Any:
     saved_kernels = dict(cuda_kernels._KERNELS)
     cupyx = make_cupyx_on_numpy()
     sys.modules.update(cupyx=cupyx, **{"cupyx.profiler": cupyx.profiler})
-    sys.modules["cupy"] = make_cupy_on_numpy(build_dir, reference)
+    sys.modules["cupy"] = make_cupy_on_numpy(build_dir, reference, check_launches=check_launches)
     cuda_kernels._KERNELS.clear()  # kernels built by another `cupy` are not ours
     backend.cuda_unavailable_reason.cache_clear()  # it finds the stand-in's one device
     try:
