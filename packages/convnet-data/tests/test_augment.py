@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from convnet_core import backend
@@ -116,11 +118,166 @@ def test_zero_strength_is_the_identity(xp):
         np.testing.assert_allclose(backend.to_host(aug(x, rng)), backend.to_host(x), atol=1e-6)
 
 
-def test_augmentations_reject_bad_parameters():
-    with pytest.raises(ValueError, match="RandomAffine"):
-        augment.random_affine(max_shift=-1)
-    with pytest.raises(ValueError, match="Elastic"):
-        augment.elastic(sigma=0)
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: augment.random_affine(max_shift=-1),
+            "RandomAffine: max_shift must be >= 0, got -1",
+        ),
+        (
+            lambda: augment.random_shift(2.5),
+            "RandomAffine: max_shift must be a whole number >= 0, got 2.5",
+        ),
+        (
+            lambda: augment.random_rotation(np.nan),
+            "RandomAffine: max_degrees must be >= 0, got nan",
+        ),
+        (
+            lambda: augment.random_rotation(np.inf),
+            "RandomAffine: max_degrees must be >= 0, got inf",
+        ),
+        (
+            lambda: augment.random_affine(max_scale=np.nan),
+            r"RandomAffine: max_scale must be in \[0, 1\), got nan",
+        ),
+        (
+            lambda: augment.random_affine(max_scale=1.0),
+            r"RandomAffine: max_scale must be in \[0, 1\), got 1.0",
+        ),
+        (lambda: augment.elastic(sigma=0), "Elastic: sigma must be > 0, got 0"),
+        (lambda: augment.elastic(sigma=np.nan), "Elastic: sigma must be > 0, got nan"),
+        (lambda: augment.elastic(alpha=np.nan), "Elastic: alpha must be >= 0, got nan"),
+        (lambda: augment.elastic(alpha=-1.0), "Elastic: alpha must be >= 0, got -1.0"),
+    ],
+)
+def test_augmentations_reject_bad_parameters(make, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        make()
+
+
+def test_whole_shifts_given_as_numpy_integers_are_accepted():
+    assert augment.random_shift(np.int64(3)).max_shift == 3
+
+
+AUGMENTATIONS = {
+    "RandomAffine": augment.random_rotation(10),
+    "Elastic": augment.elastic(),
+    "Compose": augment.compose(augment.random_shift(1)),
+}
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS)
+def test_one_image_is_refused_with_the_batch_shape_to_use(xp, name):
+    image = xp.zeros((1, 7, 7), dtype=xp.float32)  # (C, H, W), no batch axis
+    caller = "RandomAffine" if name == "Compose" else name  # Compose's step says it
+    message = (
+        f"{caller}: x must be a batch (N, C, H, W), got shape (1, 7, 7); "
+        "one image (C, H, W) is the batch x[None]"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        AUGMENTATIONS[name](image, np.random.default_rng(0))
+    assert AUGMENTATIONS[name](image[None], np.random.default_rng(0)).shape == (1, 1, 7, 7)
+
+
+def test_fixed_moves_name_themselves_in_shape_and_dtype_errors(xp):
+    with pytest.raises(ValueError, match=r"^transform: x must be a batch \(N, C, H, W\), got"):
+        augment.transform(xp.zeros((7, 7)), [0.0], [[0, 0]])
+    grid = xp.zeros((1, 7, 7))
+    with pytest.raises(ValueError, match=r"^sample_bilinear: x must be a batch"):
+        augment.sample_bilinear(xp.zeros((1, 7, 7)), grid, grid)
+    with pytest.raises(TypeError, match="^RandomAffine: x must hold integers or floats, got bool$"):
+        augment.random_shift(1)(xp.zeros((1, 1, 7, 7), dtype=bool), 0)
+    with pytest.raises(TypeError, match="^Elastic: x must be a NumPy or CuPy array"):
+        augment.elastic()([[[[0.0]]]], 0)
+
+
+def test_an_int_seed_is_accepted_in_place_of_a_generator(xp):
+    x = batch(xp)
+    for aug in (
+        augment.random_affine(2, 10),
+        augment.elastic(),
+        augment.compose(augment.random_shift(1), augment.random_rotation(5)),
+    ):
+        from_int = backend.to_host(aug(x, 7))
+        from_generator = backend.to_host(aug(x, np.random.default_rng(7)))
+        np.testing.assert_array_equal(from_int, from_generator)
+        np.testing.assert_array_equal(backend.to_host(aug(x, 7)), from_int)  # the same each call
+        assert not np.allclose(backend.to_host(aug(x, 8)), from_int)
+
+
+def test_compose_makes_one_generator_for_all_its_steps(xp):
+    # with the int passed on to each step, both rotations would draw the same angles
+    x = batch(xp)
+    rotation = augment.random_rotation(30)
+    twice = backend.to_host(augment.compose(rotation, rotation)(x, 3))
+    rng = np.random.default_rng(3)
+    np.testing.assert_allclose(twice, backend.to_host(rotation(rotation(x, rng), rng)), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("seed", "error"), [("abc", TypeError), (2.5, TypeError), (-1, ValueError)]
+)
+def test_a_bad_seed_is_refused_naming_the_augmentation(xp, seed, error):
+    message = (
+        "RandomAffine: rng must be an int >= 0, a sequence of them, a NumPy Generator, "
+        f"a SeedSequence or None, got {seed!r}"
+    )
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        augment.random_shift(1)(batch(xp), seed)
+
+
+def horizontal_bar(xp, dtype, value=200):
+    """A 7x7 image, 0 but for its middle row, (1, 1, 7, 7)."""
+    x = np.zeros((1, 1, 7, 7), dtype)
+    x[0, 0, 3] = value
+    return xp.asarray(x)
+
+
+def test_integer_images_are_interpolated_in_float_and_rounded(xp):
+    # the middle row of a bar rotated by 10 degrees about the centre reads the bar at
+    # 3 + sin(10 deg) (j - 3): 200 (1 - |sin(10 deg) (j - 3)|) by bilinear interpolation
+    expected = 200 * (1 - np.abs(np.sin(np.radians(10)) * (np.arange(7) - 3)))
+    np.testing.assert_allclose(
+        expected, [95.81, 130.54, 165.27, 200, 165.27, 130.54, 95.81], atol=0.01
+    )
+    as_float = augment.transform(horizontal_bar(xp, np.float32), [10.0], [[0, 0]])
+    np.testing.assert_allclose(backend.to_host(as_float)[0, 0, 3], expected, atol=1e-3)
+    as_uint8 = augment.transform(horizontal_bar(xp, np.uint8), [10.0], [[0, 0]])
+    assert as_uint8.dtype == np.uint8
+    np.testing.assert_array_equal(
+        backend.to_host(as_uint8)[0, 0, 3], [96, 131, 165, 200, 165, 131, 96]
+    )
+    np.testing.assert_array_equal(
+        backend.to_host(as_uint8), np.rint(backend.to_host(as_float)).astype(np.uint8)
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.int64])
+def test_every_augmentation_keeps_integer_dtypes_and_rounds_the_float_result(xp, dtype):
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(0)
+    low = max(info.min, -(2**40))  # exact in float64, the working dtype of wide integers
+    high = min(info.max, 2**40)
+    x = xp.asarray(rng.integers(low, high, (4, 2, 9, 9), endpoint=True).astype(dtype))
+    work = np.float32 if info.bits <= 16 else np.float64
+    for aug in (augment.random_affine(2, 20, 0.2), augment.elastic(10, 3)):
+        out = aug(x, np.random.default_rng(1))
+        assert out.dtype == dtype and out.shape == x.shape
+        reference = aug(x.astype(work), np.random.default_rng(1))
+        np.testing.assert_array_equal(
+            backend.to_host(out), np.rint(backend.to_host(reference)).astype(dtype)
+        )
+
+
+def test_extreme_integer_values_stay_in_range(xp):
+    # weighted means of pixels and the 0 outside: never beyond the input's range
+    for dtype, value in ((np.uint8, 255), (np.int8, -128), (np.int16, 32767)):
+        x = xp.full((8, 1, 9, 9), value, dtype=dtype)
+        out = backend.to_host(augment.random_affine(2, 45, 0.3)(x, 0))
+        assert out.dtype == dtype
+        assert set(np.unique(out)) >= {0, value}  # edges read 0, the inside keeps the value
+        assert out.min() >= min(value, 0) and out.max() <= max(value, 0)
 
 
 @pytest.fixture(scope="module")

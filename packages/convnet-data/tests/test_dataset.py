@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -297,3 +298,20 @@ def test_seed_as_seed_and_epoch_pair():
 
     np.testing.assert_array_equal(labels([1, 2]), labels([1, 2]))
     assert not np.array_equal(labels([1, 2]), labels([1, 3]))
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda ds: ds.split(0.5, seed="abc"), "split: seed"),
+        (lambda ds: ds.subset(3, seed="abc"), "subset: seed"),
+        (lambda ds: ds.batches(4, seed="abc"), "batches: seed"),
+    ],
+)
+def test_a_bad_seed_is_refused_naming_the_method(call, name):
+    message = (
+        f"{name} must be an int >= 0, a sequence of them, a NumPy Generator, "
+        "a SeedSequence or None, got 'abc'"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        call(make_dataset(10))

@@ -1,10 +1,18 @@
 """Data augmentation on batches: random shifts, rotations and elastic distortion.
 
-Every augmentation is a callable `augment(x, rng) -> x'` on a float batch x (N, C, H, W) of
-the array module x lives in (numpy or cupy), with `rng` a NumPy Generator. The random
-parameters (a few numbers per sample) are drawn on the host from `rng`, so one seed gives
-the same augmentation on the CPU and the GPU; the pixels are then moved by one vectorized
-gather through `xp`, with no Python loop over samples or pixels.
+Every augmentation is a callable `augment(x, rng) -> x'` on a batch x (N, C, H, W) of the
+array module x lives in (numpy or cupy), with `rng` a NumPy Generator (its draws advance
+it) or a seed as `Dataset.batches` takes one (an int, a sequence of ints, a SeedSequence,
+or None; the same int gives the same moves at every call). The random parameters (a few
+numbers per sample) are drawn on the host from `rng`, so one seed gives the same
+augmentation on the CPU and the GPU; the pixels are then moved by one vectorized gather
+through `xp`, with no Python loop over samples or pixels.
+
+`Dataset.batches` augments float32 batches (values 0..255). Integer batches, such as
+`Dataset.images` (uint8), are interpolated in floating point (float32 up to 16-bit
+integers, float64 beyond) and rounded to the nearest integer in their own dtype; the
+result stays in range, as each output pixel is a weighted mean of input pixels and 0. One
+image (C, H, W) is a batch of one: x[None].
 
 All of them work the same way: each output pixel p reads the input at a source point
 src(p), interpolated bilinearly from its four neighbours; points outside the image read 0
@@ -29,7 +37,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from convnet_core import checks
 from convnet_core.backend import get_array_module
+
+from ._seeds import SeedLike, generator
 
 __all__ = [
     "Compose",
@@ -45,7 +56,29 @@ __all__ = [
     "transform",
 ]
 
-Augment = Callable[[Any, np.random.Generator], Any]
+Augment = Callable[[Any, SeedLike], Any]
+
+
+def _check_batch(x: Any, what: str) -> None:
+    """Refuse what cannot be moved as a batch: anything but an integer or float array
+    (N, C, H, W). `what` names the caller in the message."""
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise TypeError(
+            f"{what}: x must be a NumPy or CuPy array (N, C, H, W), got {type(x).__name__}"
+        )
+    if len(x.shape) != 4:
+        raise ValueError(
+            f"{what}: x must be a batch (N, C, H, W), got shape {tuple(x.shape)}; "
+            "one image (C, H, W) is the batch x[None]"
+        )
+    if x.dtype.kind not in "iuf":
+        raise TypeError(f"{what}: x must hold integers or floats, got {x.dtype}")
+
+
+def _working_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype interpolation runs in: a float dtype itself; for integers the smallest
+    float holding them exactly (float32 up to 16 bits, float64 beyond)."""
+    return dtype if dtype.kind == "f" else np.result_type(dtype, np.float32)
 
 
 def sample_bilinear(x, src_y, src_x):
@@ -53,15 +86,18 @@ def sample_bilinear(x, src_y, src_x):
 
     x: (N, C, H, W); src_y, src_x: (N, H, W) source rows and columns in pixels. Each value
     mixes the four pixels around the point with bilinear weights; pixels outside the image
-    count as 0. Returns (N, C, H, W) in x's dtype.
+    count as 0. Returns (N, C, H, W) in x's dtype: integer x is interpolated in float
+    (`_working_dtype`) and rounded to the nearest integer.
     """
+    _check_batch(x, "sample_bilinear")
     xp = get_array_module(x)
+    work = _working_dtype(x.dtype)
     n, c, h, w = x.shape
-    flat = x.reshape(n, c, h * w)
+    flat = x.reshape(n, c, h * w).astype(work, copy=False)
     y0 = xp.floor(src_y)
     x0 = xp.floor(src_x)
-    wy = (src_y - y0).astype(x.dtype)  # (N, H, W) weight of the lower row
-    wx = (src_x - x0).astype(x.dtype)
+    wy = (src_y - y0).astype(work)  # (N, H, W) weight of the lower row, in [0, 1)
+    wx = (src_x - x0).astype(work)
     y0 = y0.astype(xp.int64)
     x0 = x0.astype(xp.int64)
     samples = xp.arange(n)[:, None, None]  # (N, 1, 1)
@@ -78,7 +114,10 @@ def sample_bilinear(x, src_y, src_x):
         where = (xp.clip(rows, 0, h - 1) * w + xp.clip(cols, 0, w - 1)).reshape(n, 1, h * w)
         weight = (weight * inside).reshape(n, 1, h * w)  # 0 for neighbours outside
         out += flat[samples, channels, where] * weight  # (N, C, H*W)
-    return out.reshape(n, c, h, w)
+    out = out.reshape(n, c, h, w)
+    if work != x.dtype:  # integers: a weighted mean of pixels and 0 stays in x's range
+        out = xp.rint(out).astype(x.dtype)
+    return out
 
 
 def transform(x, angles, shifts, scales=None):
@@ -87,7 +126,9 @@ def transform(x, angles, shifts, scales=None):
     angles (N,) in degrees, counter-clockwise as displayed (rows downwards); shifts (N, 2)
     in pixels (rows, columns), positive moves the content down and right; scales (N,),
     > 1 enlarges. Host arrays. Output pixel p reads x at c + R(-angle)(p - shift - c)/scale.
+    Returns (N, C, H, W) in x's dtype and module (integers rounded, as `sample_bilinear`).
     """
+    _check_batch(x, "transform")
     xp = get_array_module(x)
     n, _, h, w = x.shape
     angles = np.radians(np.asarray(angles, dtype=np.float64).reshape(n))  # host
@@ -112,7 +153,7 @@ class RandomAffine:
     Shifts are whole pixels drawn uniformly in [-max_shift, max_shift] per axis (so a pure
     shift moves pixels exactly, with no blur), angles uniform in [-max_degrees,
     max_degrees], scales uniform in [1 - max_scale, 1 + max_scale]. Called as
-    `aug(x, rng)`: x float (N, C, H, W) of numpy or cupy -> the same shape, module and dtype.
+    `aug(x, rng)`: x (N, C, H, W) of numpy or cupy -> the same shape, module and dtype.
     """
 
     max_shift: int = 2
@@ -120,15 +161,16 @@ class RandomAffine:
     max_scale: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.max_shift < 0 or self.max_degrees < 0 or not 0 <= self.max_scale < 1:
-            raise ValueError(
-                f"RandomAffine: need max_shift >= 0, max_degrees >= 0 and 0 <= max_scale < 1, "
-                f"got {self.max_shift}, {self.max_degrees}, {self.max_scale}"
-            )
+        checks.count(self.max_shift, "RandomAffine: max_shift", minimum=0)
+        checks.real(self.max_degrees, "RandomAffine: max_degrees", low=0)
+        checks.real(self.max_scale, "RandomAffine: max_scale", low=0, high=1, high_open=True)
 
-    def __call__(self, x, rng: np.random.Generator):
+    def __call__(self, x, rng: SeedLike):
         """x (N, C, H, W) -> (N, C, H, W) in x's dtype and module; the N shifts (rows,
-        columns), angles and scales are drawn from the host Generator `rng`."""
+        columns), angles and scales are drawn on the host from `rng` (a Generator or a
+        seed)."""
+        _check_batch(x, "RandomAffine")
+        rng = generator(rng, "RandomAffine: rng")
         n = x.shape[0]
         shifts = rng.integers(-self.max_shift, self.max_shift + 1, size=(n, 2))  # host
         angles = rng.uniform(-self.max_degrees, self.max_degrees, size=n)  # host
@@ -177,20 +219,23 @@ class Elastic:
     Each sample gets a displacement field: uniform noise in [-1, 1] per pixel and axis,
     blurred by a Gaussian of std `sigma` and scaled by `alpha` (pixels). Output pixel p
     reads the input at p + displacement(p). For 28x28 digits sigma 4 to 6 and alpha 8 to
-    34 keep the digit readable. Called as `aug(x, rng)`: x float (N, C, H, W) -> the same
-    shape, module and dtype.
+    34 keep the digit readable. Called as `aug(x, rng)`: x (N, C, H, W) -> the same shape,
+    module and dtype.
     """
 
     alpha: float = 8.0
     sigma: float = 4.0
 
     def __post_init__(self) -> None:
-        if self.alpha < 0 or self.sigma <= 0:
-            raise ValueError(f"Elastic: need alpha >= 0 and sigma > 0, got {self}")
+        checks.real(self.alpha, "Elastic: alpha", low=0)
+        checks.real(self.sigma, "Elastic: sigma", low=0, low_open=True)
 
-    def __call__(self, x, rng: np.random.Generator):
+    def __call__(self, x, rng: SeedLike):
         """x (N, C, H, W) -> (N, C, H, W) in x's dtype and module; one displacement field
-        (2, N, H, W) is drawn from the host Generator `rng`, shared by the C channels."""
+        (2, N, H, W) is drawn on the host from `rng` (a Generator or a seed), shared by the
+        C channels."""
+        _check_batch(x, "Elastic")
+        rng = generator(rng, "Elastic: rng")
         xp = get_array_module(x)
         n, _, h, w = x.shape
         noise = rng.uniform(-1.0, 1.0, size=(2, n, h, w))  # host
@@ -216,8 +261,10 @@ class Compose:
 
     steps: tuple
 
-    def __call__(self, x, rng: np.random.Generator):
-        """x (N, C, H, W) -> each step applied in order, `rng` passed to each in turn."""
+    def __call__(self, x, rng: SeedLike):
+        """x (N, C, H, W) -> each step applied in order; `rng` (a seed made into one
+        Generator first) passed to each in turn."""
+        rng = generator(rng, "Compose: rng")
         for step in self.steps:
             x = step(x, rng)
         return x

@@ -17,30 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from ._seeds import SeedLike, seed_sequence
 from .prefetch import ordered_prefetch
 
 __all__ = ["Dataset", "DEFAULT_MAX_THREADS"]
 
 #: the most threads `batches` starts by default (the old project's choice)
 DEFAULT_MAX_THREADS = 8
-
-#: an int or a sequence of ints (e.g. [seed, epoch]), a Generator, a SeedSequence, or None
-SeedLike = int | Sequence[int] | np.random.Generator | np.random.SeedSequence | None
-
-
-def _seed_sequence(seed: SeedLike) -> np.random.SeedSequence:
-    """A SeedSequence from ints, a Generator (which draws one), a SeedSequence or None.
-
-    A SeedSequence is copied, not used itself: spawning from it would advance the caller's
-    object, and the same seed must give the same batches every time, as an int does.
-    """
-    if isinstance(seed, np.random.SeedSequence):
-        return np.random.SeedSequence(
-            seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size
-        )
-    if isinstance(seed, np.random.Generator):
-        return np.random.SeedSequence(int(seed.integers(2**63)))  # host
-    return np.random.SeedSequence(seed)
 
 
 class Dataset:
@@ -141,7 +124,8 @@ class Dataset:
             raise ValueError(
                 f"split: a fraction of {fraction} of {len(self)} samples leaves an empty part"
             )
-        order = np.random.default_rng(_seed_sequence(seed)).permutation(len(self))  # host
+        rng = np.random.default_rng(seed_sequence(seed, "split: seed"))  # host
+        order = rng.permutation(len(self))  # host
         val_index = np.sort(order[:count])  # host
         train_mask = np.ones(len(self), dtype=bool)  # host
         train_mask[val_index] = False
@@ -156,7 +140,7 @@ class Dataset:
                 raise ValueError(f"subset: n must be in 0..{len(self)}, got {count}")
             if seed is None:
                 return self._take(slice(0, count))
-            rng = np.random.default_rng(_seed_sequence(seed))
+            rng = np.random.default_rng(seed_sequence(seed, "subset: seed"))
             return self._take(np.sort(rng.choice(len(self), size=count, replace=False)))
         indices = np.asarray(n_or_indices)
         if indices.dtype != bool and not np.issubdtype(indices.dtype, np.integer):
@@ -207,7 +191,7 @@ class Dataset:
             num_threads = min(DEFAULT_MAX_THREADS, os.cpu_count() or 1)
         if xp is None:
             xp = np
-        root = _seed_sequence(seed)
+        root = seed_sequence(seed, "batches: seed")
         order_seed, augment_seed = root.spawn(2)
         n = len(self)
         if shuffle:
