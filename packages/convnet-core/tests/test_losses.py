@@ -1,5 +1,7 @@
 """The losses: known values, gradients against central differences in float64, stability
-for large logits, and the label shapes they refuse."""
+for large logits, and the labels they refuse (shapes, dtypes, classes out of range)."""
+
+import functools
 
 import numpy
 import pytest
@@ -91,3 +93,67 @@ def test_one_hot_labels_of_the_wrong_width_are_refused(xp, batch):
         losses.softmax_cross_entropy(logits, xp.asarray(numpy.eye(3)[labels % 3]), xp=xp)
     with pytest.raises(ValueError, match=r"labels must be \(N,\) integers"):
         losses.softmax_cross_entropy(logits, xp.asarray(labels[:3]), xp=xp)
+
+
+def on_gpu(xp):
+    from convnet_core.backend import is_cupy
+
+    return is_cupy(xp)
+
+
+# (labels, the words of NumPy's error) for logits of 3 classes
+BAD_LABELS = [
+    ([0, 2, -1], "label -1 at index 2 is not a class: the 3 classes are 0 to 2"),
+    ([3, 0, 1], "label 3 at index 0 is not a class: the 3 classes are 0 to 2"),
+]
+
+
+@pytest.mark.parametrize(("labels", "words"), BAD_LABELS)
+def test_a_label_outside_the_classes_is_refused_on_numpy_and_nan_on_a_gpu(xp, labels, words):
+    logits = xp.asarray(numpy.zeros((3, 3)))
+    labels = xp.asarray(numpy.array(labels, dtype="int64"))
+    if not on_gpu(xp):
+        with pytest.raises(ValueError) as error:
+            losses.softmax_cross_entropy(logits, labels, xp=xp)
+        assert str(error.value) == f"softmax_cross_entropy: {words}"
+        with pytest.raises(ValueError) as error:
+            losses.one_hot(labels, 3, xp=xp)
+        assert str(error.value) == f"one_hot: {words}"
+        return
+    from host_waits import assert_never_waits_for_the_gpu
+
+    # a GPU does not read the labels: the wrong one makes the loss NaN, fused or not
+    for loss in (losses.softmax_cross_entropy, losses.softmax_cross_entropy_unfused):
+        value, _ = assert_never_waits_for_the_gpu(
+            xp, functools.partial(loss, logits, labels, xp=xp)
+        )
+        assert numpy.isnan(float(value)), loss.__name__
+    rows = host(assert_never_waits_for_the_gpu(xp, lambda: losses.one_hot(labels, 3, xp=xp)))
+    bad = 2 if words.startswith("label -1") else 0
+    assert numpy.isnan(rows[bad]).all()
+    good = [i for i in range(3) if i != bad]
+    numpy.testing.assert_array_equal(rows[good], numpy.eye(3)[host(labels)[good]])
+
+
+def test_the_last_class_and_class_zero_are_labels(xp):
+    logits = xp.asarray(numpy.array([[0.0, 0.0, 5.0], [5.0, 0.0, 0.0]]))
+    value, _ = losses.softmax_cross_entropy(logits, xp.asarray([2, 0]), xp=xp)
+    assert float(value) == pytest.approx(-numpy.log(numpy.exp(5) / (numpy.exp(5) + 2)))
+    rows = host(losses.one_hot(xp.asarray(numpy.array([2, 0], dtype="uint8")), 3, xp=xp))
+    numpy.testing.assert_array_equal(rows, [[0, 0, 1], [1, 0, 0]])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bool"])
+def test_labels_that_are_not_integers_are_refused(xp, dtype):
+    logits = xp.asarray(numpy.zeros((2, 3)))
+    labels = xp.asarray(numpy.array([1, 0], dtype=dtype))
+    want = (
+        f"class labels must be integers, got dtype {dtype}; whole-number floats can be "
+        "passed as labels.astype(int)"
+    )
+    with pytest.raises(ValueError) as error:
+        losses.softmax_cross_entropy(logits, labels, xp=xp)
+    assert str(error.value) == f"softmax_cross_entropy: {want}"
+    with pytest.raises(ValueError) as error:
+        losses.one_hot(labels, 3, xp=xp)
+    assert str(error.value) == f"one_hot: {want}"

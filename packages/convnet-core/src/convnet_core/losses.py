@@ -13,6 +13,7 @@ from .backend import is_cupy
 
 __all__ = [
     "LOSSES",
+    "check_class_labels",
     "huber",
     "log_softmax",
     "mse",
@@ -22,13 +23,60 @@ __all__ = [
     "value_and_grad",
 ]
 
+_XENT = "softmax_cross_entropy"  # the loss named in its errors
+
 
 def one_hot(labels: Any, num_classes: int, *, xp: Any, dtype: Any = "float32") -> Any:
-    """Integer labels (N,) -> one-hot rows (N, num_classes)."""
+    """Integer labels (N,) -> one-hot rows (N, num_classes) of `dtype`.
+
+    The labels must be an integer array of classes in [0, num_classes): with NumPy a float
+    dtype or a label outside the range is a ValueError naming the label (never a row
+    wrapped around to the last class). With CuPy the dtype is checked but the values are
+    not, since reading them would make the host wait for the GPU: a label outside the
+    range gives a row of NaN (of zeros for an integer `dtype`), so a loss computed from
+    it is NaN.
+    """
     labels = xp.asarray(labels)
-    out = xp.zeros((labels.shape[0], num_classes), dtype=dtype)
-    out[xp.arange(labels.shape[0]), labels] = 1
-    return out
+    check_class_labels(labels, num_classes, xp=xp, name="one_hot")
+    return _one_hot(labels, num_classes, xp, dtype)
+
+
+def _one_hot(labels: Any, num_classes: int, xp: Any, dtype: Any) -> Any:
+    """`one_hot` of checked labels (N,) -> (N, num_classes)."""
+    if not is_cupy(xp):
+        out = xp.zeros((labels.shape[0], num_classes), dtype=dtype)
+        out[xp.arange(labels.shape[0]), labels] = 1
+        return out
+    # compared, not scattered: CuPy's indexing would wrap a label outside [0, k) around
+    rows = (labels[:, None] == xp.arange(num_classes)).astype(dtype)  # (N, k)
+    if xp.dtype(dtype).kind != "f":
+        return rows  # no NaN to mark a wrong label with: its row is all zeros
+    inside = (labels >= 0) & (labels < num_classes)  # (N,), decided on the device
+    return xp.where(inside[:, None], rows, xp.asarray(float("nan"), dtype=dtype))
+
+
+def check_class_labels(labels: Any, num_classes: int, *, xp: Any, name: str) -> None:
+    """ValueError naming `name` unless `labels` (N,) are integer classes in [0, num_classes).
+
+    The dtype is checked everywhere (host work). The values are checked with NumPy only,
+    by their minimum and maximum (the offending label is looked for only when one is out
+    of range); CuPy labels are not read, so that a training step never waits for the GPU.
+    """
+    if labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"{name}: class labels must be integers, got dtype {labels.dtype.name}; "
+            f"whole-number floats can be passed as labels.astype(int)"
+        )
+    if is_cupy(xp) or labels.size == 0:
+        return
+    if labels.min() >= 0 and labels.max() < num_classes:
+        return
+    outside = (labels < 0) | (labels >= num_classes)
+    index = int(outside.argmax())
+    raise ValueError(
+        f"{name}: label {labels[index]} at index {index} is not a class: the {num_classes} "
+        f"classes are 0 to {num_classes - 1}"
+    )
 
 
 def log_softmax(logits: Any, *, xp: Any) -> Any:
@@ -42,20 +90,24 @@ def log_softmax(logits: Any, *, xp: Any) -> Any:
 
 
 def _targets_as_one_hot(labels: Any, logits: Any, xp: Any) -> Any:
+    """softmax_cross_entropy's targets (N, classes): one-hot rows of integer labels (N,),
+    checked as `check_class_labels` does, or the (N, classes) rows given."""
     labels = xp.asarray(labels)
     n, classes = logits.shape
     if labels.ndim == 2:
         if labels.shape != logits.shape:
             raise ValueError(
-                f"one-hot labels of shape {tuple(labels.shape)} do not match logits {(n, classes)}"
+                f"{_XENT}: one-hot labels of shape {tuple(labels.shape)} do not match "
+                f"logits {(n, classes)}"
             )
         return labels.astype(logits.dtype, copy=False)
     if labels.shape != (n,):
         raise ValueError(
-            f"labels must be (N,) integers or (N, classes) one-hot; got {tuple(labels.shape)} "
-            f"for logits {(n, classes)}"
+            f"{_XENT}: labels must be (N,) integers or (N, classes) one-hot; got "
+            f"{tuple(labels.shape)} for logits {(n, classes)}"
         )
-    return one_hot(labels, classes, xp=xp, dtype=logits.dtype)
+    check_class_labels(labels, classes, xp=xp, name=_XENT)
+    return _one_hot(labels, classes, xp, logits.dtype)
 
 
 def softmax_cross_entropy(logits: Any, labels: Any, *, xp: Any) -> tuple[Any, Any]:
@@ -69,9 +121,14 @@ def softmax_cross_entropy(logits: Any, labels: Any, *, xp: Any) -> tuple[Any, An
         (loss, dlogits) with loss = -1/N Σₙ Σₖ tₙₖ log softmax(zₙ)ₖ and
         dlogits = (softmax(z) - t) / N, shaped (N, classes).
 
-    On CuPy, integer labels and float32/float64 logits take one fused kernel
-    (`cuda_kernels.fused_softmax_cross_entropy`); elsewhere this is
-    `softmax_cross_entropy_unfused`.
+    Integer labels must be classes in [0, classes). With NumPy, labels of a float dtype
+    or outside that range are a ValueError naming the loss, the label and the number of
+    classes. On CuPy, integer labels and float32/float64 logits take one fused kernel
+    (`cuda_kernels.fused_softmax_cross_entropy`), other inputs
+    `softmax_cross_entropy_unfused` as on NumPy; there only the labels' dtype is checked,
+    their values are not read (that would make the host wait for the GPU), and a label
+    outside [0, classes) makes the loss NaN on either path. `fit` checks the labels it
+    is given on the host before they reach the GPU.
     """
     if logits.ndim != 2:
         raise ValueError(f"softmax_cross_entropy expects logits (N, classes), got {logits.shape}")
