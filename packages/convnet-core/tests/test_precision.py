@@ -81,6 +81,48 @@ def test_scaler_rejects_bad_settings(options):
         DynamicLossScaler(**options)
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"scale": NAN}, "DynamicLossScaler scale must be a finite number in [min_scale, "
+         "max_scale] = [1, 1.67772e+07], not nan"),
+        ({"scale": 0.0}, "DynamicLossScaler scale must be a finite number in [min_scale, "
+         "max_scale] = [1, 1.67772e+07], not 0.0"),
+        ({"scale": INF}, "DynamicLossScaler scale must be a finite number in [min_scale, "
+         "max_scale] = [1, 1.67772e+07], not inf"),
+        ({"scale": 64.0, "max_scale": 32.0}, "DynamicLossScaler scale must be a finite number "
+         "in [min_scale, max_scale] = [1, 32], not 64.0"),
+        ({"scale": "1024"}, "DynamicLossScaler scale must be a finite number in [min_scale, "
+         "max_scale] = [1, 1.67772e+07], not '1024'"),
+        ({"min_scale": 8.0, "max_scale": 4.0, "scale": 4.0}, "DynamicLossScaler needs 0 < "
+         "min_scale <= max_scale, got min_scale 8.0 and max_scale 4.0"),
+        ({"min_scale": 0.0}, "DynamicLossScaler needs 0 < min_scale <= max_scale, got "
+         "min_scale 0.0 and max_scale 16777216.0"),
+        ({"max_scale": INF}, "DynamicLossScaler max_scale must be a finite number, not inf"),
+        ({"min_scale": NAN}, "DynamicLossScaler min_scale must be a finite number, not nan"),
+        ({"growth_factor": INF}, "DynamicLossScaler growth_factor must be a finite number, "
+         "not inf"),
+        ({"growth_interval": 2.5}, "DynamicLossScaler growth_interval must be an int >= 1, "
+         "got 2.5"),
+        ({"good_steps": -1}, "DynamicLossScaler good_steps must be an int >= 0, not -1"),
+    ],
+)  # fmt: skip
+def test_scaler_refuses_a_state_it_could_never_leave_naming_the_argument(options, message):
+    # a NaN, 0 or inf scale would make every step overflow or vanish: all skipped for ever
+    with pytest.raises(ValueError) as info:
+        DynamicLossScaler(**options)
+    assert str(info.value) == message
+
+
+def test_scaler_takes_numpy_numbers_and_its_own_bounds():
+    scaler = DynamicLossScaler(scale=numpy.float32(32.0), good_steps=numpy.int64(3),
+                               min_scale=32.0, max_scale=32.0)  # fmt: skip
+    assert scaler.update(True).scale == 32.0 and scaler.update(False).scale == 32.0
+
+
 def test_scale_loss_grad_multiplies_and_keeps_the_dtype():
     dloss = numpy.array([[0.5, -0.25], [1e-6, 3.0]], dtype="float16")
     scaled = DynamicLossScaler(scale=1024.0).scale_loss_grad(dloss)
@@ -146,6 +188,55 @@ def test_policies_and_their_casts():
     assert back["W"].dtype == numpy.float32
     same = numpy.ones(3, "float32")
     assert precision.cast_floating(same, "float32") is same  # no copy when nothing changes
+
+
+@pytest.mark.parametrize("bad", [["mixed"], {"mixed": 1}, 16, "half"])
+def test_an_unknown_precision_is_named_with_the_valid_ones(bad):
+    with pytest.raises(ValueError) as info:
+        precision.get_policy(bad)
+    assert str(info.value) == f"unknown precision {bad!r}; valid: float32, mixed, mixed_float16"
+    model = cn.Model([L.Flatten(), L.Dense(2)], device="cpu")
+    with pytest.raises(ValueError) as info:
+        model.compile(precision=bad)
+    assert str(info.value) == f"unknown precision {bad!r}; valid: float32, mixed, mixed_float16"
+    assert model.loss_name is None and model.precision == precision.FLOAT32  # unchanged
+
+
+def test_policy_dtypes_are_floating_names_and_weights_at_least_float32():
+    assert precision.Policy(numpy.float16, "f4") == precision.MIXED
+    assert precision.MIXED.compute_dtype == "float16"
+    for options, message in [
+        (("int8", "float32"), "Policy compute_dtype must be a floating dtype such as "
+         "'float16' or 'float32', not 'int8'"),
+        (("float16", "half-ish"), "Policy param_dtype must be a floating dtype such as "
+         "'float16' or 'float32', not 'half-ish'"),
+        (("float16", None), "Policy param_dtype must be a floating dtype such as 'float16' "
+         "or 'float32', not None"),
+        (("float16", "float16"), "Policy param_dtype must be float32 or wider, not float16: "
+         "weights kept in float16 lose most updates (float16 is for the compute dtype)"),
+    ]:  # fmt: skip
+        with pytest.raises(ValueError) as info:
+            precision.Policy(*options)
+        assert str(info.value) == message
+
+
+@pytest.mark.parametrize("name", ["mixed", "mixed_float16"])
+def test_a_float64_model_refuses_mixed_precision(name):
+    # mixed precision keeps float32 master weights; a float64 model would train float64
+    # weights beside float32 gradients and optimizer state, which is neither
+    model = cn.Model([L.Flatten(), L.Dense(2)], device="cpu", dtype="float64")
+    with pytest.raises(ValueError) as info:
+        model.compile(optimizer="adam", precision=name)
+    assert str(info.value) == (
+        f"compile(precision={name!r}): mixed precision keeps the master weights in float32, "
+        "but this model's dtype is float64; use Model(..., dtype='float32') for mixed "
+        "precision, or precision='float32' to train in float64"
+    )
+    assert model.optimizer is None and model.precision == precision.FLOAT32
+    model.compile(optimizer="adam", precision="float32")  # float64 throughout: fine
+    # master weights in float64 with float16 compute, asked for explicitly
+    model.compile(optimizer="adam", precision=precision.Policy("float16", "float64"))
+    assert model.precision.mixed
 
 
 def test_accumulation_dtype():

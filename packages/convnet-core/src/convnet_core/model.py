@@ -226,12 +226,16 @@ class Model:
             optimizer: "adam", "sgd", "adamw", "rmsprop", or an `optim.Optimizer`.
             lr, weight_decay, clip_norm, momentum, beta1, beta2, eps, **options: passed to
                 the named optimizer (only those given; each optimizer has its defaults).
-            precision: "float32" (default) or "mixed": fit runs the network in float16
-                with float32 master weights and dynamic loss scaling (see
-                `convnet_core.precision`; fast only on a GPU).
+            precision: "float32" (default: everything in the model's dtype) or "mixed"
+                (also "mixed_float16", or a `precision.Policy`): fit runs the network in
+                float16 with float32 master weights and dynamic loss scaling (see
+                `convnet_core.precision`; fast only on a GPU). Mixed precision keeps the
+                weights in float32, so a float64 model refuses it (ValueError).
         """
+        policy = _precision.get_policy(precision)
+        self._check_policy(policy, f"compile(precision={precision!r})")
         self._set_loss(loss)
-        self.precision = _precision.get_policy(precision)
+        self.precision = policy
         self._loss_scaler = None
         given = {
             "lr": lr,
@@ -260,6 +264,17 @@ class Model:
         self.opt_state = None
         self.loss = LossFunction(self)
         return self
+
+    def _check_policy(self, policy: _precision.Policy, where: str) -> None:
+        """ValueError when a mixed `policy` keeps master weights in another dtype than this
+        model's (a float64 model and float32 master weights)."""
+        if policy.mixed and numpy.dtype(policy.param_dtype) != self.dtype:
+            raise ValueError(
+                f"{where}: mixed precision keeps the master weights in {policy.param_dtype}, "
+                f"but this model's dtype is {self.dtype}; use Model(..., dtype="
+                f"{policy.param_dtype!r}) for mixed precision, or precision='float32' to "
+                f"train in {self.dtype}"
+            )
 
     def _set_loss(self, loss: Any) -> None:
         """Set the loss from a name in `losses.LOSSES` or a function."""

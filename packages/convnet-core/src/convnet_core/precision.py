@@ -34,6 +34,7 @@ for testing that the arithmetic is right (docs/gpu.md has the figures).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
@@ -92,16 +93,53 @@ def _cast_like(tree: Any, template: Any) -> Any:
     return _tree.map(cast, tree, template)
 
 
+def _dtype_name(value: Any) -> Any:
+    """`value` as a dtype name ("float16" for numpy.float16), or as it is when it names no
+    dtype (the validator then says what is wrong with it)."""
+    if value is None or isinstance(value, bool):
+        return value  # numpy.dtype(None) would be float64
+    try:
+        return numpy.dtype(value).name  # host
+    except (TypeError, ValueError):
+        return value
+
+
+def _check_policy_dtype(instance: Any, attribute: Any, value: Any) -> None:
+    """ValueError unless `value` names a floating dtype (float32 or wider for the params)."""
+    kind = None
+    if isinstance(value, str):
+        try:
+            kind = numpy.dtype(value).kind  # host
+        except TypeError:
+            pass
+    if kind != "f":
+        raise ValueError(
+            f"Policy {attribute.name} must be a floating dtype such as 'float16' or "
+            f"'float32', not {value!r}"
+        )
+    if attribute.name == "param_dtype" and numpy.dtype(value).itemsize < 4:  # host
+        raise ValueError(
+            f"Policy param_dtype must be float32 or wider, not {value}: weights kept in "
+            "float16 lose most updates (float16 is for the compute dtype)"
+        )
+
+
 @attrs.frozen
 class Policy:
     """Which dtype the network computes in and which the parameters are kept in.
 
     `Policy("float32", "float32")` is ordinary training; `Policy("float16", "float32")` is
-    mixed precision (float16 activations and matmuls, float32 master weights).
+    mixed precision (float16 activations and matmuls, float32 master weights). Both are
+    floating dtypes, stored by name (numpy.float16 becomes "float16"); the parameters'
+    dtype is float32 or wider.
     """
 
-    compute_dtype: str = "float32"
-    param_dtype: str = "float32"
+    compute_dtype: str = attrs.field(
+        default="float32", converter=_dtype_name, validator=_check_policy_dtype
+    )
+    param_dtype: str = attrs.field(
+        default="float32", converter=_dtype_name, validator=_check_policy_dtype
+    )
 
     @property
     def mixed(self) -> bool:
@@ -129,7 +167,7 @@ def get_policy(policy: str | Policy | None) -> Policy:
         return FLOAT32
     if isinstance(policy, Policy):
         return policy
-    if policy not in POLICIES:
+    if not isinstance(policy, str) or policy not in POLICIES:
         raise ValueError(f"unknown precision {policy!r}; valid: {', '.join(sorted(POLICIES))}")
     return POLICIES[policy]
 
@@ -159,6 +197,22 @@ def select_if_finite(finite: Any, new: Any, old: Any) -> Any:
     return _tree.map(lambda n, o: xp.where(finite, n, o), new, old)
 
 
+def _is_host_number(value: Any) -> bool:
+    """True for Python and NumPy scalars (and anything else that is no array)."""
+    return not hasattr(value, "shape") or isinstance(value, numpy.generic)
+
+
+def _is_real(value: Any) -> bool:
+    """True for an int or float (Python or NumPy), not a bool."""
+    return isinstance(value, (int, float, numpy.integer, numpy.floating)) and not isinstance(
+        value, (bool, numpy.bool_)
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, numpy.integer)) and not isinstance(value, bool)
+
+
 @attrs.frozen
 class DynamicLossScaler:
     """Dynamic loss scaling as a small pure state machine (each method returns new values).
@@ -173,6 +227,11 @@ class DynamicLossScaler:
     `scale` and `good_steps` are Python numbers while `update` is given host booleans, and
     0-d device arrays once it is given a device array (so a GPU loop never syncs).
     Defaults follow torch.cuda.amp.GradScaler (S = 2¹⁶, doubled every 2000 good steps).
+
+    The settings are checked when a scaler is made: growth_factor > 1, 0 < backoff_factor
+    < 1, growth_interval an int >= 1, 0 < min_scale <= max_scale, all finite; and, while
+    they are host numbers, min_scale <= scale <= max_scale and good_steps an int >= 0
+    (a scale of NaN, 0 or inf would skip every step for ever).
     """
 
     scale: Any = 2.0**16
@@ -184,14 +243,39 @@ class DynamicLossScaler:
     max_scale: float = 2.0**24
 
     def __attrs_post_init__(self):
+        for name in ("growth_factor", "backoff_factor", "min_scale", "max_scale"):
+            value = getattr(self, name)
+            if not (_is_real(value) and math.isfinite(value)):
+                raise ValueError(f"DynamicLossScaler {name} must be a finite number, not {value!r}")
         if not (self.growth_factor > 1.0 and 0.0 < self.backoff_factor < 1.0):
             raise ValueError(
                 "DynamicLossScaler needs growth_factor > 1 and 0 < backoff_factor < 1, got "
                 f"{self.growth_factor} and {self.backoff_factor}"
             )
-        if self.growth_interval < 1:
+        if not (_is_int(self.growth_interval) and self.growth_interval >= 1):
             raise ValueError(
-                f"DynamicLossScaler growth_interval must be >= 1, got {self.growth_interval}"
+                f"DynamicLossScaler growth_interval must be an int >= 1, got "
+                f"{self.growth_interval!r}"
+            )
+        if not 0.0 < self.min_scale <= self.max_scale:
+            raise ValueError(
+                "DynamicLossScaler needs 0 < min_scale <= max_scale, got min_scale "
+                f"{self.min_scale} and max_scale {self.max_scale}"
+            )
+        # device arrays come from `update`, which keeps them in range; reading them here
+        # would make the host wait for the GPU at every step
+        if _is_host_number(self.scale) and not (
+            _is_real(self.scale) and self.min_scale <= self.scale <= self.max_scale
+        ):
+            raise ValueError(
+                f"DynamicLossScaler scale must be a finite number in [min_scale, max_scale] "
+                f"= [{self.min_scale:g}, {self.max_scale:g}], not {self.scale!r}"
+            )
+        if _is_host_number(self.good_steps) and not (
+            _is_int(self.good_steps) and self.good_steps >= 0
+        ):
+            raise ValueError(
+                f"DynamicLossScaler good_steps must be an int >= 0, not {self.good_steps!r}"
             )
 
     def scale_loss_grad(self, dloss: Any) -> Any:
