@@ -60,6 +60,28 @@ def test_input_shape_is_inferred_from_channels_last_data(xp):
     assert flat.input_shape == (6, 6)  # the shape as given fits: no channel axis added
 
 
+@pytest.mark.parametrize("dtype", ["float16", numpy.float16, "f2"])
+def test_float16_weights_are_refused_for_mixed_precision(dtype):
+    # float16 weights lose updates below 1/1024 of a weight, and Adam's eps (1e-8) is 0
+    # in float16, so training diverged at once and was blamed on the learning rate
+    assert numpy.float16(1e-8) == 0 and numpy.float16(1.0) + numpy.float16(1e-4) == 1.0
+    with pytest.raises(ValueError) as info:
+        Model([Dense(2)], device="cpu", dtype=dtype)
+    assert str(info.value) == (
+        "Model: dtype float16 is too narrow for weights: updates smaller than a weight's "
+        "float16 resolution (1/1024 of it) are lost and Adam's eps (1e-8) rounds to 0, so "
+        "training diverges. For float16 compute keep dtype float32 and use "
+        "compile(precision='mixed'): float32 master weights, float16 forward and backward"
+    )
+
+
+def test_model_dtypes_other_than_float32_and_float64_are_refused():
+    with pytest.raises(ValueError) as info:
+        Model([Dense(2)], device="cpu", dtype="int32")
+    assert str(info.value) == "Model: dtype must be a floating type such as float32, not int32"
+    assert Model([Dense(2)], device="cpu", dtype="float64").dtype == numpy.float64
+
+
 def dense_softmax_model(xp, softmax):
     layers = [Dense(4), Activation("tanh"), Dense(3)]
     if softmax:

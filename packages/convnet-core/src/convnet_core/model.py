@@ -61,6 +61,22 @@ def _resolve_xp(device: Any) -> Any:
     return device  # an array module given directly
 
 
+def _weight_dtype(dtype: Any) -> numpy.dtype:
+    """`dtype` as the dtype of a Model's weights: a floating type of 32 bits or more."""
+    resolved = numpy.dtype(dtype)  # host
+    if resolved.kind != "f":
+        raise ValueError(f"Model: dtype must be a floating type such as float32, not {dtype}")
+    if resolved.itemsize < 4:
+        raise ValueError(
+            f"Model: dtype {resolved} is too narrow for weights: updates smaller than a "
+            "weight's float16 resolution (1/1024 of it) are lost and Adam's eps (1e-8) "
+            "rounds to 0, so training diverges. For float16 compute keep dtype float32 "
+            "and use compile(precision='mixed'): float32 master weights, float16 forward "
+            "and backward"
+        )
+    return resolved
+
+
 def _is_single(layers: Any) -> bool:
     """True for one layer (or anything else) passed where a list of layers belongs."""
     return not isinstance(layers, (list, tuple)) and not hasattr(layers, "__iter__")
@@ -73,7 +89,10 @@ class Model:
         layers: a list of layers (or a `Sequential`); more can be added with `add`.
         seed: seeds weight initialisation, shuffling and dropout (None: drawn once).
         device: "auto" (GPU when usable), "cpu", "cuda", or an array module.
-        dtype: the floating type of parameters and inputs, float32 by default.
+        dtype: the floating type of parameters and inputs: float32 (the default) or
+            float64 (for gradient checks). float16 is refused: weights kept in float16
+            lose most updates and Adam's eps (1e-8) is 0 there; float16 compute with
+            float32 weights is `compile(precision="mixed")`.
 
     Attributes: `network` (Sequential), `input_shape` (per sample, None until built),
     `params`, `state`, `opt_state` (pytrees), `optimizer`, `loss_name`, `history`
@@ -94,9 +113,7 @@ class Model:
             check_layer(layer, f"Model layer {index}") for index, layer in enumerate(layers or [])
         ]
         self.xp = _resolve_xp(device)
-        self.dtype = numpy.dtype(dtype)
-        if self.dtype.kind != "f":
-            raise ValueError(f"Model: dtype must be a floating type such as float32, not {dtype}")
+        self.dtype = _weight_dtype(dtype)
         self.seed = None if seed is None else int(seed)
         self.input_shape: tuple[int, ...] | None = None
         self.params: Any = None
