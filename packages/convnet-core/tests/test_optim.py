@@ -242,3 +242,59 @@ def test_a_scalar_parameter_is_updated_like_a_one_element_vector(xp, name):
         vector, state_v = opt.update(vector, {"s": xp.asarray([grad], dtype="float32")}, state_v)
     assert scalar["s"].shape == ()
     assert float(scalar["s"]) == float(vector["s"][0])
+
+
+NOT_A_RATE = "set_lr: the learning rate must be a real number >= 0, not "
+BAD_RATE = "set_lr: the learning rate must be >= 0, got "
+
+
+@pytest.mark.parametrize(
+    ("lr", "error", "words"),
+    [
+        (None, TypeError, NOT_A_RATE + "None"),
+        ("0.1", TypeError, NOT_A_RATE + "'0.1'"),
+        (True, TypeError, NOT_A_RATE + "True"),
+        (numpy.asarray([0.1]), TypeError, NOT_A_RATE + "an array of shape (1,) and dtype float64"),
+        (numpy.asarray(1j), TypeError, NOT_A_RATE + "an array of shape () and dtype complex128"),
+        (numpy.asarray(-0.5), ValueError, BAD_RATE + "-0.5"),  # a NumPy 0-d array is read
+        (numpy.float32(numpy.nan), ValueError, BAD_RATE + "nan"),
+        (-1, ValueError, BAD_RATE + "-1"),
+    ],
+)
+def test_set_lr_refuses_what_is_not_a_learning_rate(xp, lr, error, words):
+    state = optim.sgd(lr=0.1).init(make_tree(xp))
+    with pytest.raises(error) as raised:
+        optim.set_lr(state, lr)
+    assert str(raised.value) == words
+
+
+def test_model_lr_refuses_none_and_keeps_its_rate(xp):
+    from convnet_core import Model
+    from convnet_core.layers import Dense
+
+    model = Model([Dense(2)], device=xp, seed=0).compile(optimizer="adam", lr=0.1)
+    model.build((3,))
+    with pytest.raises(TypeError, match=f"^{NOT_A_RATE}None$"):
+        model.lr = None
+    assert model.lr == pytest.approx(0.1)
+
+
+def test_set_lr_takes_numbers_and_0d_arrays(xp):
+    state = optim.sgd(lr=0.1).init(make_tree(xp))
+    for lr in (0, 0.25, numpy.float32(0.5), numpy.int64(2), numpy.asarray(0.75), xp.asarray(1.5)):
+        new = optim.set_lr(state, lr)
+        assert new["lr"].dtype == numpy.float64 and new["lr"].shape == ()
+        assert optim.get_lr(new) == float(lr)
+
+
+def test_set_lr_does_not_read_a_device_learning_rate(xp):
+    from convnet_core.backend import is_cupy
+
+    if not is_cupy(xp):
+        pytest.skip("a NumPy learning rate is read and checked on the host")
+    from host_waits import assert_never_waits_for_the_gpu
+
+    state = optim.sgd(lr=0.1).init(make_tree(xp))
+    lr = xp.asarray(0.5) * 0.5  # computed on the device
+    new = assert_never_waits_for_the_gpu(xp, lambda: optim.set_lr(state, lr))
+    assert optim.get_lr(new) == 0.25

@@ -536,8 +536,29 @@ def get_lr(opt_state: dict[str, Any]) -> float:
 
 
 def set_lr(opt_state: dict[str, Any], lr: Any) -> dict[str, Any]:
-    """A new state whose learning rate is `lr` (a float or a 0-d array); the rest is shared."""
+    """A new state whose learning rate is `lr`; the rest is shared.
+
+    `lr` is a real number >= 0: a Python or NumPy number, or a 0-d array of a real dtype.
+    Anything else (None, a string, a bool, an array of another shape) is a TypeError, and
+    a negative, NaN or infinite value a ValueError. NumPy values are checked on the host;
+    a 0-d CuPy array is taken as it is, unread, so that setting it never makes the host
+    wait for the GPU.
+    """
     xp = get_array_module(opt_state["lr"])
-    if isinstance(lr, numbers.Real):  # a 0-d device array is not read back to be checked
-        real(lr, "the learning rate", low=0.0)
-    return {**opt_state, "lr": xp.asarray(lr, dtype="float64")}
+    return {**opt_state, "lr": xp.asarray(_checked_lr(lr), dtype="float64")}
+
+
+def _checked_lr(lr: Any) -> Any:
+    """`lr` if it is a learning rate `set_lr` takes (see there), else TypeError/ValueError."""
+    shape, dtype = getattr(lr, "shape", None), getattr(lr, "dtype", None)
+    if isinstance(lr, numbers.Real) and not isinstance(lr, bool):
+        number = lr
+    elif shape == () and dtype is not None and dtype.kind in "iuf":
+        if is_cupy(get_array_module(lr)):
+            return lr  # reading it back would make the host wait for the GPU
+        number = lr.item()  # a NumPy 0-d array: host memory, read at no cost
+    else:
+        what = repr(lr) if shape is None else f"an array of shape {shape} and dtype {dtype}"
+        raise TypeError(f"set_lr: the learning rate must be a real number >= 0, not {what}")
+    real(number, "set_lr: the learning rate", low=0.0)
+    return lr
