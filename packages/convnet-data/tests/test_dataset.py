@@ -57,6 +57,65 @@ def test_construction_errors(images, labels, message):
         Dataset(images, labels)
 
 
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (
+            np.array([0, 2**63], np.uint64),
+            "labels must be < 2**63 (int64), got 9223372036854775808",
+        ),
+        (
+            np.array([1, 2**64 - 1], np.uint64),
+            "labels must be < 2**63 (int64), got 18446744073709551615",
+        ),
+        (np.array([3, -2, 1], np.int8), "labels must be >= 0, got -2"),
+    ],
+)
+def test_labels_are_range_checked_before_the_cast_to_int64(labels, message):
+    # 2**63 as uint64 used to wrap to a negative int64, and the dataset to count 0 classes
+    with pytest.raises(ValueError, match=f"^Dataset: {re.escape(message)}$"):
+        Dataset(np.zeros((len(labels), 1, 2, 2), np.uint8), labels)
+    largest = np.array([0, 2**62], np.uint64)  # fits: kept exactly
+    ds = Dataset(np.zeros((2, 1, 2, 2), np.uint8), largest)
+    assert ds.labels.dtype == np.int64 and ds.labels[1] == 2**62 and ds.num_classes == 2**62 + 1
+
+
+def test_class_names_name_every_class_once():
+    images = np.zeros((4, 1, 2, 2), np.uint8)
+    labels = np.array([0, 1, 2, 1])
+    named = Dataset(images, labels, class_names=["zero", "one", "two"])
+    assert named.num_classes == 3 and named.class_names == ("zero", "one", "two")
+    wider = Dataset(images, labels, num_classes=4, class_names="a b c d".split())
+    assert wider.num_classes == 4 and wider[1:].class_names == ("a", "b", "c", "d")
+    with pytest.raises(
+        ValueError, match=r"^Dataset: 3 class_names for 5 classes: \('a', 'b', 'c'\)$"
+    ):
+        Dataset(images, labels, num_classes=5, class_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match="^Dataset: label 2 is out of range for 2 classes$"):
+        Dataset(images, labels, class_names=["a", "b"])
+    message = "Dataset: class_names must be a sequence of names, got the string 'abc'"
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        Dataset(images, labels, class_names="abc")
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "message"),
+    [
+        (-3, "num_classes must be >= 1, got -3"),
+        (0, "num_classes must be >= 1, got 0"),
+        (2.5, "num_classes must be a whole number >= 1, got 2.5"),
+        (None, "no labels to count the classes of; give num_classes"),
+    ],
+)
+def test_an_empty_dataset_needs_a_real_number_of_classes(num_classes, message):
+    with pytest.raises(ValueError, match=f"^Dataset: {re.escape(message)}$"):
+        Dataset(np.zeros((0, 1, 2, 2), np.uint8), np.zeros(0, int), num_classes=num_classes)
+    empty = Dataset(np.zeros((0, 1, 2, 2), np.uint8), [], num_classes=np.int64(3))
+    assert empty.num_classes == 3 and type(empty.num_classes) is int
+    assert empty.labels.dtype == np.int64
+    assert Dataset(np.zeros((0, 2, 2), np.uint8), [], class_names=["a"]).num_classes == 1
+
+
 def test_indexing():
     ds = make_dataset()
     image, label = ds[5]
@@ -115,6 +174,16 @@ def test_subset():
     np.testing.assert_array_equal(ds.subset([4, 2]).labels, ds.labels[[4, 2]])
     with pytest.raises(ValueError, match="subset"):
         ds.subset(51)
+    with pytest.raises(ValueError, match="^subset: indices must be integers, got float64$"):
+        ds.subset([1.0, 2.0])
+
+
+@pytest.mark.parametrize("nothing", [[], (), np.array([], int), np.array([])])
+def test_an_empty_list_of_indices_is_an_empty_subset(nothing):
+    ds = make_dataset(50)
+    none = ds.subset(nothing)
+    assert len(none) == 0 and none.num_classes == ds.num_classes == 7
+    assert none.images.shape == (0, 1, 5, 4) and none.labels.dtype == np.int64
 
 
 # -- batches ----------------------------------------------------------------------------
@@ -282,12 +351,30 @@ def test_an_error_in_a_worker_reaches_the_consumer_and_stops_the_threads():
     assert after == before
 
 
-def test_batches_argument_errors():
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"batch_size": 4.0}, "batch_size must be a whole number >= 1, got 4.0"),
+        ({"batch_size": 2.5}, "batch_size must be a whole number >= 1, got 2.5"),
+        ({"batch_size": None}, "batch_size must be a whole number >= 1, got None"),
+        ({"batch_size": True}, "batch_size must be a whole number >= 1, got True"),
+        ({"num_threads": -1}, "num_threads must be >= 0, got -1"),
+        ({"num_threads": 2.0}, "num_threads must be a whole number >= 0, got 2.0"),
+    ],
+)
+def test_batches_argument_errors_come_from_the_call_not_a_worker_thread(arguments, message):
     ds = make_dataset(10)
-    with pytest.raises(ValueError, match="batch_size"):
-        ds.batches(0)
-    with pytest.raises(ValueError, match="num_threads"):
-        next(ds.batches(4, num_threads=-1))
+    before = threading.active_count()
+    with pytest.raises(ValueError, match=f"^batches: {re.escape(message)}$"):
+        ds.batches(**arguments)  # raised at once, without iterating
+    assert threading.active_count() == before
+
+
+def test_batches_take_numpy_integers():
+    ds = make_dataset(10)
+    sizes = [len(y) for _, y in ds.batches(np.int64(4), shuffle=False, num_threads=np.uint8(2))]
+    assert sizes == [4, 4, 2]
 
 
 def test_seed_as_seed_and_epoch_pair():

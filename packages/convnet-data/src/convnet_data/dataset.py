@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from convnet_core import checks
 
 from ._seeds import SeedLike, seed_sequence
 from .prefetch import ordered_prefetch
@@ -30,9 +31,11 @@ class Dataset:
     """Images and labels of a classification data set.
 
     `images` is uint8 (N, C, H, W); images given as (N, H, W) get a channel axis. `labels`
-    is int64 (N,). `num_classes` defaults to max(label) + 1; `class_names` optionally names
-    the classes. Indexing with an int gives `(image (C, H, W), label)`; with a slice, an
-    index array or a boolean mask it gives a new Dataset.
+    is int64 (N,), each in 0 .. num_classes - 1. `class_names` optionally names the classes,
+    one name each; `num_classes` (>= 1) defaults to their number, else to max(label) + 1,
+    so an empty Dataset needs one of them. Indexing with an int gives
+    `(image (C, H, W), label)`; with a slice, an index array or a boolean mask it gives a
+    new Dataset.
     """
 
     def __init__(
@@ -56,27 +59,9 @@ class Dataset:
             raise ValueError(
                 f"Dataset: images must be (N, C, H, W) or (N, H, W), got shape {images.shape}"
             )
-        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"Dataset: labels must be ({images.shape[0]},) to match the images, "
-                f"got shape {labels.shape}"
-            )
-        if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"Dataset: labels must be integers, got {labels.dtype}")
-        if labels.size and labels.min() < 0:
-            raise ValueError(f"Dataset: labels must be >= 0, got {labels.min()}")
         self.images = images
-        self.labels = labels.astype(np.int64, copy=False)
-        if class_names is not None:
-            class_names = tuple(class_names)
-        if num_classes is None:
-            num_classes = len(class_names) if class_names else int(self.labels.max(initial=-1)) + 1
-        if self.labels.size and self.labels.max() >= num_classes:
-            raise ValueError(
-                f"Dataset: label {self.labels.max()} is out of range for {num_classes} classes"
-            )
-        self.num_classes = int(num_classes)
-        self.class_names = class_names
+        self.labels = _checked_labels(labels, images.shape[0])
+        self.num_classes, self.class_names = _checked_classes(self.labels, num_classes, class_names)
 
     # -- container protocol -----------------------------------------------------------
 
@@ -143,6 +128,8 @@ class Dataset:
             rng = np.random.default_rng(seed_sequence(seed, "subset: seed"))
             return self._take(np.sort(rng.choice(len(self), size=count, replace=False)))
         indices = np.asarray(n_or_indices)
+        if not indices.size:
+            indices = indices.astype(np.int64)  # [] reads as float64: no index is integer indices
         if indices.dtype != bool and not np.issubdtype(indices.dtype, np.integer):
             raise ValueError(f"subset: indices must be integers, got {indices.dtype}")
         return self._take(indices)
@@ -162,6 +149,8 @@ class Dataset:
     ) -> Iterator[tuple[Any, Any]]:
         """One epoch of (x, y) batches: x float32 (B, C, H, W), y int64 (B,).
 
+        `batch_size` (B, >= 1) and `num_threads` (>= 0) are whole numbers (an int or a
+        NumPy integer; 4.0 is refused, as by `fit`), checked before any thread starts.
         Every sample appears exactly once per epoch (the last batch is smaller unless
         `drop_last`), in an order shuffled from `seed` when `shuffle` (the same seed gives
         the same batches, whatever the number of threads). Each batch is made as follows,
@@ -185,10 +174,10 @@ class Dataset:
         A few batches are prepared ahead (at most 2 * num_threads); breaking out of the loop
         or closing the iterator stops and joins the threads.
         """
-        if batch_size < 1:
-            raise ValueError(f"batches: batch_size must be >= 1, got {batch_size}")
+        batch_size = checks.count(batch_size, "batches: batch_size")
         if num_threads is None:
             num_threads = min(DEFAULT_MAX_THREADS, os.cpu_count() or 1)
+        num_threads = checks.count(num_threads, "batches: num_threads", minimum=0)
         if xp is None:
             xp = np
         root = seed_sequence(seed, "batches: seed")
@@ -201,6 +190,61 @@ class Dataset:
         count = n // batch_size if drop_last else -(-n // batch_size)
         prepare = _BatchMaker(self, order, batch_size, xp, preprocess, augment, augment_seed)
         return ordered_prefetch(prepare, count, num_threads)
+
+
+def _checked_labels(labels: np.ndarray, count: int) -> np.ndarray:
+    """`labels` as int64 (count,), when they are `count` integers in 0 .. 2**63 - 1.
+
+    The range is checked before the cast: uint64 labels of 2**63 or more would wrap to
+    negative int64 values.
+    """
+    if labels.ndim != 1 or labels.shape[0] != count:
+        raise ValueError(
+            f"Dataset: labels must be ({count},) to match the images, got shape {labels.shape}"
+        )
+    if not labels.size:
+        return labels.astype(np.int64)  # [] reads as float64: no label is integer labels
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"Dataset: labels must be integers, got {labels.dtype}")
+    low, high = int(labels.min()), int(labels.max())  # Python ints: exact for uint64
+    if low < 0:
+        raise ValueError(f"Dataset: labels must be >= 0, got {low}")
+    if high > np.iinfo(np.int64).max:
+        raise ValueError(f"Dataset: labels must be < 2**63 (int64), got {high}")
+    return labels.astype(np.int64, copy=False)
+
+
+def _checked_classes(
+    labels: np.ndarray, num_classes: int | None, class_names: Sequence[str] | None
+) -> tuple[int, tuple[str, ...] | None]:
+    """(num_classes, class_names as a tuple or None), checked against each other and the
+    int64 labels (N,).
+
+    num_classes defaults to the number of class_names, else to max(label) + 1; it must be
+    a whole number >= 1 above every label, and class_names (a sequence, not one string)
+    must name exactly num_classes classes.
+    """
+    if class_names is not None:
+        if isinstance(class_names, (str, bytes)):
+            raise TypeError(
+                f"Dataset: class_names must be a sequence of names, got the string {class_names!r}"
+            )
+        class_names = tuple(class_names)
+    if num_classes is None:
+        if class_names is not None:
+            num_classes = len(class_names)
+        elif labels.size:
+            num_classes = int(labels.max()) + 1
+        else:
+            raise ValueError("Dataset: no labels to count the classes of; give num_classes")
+    num_classes = checks.count(num_classes, "Dataset: num_classes")
+    if labels.size and labels.max() >= num_classes:
+        raise ValueError(f"Dataset: label {labels.max()} is out of range for {num_classes} classes")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(
+            f"Dataset: {len(class_names)} class_names for {num_classes} classes: {class_names!r}"
+        )
+    return num_classes, class_names
 
 
 class _BatchMaker:
