@@ -460,6 +460,7 @@ def test_verbose_prints_one_line_per_epoch_and_silent_prints_nothing(xp, capsys)
     assert "loss" in lines[0] and "acc" in lines[0] and "samples/s" in lines[0]
 
 
+@pytest.mark.filterwarnings("ignore::convnet_core.precision.MixedPrecisionOnNumPyWarning")
 def test_mixed_precision_fit_keeps_float32_weights(xp):
     x, y = blobs(64)
     model = mlp(xp, seed=0).compile(optimizer="adam", lr=0.05, precision="mixed")
@@ -467,6 +468,40 @@ def test_mixed_precision_fit_keeps_float32_weights(xp):
     assert history["acc"][-1] == 1.0
     assert {leaf.dtype for leaf in host_leaves(model.params)} == {numpy.dtype("float32")}
     assert float(model._loss_scaler.scale) > 0
+
+
+MIXED_ON_NUMPY = (
+    "fit: mixed precision on NumPy is slow: NumPy has no fast float16 matrix product, so a "
+    "step takes tens of times as long as in float32 (about 37x for the README model). It is "
+    "meant for GPUs (CuPy); on a CPU use it only to check the arithmetic, and "
+    "compile(precision='float32') to train"
+)
+
+
+def slow_precision_warnings(caught):
+    from convnet_core.precision import MixedPrecisionOnNumPyWarning
+
+    return [w for w in caught if issubclass(w.category, MixedPrecisionOnNumPyWarning)]
+
+
+def test_mixed_precision_on_numpy_warns_once_per_model(xp):
+    x, y = blobs(32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # so that only the model's own "once" counts
+        model = mlp(xp, seed=0).compile(optimizer="sgd", precision="mixed")
+        model.fit((x, y), epochs=1, batch_size=16, verbose=False)
+        model.fit((x, y), epochs=1, batch_size=16, verbose=False)
+        model.compile(optimizer="adam", precision="mixed")  # compiled again: still once
+        model.fit((x, y), epochs=1, batch_size=16, verbose=False)
+        mlp(xp, seed=0).compile(precision="float32").fit((x, y), verbose=False)
+        found = slow_precision_warnings(caught)
+        if xp is not numpy:  # CuPy (or its stand-in): where mixed precision belongs
+            assert found == []
+            return
+        assert [str(w.message) for w in found] == [MIXED_ON_NUMPY]
+        assert found[0].filename == __file__  # points at the call of fit
+        mlp(xp, seed=1).compile(precision="mixed").fit((x, y), verbose=False)  # a new model
+        assert len(slow_precision_warnings(caught)) == 2
 
 
 class ParamsLog:

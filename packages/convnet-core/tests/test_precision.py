@@ -366,6 +366,7 @@ def test_an_overflowing_step_is_skipped_and_the_scale_backs_off():
     assert scaler.scale == 2.0**23 and scaler.good_steps == 0
 
 
+@pytest.mark.filterwarnings("ignore::convnet_core.precision.MixedPrecisionOnNumPyWarning")
 def test_model_fit_in_mixed_precision_with_batchnorm_and_dropout():
     # Model.compile(precision="mixed") over the layers of the `best` preset's kinds
     x, labels = blob_images(256, seed=1)

@@ -134,6 +134,7 @@ class Model:
         self._record: dict[str, Any] | None = None
         self.precision = _precision.get_policy(None)
         self._loss_scaler: Any = None
+        self._warned_mixed_on_numpy = False  # fit warns once per model (training.fit)
         self._loop_rng: Any = None
 
     # -- structure -------------------------------------------------------------------
@@ -246,8 +247,10 @@ class Model:
             precision: "float32" (default: everything in the model's dtype) or "mixed"
                 (also "mixed_float16", or a `precision.Policy`): fit runs the network in
                 float16 with float32 master weights and dynamic loss scaling (see
-                `convnet_core.precision`; fast only on a GPU). Mixed precision keeps the
-                weights in float32, so a float64 model refuses it (ValueError).
+                `convnet_core.precision`). Fast only on a GPU: on NumPy, fit warns once
+                per model that it is slow there (`precision.MixedPrecisionOnNumPyWarning`).
+                Mixed precision keeps the weights in float32, so a float64 model refuses
+                it (ValueError).
         """
         policy = _precision.get_policy(precision)
         self._check_policy(policy, f"compile(precision={precision!r})")

@@ -28,8 +28,10 @@ What stays in float32 inside a float16 network, and why:
 
 On a GPU float16 matrix products run on tensor cores and every activation moves half the
 bytes. NumPy has no fast float16 matmul (it converts element by element), so on a CPU
-mixed precision is slower than float32: use it for speed only with CuPy; on NumPy it is
-for testing that the arithmetic is right (docs/gpu.md has the figures).
+mixed precision is slower than float32 (about 37x for a step of the README model): use it
+for speed only with CuPy; on NumPy it is for testing that the arithmetic is right
+(docs/gpu.md has the figures), and `Model.fit` says so once per model with a
+`MixedPrecisionOnNumPyWarning`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ __all__ = [
     "MIXED",
     "POLICIES",
     "DynamicLossScaler",
+    "MixedPrecisionOnNumPyWarning",
     "Policy",
     "accumulation_dtype",
     "all_finite",
@@ -58,6 +61,11 @@ __all__ = [
     "scaled_forward_backward",
     "select_if_finite",
 ]
+
+
+class MixedPrecisionOnNumPyWarning(UserWarning):
+    """`fit` was asked for mixed precision on NumPy, where it is slow (see the module
+    docstring): given once per Model. Filter it by this class where that is intended."""
 
 
 def accumulation_dtype(dtype: Any) -> numpy.dtype:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -721,6 +722,8 @@ def fit(
         model._restore_checkpoint(resume_from)
     if model.optimizer is None or model._loss_fn is None:
         raise ValueError("fit: call model.compile(loss=..., optimizer=...) before fit")
+    if model.precision.mixed and not backend.is_cupy(model.xp):
+        _warn_mixed_on_numpy(model)
     batch_size = checks.count(batch_size, "fit: batch_size")
     epochs = checks.count(epochs, "fit: epochs", minimum=0)
     callbacks = () if callbacks is None else callbacks
@@ -822,6 +825,21 @@ def fit(
     _call(all_callbacks, "on_train_end", model)
     model.logged_metrics = None
     return model.history
+
+
+def _warn_mixed_on_numpy(model) -> None:
+    """Say, once per model, that mixed precision on NumPy is slow and meant for GPUs."""
+    if model._warned_mixed_on_numpy:
+        return
+    model._warned_mixed_on_numpy = True
+    warnings.warn(
+        "fit: mixed precision on NumPy is slow: NumPy has no fast float16 matrix product, "
+        "so a step takes tens of times as long as in float32 (about 37x for the README "
+        "model). It is meant for GPUs (CuPy); on a CPU use it only to check the "
+        "arithmetic, and compile(precision='float32') to train",
+        precision.MixedPrecisionOnNumPyWarning,
+        stacklevel=4,  # the caller of Model.fit
+    )
 
 
 def _logged_metrics(has_validation: bool, has_accuracy: bool) -> tuple[str, ...]:
