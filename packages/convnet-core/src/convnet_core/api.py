@@ -54,7 +54,15 @@ def apply(layer, params, state, x, *, training=False, rng=None, xp=numpy) -> tup
 
     Args:
         training: True during training (dropout active, batch statistics, a cache kept).
-        rng: a generator of `xp` (or an int seed) for layers that draw random numbers.
+        rng: a generator of `xp` for layers that draw random numbers (Dropout), or an int
+            seed. In a training loop make one generator before the loop and pass it to
+            every call, so each batch gets new draws. An int seed starts a new generator
+            at each call, so every call with the same seed draws the same numbers (the
+            same dropout mask). That is what calls that must repeat their draws want
+            (the forward passes of a gradient check), so an int stays accepted; in a
+            loop it is a mistake: `rng=epoch` gives every batch of an epoch one mask.
+            None is enough when no layer draws (at inference, or without Dropout);
+            Dropout refuses it when training.
 
     Returns:
         (y, new_state, cache): the output (N, *output_shape), the updated state, and what
