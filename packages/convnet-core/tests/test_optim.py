@@ -298,3 +298,99 @@ def test_set_lr_does_not_read_a_device_learning_rate(xp):
     lr = xp.asarray(0.5) * 0.5  # computed on the device
     new = assert_never_waits_for_the_gpu(xp, lambda: optim.set_lr(state, lr))
     assert optim.get_lr(new) == 0.25
+
+
+def bigger_tree(xp):
+    """make_tree with one more layer: a model the state of which is not make_tree's."""
+    return (*make_tree(xp), {"W": xp.asarray(numpy.ones((2, 2)))})
+
+
+def wider_tree(xp):
+    """make_tree with a first layer of 5 inputs instead of 3."""
+    params = make_tree(xp)
+    return ({**params[0], "W": xp.asarray(numpy.ones((5, 4)))}, *params[1:])
+
+
+STATE_FOR_OTHER_PARAMS = [
+    (
+        bigger_tree,
+        "the optimizer state does not fit the parameters: the values in slot 'm' are a "
+        "tuple of 4 but the parameters a tuple of 3",
+    ),
+    (
+        wider_tree,
+        "the optimizer state does not fit the parameters: the value in slot 'm' of "
+        "parameter '0/W' has shape (5, 4) but the parameter has shape (3, 4)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("other", "words"), STATE_FOR_OTHER_PARAMS)
+def test_update_refuses_the_state_of_another_model(xp, other, words):
+    opt = optim.adam(lr=0.1)
+    params = make_tree(xp)
+    with pytest.raises(ValueError) as error:
+        opt.update(params, grads_for(xp, 0), opt.init(other(xp)))
+    assert str(error.value) == f"adam.update: {words}"
+
+
+def test_update_names_a_slot_of_another_dtype(xp):
+    opt = optim.rmsprop()
+    params = make_tree(xp, "float32")
+    state = opt.init(make_tree(xp, "float64"))
+    with pytest.raises(ValueError) as error:
+        opt.update(params, grads_for(xp, 0, "float32"), state)
+    assert str(error.value) == (
+        "rmsprop.update: the optimizer state does not fit the parameters: the value in slot "
+        "'v' of parameter '0/W' has dtype float64 but the parameter has dtype float32"
+    )
+
+
+@pytest.mark.parametrize(
+    ("opt", "made_by", "words"),
+    [
+        (
+            optim.adam(),
+            optim.sgd(momentum=0.9),
+            "has no slot 'm': it holds lr, step, momentum, where adam keeps lr, step, m, v",
+        ),
+        (
+            optim.sgd(momentum=0.9),
+            optim.rmsprop(),
+            "has no slot 'momentum': it holds lr, step, v, where sgd keeps lr, step, momentum",
+        ),
+        (
+            optim.rmsprop(),
+            optim.adam(),
+            "has a slot 'm', which rmsprop does not keep: it holds lr, step, m, v, where "
+            "rmsprop keeps lr, step, v",
+        ),
+        (
+            optim.sgd(),
+            optim.sgd(momentum=0.9),
+            "has a slot 'momentum', which sgd does not keep: it holds lr, step, momentum, "
+            "where sgd keeps lr, step",
+        ),
+    ],
+)
+def test_update_refuses_the_state_of_another_optimizer(xp, opt, made_by, words):
+    params = make_tree(xp)
+    with pytest.raises(ValueError) as error:
+        opt.update(params, grads_for(xp, 0), made_by.init(params))
+    assert str(error.value) == (
+        f"{opt.name}.update: the optimizer state {words} (is it another optimizer's? "
+        "init(params) makes one for this optimizer)"
+    )
+
+
+def test_update_if_checks_the_state_too(xp):
+    opt = optim.adam()
+    params = make_tree(xp)
+    state = opt.init(params)
+    del state["step"]
+    with pytest.raises(ValueError) as error:
+        opt.update_if(xp.asarray(True), params, grads_for(xp, 0), state)
+    assert str(error.value) == (
+        "adam.update: the optimizer state has no 'step': it holds lr, m, v, where adam keeps "
+        "lr, step, m, v (is it another optimizer's? init(params) makes one for this optimizer)"
+    )

@@ -1,4 +1,5 @@
-"""The pytree helpers: map, leaves, flatten with "0/W" paths, unflatten, structure, size."""
+"""The pytree helpers: map, leaves, flatten with "0/W" paths, unflatten, structure, size,
+and the words of slot_mismatch."""
 
 from __future__ import annotations
 
@@ -43,3 +44,46 @@ def test_leaves_structure_and_size():
     assert len(tree.leaves(sample())) == 4
     assert tree.structure(sample()) == ({"W": None, "b": None}, {}, [None, None])
     assert tree.size(sample()) == 6 + 3 + 4 + 1
+
+
+SLOT_MISMATCHES = [
+    # (params, slot values, the words), slot "m"
+    ({"W": numpy.zeros((2, 3))}, {"W": numpy.zeros((2, 3))}, None),
+    (
+        {"W": numpy.zeros((2, 3))},
+        {"W": numpy.zeros((3, 2))},
+        "the value in slot 'm' of parameter 'W' has shape (3, 2) but the parameter has "
+        "shape (2, 3)",
+    ),
+    (
+        {"W": numpy.zeros(2, "float32")},
+        {"W": numpy.zeros(2, "float64")},
+        "the value in slot 'm' of parameter 'W' has dtype float64 but the parameter has "
+        "dtype float32",
+    ),
+    (
+        ({"W": numpy.zeros(2)},),
+        ({"W": numpy.zeros(2)}, {"W": numpy.zeros(2)}),
+        "the values in slot 'm' are a tuple of 2 but the parameters a tuple of 1",
+    ),
+    (
+        {"W": numpy.zeros(2), "b": numpy.zeros(2)},
+        {"W": numpy.zeros(2)},
+        "no value in slot 'm' for parameter 'b'",
+    ),
+    (
+        [{"W": numpy.zeros(2)}],
+        [{"W": numpy.zeros(2), "c": numpy.zeros(1)}],
+        "a value in slot 'm' for '0/c', which is not a parameter",
+    ),
+    (
+        [{"W": numpy.zeros(2)}],
+        [None],
+        "the values in slot 'm' at '0' are None but the parameters are a dict",
+    ),
+]
+
+
+@pytest.mark.parametrize(("params", "values", "words"), SLOT_MISMATCHES)
+def test_slot_mismatch_names_the_slot_and_the_parameter(params, values, words):
+    assert tree.slot_mismatch(params, values, "m") == words

@@ -204,7 +204,8 @@ class Optimizer:
     """Base of every optimizer: the shared options and the update skeleton.
 
     Subclasses set `name`, add their hyper-parameters as fields and implement
-    `_slots(params)` (extra state trees, e.g. moments) and `_step(...)` (one leaf).
+    `_slot_names()` (the state's trees of one value per parameter, e.g. Adam's moments
+    "m" and "v") and `_apply(...)` (the step).
     """
 
     name: ClassVar[str] = "optimizer"
@@ -215,13 +216,17 @@ class Optimizer:
     )
 
     def init(self, params: Any) -> dict[str, Any]:
-        """The optimizer state for `params`: {"lr": 0-d, "step": 0-d, plus slot trees}."""
+        """The optimizer state for `params`: {"lr": 0-d, "step": 0-d, plus slot trees}.
+
+        Each slot (`_slot_names()`) is a tree of zeros shaped like `params`, leaf by leaf
+        of the parameter's shape and dtype.
+        """
         xp = get_array_module(_first_leaf(params))
         state = {
             "lr": xp.asarray(self.lr, dtype="float64"),
             "step": xp.asarray(0, dtype="int64"),
         }
-        state.update(self._slots(params))
+        state.update({slot: _zeros_like(params) for slot in self._slot_names()})
         return state
 
     def update(self, params: Any, grads: Any, opt_state: dict[str, Any]) -> tuple[Any, Any]:
@@ -229,6 +234,9 @@ class Optimizer:
 
         `grads` is shaped like `params`; a gradient of another shape, or a missing or extra
         one, is a ValueError naming the parameter's path ("1/W") and both shapes.
+        `opt_state` must be what this optimizer's `init` made for such parameters (the
+        same slots, each shaped like `params`): else a ValueError naming the slot and the
+        parameter's path.
         """
         return self._update(params, grads, opt_state, take=None)
 
@@ -251,11 +259,15 @@ class Optimizer:
         """update (take None) or update_if on the device (take a 0-d device boolean).
 
         `grads` must be shaped like `params` (the same tree, each leaf of its parameter's
-        shape): else ValueError naming the path and both shapes, before a gradient is
-        broadcast into a parameter (which would change its shape, or fail with no name).
-        Comparing shapes is host work; no value is read.
+        shape), and so must each slot of `opt_state` (in dtype too): else ValueError naming
+        the path and what differs, before a gradient or a slot is broadcast into a
+        parameter (which would change its shape, or fail with no name). Comparing shapes
+        and dtypes is host work; no value is read.
         """
         mismatch = _tree.grad_mismatch(params, grads)
+        if mismatch is not None:
+            raise ValueError(f"{self.name}.update: {mismatch}")
+        mismatch = self.state_mismatch(params, opt_state)
         if mismatch is not None:
             raise ValueError(f"{self.name}.update: {mismatch}")
         if self.clip_norm is not None:
@@ -265,20 +277,43 @@ class Optimizer:
         if take is None or self._keeps_skipped_steps(step):
             return new_params, new_state
         new_params = select_if_finite(take, new_params, params)
-        for slot in self._slots_of(new_state):  # "lr" and "step" are right already
+        for slot in self._slot_names():  # "lr" and "step" are right already
             new_state[slot] = select_if_finite(take, new_state[slot], opt_state[slot])
         return new_params, new_state
 
-    @staticmethod
-    def _slots_of(opt_state: dict[str, Any]) -> list[str]:
-        return [key for key in opt_state if key not in ("lr", "step")]
+    def state_mismatch(self, params: Any, opt_state: Any) -> str | None:
+        """How `opt_state` fails to be a state of this optimizer for `params`, in words
+        (naming the slot, and the parameter's path for a slot unlike the parameters);
+        None when it is one. Keys, shapes and dtypes are compared; no value is read."""
+        if not isinstance(opt_state, dict):
+            return f"the optimizer state is a {type(opt_state).__name__}, not the dict init makes"
+        slots = self._slot_names()
+        if opt_state.keys() != {"lr", "step", *slots}:
+            keeps = ", ".join(("lr", "step", *slots))
+            has = ", ".join(map(str, opt_state))
+            missing = [key for key in ("lr", "step", *slots) if key not in opt_state]
+            if missing:
+                what = f"has no {'slot ' if missing[0] in slots else ''}{missing[0]!r}"
+            else:
+                extra = next(key for key in opt_state if key not in ("lr", "step", *slots))
+                what = f"has a slot {extra!r}, which {self.name} does not keep"
+            return (
+                f"the optimizer state {what}: it holds {has}, where {self.name} keeps {keeps} "
+                f"(is it another optimizer's? init(params) makes one for this optimizer)"
+            )
+        for slot in slots:
+            mismatch = _tree.slot_mismatch(params, opt_state[slot], slot)
+            if mismatch is not None:
+                return f"the optimizer state does not fit the parameters: {mismatch}"
+        return None
+
+    def _slot_names(self) -> tuple[str, ...]:
+        """The state's slots besides "lr" and "step": trees of one value per parameter."""
+        return ()
 
     def _keeps_skipped_steps(self, step: Any) -> bool:
         """Whether `_apply` itself returns the old values where `take` is false."""
         return False
-
-    def _slots(self, params: Any) -> dict[str, Any]:
-        return {}
 
     def _apply(self, params, grads, opt_state, step, take):  # pragma: no cover - abstract
         """(new_params, new_opt_state) of one step; `take` as in `_update`."""
@@ -321,8 +356,8 @@ class SGD(Optimizer):
         if self.nesterov and self.momentum == 0:
             raise ValueError("sgd: nesterov=True needs momentum > 0")
 
-    def _slots(self, params):
-        return {"momentum": _zeros_like(params)} if self.momentum else {}
+    def _slot_names(self):
+        return ("momentum",) if self.momentum else ()
 
     def _apply(self, params, grads, opt_state, step, take):
         scalars = _Scalars(get_array_module(step), lr=opt_state["lr"])
@@ -367,8 +402,8 @@ class Adam(Optimizer):
     beta2: float = attrs.field(default=0.999, converter=float, validator=_check_decay)
     eps: float = attrs.field(default=1e-8, converter=float, validator=_check_positive)
 
-    def _slots(self, params):
-        return {"m": _zeros_like(params), "v": _zeros_like(params)}
+    def _slot_names(self):
+        return ("m", "v")
 
     def _decoupled_decay(self, p, lr):
         return p
@@ -447,8 +482,8 @@ class RMSprop(Optimizer):
     decay: float = attrs.field(default=0.9, converter=float, validator=_check_decay)
     eps: float = attrs.field(default=1e-8, converter=float, validator=_check_positive)
 
-    def _slots(self, params):
-        return {"v": _zeros_like(params)}
+    def _slot_names(self):
+        return ("v",)
 
     def _apply(self, params, grads, opt_state, step, take):
         xp = get_array_module(step)

@@ -97,38 +97,63 @@ def grad_mismatch(params: Any, grads: Any) -> str | None:
     of parameter '1/s' has shape (16,) but the parameter has shape (1,)". Shapes are read
     on the host (no device value is read).
     """
-    return _grad_mismatch(params, grads, ())
+    return _mismatch(params, grads, (), ("gradient", "gradients"), dtypes=False)
 
 
-def _grad_mismatch(param: Any, grad: Any, path: tuple[str, ...]) -> str | None:
+def slot_mismatch(params: Any, values: Any, slot: str) -> str | None:
+    """How an optimizer's state slot `slot` (one value per parameter, e.g. Adam's "m")
+    fails to match `params`, in words; None when it matches.
+
+    The slot must have the parameters' structure and, leaf by leaf, their shape and dtype:
+    e.g. "the value in slot 'm' of parameter '0/W' has shape (5, 4) but the parameter has
+    shape (3, 4)". Shapes and dtypes are read on the host (no device value is read).
+    """
+    nouns = (f"value in slot {slot!r}", f"values in slot {slot!r}")
+    return _mismatch(params, values, (), nouns, dtypes=True)
+
+
+def _mismatch(
+    param: Any, other: Any, path: tuple[str, ...], nouns: tuple[str, str], dtypes: bool
+) -> str | None:
+    """The first difference between `other` and the parameters, in words built from
+    `nouns` (what `other` holds: singular, plural); dtypes compared when `dtypes`."""
     # the words are only put together for a difference: this runs at every training step
+    one, many = nouns
     if isinstance(param, dict):
-        if not isinstance(grad, dict):
-            return f"the gradients{_at(path)} are {_kind(grad)} but the parameters are a dict"
-        if grad.keys() != param.keys():
-            missing = [key for key in param if key not in grad]
+        if not isinstance(other, dict):
+            return f"the {many}{_at(path)} are {_kind(other)} but the parameters are a dict"
+        if other.keys() != param.keys():
+            missing = [key for key in param if key not in other]
             if missing:
-                return f"no gradient for parameter '{_path(path, missing[0])}'"
-            extra = next(key for key in grad if key not in param)
-            return f"a gradient for '{_path(path, extra)}', which is not a parameter"
-        children = [(key, param[key], grad[key]) for key in param]
+                return f"no {one} for parameter '{_path(path, missing[0])}'"
+            extra = next(key for key in other if key not in param)
+            return f"a {one} for '{_path(path, extra)}', which is not a parameter"
+        children = [(key, param[key], other[key]) for key in param]
     elif isinstance(param, (tuple, list)):
-        if not isinstance(grad, (tuple, list)):
-            return f"the gradients{_at(path)} are {_kind(grad)} but the parameters are a sequence"
-        if len(grad) != len(param):
-            return f"the gradients{_at(path)} are {_kind(grad)} but the parameters {_kind(param)}"
-        children = list(zip(range(len(param)), param, grad, strict=True))
+        if not isinstance(other, (tuple, list)):
+            return f"the {many}{_at(path)} are {_kind(other)} but the parameters are a sequence"
+        if len(other) != len(param):
+            return f"the {many}{_at(path)} are {_kind(other)} but the parameters {_kind(param)}"
+        children = list(zip(range(len(param)), param, other, strict=True))
     else:
-        if grad is None or is_node(grad):
-            return f"the gradient{_of(path)} is {_kind(grad)}, not an array"
-        want, got = _shape(param), _shape(grad)
-        if got != want:
-            return f"the gradient{_of(path)} has shape {got} but the parameter has shape {want}"
-        return None
-    for key, p, g in children:
-        found = _grad_mismatch(p, g, (*path, key))
+        return _leaf_mismatch(param, other, path, one, dtypes)
+    for key, p, o in children:
+        found = _mismatch(p, o, (*path, key), nouns, dtypes)
         if found is not None:
             return found
+    return None
+
+
+def _leaf_mismatch(param: Any, other: Any, path: tuple, one: str, dtypes: bool) -> str | None:
+    if other is None or is_node(other):
+        return f"the {one}{_of(path)} is {_kind(other)}, not an array"
+    want, got = _shape(param), _shape(other)
+    if got != want:
+        return f"the {one}{_of(path)} has shape {got} but the parameter has shape {want}"
+    if dtypes:
+        want, got = getattr(param, "dtype", None), getattr(other, "dtype", None)
+        if got != want and want is not None and got is not None:  # a Python number has none
+            return f"the {one}{_of(path)} has dtype {got} but the parameter has dtype {want}"
     return None
 
 
