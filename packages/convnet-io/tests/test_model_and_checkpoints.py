@@ -62,6 +62,20 @@ def test_model_save_load_restores_the_whole_training_state(tmp_path, suffix):
     assert parts.metadata["note"] == "two epochs" and parts.metadata["epoch"] == 2
 
 
+def test_a_float64_model_loads_as_float64(tmp_path):
+    x, y = data()
+    model = Model([L.Flatten(), L.Dense(4)], seed=1, device="cpu", dtype="float64")
+    model.compile(loss="categorical_crossentropy", optimizer="sgd", lr=0.1)
+    model.fit((x, y), epochs=1, batch_size=16, verbose=False)
+    model.save(tmp_path / "m.h5")
+    loaded = Model.load(tmp_path / "m.h5", device="cpu")
+    assert loaded.dtype == numpy.float64  # was float32: float64 weights fed float32 inputs
+    assert loaded.predict(x).dtype == numpy.float64
+    numpy.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    with pytest.raises(ValueError, match="this model's dtype is float64"):
+        loaded.compile(precision="mixed")
+
+
 def test_load_puts_the_model_on_the_device_asked_for(tmp_path):
     x, y = data()
     model = new_model()

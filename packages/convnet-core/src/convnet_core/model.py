@@ -681,10 +681,15 @@ class Model:
         return model
 
     def _set_parts(self, params, state, input_shape) -> None:
+        """Take saved params and state (host or device trees) for inputs of `input_shape`;
+        the model's dtype becomes the params' (a float64 model stays float64)."""
         self.input_shape = tuple(int(d) for d in input_shape)
         self.network.output_shape(self.input_shape)
         self.params = _as_layer_tuple(backend.to_device(params, self.xp), len(self.layers))
         self.state = _as_layer_tuple(backend.to_device(state, self.xp), len(self.layers))
+        floating = [leaf.dtype for leaf in _tree.leaves(self.params) if leaf.dtype.kind == "f"]
+        if floating:
+            self.dtype = _weight_dtype(floating[0])
 
     def _restore_checkpoint(self, path) -> None:
         """Load a checkpoint written by convnet_io.Checkpoint into this model."""
