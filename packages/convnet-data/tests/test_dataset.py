@@ -317,7 +317,12 @@ def test_leaving_the_loop_early_leaks_no_threads():
         for _ in ds.batches(64, num_threads=4):
             pass
 
-    for action in (break_early, close_midway, run_to_the_end):
+    def raise_in_the_loop():
+        with pytest.raises(KeyError):
+            for _ in ds.batches(4, num_threads=4, seed=0):
+                raise KeyError("the loop's own error")
+
+    for action in (break_early, close_midway, run_to_the_end, raise_in_the_loop):
         before, after = count_threads_after(action)
         assert after == before, action.__name__
 
@@ -330,6 +335,49 @@ def test_close_joins_the_threads_immediately():
     assert threading.active_count() > before
     iterator.close()
     assert threading.active_count() == before
+
+
+def test_a_named_iterator_keeps_its_threads_after_break_until_closed():
+    ds = make_dataset(50)
+    before = threading.active_count()
+    iterator = ds.batches(1, num_threads=16, seed=0)
+    assert threading.active_count() == before  # nothing starts before the first next()
+    for _ in iterator:
+        break
+    time.sleep(0.05)
+    assert threading.active_count() > before  # `iterator` still references them
+    iterator.close()
+    assert threading.active_count() == before
+    assert list(iterator) == []  # closed: the epoch is over
+    iterator.close()  # closing again does nothing
+
+
+def test_leaving_a_with_block_joins_the_threads_at_once():
+    ds = make_dataset(50)
+    before = threading.active_count()
+    with ds.batches(1, num_threads=16, seed=0) as batches:
+        for count, _ in enumerate(batches, start=1):
+            if count == 3:
+                break
+        time.sleep(0.05)
+        assert threading.active_count() > before
+    assert threading.active_count() == before
+
+    with pytest.raises(KeyError, match="the loop's own error"):
+        with ds.batches(1, num_threads=16, seed=0) as batches:
+            for _ in batches:
+                raise KeyError("the loop's own error")
+    assert threading.active_count() == before
+
+
+def test_the_with_block_gives_the_same_batches_as_a_plain_loop():
+    ds = make_dataset(30)
+    with ds.batches(8, seed=3, num_threads=2) as batches:
+        inside = [y for _, y in batches]
+    plain = [y for _, y in ds.batches(8, seed=3, num_threads=2)]
+    assert [len(y) for y in inside] == [8, 8, 8, 6]
+    for a, b in zip(inside, plain, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_an_error_in_a_worker_reaches_the_consumer_and_stops_the_threads():

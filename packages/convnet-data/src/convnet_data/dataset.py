@@ -12,14 +12,14 @@ scaling) goes through the array module `xp` the batches are asked for.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from convnet_core import checks
 
 from ._seeds import SeedLike, seed_sequence
-from .prefetch import ordered_prefetch
+from .prefetch import PrefetchIterator, ordered_prefetch
 
 __all__ = ["Dataset", "DEFAULT_MAX_THREADS"]
 
@@ -146,7 +146,7 @@ class Dataset:
         seed: SeedLike = None,
         xp: Any = None,
         augment: Callable[[Any, np.random.Generator], Any] | None = None,
-    ) -> Iterator[tuple[Any, Any]]:
+    ) -> PrefetchIterator[tuple[Any, Any]]:
         """One epoch of (x, y) batches: x float32 (B, C, H, W), y int64 (B,).
 
         `batch_size` (B, >= 1) and `num_threads` (>= 0) are whole numbers (an int or a
@@ -171,8 +171,16 @@ class Dataset:
         waits for them to finish before handing the batch over: the training loop never
         blocks on the transfer, and only the uint8 batch crosses the bus.
 
-        A few batches are prepared ahead (at most 2 * num_threads); breaking out of the loop
-        or closing the iterator stops and joins the threads.
+        A few batches are prepared ahead (at most 2 * num_threads), from the first `next()`.
+        The threads stop, joined, when the epoch ends, when an error from a batch comes out,
+        and when the iterator is closed: `close()`, or leaving a `with` block,
+
+            with ds.batches(64, seed=epoch) as batches:
+                for x, y in batches: ...
+
+        or dropping its last reference. So a bare `for x, y in ds.batches(...): break` stops
+        them as it leaves the loop, but after `it = ds.batches(...); for b in it: break`
+        they stay until `it.close()` or `del it`.
         """
         batch_size = checks.count(batch_size, "batches: batch_size")
         if num_threads is None:
