@@ -394,3 +394,25 @@ def test_update_if_checks_the_state_too(xp):
         "adam.update: the optimizer state has no 'step': it holds lr, m, v, where adam keeps "
         "lr, step, m, v (is it another optimizer's? init(params) makes one for this optimizer)"
     )
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
+@pytest.mark.parametrize(
+    ("param_dtype", "grad_dtype"), [("float32", "float64"), ("float64", "float32")]
+)
+def test_update_refuses_gradients_of_another_dtype(xp, name, param_dtype, grad_dtype):
+    # float64 inputs in a custom loop give float64 gradients for float32 parameters: the
+    # step would have turned the parameters (and some slots) into float64
+    opt = optim.get(name, **({"momentum": 0.9} if name == "sgd" else {}))
+    params = make_tree(xp, param_dtype)
+    state = opt.init(params)
+    for take in (None, True, xp.asarray(True)):
+        with pytest.raises(ValueError) as error:
+            if take is None:
+                opt.update(params, grads_for(xp, 0, grad_dtype), state)
+            else:
+                opt.update_if(take, params, grads_for(xp, 0, grad_dtype), state)
+        assert str(error.value) == (
+            f"{name}.update: the gradient of parameter '0/W' has dtype {grad_dtype} but the "
+            f"parameter has dtype {param_dtype}"
+        )

@@ -87,3 +87,14 @@ SLOT_MISMATCHES = [
 @pytest.mark.parametrize(("params", "values", "words"), SLOT_MISMATCHES)
 def test_slot_mismatch_names_the_slot_and_the_parameter(params, values, words):
     assert tree.slot_mismatch(params, values, "m") == words
+
+
+def test_grad_mismatch_compares_dtypes_when_asked():
+    params = {"W": numpy.zeros(2, "float32"), "s": numpy.float32(1.0)}
+    grads = {"W": numpy.zeros(2, "float64"), "s": 0.5}  # a Python number has no dtype
+    assert tree.grad_mismatch(params, grads) is None  # shapes only (a layer's dparams)
+    assert tree.grad_mismatch(params, grads, dtypes=True) == (
+        "the gradient of parameter 'W' has dtype float64 but the parameter has dtype float32"
+    )
+    grads["W"] = numpy.zeros(2, "float32")
+    assert tree.grad_mismatch(params, grads, dtypes=True) is None

@@ -264,7 +264,7 @@ class Optimizer:
         parameter (which would change its shape, or fail with no name). Comparing shapes
         and dtypes is host work; no value is read.
         """
-        mismatch = _tree.grad_mismatch(params, grads)
+        mismatch = _tree.grad_mismatch(params, grads, dtypes=True)
         if mismatch is not None:
             raise ValueError(f"{self.name}.update: {mismatch}")
         mismatch = self.state_mismatch(params, opt_state)

@@ -88,16 +88,17 @@ def size(tree: Any) -> int:
     return total
 
 
-def grad_mismatch(params: Any, grads: Any) -> str | None:
+def grad_mismatch(params: Any, grads: Any, *, dtypes: bool = False) -> str | None:
     """How `grads` fails to be shaped like `params`, in words; None when it is shaped so.
 
     Gradients must have the parameters' structure (the same dict keys, as many entries in
-    each tuple or list) and, leaf by leaf, the same shape. The words name the path of the
-    first difference ("1/W") and what differs, both shapes for a leaf, e.g. "the gradient
-    of parameter '1/s' has shape (16,) but the parameter has shape (1,)". Shapes are read
-    on the host (no device value is read).
+    each tuple or list) and, leaf by leaf, the same shape, and with `dtypes` the same
+    dtype (a Python number has none and passes). The words name the path of the first
+    difference ("1/W") and what differs, both shapes or dtypes for a leaf, e.g. "the
+    gradient of parameter '1/s' has shape (16,) but the parameter has shape (1,)". Shapes
+    and dtypes are read on the host (no device value is read).
     """
-    return _mismatch(params, grads, (), ("gradient", "gradients"), dtypes=False)
+    return _mismatch(params, grads, (), ("gradient", "gradients"), dtypes=dtypes)
 
 
 def slot_mismatch(params: Any, values: Any, slot: str) -> str | None:
