@@ -81,3 +81,36 @@ def test_an_improvement_must_beat_the_best_by_more_than_min_delta():
 def test_plateau_rejects_a_negative_patience():
     with pytest.raises(ValueError, match="patience must be >= 0"):
         schedules.reduce_on_plateau(patience=-1)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_metric_is_never_the_best(bad):
+    plateau = schedules.reduce_on_plateau(factor=0.5, patience=2, min_lr=0.0, min_delta=0.0)
+    # the first metric is not finite: it is a stall, not the best, so 0.5 and 0.4 improve
+    lrs, state = run_plateau(plateau, [bad, 0.5, 0.4], 1.0)
+    assert lrs == [1.0, 1.0, 1.0]
+    assert state == {"best": 0.4, "wait": 0}
+    # later, it counts as a stalled epoch like any other
+    lrs, state = run_plateau(plateau, [0.5, bad, bad, 0.4], 1.0)
+    assert lrs == [1.0, 1.0, 0.5, 0.5]
+    assert state == {"best": 0.4, "wait": 0}
+
+
+def test_is_improvement_refuses_non_finite_values_and_replaces_a_non_finite_best():
+    for mode in ("min", "max"):
+        for bad in (math.nan, math.inf, -math.inf):
+            assert not schedules.is_improvement(bad, None, mode, 0.0)
+            assert not schedules.is_improvement(bad, 0.5, mode, 0.0)
+            assert schedules.is_improvement(0.5, bad, mode, 0.0)  # a best stored by older code
+
+
+def test_early_stopping_replays_a_nan_first_epoch_as_a_stall():
+    # EarlyStopping rebuilds its counters from the history with is_improvement
+    from types import SimpleNamespace
+
+    from convnet_core.callbacks import EarlyStopping
+
+    stopping = EarlyStopping("val_loss", patience=3, min_delta=0.0)
+    resumed = SimpleNamespace(resuming=True, history={"val_loss": [math.nan, 0.5, 0.4, 0.45]})
+    stopping.on_train_begin(resumed)
+    assert (stopping.best, stopping.best_epoch, stopping.wait) == (0.4, 3, 1)

@@ -96,8 +96,15 @@ def cosine(total_steps: int, warmup_steps: int = 0, min_factor: float = 0.0) -> 
 
 
 def is_improvement(value: float, best: float | None, mode: str, min_delta: float) -> bool:
-    """True when `value` beats `best` by more than min_delta ("min": lower, "max": higher)."""
-    if best is None:
+    """True when `value` beats `best` by more than min_delta ("min": lower, "max": higher).
+
+    A NaN or infinite `value` is never an improvement (a diverged loss must not become the
+    best, which nothing finite could then beat); the first finite value is, when there is
+    no finite `best` yet (None, or a non-finite best kept by older code).
+    """
+    if not math.isfinite(value):
+        return False
+    if best is None or not math.isfinite(best):
         return True
     if mode == "min":
         return value < best - min_delta
@@ -118,8 +125,10 @@ class ReduceOnPlateau:
 
     After each observation: if the metric beats the best by more than min_delta, it becomes
     the best and the wait resets; otherwise the wait grows, and when it reaches `patience`
-    the rate becomes max(lr · factor, min_lr) and the wait resets. `mode` is "min" for
-    losses and "max" for accuracies. State: {"best": float or None, "wait": int}.
+    the rate becomes max(lr · factor, min_lr) and the wait resets. A NaN or infinite
+    metric is never an improvement (`is_improvement`): it counts as a stalled epoch and
+    never becomes the best. `mode` is "min" for losses and "max" for accuracies. State:
+    {"best": a finite float or None, "wait": int}.
     """
 
     factor: float = attrs.field(
