@@ -76,8 +76,8 @@ def _check_batch(x: Any, what: str) -> None:
 
 
 def _working_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype interpolation runs in: a float dtype itself; for integers the smallest
-    float holding them exactly (float32 up to 16 bits, float64 beyond)."""
+    """The dtype interpolation runs in: a float dtype itself; for integers float32 up to
+    16 bits (which it holds exactly), float64 beyond (exact up to 2**53)."""
     return dtype if dtype.kind == "f" else np.result_type(dtype, np.float32)
 
 
