@@ -79,8 +79,9 @@ def test_an_improvement_must_beat_the_best_by_more_than_min_delta():
 
 
 def test_plateau_rejects_a_negative_patience():
-    with pytest.raises(ValueError, match="patience must be >= 0"):
+    with pytest.raises(ValueError) as error:
         schedules.reduce_on_plateau(patience=-1)
+    assert str(error.value) == "reduce_on_plateau: patience must be a whole number >= 0, got -1"
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -114,3 +115,69 @@ def test_early_stopping_replays_a_nan_first_epoch_as_a_stall():
     resumed = SimpleNamespace(resuming=True, history={"val_loss": [math.nan, 0.5, 0.4, 0.45]})
     stopping.on_train_begin(resumed)
     assert (stopping.best, stopping.best_epoch, stopping.wait) == (0.4, 3, 1)
+
+
+# (make a schedule or a factor, the error's words)
+BAD_EDGES = [
+    (
+        lambda: schedules.cosine(10, warmup_steps=3)(-5),
+        "cosine: step must be a whole number >= 0, got -5",
+    ),
+    (lambda: schedules.step_decay(3)(-1), "step_decay: step must be a whole number >= 0, got -1"),
+    (lambda: schedules.cosine(10)(2.5), "cosine: step must be a whole number >= 0, got 2.5"),
+    (lambda: schedules.cosine(10, min_factor=2), "cosine min_factor must be in [0, 1], got 2.0"),
+    (
+        lambda: schedules.cosine(10, min_factor=-0.1),
+        "cosine min_factor must be in [0, 1], got -0.1",
+    ),
+    (lambda: schedules.cosine(10.7), "cosine: total_steps must be a whole number >= 1, got 10.7"),
+    (lambda: schedules.cosine(0), "cosine: total_steps must be a whole number >= 1, got 0"),
+    (
+        lambda: schedules.cosine(10, warmup_steps=2.5),
+        "cosine: warmup_steps must be a whole number >= 0, got 2.5",
+    ),
+    (
+        lambda: schedules.cosine(10, warmup_steps=-1),
+        "cosine: warmup_steps must be a whole number >= 0, got -1",
+    ),
+    (
+        lambda: schedules.step_decay(2.5),
+        "step_decay: step_size must be a whole number >= 1, got 2.5",
+    ),
+    (
+        lambda: schedules.step_decay(True),
+        "step_decay: step_size must be a whole number >= 1, got True",
+    ),
+    (
+        lambda: schedules.step_decay("3"),
+        "step_decay: step_size must be a whole number >= 1, got '3'",
+    ),
+    (
+        lambda: schedules.step_decay(math.nan),
+        "step_decay: step_size must be a whole number >= 1, got nan",
+    ),
+    (
+        lambda: schedules.reduce_on_plateau(patience=1.5),
+        "reduce_on_plateau: patience must be a whole number >= 0, got 1.5",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "words"), BAD_EDGES)
+def test_edge_values_are_refused_by_schedule_and_argument(make, words):
+    with pytest.raises(ValueError) as error:
+        make()
+    assert str(error.value) == words
+
+
+def test_whole_numbers_of_any_kind_are_counts_and_steps():
+    import numpy
+
+    schedule = schedules.cosine(numpy.int64(10), warmup_steps=2.0, min_factor=1)
+    assert (schedule.total_steps, schedule.warmup_steps) == (10, 2)
+    assert type(schedule.total_steps) is int and type(schedule.warmup_steps) is int
+    assert schedule(numpy.asarray(5)) == schedule(5.0) == 1.0  # min_factor 1: constant
+    decay = schedules.step_decay(1e1, gamma=0.5)
+    assert decay.step_size == 10
+    assert decay(numpy.int32(25)) == 0.25
+    assert schedules.cosine(10)(0) == 1.0 and schedules.step_decay(3)(0) == 1.0

@@ -14,36 +14,62 @@ Two kinds:
       plateau = schedules.reduce_on_plateau(factor=0.5, patience=3)
       plateau_state = plateau.init()
       lr, plateau_state = plateau.update(plateau_state, val_loss, lr)
+
+Counts (step_size, total_steps, warmup_steps, patience) and the step a factor is asked for
+are whole numbers: an int, a NumPy integer, or a float with no fractional part (1e3, as a
+config or a division may give). 2.5 is refused rather than truncated, and so is a
+negative step; errors name the schedule and the argument.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from typing import Any
 
 import attrs
+import numpy
 
 from .checks import in_range
 
 __all__ = ["Cosine", "ReduceOnPlateau", "StepDecay", "cosine", "reduce_on_plateau", "step_decay"]
 
 
+def _whole_number(value: Any, name: str, *, minimum: int) -> int:
+    """`value` as an int when it is a whole number >= `minimum`: an int, a NumPy integer
+    (or 0-d integer array), or a float with no fractional part. Anything else (2.5, NaN, a
+    bool, a string) or a smaller number is a ValueError naming `name`."""
+    number = None
+    if not isinstance(value, (bool, numpy.bool_)):
+        try:
+            number = operator.index(value)
+        except TypeError:
+            if isinstance(value, numbers.Real) and float(value).is_integer():
+                number = int(value)
+    if number is None or number < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return number
+
+
+def _count(name: str, minimum: int) -> Any:
+    """An attrs converter: `_whole_number(value, name, minimum=minimum)`."""
+    return lambda value: _whole_number(value, name, minimum=minimum)
+
+
 @attrs.frozen
 class StepDecay:
     """factor(step) = gamma ** floor(step / step_size): multiply by gamma every step_size steps."""
 
-    step_size: int = attrs.field(converter=int)
+    step_size: int = attrs.field(converter=_count("step_decay: step_size", 1))
     gamma: float = attrs.field(
         default=0.1, converter=float, validator=in_range("step_decay", low=0)
     )
 
-    def __attrs_post_init__(self):
-        if self.step_size < 1:
-            raise ValueError(f"step_decay: step_size must be >= 1, got {self.step_size}")
-
     def __call__(self, step: int) -> float:
-        """The factor at `step` (0-based): gamma ** (step // step_size)."""
-        return self.gamma ** (int(step) // self.step_size)
+        """The factor at `step` (0-based, a whole number): gamma ** (step // step_size)."""
+        t = _whole_number(step, "step_decay: step", minimum=0)
+        return self.gamma ** (t // self.step_size)
 
 
 @attrs.frozen
@@ -53,28 +79,27 @@ class Cosine:
     factor(t) = (t + 1) / warmup_steps                              for t < warmup_steps
     factor(t) = m + (1 - m)·(1 + cos(π·(t - w)/(T - w)))/2          for w <= t < T
     factor(t) = m                                                   for t >= T
-    with T = total_steps, w = warmup_steps, m = min_factor.
+    with T = total_steps, w = warmup_steps, m = min_factor in [0, 1] (the factor only
+    falls).
     """
 
-    total_steps: int = attrs.field(converter=int)
-    warmup_steps: int = attrs.field(default=0, converter=int)
+    total_steps: int = attrs.field(converter=_count("cosine: total_steps", 1))
+    warmup_steps: int = attrs.field(default=0, converter=_count("cosine: warmup_steps", 0))
     min_factor: float = attrs.field(
-        default=0.0, converter=float, validator=in_range("cosine", low=0)
+        default=0.0, converter=float, validator=in_range("cosine", low=0, high=1)
     )
 
     def __attrs_post_init__(self):
-        if self.total_steps < 1:
-            raise ValueError(f"cosine: total_steps must be >= 1, got {self.total_steps}")
-        if not 0 <= self.warmup_steps < self.total_steps:
+        if not self.warmup_steps < self.total_steps:
             raise ValueError(
                 f"cosine: warmup_steps must be in [0, total_steps={self.total_steps}), "
                 f"got {self.warmup_steps}"
             )
 
     def __call__(self, step: int) -> float:
-        """The factor at `step` (0-based): (step + 1) / w during warm-up, then the half
-        cosine, then min_factor from total_steps on."""
-        t = int(step)
+        """The factor at `step` (0-based, a whole number): (step + 1) / w during warm-up,
+        then the half cosine, then min_factor from total_steps on."""
+        t = _whole_number(step, "cosine: step", minimum=0)
         if t < self.warmup_steps:
             return (t + 1) / self.warmup_steps
         if t >= self.total_steps:
@@ -136,7 +161,7 @@ class ReduceOnPlateau:
         converter=float,
         validator=in_range(_PLATEAU, low=0, high=1, low_open=True, high_open=True),
     )
-    patience: int = attrs.field(default=3, converter=int, validator=in_range(_PLATEAU, low=0))
+    patience: int = attrs.field(default=3, converter=_count(f"{_PLATEAU}: patience", 0))
     min_lr: float = attrs.field(default=1e-6, converter=float, validator=in_range(_PLATEAU, low=0))
     min_delta: float = attrs.field(
         default=1e-4, converter=float, validator=in_range(_PLATEAU, low=0)
