@@ -1028,8 +1028,9 @@ def fused_softmax_cross_entropy(logits: Any, labels: Any) -> tuple[Any, Any]:
     integer labels (N,): one kernel for the rows, one sum and one division for the loss.
 
     Returns (loss, dlogits): the mean loss, a 0-d array, and its gradient (N, k), both in
-    the logits' dtype. A label outside [0, k) makes the loss NaN (NumPy raises an
-    IndexError there, which a GPU cannot do without waiting for it).
+    the logits' dtype. A label outside [0, k) makes the loss NaN: the labels are not read,
+    since checking them would make the host wait for the GPU (with NumPy,
+    `losses.softmax_cross_entropy` raises a ValueError naming the label).
     """
     cupy = _cupy()
     name = logits.dtype.name
