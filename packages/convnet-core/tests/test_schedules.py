@@ -117,6 +117,36 @@ def test_early_stopping_replays_a_nan_first_epoch_as_a_stall():
     assert (stopping.best, stopping.best_epoch, stopping.wait) == (0.4, 3, 1)
 
 
+def test_plateau_counts_a_nan_epoch_as_a_stall_as_early_stopping_does():
+    from types import SimpleNamespace
+
+    from convnet_core.callbacks import ReduceLROnPlateau
+
+    plateau = ReduceLROnPlateau("val_loss", factor=0.5, patience=2, min_lr=0.0, min_delta=0.0)
+    model = SimpleNamespace(lr=1.0, resuming=False, history={})
+    plateau.on_train_begin(model)
+    rates = []
+    for value in (0.5, math.nan, math.inf, 0.6):
+        plateau.on_epoch_end(model, len(rates) + 1, {"val_loss": value})
+        rates.append(model.lr)
+    assert rates == [1.0, 1.0, 0.5, 0.5]  # two stalled epochs, then halved; the count restarts
+    # a resumed run replays the same history to the same state
+    replayed = ReduceLROnPlateau("val_loss", factor=0.5, patience=2, min_lr=0.0, min_delta=0.0)
+    replayed.on_train_begin(
+        SimpleNamespace(resuming=True, history={"val_loss": [0.5, math.nan, math.inf, 0.6]})
+    )
+    assert replayed.state == plateau.state
+
+
+def test_early_stopping_patience_is_a_whole_number():
+    from convnet_core.callbacks import EarlyStopping
+
+    with pytest.raises(
+        ValueError, match=r"EarlyStopping: patience must be a whole number >= 0, got 2.5"
+    ):
+        EarlyStopping(patience=2.5)
+
+
 # (make a schedule or a factor, the error's words)
 BAD_EDGES = [
     (

@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any
 
+from .checks import count
 from .schedules import ReduceOnPlateau, is_improvement
 
 __all__ = [
@@ -85,7 +86,7 @@ class EarlyStopping:
         self, monitor="val_loss", patience=5, min_delta=1e-4, mode="auto", restore_best=True
     ):
         self.monitor = monitor
-        self.patience = int(patience)
+        self.patience = count(patience, "EarlyStopping: patience", minimum=0)
         self.min_delta = float(min_delta)
         self.mode = monitor_mode(monitor, mode)
         self.restore_best = restore_best
@@ -145,16 +146,17 @@ class ReduceLROnPlateau:
         """Reset, then replay the monitored metric of `model.history`."""
         self.state = self.schedule.init()
         for value in _replayed(model, self.monitor):
-            if value is not None and math.isfinite(value):
-                _, self.state = self.schedule.update(self.state, value, 1.0)
+            if value is not None:  # NaN or infinite: a stalled epoch, as it was then
+                _, self.state = self.schedule.update(self.state, float(value), 1.0)
 
     def on_epoch_end(self, model, epoch: int, logs: dict[str, Any]) -> None:
-        """Track the monitored metric; stop (EarlyStopping) or lower the rate (plateau)."""
+        """Track the monitored metric; a NaN or infinite one counts as a stalled epoch, as
+        for EarlyStopping."""
         value = _monitored(logs, self.monitor)
-        if value is None:
-            return
         lr = model.lr
-        new_lr, self.state = self.schedule.update(self.state, value, lr)
+        new_lr, self.state = self.schedule.update(
+            self.state, math.nan if value is None else value, lr
+        )
         if new_lr != lr:
             model.lr = new_lr
 
