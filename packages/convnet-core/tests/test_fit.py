@@ -120,6 +120,8 @@ class Snapshot:
                 "epoch": model.epoch,
                 "history": {k: list(v) for k, v in model.history.items()},
                 "rng_state": model.get_rng_state(),
+                "precision": model.precision.to_config(),
+                "loss_scaler": None if model.loss_scaler is None else model.loss_scaler.to_config(),
                 "metadata": {"loss_name": model.loss_name},
             }
 
@@ -192,6 +194,100 @@ def test_resume_warns_when_the_compiled_optimizer_differs_from_the_checkpoints(x
         same = mlp(xp).compile(optimizer="adam", lr=0.001)
         same.fit((x, y), epochs=2, resume_from="ckpt.h5", verbose=False)
         Model(device=xp).fit((x, y), epochs=2, resume_from="ckpt.h5", verbose=False)
+
+
+def overflowing_mixed_run(xp, **kw):
+    """A mixed-precision model whose first steps overflow float16 at the default loss scale
+    2**16 (inputs around 50, SGD at 1e-4): the scale has come down a long way after an
+    epoch, and a run that forgot it would skip those steps again."""
+    model = Model([Dense(8), Activation("relu"), Dense(2)], device=xp, seed=0, **kw)
+    x, y = blobs(64, seed=3)
+    return model.compile(optimizer="sgd", lr=1e-4, precision="mixed"), (x * 50, y)
+
+
+def scaler_state(model):
+    return float(model.loss_scaler.scale), int(model.loss_scaler.good_steps)
+
+
+def fake_checkpoint_io(monkeypatch, saved):
+    fake_io = types.ModuleType("convnet_io")
+    fake_io.load_checkpoint = lambda path: saved
+    monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
+
+
+@pytest.mark.filterwarnings("ignore::convnet_core.precision.MixedPrecisionOnNumPyWarning")
+def test_a_resumed_mixed_precision_run_continues_with_its_loss_scale(xp, monkeypatch):
+    snapshot = Snapshot(at_epoch=2)
+    full, data = overflowing_mixed_run(xp)
+    full.fit(data, epochs=4, batch_size=16, callbacks=[snapshot], verbose=False)
+    saved_scaler = snapshot.saved["loss_scaler"]
+    assert saved_scaler["scale"] < 2.0**16  # steps overflowed and the scale came down
+    assert snapshot.saved["precision"] == {"compute_dtype": "float16", "param_dtype": "float32"}
+
+    fake_checkpoint_io(monkeypatch, snapshot.saved)
+    for resumed in (overflowing_mixed_run(xp)[0], Model(device=xp)):  # compiled, or bare
+        resumed.fit(data, epochs=4, batch_size=16, resume_from="ckpt.h5", verbose=False)
+        assert resumed.precision == full.precision and resumed.epoch == 4
+        assert scaler_state(resumed) == scaler_state(full)
+        assert resumed.history == full.history
+        for p, q in zip(host_leaves(resumed.params), host_leaves(full.params), strict=True):
+            numpy.testing.assert_array_equal(p, q)
+
+    # without the scaler (a checkpoint from before it was saved) the scale starts at 2**16
+    # again: the steps it skips make another run
+    fake_checkpoint_io(monkeypatch, {**snapshot.saved, "loss_scaler": None})
+    restarted = overflowing_mixed_run(xp)[0]
+    restarted.fit(data, epochs=4, batch_size=16, resume_from="ckpt.h5", verbose=False)
+    assert restarted.precision == full.precision
+    assert not all(
+        numpy.array_equal(p, q)
+        for p, q in zip(host_leaves(restarted.params), host_leaves(full.params), strict=True)
+    )
+
+
+@pytest.mark.filterwarnings("ignore::convnet_core.precision.MixedPrecisionOnNumPyWarning")
+def test_resume_takes_the_checkpoints_precision_and_says_so_when_compiled_otherwise(
+    xp, monkeypatch
+):
+    from convnet_core import precision
+
+    snapshot = Snapshot(at_epoch=1)
+    model, data = overflowing_mixed_run(xp)
+    model.fit(data, epochs=1, batch_size=16, callbacks=[snapshot], verbose=False)
+    fake_checkpoint_io(monkeypatch, snapshot.saved)
+
+    resumed = overflowing_mixed_run(xp)[0].compile(optimizer="sgd", lr=1e-4)  # float32
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed.fit(data, epochs=2, batch_size=16, resume_from="ckpt.h5", verbose=False)
+    messages = [
+        str(w.message) for w in caught if w.category is not precision.MixedPrecisionOnNumPyWarning
+    ]
+    assert messages == [
+        "fit(resume_from='ckpt.h5'): the model was compiled with precision 'float32' but the "
+        "checkpoint was saved with 'mixed'; training resumes with the checkpoint's precision "
+        "and its loss scaler"
+    ]
+    assert resumed.precision == precision.MIXED and resumed.epoch == 2
+
+    # the checkpoint of a float32 run (or one from before precision was saved) resumed by
+    # a model compiled for mixed precision
+    float32_snapshot = Snapshot(at_epoch=1)
+    mlp(xp, seed=0).compile(optimizer="sgd").fit(
+        blobs(32), epochs=1, callbacks=[float32_snapshot], verbose=False
+    )
+    fake_checkpoint_io(monkeypatch, float32_snapshot.saved)
+    mixed = mlp(xp).compile(optimizer="sgd", precision="mixed")
+    with pytest.warns(UserWarning, match="compiled with precision 'mixed' but the checkpoint"):
+        mixed.fit(blobs(32), epochs=2, resume_from="ckpt.h5", verbose=False)
+    assert mixed.precision == precision.FLOAT32 and mixed.loss_scaler is None
+    old = {key: value for key, value in float32_snapshot.saved.items() if key != "precision"}
+    fake_checkpoint_io(monkeypatch, old)
+    mixed = mlp(xp).compile(optimizer="sgd", precision="mixed")
+    mixed.fit(blobs(32), epochs=2, resume_from="ckpt.h5", verbose=False)
+    assert mixed.precision == precision.MIXED  # nothing saved: the compiled one
+    # a new scaler, one step (one batch) from the default 2**16: kept or halved
+    assert scaler_state(mixed) in {(2.0**16, 1), (2.0**15, 0)}
 
 
 class FakeModel:
@@ -467,7 +563,7 @@ def test_mixed_precision_fit_keeps_float32_weights(xp):
     history = model.fit((x, y), epochs=4, batch_size=16, verbose=False)
     assert history["acc"][-1] == 1.0
     assert {leaf.dtype for leaf in host_leaves(model.params)} == {numpy.dtype("float32")}
-    assert float(model._loss_scaler.scale) > 0
+    assert float(model.loss_scaler.scale) > 0
 
 
 MIXED_ON_NUMPY = (

@@ -375,6 +375,16 @@ BAD_METADATA = [
     ("rng_state", {"state": 3}),
     ("checkpoint", "best"),
     ("checkpoint", {"monitor": "val_loss", "mode": "up", "best": 0.5, "epoch": 1}),
+    ("precision", "mixed"),
+    ("precision", {"compute_dtype": "int8", "param_dtype": "float32"}),
+    ("precision", {"compute_dtype": "float16", "param_dtype": "float16"}),
+    ("precision", {"compute_dtype": "float16", "master": "float32"}),
+    ("loss_scaler", 1024),
+    ("loss_scaler", {"scale": float("nan")}),
+    ("loss_scaler", {"scale": 0.0}),
+    ("loss_scaler", {"scale": 8.0, "min_scale": 16.0, "max_scale": 4.0}),
+    ("loss_scaler", {"scale": 8.0, "good_steps": -3}),
+    ("loss_scaler", {"scale": 8.0, "growth": 2.0}),
 ]
 
 
@@ -386,6 +396,43 @@ def test_bad_metadata_entries(saved_file, field, value):
     expect_error(saved_file, f"metadata {field!r} must be", repr(value)[:20])
 
 
+def test_a_bad_precision_or_loss_scaler_says_why(saved_file):
+    rewrite(saved_file, set_metadata(loss_scaler={"scale": float("nan")}))
+    message = expect_error(saved_file, "metadata 'loss_scaler' must be null or the state")
+    assert message.endswith(
+        "not {'scale': nan} (DynamicLossScaler scale must be a finite number in [min_scale, "
+        "max_scale] = [1, 1.67772e+07], not nan)"
+    )
+    rewrite(saved_file, set_metadata(loss_scaler={"scale": 8.0, "growth": 2.0}))
+    message = expect_error(saved_file, "metadata 'loss_scaler' must be")
+    assert message.endswith(
+        "(a loss scaler config has no entry 'growth'; its entries are scale, good_steps, "
+        "growth_factor, backoff_factor, growth_interval, min_scale, max_scale)"
+    )
+
+
+def test_mixed_precision_master_weights_must_be_the_params_dtype(saved_file):
+    # the params of saved_file are float32
+    master64 = {"compute_dtype": "float16", "param_dtype": "float64"}
+    rewrite(saved_file, set_metadata(precision=master64))
+    message = expect_error(saved_file)
+    assert message.endswith(
+        "metadata 'precision' keeps the master weights in float64, but the params are float32"
+    )
+    params, state = parts()
+    other = saved_file.with_name("other.npz")
+    with pytest.raises(ValueError) as info:  # and save writes no such file
+        convnet_io.save(
+            other, layer=NET, params=params, state=state, input_shape=SHAPE,
+            metadata={"precision": master64},
+        )  # fmt: skip
+    assert str(info.value) == (
+        f"not saving {other}: metadata 'precision' keeps the master weights in float64, but "
+        "the params are float32"
+    )
+    assert not other.exists()
+
+
 def test_metadata_entries_in_their_documented_forms_load(saved_file):
     good = {
         "epoch": 0,
@@ -393,6 +440,8 @@ def test_metadata_entries_in_their_documented_forms_load(saved_file):
         "loss_name": "my_custom_loss",  # a loss function of the user's: compile again
         "rng_state": {"seed": None},
         "checkpoint": {"monitor": "val_acc", "mode": "max", "best": None, "epoch": 3},
+        "precision": {"compute_dtype": "float16", "param_dtype": "float32"},
+        "loss_scaler": {"scale": 512.0, "good_steps": 12, "growth_interval": 100},
         "anything else": [{"is": "the caller's"}],
     }
     rewrite(saved_file, set_metadata(**good))
@@ -400,6 +449,9 @@ def test_metadata_entries_in_their_documented_forms_load(saved_file):
     assert metadata["rng_state"] == {"seed": None} and metadata["anything else"] == [
         {"is": "the caller's"}
     ]
+    for entry in ("precision", "loss_scaler"):
+        rewrite(saved_file, set_metadata(**{entry: None}))
+        assert convnet_io.load(saved_file, parts=True).metadata[entry] is None
 
 
 def model_file(tmp_path, suffix=".h5"):

@@ -9,7 +9,7 @@ import pathlib
 import convnet_io
 import numpy
 import pytest
-from convnet_core import Model, apply, optim
+from convnet_core import Model, apply, optim, precision
 from convnet_core import layers as L
 from convnet_io_helpers import assert_same_tree
 
@@ -37,6 +37,9 @@ def test_golden_file_loads_and_predicts_the_pinned_outputs(name, pinned):
     numpy.testing.assert_allclose(got, outputs, rtol=1e-5, atol=1e-6)
     model = Model.load(GOLDEN / name)
     numpy.testing.assert_allclose(model.predict(inputs), outputs, rtol=1e-5, atol=1e-6)
+    # written before files held the precision policy and the loss scaler: float32, none
+    assert "precision" not in saved.metadata and "loss_scaler" not in saved.metadata
+    assert model.precision == precision.FLOAT32 and model.loss_scaler is None
 
 
 def test_both_containers_hold_the_same_numbers():

@@ -1,5 +1,6 @@
 """Whole models: Model.save/Model.load, the Checkpoint callback, and resuming fit."""
 
+import json
 import os
 import warnings
 
@@ -8,6 +9,7 @@ import numpy
 import pytest
 from convnet_core import Model, optim, tree
 from convnet_core import layers as L
+from convnet_core.backend import to_host
 from convnet_io_helpers import assert_same_tree
 
 
@@ -113,6 +115,109 @@ def test_interrupted_and_resumed_run_ends_with_the_same_params(tmp_path):
     assert resumed.history["loss"] == straight.history["loss"]
 
 
+def overflowing_mixed_model(xp):
+    """Dense(8) -> relu -> Dense(2) in mixed precision on inputs around 50 with SGD at
+    1e-4: its first steps overflow float16 at the default loss scale 2**16, so the scale
+    it has after two epochs decides which later steps are skipped."""
+    model = Model([L.Dense(8), L.Activation("relu"), L.Dense(2)], seed=0, device=xp)
+    return model.compile(loss="categorical_crossentropy", optimizer="sgd", lr=1e-4,
+                         precision="mixed")  # fmt: skip
+
+
+def mixed_data():
+    rng = numpy.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32") * 50
+    return x, (x.sum(axis=1) > 0).astype("int64")
+
+
+def host_scaler(model):
+    return float(model.loss_scaler.scale), int(model.loss_scaler.good_steps)
+
+
+MIXED = {"compute_dtype": "float16", "param_dtype": "float32"}
+
+
+@pytest.mark.filterwarnings("ignore::convnet_core.precision.MixedPrecisionOnNumPyWarning")
+def test_a_resumed_mixed_precision_run_ends_with_the_same_params(tmp_path, xp):
+    x, y = mixed_data()
+    straight = overflowing_mixed_model(xp)
+    straight.fit((x, y), epochs=2, batch_size=16, verbose=False)
+    at_two = host_scaler(straight)
+    straight.fit((x, y), epochs=2, batch_size=16, verbose=False)
+
+    path = tmp_path / "ckpt.h5"
+    first = overflowing_mixed_model(xp)
+    first.fit((x, y), epochs=2, batch_size=16, verbose=False,
+              callbacks=[convnet_io.Checkpoint(path)])  # fmt: skip
+    saved = convnet_io.load_checkpoint(path)
+    assert saved["precision"] == MIXED
+    assert (saved["loss_scaler"]["scale"], saved["loss_scaler"]["good_steps"]) == at_two
+    assert at_two[0] < 2.0**16  # the scale came down: forgetting it would change the run
+    del first  # the "crash"
+    resumed = Model(device=xp)  # a fresh process knows nothing but the file
+    resumed.compile(loss="categorical_crossentropy", optimizer="sgd", lr=1e-4,
+                    precision="mixed")  # fmt: skip
+    resumed.fit((x, y), epochs=4, batch_size=16, verbose=False, resume_from=path)
+
+    assert resumed.epoch == 4 and host_scaler(resumed) == host_scaler(straight)
+    assert resumed.history["loss"] == straight.history["loss"]
+    assert_same_tree(to_host(resumed.params), to_host(straight.params))
+
+
+@pytest.mark.filterwarnings("ignore::convnet_core.precision.MixedPrecisionOnNumPyWarning")
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+def test_model_load_keeps_mixed_precision_and_its_loss_scaler(tmp_path, xp, suffix):
+    from convnet_core import precision
+
+    x, y = mixed_data()
+    model = overflowing_mixed_model(xp)
+    model.fit((x, y), epochs=2, batch_size=16, verbose=False)
+    model.save(tmp_path / f"m{suffix}")
+    loaded = Model.load(tmp_path / f"m{suffix}", device=xp)
+    assert loaded.precision == precision.MIXED  # was float32: a later fit left mixed
+    assert loaded.loss_scaler.to_config() == model.loss_scaler.to_config()
+    assert convnet_io.load(tmp_path / f"m{suffix}", parts=True).metadata["precision"] == MIXED
+    model.fit((x, y), epochs=1, batch_size=16, verbose=False)
+    loaded.fit((x, y), epochs=1, batch_size=16, verbose=False)
+    assert host_scaler(loaded) == host_scaler(model)
+    assert_same_tree(to_host(loaded.params), to_host(model.params))
+
+
+def drop_metadata(path, *names):
+    """Rewrite the model file at `path` without the metadata entries `names`, as files
+    written before those entries existed."""
+    from convnet_io import format as fmt
+
+    attributes, arrays = fmt.read_raw(path)
+    metadata = json.loads(attributes[""]["metadata"])
+    for name in names:
+        del metadata[name]
+    attributes[""]["metadata"] = json.dumps(metadata)
+    fmt.write_raw(path, attributes, arrays)
+
+
+@pytest.mark.filterwarnings("ignore::convnet_core.precision.MixedPrecisionOnNumPyWarning")
+def test_files_without_precision_load_as_float32_and_resume_as_compiled(tmp_path):
+    from convnet_core import precision
+
+    x, y = mixed_data()
+    path = tmp_path / "ckpt.h5"
+    overflowing_mixed_model("cpu").fit(
+        (x, y), epochs=1, batch_size=16, verbose=False, callbacks=[convnet_io.Checkpoint(path)]
+    )
+    drop_metadata(path, "precision", "loss_scaler")
+    old = Model.load(path, device="cpu")
+    assert old.precision == precision.FLOAT32 and old.loss_scaler is None
+    checkpoint = convnet_io.load_checkpoint(path)
+    assert checkpoint["precision"] is None and checkpoint["loss_scaler"] is None
+    resumed = overflowing_mixed_model("cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", precision.MixedPrecisionOnNumPyWarning)
+        resumed.fit((x, y), epochs=2, batch_size=16, verbose=False, resume_from=path)
+    assert resumed.precision == precision.MIXED and resumed.epoch == 2
+
+
 def test_load_checkpoint_keys(tmp_path):
     x, y = data()
     model = new_model()
@@ -131,12 +236,16 @@ def test_load_checkpoint_keys(tmp_path):
         "epoch",
         "history",
         "rng_state",
+        "precision",
+        "loss_scaler",
         "metadata",
     }
     assert checkpoint["network"] == model.network
     assert checkpoint["input_shape"] == (1, 8, 8)
     assert checkpoint["optimizer"] == optim.to_config(model.optimizer)
     assert checkpoint["epoch"] == 1 and checkpoint["rng_state"] == {"seed": 7}
+    assert checkpoint["precision"] == {"compute_dtype": "float32", "param_dtype": "float32"}
+    assert checkpoint["loss_scaler"] is None  # float32: no loss scaling
     assert checkpoint["history"]["loss"] == model.history["loss"]
     assert_same_tree(checkpoint["params"], model.params)
     assert_same_tree(checkpoint["opt_state"], model.opt_state, exact_kinds=False)

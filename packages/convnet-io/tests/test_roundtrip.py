@@ -214,13 +214,28 @@ def test_save_refuses_metadata_load_would_refuse_and_keeps_the_old_file(tmp_path
     path = tmp_path / "m.h5"
     model.save(path, metadata={"note": "kept"})
     before = path.read_bytes()
-    for entry in ({"epoch": "best"}, {"history": "none"}, {"loss_name": ["x"]}, {"rng_state": 7}):
+    taken = (
+        {"epoch": "best"},
+        {"history": "none"},
+        {"loss_name": ["x"]},
+        {"rng_state": 7},
+        {"precision": "mixed"},
+        {"loss_scaler": {"scale": 8.0}},
+    )
+    for entry in taken:
         (key,) = entry
         with pytest.raises(ValueError, match=f"not saving {path}: metadata '{key}' is stored from"):
             model.save(path, metadata=entry)
     net = L.Sequential((L.Dense(2),))
     params = ({"W": numpy.ones((3, 2), "float32"), "b": numpy.zeros(2, "float32")},)
-    for entry in ({"epoch": -1}, {"history": {"loss": "x"}}, {"checkpoint": 3}):
+    bad = (
+        {"epoch": -1},
+        {"history": {"loss": "x"}},
+        {"checkpoint": 3},
+        {"precision": {"compute_dtype": "bfloat16"}},
+        {"loss_scaler": {"scale": float("inf")}},
+    )
+    for entry in bad:
         (key,) = entry
         with pytest.raises(ValueError, match=f"not saving {path}: metadata '{key}' must be"):
             convnet_io.save(path, layer=net, params=params, input_shape=(3,), metadata=entry)

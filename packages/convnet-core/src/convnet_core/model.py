@@ -95,11 +95,13 @@ class Model:
             float32 weights is `compile(precision="mixed")`.
 
     Attributes: `network` (Sequential), `input_shape` (per sample, None until built),
-    `params`, `state`, `opt_state` (pytrees), `optimizer`, `loss_name`, `history`
-    ({"loss", "acc", "val_loss", "val_acc", "lr"} lists), `epoch` (epochs completed),
-    `xp` (numpy or cupy), `seed`, `stop_training`, `logged_metrics` (while fit runs: the
-    entries of the epoch logs that get a value, for callbacks to check their settings in
-    `on_train_begin`).
+    `params`, `state`, `opt_state` (pytrees), `optimizer`, `loss_name`, `precision` (a
+    `precision.Policy`), `loss_scaler` (mixed precision's `precision.DynamicLossScaler`
+    once fit has taken a mixed-precision step, else None), `history` ({"loss", "acc",
+    "val_loss", "val_acc", "lr"} lists), `epoch` (epochs completed), `xp` (numpy or cupy),
+    `seed`, `stop_training`, `logged_metrics` (while fit runs: the entries of the epoch
+    logs that get a value, for callbacks to check their settings in `on_train_begin`).
+    `save` stores all of them but `xp`, `stop_training` and `logged_metrics`.
     """
 
     def __init__(
@@ -133,7 +135,7 @@ class Model:
         self.logged_metrics: tuple[str, ...] | None = None
         self._record: dict[str, Any] | None = None
         self.precision = _precision.get_policy(None)
-        self._loss_scaler: Any = None
+        self.loss_scaler: _precision.DynamicLossScaler | None = None
         self._warned_mixed_on_numpy = False  # fit warns once per model (training.fit)
         self._loop_rng: Any = None
 
@@ -256,7 +258,7 @@ class Model:
         self._check_policy(policy, f"compile(precision={precision!r})")
         self._set_loss(loss)
         self.precision = policy
-        self._loss_scaler = None
+        self.loss_scaler = None
         given = {
             "lr": lr,
             "momentum": momentum,
@@ -398,9 +400,12 @@ class Model:
             resume_from: a checkpoint file written by convnet_io.Checkpoint. Training
                 continues from it as if never stopped: its weights, history, epoch count,
                 random state, optimizer and optimizer state (moments, step count, learning
-                rate) replace the model's. So the checkpoint's optimizer wins over the one
-                given to `compile`, with a UserWarning naming both when they differ; the
+                rate), precision policy and loss scaler (scale, good steps) replace the
+                model's. So the checkpoint's optimizer and precision win over those given
+                to `compile`, with a UserWarning naming both when they differ; the
                 compiled loss is kept (the checkpoint's is used only when there is none).
+                A checkpoint from before precision was saved keeps the compiled precision
+                and starts a new loss scaler.
 
         Returns:
             `model.history`: {"loss", "acc", "val_loss", "val_acc", "lr"}, one value per
@@ -620,7 +625,8 @@ class Model:
     # -- persistence -----------------------------------------------------------------
 
     def save(self, path, **kwargs) -> None:
-        """Save to `path` with convnet-io (architecture, weights, optimizer state, history)."""
+        """Save to `path` with convnet-io (architecture, weights, optimizer and its state,
+        history, precision policy and loss scaler, RNG state)."""
         _convnet_io().save(path, self, **kwargs)
 
     @classmethod
@@ -657,11 +663,16 @@ class Model:
         history=None,
         epoch=0,
         device=None,
+        precision=None,
+        loss_scaler=None,
     ) -> Model:
         """A model assembled from saved pieces (used by convnet-io).
 
         `network` is a Sequential (or any layer, wrapped in one); `optimizer` an Optimizer
-        or its config dict; arrays may be host NumPy arrays (moved to the model's device).
+        or its config dict; `precision` a Policy, its config dict or a name (None:
+        float32); `loss_scaler` a DynamicLossScaler or its config dict (None: a new one at
+        the first mixed-precision step); arrays may be host NumPy arrays (moved to the
+        model's device).
         """
         if not isinstance(network, Sequential):
             network, params, state = Sequential((network,)), (params,), (state,)
@@ -678,7 +689,20 @@ class Model:
             model.opt_state = backend.to_device(opt_state, model.xp)
         model.history = {key: list(values) for key, values in (history or {}).items()}
         model.epoch = int(epoch)
+        model._set_precision(precision, loss_scaler, "Model.from_parts")
         return model
+
+    def _set_precision(self, precision: Any, loss_scaler: Any, where: str) -> None:
+        """Take a saved precision policy (a Policy, its config or a name) and loss scaler
+        (a DynamicLossScaler, its config, or None), checked against the model's dtype."""
+        if isinstance(precision, dict):
+            precision = _precision.Policy.from_config(precision)
+        policy = _precision.get_policy(precision)
+        self._check_policy(policy, where)
+        if isinstance(loss_scaler, dict):
+            loss_scaler = _precision.DynamicLossScaler.from_config(loss_scaler)
+        self.precision = policy
+        self.loss_scaler = loss_scaler
 
     def _set_parts(self, params, state, input_shape) -> None:
         """Take saved params and state (host or device trees) for inputs of `input_shape`;
@@ -694,6 +718,7 @@ class Model:
     def _restore_checkpoint(self, path) -> None:
         """Load a checkpoint written by convnet_io.Checkpoint into this model."""
         checkpoint = _convnet_io().load_checkpoint(path)
+        compiled_precision = None if self.optimizer is None else self.precision
         network = checkpoint["network"]
         if isinstance(network, dict):
             network = layer_from_config(network)
@@ -731,10 +756,32 @@ class Model:
         self.epoch = int(checkpoint.get("epoch", 0))
         if checkpoint.get("rng_state"):
             self.set_rng_state(checkpoint["rng_state"])
+        if checkpoint.get("precision") is None:  # saved before files held it: keep the compiled
+            self.loss_scaler = None
+            return
+        saved_precision = _precision.Policy.from_config(checkpoint["precision"])
+        if compiled_precision is not None and saved_precision != compiled_precision:
+            warnings.warn(
+                f"fit(resume_from={str(path)!r}): the model was compiled with precision "
+                f"{_policy_name(compiled_precision)} but the checkpoint was saved with "
+                f"{_policy_name(saved_precision)}; training resumes with the checkpoint's "
+                "precision and its loss scaler",
+                UserWarning,
+                stacklevel=4,  # the caller of Model.fit
+            )
+        self._set_precision(
+            saved_precision, checkpoint.get("loss_scaler"), f"fit(resume_from={str(path)!r})"
+        )
 
     def __repr__(self) -> str:
         built = f"input_shape={self.input_shape}" if self.input_shape else "not built"
         return f"Model({len(self.layers)} layers, {built}, epoch={self.epoch})"
+
+
+def _policy_name(policy: _precision.Policy) -> str:
+    """'mixed', 'float32', or the policy's repr, for messages."""
+    names = {_precision.MIXED: "'mixed'", _precision.FLOAT32: "'float32'"}
+    return names.get(policy, repr(policy))
 
 
 def _as_layer_tuple(tree: Any, n: int) -> tuple:

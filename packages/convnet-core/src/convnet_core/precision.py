@@ -162,6 +162,16 @@ class Policy:
         """Gradients (or anything computed) -> the parameters' dtype, for the optimizer."""
         return cast_floating(tree, self.param_dtype)
 
+    def to_config(self) -> dict[str, str]:
+        """{"compute_dtype": "float16", "param_dtype": "float32"}: JSON-able, for saving."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_config(cls, config: Any) -> Policy:
+        """The policy that `to_config` gave (ValueError for unknown entries or bad dtypes;
+        a missing entry takes its default, float32)."""
+        return cls(**_known_settings(cls, config, "a precision policy"))
+
 
 FLOAT32 = Policy("float32", "float32")
 MIXED = Policy("float16", "float32")
@@ -205,6 +215,20 @@ def select_if_finite(finite: Any, new: Any, old: Any) -> Any:
     return _tree.map(lambda n, o: xp.where(finite, n, o), new, old)
 
 
+def _known_settings(cls: type, config: Any, what: str) -> dict[str, Any]:
+    """`config` when it is a dict of `cls`'s fields (for `from_config`), else ValueError."""
+    names = [field.name for field in attrs.fields(cls)]
+    if not isinstance(config, dict):
+        raise ValueError(f"{what} config is a dict of {', '.join(names)}, not {config!r}")
+    unknown = sorted(set(config) - set(names), key=str)
+    if unknown:
+        raise ValueError(
+            f"{what} config has no entry {', '.join(map(repr, unknown))}; its entries are "
+            f"{', '.join(names)}"
+        )
+    return config
+
+
 def _is_host_number(value: Any) -> bool:
     """True for Python and NumPy scalars (and anything else that is no array)."""
     return not hasattr(value, "shape") or isinstance(value, numpy.generic)
@@ -239,7 +263,9 @@ class DynamicLossScaler:
     The settings are checked when a scaler is made: growth_factor > 1, 0 < backoff_factor
     < 1, growth_interval an int >= 1, 0 < min_scale <= max_scale, all finite; and, while
     they are host numbers, min_scale <= scale <= max_scale and good_steps an int >= 0
-    (a scale of NaN, 0 or inf would skip every step for ever).
+    (a scale of NaN, 0 or inf would skip every step for ever). `to_config` and
+    `from_config` save and restore the whole scaler, state and settings (`Model.save` and
+    checkpoints store it, so a resumed run goes on with the scale it had).
     """
 
     scale: Any = 2.0**16
@@ -285,6 +311,22 @@ class DynamicLossScaler:
             raise ValueError(
                 f"DynamicLossScaler good_steps must be an int >= 0, not {self.good_steps!r}"
             )
+
+    def to_config(self) -> dict[str, Any]:
+        """The state and the settings as Python numbers, JSON-able, for saving:
+        {"scale": 1024.0, "good_steps": 17, "growth_factor": 2.0, ...}. On a GPU this
+        reads `scale` and `good_steps` back (a host sync: for saving, not inside a step)."""
+        config = attrs.asdict(self)
+        config["scale"] = float(self.scale)
+        config["good_steps"] = int(self.good_steps)
+        return config
+
+    @classmethod
+    def from_config(cls, config: Any) -> DynamicLossScaler:
+        """The scaler that `to_config` gave (ValueError for unknown entries or bad values,
+        so a restored scaler is one that can take steps; a missing entry takes its
+        default)."""
+        return cls(**_known_settings(cls, config, "a loss scaler"))
 
     def scale_loss_grad(self, dloss: Any) -> Any:
         """dLoss/dprediction times S, in the dtype of `dloss`: what back-propagation starts

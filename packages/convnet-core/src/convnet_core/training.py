@@ -522,7 +522,7 @@ def _mixed_step(model, trunk, n_trunk, params, state, opt_state, x, y, rng):
     """One mixed-precision step (see convnet_core.precision): float16 forward and backward,
     float32 update, skipped when the scaled gradients overflowed. The loss scaler lives on
     the model between steps and epochs."""
-    scaler = model._loss_scaler
+    scaler = model.loss_scaler
     if scaler is None:
         scaler = precision.DynamicLossScaler()
     loss, out, trunk_state, grads, finite = precision.scaled_forward_backward(
@@ -541,7 +541,7 @@ def _mixed_step(model, trunk, n_trunk, params, state, opt_state, x, y, rng):
     grads = grads + tuple({} for _ in params[n_trunk:])
     params, opt_state = model.optimizer.update_if(finite, params, grads, opt_state)
     state = precision.select_if_finite(finite, trunk_state + state[n_trunk:], state)
-    model._loss_scaler = scaler.update(finite)
+    model.loss_scaler = scaler.update(finite)
     return params, state, opt_state, loss, out
 
 

@@ -1,8 +1,9 @@
 """Checkpoints during training: the `Checkpoint` callback for `fit` and `load_checkpoint`.
 
 A checkpoint is an ordinary model file (`convnet_io.save`) of a `Model` in the middle of
-training: params, state, optimizer config and state, epochs completed, history and the
-model's RNG state, so `fit(..., resume_from=path)` continues exactly where it stopped.
+training: params, state, optimizer config and state, epochs completed, history, the
+model's RNG state, its precision policy and its loss scaler (scale and good steps, for
+mixed precision), so `fit(..., resume_from=path)` continues exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -228,7 +229,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     Keys: "network" (the layer spec), "input_shape", "params", "state", "optimizer"
     (config dict or None), "opt_state", "epoch" (completed epochs), "history" (dict of
-    lists), "rng_state" (dict or None) and "metadata" (the whole metadata dict).
+    lists), "rng_state" (dict or None), "precision" (the policy's config dict, or None in
+    files saved before it was stored: float32), "loss_scaler" (the loss scaler's config
+    dict, or None: none yet) and "metadata" (the whole metadata dict).
     Raises ModelFormatError for a bad file.
     """
     saved = read_model(path)
@@ -243,5 +246,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         "epoch": int(metadata.get("epoch", 0) or 0),
         "history": {key: list(values) for key, values in (metadata.get("history") or {}).items()},
         "rng_state": metadata.get("rng_state"),
+        "precision": metadata.get("precision"),
+        "loss_scaler": metadata.get("loss_scaler"),
         "metadata": metadata,
     }

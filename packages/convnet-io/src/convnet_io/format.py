@@ -4,8 +4,9 @@ One file holds everything needed to rebuild a model bit for bit:
 
     root attributes  format = "convnet", format_version = 1, writer ("convnet-io 0.1.0"),
                      architecture (JSON of `layer_to_config`), input_shape (JSON list or
-                     null), metadata (JSON: epoch, history, loss_name, rng_state, ...),
-                     checksum ("sha256:..." over every attribute and array)
+                     null), metadata (JSON: epoch, history, loss_name, rng_state,
+                     precision, loss_scaler, ...), checksum ("sha256:..." over every
+                     attribute and array)
     params/          attribute tree (JSON structure, see `convnet_io.treedef`); the arrays
     state/           the same for the layer state (BatchNorm running statistics, ...)
     optimizer/       optional: attribute config (JSON of `optim.to_config`), and
@@ -62,11 +63,18 @@ METADATA_FIELDS = {
     "loss_name": "null or a non-empty string (a loss of convnet_core.losses, or the name of "
     "a custom loss function)",
     "rng_state": 'null or {"seed": a non-negative int or null}',
+    "precision": 'null or {"compute_dtype": a floating dtype name, "param_dtype": a '
+    "floating dtype name, float32 or wider, the params' dtype when the two differ} "
+    "(convnet_core.precision.Policy; null or absent: float32)",
+    "loss_scaler": "null or the state and settings of a "
+    'convnet_core.precision.DynamicLossScaler: {"scale": a finite number in [min_scale, '
+    'max_scale], "good_steps": an int >= 0, "growth_factor", "backoff_factor", '
+    '"growth_interval", "min_scale", "max_scale"} (null or absent: a new scaler)',
     "checkpoint": 'null or {"monitor": a string, "mode": "min" or "max", "best": a number '
     'or null, "epoch": a non-negative int} (written by Checkpoint)',
 }
 #: The entries `save(path, model)` takes from the model; `metadata=` may not set them.
-MODEL_METADATA = ("epoch", "history", "loss_name", "rng_state")
+MODEL_METADATA = ("epoch", "history", "loss_name", "rng_state", "precision", "loss_scaler")
 
 
 @attrs.frozen
@@ -79,7 +87,8 @@ class SavedModel:
         input_shape: per-sample input shape (no batch axis), or None when not saved.
         optimizer: the optimizer config dict (`optim.to_config`) or None.
         optimizer_state: the optimizer state pytree or None.
-        metadata: dict: epoch, history, loss_name, rng_state and anything the caller added.
+        metadata: dict: epoch, history, loss_name, rng_state, precision, loss_scaler and
+            anything the caller added.
         source: "convnet", or "convnet-numpy" for a converted file of the old project.
     """
 
@@ -236,6 +245,11 @@ def _model_parts(model: Any) -> dict[str, Any]:
     }
     if hasattr(model, "get_rng_state"):
         metadata["rng_state"] = model.get_rng_state()
+    policy = getattr(model, "precision", None)
+    if policy is not None:
+        metadata["precision"] = policy.to_config()
+        scaler = getattr(model, "loss_scaler", None)
+        metadata["loss_scaler"] = None if scaler is None else scaler.to_config()  # a sync
     return {
         "layer": model.network,
         "params": model.params,
@@ -270,13 +284,14 @@ def save(
     """Save a model, or its parts, to one file, atomically. Returns the path written.
 
     Either `save(path, model)` with a `convnet_core.Model` (its network, params, state,
-    optimizer and its state, epoch, history, loss and RNG state), or the functional form
-    `save(path, layer=..., params=..., state=..., input_shape=...)`, where `input_shape`
-    (per sample) is required: it is what the arrays are checked against, and what `load`
-    needs to make a Model. Keywords given with a model override what the model holds.
-    `metadata` entries are added to the model's; they may not set the entries taken from
-    the model (`MODEL_METADATA`: epoch, history, loss_name, rng_state), and the entries
-    the format defines (`METADATA_FIELDS`) must have their documented form.
+    optimizer and its state, epoch, history, loss, RNG state, precision policy and loss
+    scaler), or the functional form `save(path, layer=..., params=..., state=...,
+    input_shape=...)`, where `input_shape` (per sample) is required: it is what the arrays
+    are checked against, and what `load` needs to make a Model. Keywords given with a
+    model override what the model holds. `metadata` entries are added to the model's; they
+    may not set the entries taken from the model (`MODEL_METADATA`: epoch, history,
+    loss_name, rng_state, precision, loss_scaler), and the entries the format defines
+    (`METADATA_FIELDS`) must have their documented form.
 
     The file is HDF5 unless the path ends in ".npz" or h5py is missing (then NPZ). Arrays
     on the GPU are copied to the host. A symbolic link at the path is followed (the file
@@ -359,8 +374,10 @@ def _layout(parts: dict[str, Any], path: str):
         encoded[group] = (structure, leaves)
         attributes[group] = {"tree": _dumps(structure)}
         arrays.update({f"{group}/{key}": value for key, value in leaves.items()})
-    problem = _check_metadata(json.loads(attributes[""]["metadata"]))  # as load reads it
+    metadata = json.loads(attributes[""]["metadata"])  # as load reads it
+    problem = _check_metadata(metadata)
     problem = problem or _check_parts(layer, shape, encoded["params"], encoded["state"])
+    problem = problem or _check_precision(metadata, encoded["params"])
     if not problem and config is not None:
         problem = _check_optimizer(
             config, treedef.decode(*encoded["params"]), encoded.get("optimizer/state")
@@ -553,8 +570,25 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _metadata_problem(name: str, value: Any) -> bool:
-    """True when the metadata entry `name` (one of METADATA_FIELDS) has the wrong form."""
+def _config_problem(from_config: Any, value: Any) -> str | None:
+    """Why `from_config(value)` refuses `value` (None when it takes it or value is null)."""
+    if value is None:
+        return None
+    try:
+        from_config(value)
+    except (TypeError, ValueError) as error:
+        return str(error)
+    return None
+
+
+def _metadata_problem(name: str, value: Any) -> bool | str:
+    """False when the metadata entry `name` (one of METADATA_FIELDS) has its documented
+    form; else True, or what is wrong with it when there is more to say than the form."""
+    if name in ("precision", "loss_scaler"):
+        from convnet_core import precision
+
+        kind = precision.Policy if name == "precision" else precision.DynamicLossScaler
+        return _config_problem(kind.from_config, value) or False
     if name == "epoch":
         return not (_is_int(value) and value >= 0)
     if name == "history":
@@ -592,8 +626,27 @@ def _check_metadata(metadata: Any) -> str | None:
     if not isinstance(metadata, dict):
         return "metadata is not a JSON object"
     for name, form in METADATA_FIELDS.items():
-        if name in metadata and _metadata_problem(name, metadata[name]):
-            return f"metadata {name!r} must be {form}, not {_short(metadata[name])}"
+        problem = _metadata_problem(name, metadata[name]) if name in metadata else False
+        if problem:
+            detail = f" ({problem})" if isinstance(problem, str) else ""
+            return f"metadata {name!r} must be {form}, not {_short(metadata[name])}{detail}"
+    return None
+
+
+def _check_precision(metadata: dict, params_encoded) -> str | None:
+    """None unless the metadata's mixed-precision policy keeps its master weights in
+    another dtype than the params have (its form is checked by `_check_metadata`)."""
+    if metadata.get("precision") is None:
+        return None
+    from convnet_core import precision
+
+    policy = precision.Policy.from_config(metadata["precision"])
+    dtype = _first_float_dtype(params_encoded[1])
+    if policy.mixed and numpy.dtype(policy.param_dtype) != dtype:  # host
+        return (
+            f"metadata 'precision' keeps the master weights in {policy.param_dtype}, but the "
+            f"params are {dtype}"
+        )
     return None
 
 
@@ -747,6 +800,7 @@ def _read_v1(path: str, reader: storage.Reader, attributes, input_shape) -> Save
         raise ModelFormatError(path, f"arrays the file does not describe: {extra}")
 
     problem = _check_parts(layer, shape, trees["params"], trees["state"])
+    problem = problem or _check_precision(metadata, trees["params"])
     if problem:
         raise ModelFormatError(path, problem)
 
@@ -808,6 +862,8 @@ def _to_model(saved: SavedModel, device=None):
         history=metadata.get("history"),
         epoch=int(metadata.get("epoch", 0) or 0),
         device=device,
+        precision=metadata.get("precision"),
+        loss_scaler=metadata.get("loss_scaler"),
     )
     rng_state = metadata.get("rng_state")
     if rng_state is not None and hasattr(model, "set_rng_state"):
