@@ -272,6 +272,7 @@ def regression(xp, precision=None):
     return model, rng.random((32, 3), dtype=numpy.float32), rng.random((32, 2))
 
 
+@pytest.mark.filterwarnings("ignore::convnet_core.precision.MixedPrecisionOnNumPyWarning")
 @pytest.mark.parametrize("precision", ["float32", "mixed"])
 def test_fit_refuses_a_loss_gradient_unlike_the_predictions(xp, precision):
     model, x, targets = regression(xp, precision)
