@@ -793,6 +793,18 @@ def test_cosine_schedule_ends_at_lr_min(xp):
     assert history["lr"] == pytest.approx(want)
 
 
+def test_cosine_schedule_refuses_an_lr_min_above_the_rate(xp):
+    x, y = blobs(32)
+    model = mlp(xp, seed=0).compile(optimizer="sgd", lr=1e-7)
+    with pytest.raises(ValueError) as error:
+        model.fit((x, y), epochs=2, lr_schedule="cosine", verbose=False)  # lr_min 1e-6
+    assert str(error.value) == (
+        "fit: lr_schedule='cosine' decays from the optimizer's lr=1e-07 to lr_min=1e-06, "
+        "which is higher; pass lr_min <= lr"
+    )
+    assert model.epoch == 0
+
+
 class HalvesAtEpochEnd:
     def on_epoch_end(self, model, epoch, logs):
         model.lr = model.lr / 2

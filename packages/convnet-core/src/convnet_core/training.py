@@ -680,6 +680,11 @@ def _schedule_callbacks(
         end.append(ReduceLROnPlateau(monitor, lr_factor, lr_patience, lr_min, min_delta))
     elif lr_schedule == "cosine":
         base = model.optimizer.lr
+        if lr_min > base:
+            raise ValueError(
+                f"fit: lr_schedule='cosine' decays from the optimizer's lr={base:g} to "
+                f"lr_min={lr_min:g}, which is higher; pass lr_min <= lr"
+            )
         cosine = Cosine(max(last_epoch - first_epoch, 1), 0, lr_min / base if base else 0.0)
         begin.append(LearningRateScheduler(lambda e, _lr: base * cosine(e - first_epoch)))
     elif callable(lr_schedule):
