@@ -553,3 +553,11 @@ def test_data_batches_arrive_on_the_gpu(cp):
         assert gx.dtype == cp.float32 and gx.device.id == cp.cuda.Device().id
         numpy.testing.assert_array_equal(gx.get(), x)
         numpy.testing.assert_array_equal(gy.get(), y)
+
+
+def test_set_lr_does_not_read_a_device_learning_rate(cp):
+    # a NumPy rate is read and checked on the host; a device one is stored unread
+    state = optim.sgd(lr=0.1).init({"W": cp.zeros((2, 2), dtype="float32")})
+    lr = cp.asarray(0.5) * 0.5  # computed on the device
+    new = assert_never_waits_for_the_gpu(cp, lambda: optim.set_lr(state, lr))
+    assert optim.get_lr(new) == 0.25

@@ -793,6 +793,19 @@ def test_cosine_schedule_ends_at_lr_min(xp):
     assert history["lr"] == pytest.approx(want)
 
 
+def test_fit_checks_the_optimizer_state_once_before_training(xp):
+    # the steps skip the optimizer's own checks (fit made sure of the state, the layers of
+    # each gradient), so a foreign state must be caught here
+    x, y = blobs(32)
+    model = mlp(xp, seed=0).compile(optimizer="adam", lr=0.1)
+    model.build((x.shape[1],))
+    model.opt_state = optim.sgd(momentum=0.9).init(model.params)
+    with pytest.raises(ValueError) as error:
+        model.fit((x, y), epochs=1, verbose=False)
+    assert str(error.value).startswith("adam.fit: the optimizer state has no slot 'm': ")
+    assert model.epoch == 0
+
+
 def test_cosine_schedule_refuses_an_lr_min_above_the_rate(xp):
     x, y = blobs(32)
     model = mlp(xp, seed=0).compile(optimizer="sgd", lr=1e-7)

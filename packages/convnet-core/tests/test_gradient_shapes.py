@@ -177,6 +177,32 @@ def test_fit_stops_at_a_layer_whose_dparams_are_misshapen(xp, optimizer):
     assert model.params[1]["s"].shape == (1,) and model.epoch == 0
 
 
+@attrs.frozen
+class WideningScale(SloppyScale):
+    """SloppyScale with a right shape but a planted dtype bug: ds comes back in float64."""
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        _, dx = SloppyScale(ds_per_feature=False).grad(
+            params, cache, dy, xp=xp, input_grad=input_grad
+        )
+        ds = (dy * cache).sum().reshape(1).astype("float64")  # (1,), but float64
+        return {"s": ds}, dx
+
+
+def test_fit_stops_at_a_layer_whose_dparams_have_another_dtype(xp):
+    # fit's steps leave the optimizer's own checks out: the layer check catches it
+    model = cn.Model([L.Dense(16), WideningScale(), L.Dense(2)], device=xp, seed=0)
+    model.compile(optimizer="sgd", lr=0.1)
+    x = numpy.random.default_rng(0).random((32, 4), dtype=numpy.float32)
+    with pytest.raises(ShapeError) as error:
+        model.fit((x, numpy.arange(32) % 2), epochs=1, batch_size=8, verbose=False)
+    assert str(error.value) == (
+        "layer 1 of Sequential: WideningScale(ds_per_feature=True, dx_per_sample=False).grad: "
+        "the gradient of parameter 's' has dtype float64 but the parameter has dtype float32"
+    )
+    assert model.params[1]["s"].dtype == numpy.float32 and model.epoch == 0
+
+
 # ---------------------------------------------------------------------------------------
 # the optimizer: gradients against parameters, whoever made them
 

@@ -287,19 +287,6 @@ def test_set_lr_takes_numbers_and_0d_arrays(xp):
         assert optim.get_lr(new) == float(lr)
 
 
-def test_set_lr_does_not_read_a_device_learning_rate(xp):
-    from convnet_core.backend import is_cupy
-
-    if not is_cupy(xp):
-        pytest.skip("a NumPy learning rate is read and checked on the host")
-    from host_waits import assert_never_waits_for_the_gpu
-
-    state = optim.sgd(lr=0.1).init(make_tree(xp))
-    lr = xp.asarray(0.5) * 0.5  # computed on the device
-    new = assert_never_waits_for_the_gpu(xp, lambda: optim.set_lr(state, lr))
-    assert optim.get_lr(new) == 0.25
-
-
 def bigger_tree(xp):
     """make_tree with one more layer: a model the state of which is not make_tree's."""
     return (*make_tree(xp), {"W": xp.asarray(numpy.ones((2, 2)))})

@@ -229,19 +229,23 @@ class Optimizer:
         state.update({slot: _zeros_like(params) for slot in self._slot_names()})
         return state
 
-    def update(self, params: Any, grads: Any, opt_state: dict[str, Any]) -> tuple[Any, Any]:
+    def update(
+        self, params: Any, grads: Any, opt_state: dict[str, Any], *, check: bool = True
+    ) -> tuple[Any, Any]:
         """One step: returns (new_params, new_opt_state); the inputs are left untouched.
 
         `grads` is shaped like `params`; a gradient of another shape, or a missing or extra
         one, is a ValueError naming the parameter's path ("1/W") and both shapes.
         `opt_state` must be what this optimizer's `init` made for such parameters (the
         same slots, each shaped like `params`): else a ValueError naming the slot and the
-        parameter's path.
+        parameter's path. `check=False` skips those comparisons (tens of microseconds of
+        host time a step): for a loop that has made sure of them itself, as `fit` does
+        (it checks the state once, and `convnet_core.grad` checks each layer's gradients).
         """
-        return self._update(params, grads, opt_state, take=None)
+        return self._update(params, grads, opt_state, take=None, check=check)
 
     def update_if(
-        self, take: Any, params: Any, grads: Any, opt_state: dict[str, Any]
+        self, take: Any, params: Any, grads: Any, opt_state: dict[str, Any], *, check: bool = True
     ) -> tuple[Any, Any]:
         """`update` if `take` is true, else (params, opt_state) as they are: the step that
         mixed precision skips when its gradients overflowed (a skipped step is not counted).
@@ -249,27 +253,28 @@ class Optimizer:
         `take` is a boolean: a host one (Python, or a NumPy 0-d array) is a plain branch; a
         0-d device array is decided on the device, so a GPU never waits for the host. There
         the update is computed and each leaf picked with `where`, except by Adam and AdamW,
-        whose fused kernel keeps the old values itself.
+        whose fused kernel keeps the old values itself. `check` as for `update`.
         """
         if isinstance(take, (bool, numpy.bool_)) or not is_cupy(get_array_module(take)):
-            return self.update(params, grads, opt_state) if bool(take) else (params, opt_state)
-        return self._update(params, grads, opt_state, take=take)
+            if not bool(take):
+                return params, opt_state
+            return self.update(params, grads, opt_state, check=check)
+        return self._update(params, grads, opt_state, take=take, check=check)
 
-    def _update(self, params: Any, grads: Any, opt_state: dict[str, Any], take: Any):
+    def _update(self, params: Any, grads: Any, opt_state: dict[str, Any], take: Any, check: bool):
         """update (take None) or update_if on the device (take a 0-d device boolean).
 
         `grads` must be shaped like `params` (the same tree, each leaf of its parameter's
         shape), and so must each slot of `opt_state` (in dtype too): else ValueError naming
         the path and what differs, before a gradient or a slot is broadcast into a
         parameter (which would change its shape, or fail with no name). Comparing shapes
-        and dtypes is host work; no value is read.
+        and dtypes is host work; no value is read. `check=False` skips those comparisons.
         """
-        mismatch = _tree.grad_mismatch(params, grads, dtypes=True)
-        if mismatch is not None:
-            raise ValueError(f"{self.name}.update: {mismatch}")
-        mismatch = self.state_mismatch(params, opt_state)
-        if mismatch is not None:
-            raise ValueError(f"{self.name}.update: {mismatch}")
+        if check:
+            mismatch = _tree.grad_mismatch(params, grads, dtypes=True)
+            if mismatch is not None:
+                raise ValueError(f"{self.name}.update: {mismatch}")
+            self.check_state(params, opt_state, "update")
         if self.clip_norm is not None:
             grads = clip_by_global_norm(grads, self.clip_norm)
         step = opt_state["step"] + (1 if take is None else take)  # int64 + bool: int64
@@ -280,6 +285,13 @@ class Optimizer:
         for slot in self._slot_names():  # "lr" and "step" are right already
             new_state[slot] = select_if_finite(take, new_state[slot], opt_state[slot])
         return new_params, new_state
+
+    def check_state(self, params: Any, opt_state: Any, where: str) -> None:
+        """Raise ValueError, naming this optimizer and `where` ("update", "fit"), when
+        `opt_state` is not a state of this optimizer for `params` (`state_mismatch`)."""
+        mismatch = self.state_mismatch(params, opt_state)
+        if mismatch is not None:
+            raise ValueError(f"{self.name}.{where}: {mismatch}")
 
     def state_mismatch(self, params: Any, opt_state: Any) -> str | None:
         """How `opt_state` fails to be a state of this optimizer for `params`, in words

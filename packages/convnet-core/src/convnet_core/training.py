@@ -444,7 +444,8 @@ def run_epoch(
                 loss, dout = value_and_grad(loss_fn, out, y, xp=xp, name=model.loss_name)
                 grads, _ = trunk.grad(params[:n_trunk], cache, dout, xp=xp, input_grad=False)
                 del cache
-                params, opt_state = opt.update(params, grads + tail_grads, opt_state)
+                # checked already: the state by fit, each layer's gradients by trunk.grad
+                params, opt_state = opt.update(params, grads + tail_grads, opt_state, check=False)
                 state = trunk_state + tail_state
             totals.add(batch, n, loss, labels.correct(out, y) if labels.track_accuracy else None)
             progress.advance()
@@ -539,7 +540,8 @@ def _mixed_step(model, trunk, n_trunk, params, state, opt_state, x, y, rng):
     )
     # the tail (the fused softmax) has no parameters: empty gradients for it
     grads = grads + tuple({} for _ in params[n_trunk:])
-    params, opt_state = model.optimizer.update_if(finite, params, grads, opt_state)
+    # checked already: the state by fit, each layer's gradients by the backward pass
+    params, opt_state = model.optimizer.update_if(finite, params, grads, opt_state, check=False)
     state = precision.select_if_finite(finite, trunk_state + state[n_trunk:], state)
     model.loss_scaler = scaler.update(finite)
     return params, state, opt_state, loss, out
@@ -744,6 +746,7 @@ def fit(
     if model.params is None:
         model.build(infer_input_shape(model.network, x_shape))
     model._ensure_opt_state()
+    model.optimizer.check_state(model.params, model.opt_state, "fit")  # once: steps skip it
 
     out_shape = model.network.output_shape(model.input_shape)
     labels = Labels(model, y_sample, num_classes, out_shape)

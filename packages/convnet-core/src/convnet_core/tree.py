@@ -98,6 +98,8 @@ def grad_mismatch(params: Any, grads: Any, *, dtypes: bool = False) -> str | Non
     gradient of parameter '1/s' has shape (16,) but the parameter has shape (1,)". Shapes
     and dtypes are read on the host (no device value is read).
     """
+    if _matches(params, grads, dtypes):
+        return None
     return _mismatch(params, grads, (), ("gradient", "gradients"), dtypes=dtypes)
 
 
@@ -109,8 +111,38 @@ def slot_mismatch(params: Any, values: Any, slot: str) -> str | None:
     e.g. "the value in slot 'm' of parameter '0/W' has shape (5, 4) but the parameter has
     shape (3, 4)". Shapes and dtypes are read on the host (no device value is read).
     """
+    if _matches(params, values, dtypes=True):
+        return None
     nouns = (f"value in slot {slot!r}", f"values in slot {slot!r}")
     return _mismatch(params, values, (), nouns, dtypes=True)
+
+
+def _matches(param: Any, other: Any, dtypes: bool) -> bool:
+    """Whether `other` has the parameters' structure and, leaf by leaf, their shapes (and
+    dtypes): the quick yes or no that runs at every training step. `_mismatch` then says
+    what differs, building the words and paths only for a difference."""
+    if isinstance(param, dict):
+        if not isinstance(other, dict) or other.keys() != param.keys():
+            return False
+        for key, value in param.items():
+            if not _matches(value, other[key], dtypes):
+                return False
+        return True
+    if isinstance(param, (tuple, list)):
+        if not isinstance(other, (tuple, list)) or len(other) != len(param):
+            return False
+        for value, other_value in zip(param, other):  # noqa: B905 (lengths just compared)
+            if not _matches(value, other_value, dtypes):
+                return False
+        return True
+    if other is None or isinstance(other, (dict, tuple, list)):
+        return False
+    if getattr(param, "shape", ()) != getattr(other, "shape", ()):
+        return False
+    if dtypes:
+        want, got = getattr(param, "dtype", None), getattr(other, "dtype", None)
+        return got == want or want is None or got is None  # a Python number has none
+    return True
 
 
 def _mismatch(

@@ -20,7 +20,7 @@ it rather than numbers silently broadcast: each layer's `apply` checks its input
 (`check_input`), and `apply_with_tape` / `grad_from_tape`, through which
 `convnet_core.apply`/`grad` and the combinators call a layer, check its backward pass:
 dy against the output's shape, the returned dx against the input's, and dparams against
-params. Those checks compare shapes on the host; they never read a value.
+params (shapes and dtypes). Those checks run on the host; they never read a value.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ class Layer(Protocol):
 
 
 class ShapeError(ValueError):
-    """An input whose shape a layer cannot take, or a gradient shaped unlike what it is
-    the gradient of; the message names the layer and both shapes."""
+    """An input whose shape a layer cannot take, or a gradient shaped (or typed) unlike
+    what it is the gradient of; the message names the layer and both shapes (dtypes)."""
 
 
 def check_layer(layer: Any, where: str) -> Any:
@@ -122,11 +122,11 @@ def apply_with_tape(layer, params, state, x, *, training, rng, xp) -> tuple[Any,
 def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any, Any]:
     """`layer.grad(...)` on the cache kept by `apply_with_tape`, with the shapes checked.
 
-    dy must have the shape of the output y; the layer must return dparams shaped like
-    `params` and, when `input_grad`, dx shaped like x. Anything else is a ShapeError that
-    names the layer and both shapes, before a wrong dy is silently broadcast or a wrong
-    gradient reaches the optimizer. The checks compare shapes only (host work, no value
-    is read).
+    dy must have the shape of the output y; the layer must return dparams shaped and
+    typed like `params` and, when `input_grad`, dx shaped like x. Anything else is a
+    ShapeError that names the layer and both shapes (or dtypes), before a wrong dy is
+    silently broadcast or a wrong gradient reaches the optimizer. The checks compare
+    shapes and dtypes only (host work, no value is read).
     """
     if not isinstance(tape, Tape):
         raise TypeError(
@@ -139,7 +139,7 @@ def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any
             f"{layer!r}.grad expected dy of shape {tape.y_shape} (the output's) but got {got}"
         )
     dparams, dx = layer.grad(params, tape.cache, dy, xp=xp, input_grad=input_grad)
-    mismatch = grad_mismatch(params, dparams)
+    mismatch = grad_mismatch(params, dparams, dtypes=True)
     if mismatch is not None:
         raise ShapeError(f"{layer!r}.grad: {mismatch}")
     if input_grad:
