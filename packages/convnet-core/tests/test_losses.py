@@ -101,6 +101,16 @@ def on_gpu(xp):
     return is_cupy(xp)
 
 
+def assert_refused_by_the_loss_and_one_hot(xp, logits, labels, words):
+    """softmax_cross_entropy and one_hot (3 classes) each raise ValueError(`words`)."""
+    with pytest.raises(ValueError) as error:
+        losses.softmax_cross_entropy(logits, labels, xp=xp)
+    assert str(error.value) == f"softmax_cross_entropy: {words}"
+    with pytest.raises(ValueError) as error:
+        losses.one_hot(labels, 3, xp=xp)
+    assert str(error.value) == f"one_hot: {words}"
+
+
 # (labels, the words of NumPy's error) for logits of 3 classes
 BAD_LABELS = [
     ([0, 2, -1], "label -1 at index 2 is not a class: the 3 classes are 0 to 2"),
@@ -113,12 +123,7 @@ def test_a_label_outside_the_classes_is_refused_on_numpy_and_nan_on_a_gpu(xp, la
     logits = xp.asarray(numpy.zeros((3, 3)))
     labels = xp.asarray(numpy.array(labels, dtype="int64"))
     if not on_gpu(xp):
-        with pytest.raises(ValueError) as error:
-            losses.softmax_cross_entropy(logits, labels, xp=xp)
-        assert str(error.value) == f"softmax_cross_entropy: {words}"
-        with pytest.raises(ValueError) as error:
-            losses.one_hot(labels, 3, xp=xp)
-        assert str(error.value) == f"one_hot: {words}"
+        assert_refused_by_the_loss_and_one_hot(xp, logits, labels, words)
         return
     from host_waits import assert_never_waits_for_the_gpu
 
@@ -151,9 +156,4 @@ def test_labels_that_are_not_integers_are_refused(xp, dtype):
         f"class labels must be integers, got dtype {dtype}; whole-number floats can be "
         "passed as labels.astype(int)"
     )
-    with pytest.raises(ValueError) as error:
-        losses.softmax_cross_entropy(logits, labels, xp=xp)
-    assert str(error.value) == f"softmax_cross_entropy: {want}"
-    with pytest.raises(ValueError) as error:
-        losses.one_hot(labels, 3, xp=xp)
-    assert str(error.value) == f"one_hot: {want}"
+    assert_refused_by_the_loss_and_one_hot(xp, logits, labels, want)
