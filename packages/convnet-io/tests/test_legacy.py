@@ -220,3 +220,53 @@ def test_bad_old_files(tmp_path, container):
     path = write_old(tmp_path, old_weights(1, 720), container=container)
     (tmp_path / "weights.json").unlink()
     expect_error(path, "weights.json is missing")
+
+
+OLD_MLP = [{"class": "Flatten", "config": {}}, {"class": "Dense", "config": {"units": 10}}]
+
+
+def error_message(path, **kwargs):
+    with pytest.raises(ModelFormatError) as info:
+        convnet_io.load(path, parts=True, **kwargs)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "suggested"), [((28, 28, 1), (1, 28, 28)), ((32, 24, 3), (3, 32, 24))]
+)
+def test_channels_last_input_shape_is_refused(tmp_path, given, suggested):
+    h, w, c = given
+    weights = {"1_Dense_W": numpy.ones((h * w * c, 10)), "1_Dense_b": numpy.zeros(10)}
+    path = write_old(tmp_path, weights, container="npz", architecture=OLD_MLP)
+    assert error_message(path, input_shape=given) == (
+        f"{path}: input_shape={given} looks channels-last (H, W, C); convnet wants "
+        f"(C, H, W): pass input_shape={suggested}"
+    )
+    saved = convnet_io.load(path, parts=True, input_shape=suggested)
+    assert saved.input_shape == suggested
+
+
+def test_input_shape_mismatch_says_what_to_pass(tmp_path):
+    rgb = old_weights(3, 720)
+    path = write_old(tmp_path, rgb, container="npz")
+    assert error_message(path) == (
+        f"{path}: array '0_Conv2D_W' has shape (3, 3, 3, 4) but the architecture needs "
+        "(3, 3, 1, 4); the weights take 3 input channels, not the 1 from MNIST's default "
+        "input shape (1, 28, 28): pass input_shape=(C, H, W) to load"
+    )
+    assert error_message(path, input_shape=(2, 28, 28)).endswith(
+        "(3, 3, 2, 4); the weights take 3 input channels, not the 2 from "
+        "input_shape=(2, 28, 28): pass the (C, H, W) it was trained on"
+    )
+    path = write_old(tmp_path, old_weights(1, 720), container="npz")
+    assert error_message(path, input_shape=(1, 24, 24)).endswith(
+        "needs (500, 7); the weights take 720 features after Flatten, not the 500 from "
+        "input_shape=(1, 24, 24): pass the (C, H, W) it was trained on"
+    )
+    # A later layer's channels do not come from the input shape: no hint there.
+    path = write_old(
+        tmp_path, {**old_weights(1, 720), "4_Conv2D_W": numpy.ones((3, 3, 2, 5))}, container="npz"
+    )
+    assert error_message(path).endswith(
+        "has shape (3, 3, 2, 5) but the architecture needs (3, 3, 4, 5)"
+    )

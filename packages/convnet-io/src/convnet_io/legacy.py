@@ -159,8 +159,35 @@ def _old_arrays(path: str, reader: Any, classes: list[str]) -> dict[tuple[int, s
     return found
 
 
-def _take(path, arrays, index, name, param, shape) -> numpy.ndarray:
-    """The old array for (layer, param) as float32 of `shape` (a flat vector may be (1,1,1,C))."""
+def _check_channels_first(path: str, input_shape: tuple[int, ...]) -> None:
+    """Refuse an NHWC-looking `input_shape` such as (28, 28, 1): the old package's order,
+    which would otherwise load with permuted Dense rows or fail on a misleading shape."""
+    if len(input_shape) != 3:
+        return
+    first, last = input_shape[0], input_shape[-1]
+    if last in (1, 3, 4) and first >= 4 * last:
+        h, w, c = input_shape
+        raise ModelFormatError(
+            path,
+            f"input_shape={input_shape} looks channels-last (H, W, C); convnet wants "
+            f"(C, H, W): pass input_shape={(c, h, w)}",
+        )
+
+
+def _input_shape_hint(input_shape, given: bool, problem: str) -> str:
+    """The end of a shape error that comes from the input shape: what to pass to load."""
+    if given:
+        return f"; {problem} from input_shape={input_shape}: pass the (C, H, W) it was trained on"
+    return (
+        f"; {problem} from MNIST's default input shape {input_shape}: pass "
+        "input_shape=(C, H, W) to load"
+    )
+
+
+def _take(path, arrays, index, name, param, shape, hint=None) -> numpy.ndarray:
+    """The old array for (layer, param) as float32 of `shape` (a flat vector may be (1,1,1,C)).
+
+    `hint(array)` may add a sentence to the shape error, or return "" to add none."""
     key = f"{index}_{name}_{param}"
     if (index, param) not in arrays:
         raise ModelFormatError(path, f"the array {key!r} is missing")
@@ -169,7 +196,9 @@ def _take(path, arrays, index, name, param, shape) -> numpy.ndarray:
         array = array.reshape(shape)
     if array.shape != tuple(shape):
         raise ModelFormatError(
-            path, f"array {key!r} has shape {array.shape} but the architecture needs {tuple(shape)}"
+            path,
+            f"array {key!r} has shape {array.shape} but the architecture needs {tuple(shape)}"
+            + (hint(array) if hint else ""),
         )
     return array.astype(numpy.float32)
 
@@ -185,10 +214,29 @@ def read(path: str, reader: Any, *, input_shape=None):
     layers = [_convert_layer(json_path, i, entry) for i, entry in enumerate(entries)]
     classes = [entry["class"] for entry in entries]
     arrays = _old_arrays(path, reader, classes)
-    shape = tuple(int(d) for d in (input_shape or DEFAULT_INPUT_SHAPE))
+    given = input_shape is not None
+    input_shape = tuple(int(d) for d in (input_shape or DEFAULT_INPUT_SHAPE))
+    if given:
+        _check_channels_first(path, input_shape)
+    shape = input_shape
     network = L.Sequential(layers)
 
+    # Shape-error hints for the arrays whose shape follows from the input shape; they read
+    # `shape`, the input shape of the layer being converted, when the error is raised.
+    def channels_hint(array) -> str:
+        if array.ndim != 4 or array.shape[2] == shape[0]:
+            return ""
+        problem = f"the weights take {array.shape[2]} input channels, not the {shape[0]}"
+        return _input_shape_hint(input_shape, given, problem)
+
+    def features_hint(array) -> str:
+        if array.ndim != 2 or array.shape[0] == shape[0]:
+            return ""
+        problem = f"the weights take {array.shape[0]} features after Flatten, not the {shape[0]}"
+        return _input_shape_hint(input_shape, given, problem)
+
     params, state, missing_stats = [], [], []
+    channels_from_input = True  # the channels of `shape` are still those of the input
     flattened_from = None  # (C, H, W) of the input of the last Flatten, until a Dense uses it
     for index, (name, layer) in enumerate(zip(classes, layers, strict=True)):
         try:
@@ -203,12 +251,14 @@ def read(path: str, reader: Any, *, input_shape=None):
         s: dict[str, Any] = {}
         if name == "Conv2D":
             kh, kw = layer.kernel_size
-            w = _take(path, arrays, index, name, "W", (kh, kw, shape[0], layer.filters))
+            hint = channels_hint if channels_from_input else None
+            w = _take(path, arrays, index, name, "W", (kh, kw, shape[0], layer.filters), hint)
             p["W"] = numpy.ascontiguousarray(w.transpose(3, 2, 0, 1))  # (out, in, kh, kw)
             if layer.use_bias:
                 p["b"] = _take(path, arrays, index, name, "b", (layer.filters,))
         elif name == "Dense":
-            w = _take(path, arrays, index, name, "W", (shape[0], layer.units))
+            hint = features_hint if flattened_from is not None else None
+            w = _take(path, arrays, index, name, "W", (shape[0], layer.units), hint)
             if flattened_from is not None and len(flattened_from) == 3:
                 c, h, wd = flattened_from
                 # old rows in (H, W, C) order -> ours in (C, H, W) order
@@ -233,6 +283,8 @@ def read(path: str, reader: Any, *, input_shape=None):
             flattened_from = shape
         elif name == "MaxPool2D":
             flattened_from = None
+        if name in ("Conv2D", "Dense", "Flatten"):
+            channels_from_input = False
         params.append(p)
         state.append(s)
         shape = out_shape
@@ -249,7 +301,6 @@ def read(path: str, reader: Any, *, input_shape=None):
             stacklevel=4,
         )
     params_tree, state_tree = tuple(params), tuple(state)
-    input_shape = tuple(int(d) for d in (input_shape or DEFAULT_INPUT_SHAPE))
     problem = _check_parts(
         network, input_shape, treedef.encode(params_tree), treedef.encode(state_tree)
     )
