@@ -58,6 +58,54 @@ def test_transparent_pixels_count_as_paper():
     numpy.testing.assert_array_equal(ink, expected)
 
 
+def sixteen_bit(array: numpy.ndarray, mode: str) -> Image.Image:
+    """A uint16 (H, W) array as a Pillow image of a 16-bit grey `mode`."""
+    if mode == "I;16B":
+        return Image.frombytes(mode, array.shape[::-1], array.astype(">u2").tobytes())
+    return Image.fromarray(array).convert(mode) if mode != "I;16" else Image.fromarray(array)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_16_bit_grey_is_scaled_by_its_range(mode):
+    array = numpy.full((3, 4), 65535, numpy.uint16)
+    array[1, 2] = 8000
+    array[2, 0] = 0
+    image = sixteen_bit(array, mode)
+    assert image.mode == mode
+    ink = P.to_grayscale_inverted(image)
+    expected = numpy.zeros((3, 4), numpy.float32)
+    expected[1, 2] = 1 - 8000 / 65535
+    expected[2, 0] = 1.0
+    numpy.testing.assert_allclose(ink, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_a_16_bit_drawing_gives_the_same_input_as_its_8_bit_copy():
+    array = numpy.full((280, 280), 65535, numpy.uint16)
+    array[100:180, 130:150] = 8000  # a "1", grey 8000 / 65535 = 0.12 (31 in 8 bits)
+    x16 = P.to_mnist(Image.fromarray(array))
+    x8 = P.to_mnist(Image.fromarray(numpy.round(array / 257).astype(numpy.uint8)))
+    assert x16 is not None and x16.shape == (1, 1, 28, 28)
+    numpy.testing.assert_allclose(x16, x8, atol=1e-5)
+
+
+def test_float_images_and_out_of_range_i_images_are_refused():
+    with pytest.raises(ValueError) as error:
+        P.to_grayscale_inverted(Image.new("F", (4, 4), 0.5))
+    assert str(error.value) == (
+        'to_grayscale_inverted: a floating-point (mode "F") image has no stated range; '
+        'convert it to 8-bit grey first, e.g. Image.fromarray((255 * a).astype("uint8")) '
+        "for values a in [0, 1]"
+    )
+    image = Image.fromarray(numpy.array([[0, 70000]], numpy.int32))
+    assert image.mode == "I"
+    with pytest.raises(ValueError) as error:
+        P.to_grayscale_inverted(image)
+    assert str(error.value) == (
+        'to_grayscale_inverted: a mode "I" image is read as 16-bit grey (0..65535), '
+        "but it holds values from 0 to 70000"
+    )
+
+
 def test_bounding_box_and_crop():
     ink = numpy.zeros((10, 12), numpy.float32)
     ink[2, 3] = 0.5

@@ -29,6 +29,8 @@ __all__ = [
     "DIGIT_BOX",
     "FRAME_SIZE",
     "INK_THRESHOLD",
+    "SIXTEEN_BIT_MODES",
+    "SIXTEEN_BIT_WHITE",
     "Steps",
     "bounding_box",
     "center_of_mass",
@@ -50,12 +52,36 @@ DIGIT_BOX = 20
 INK_THRESHOLD = 0.1
 
 
+#: Full scale of Pillow's integer grey modes beyond 8 bits: 16-bit PNG and TIFF files open
+#: as "I;16" (or "I;16B", "I;16L", "I;16N") or, in older Pillow, as "I" holding 0..65535.
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+SIXTEEN_BIT_WHITE = 65535
+
+
 def to_grayscale_inverted(image: Image.Image) -> numpy.ndarray:
     """Grey levels of `image`, inverted so that ink is 1.0 and paper 0.0.
 
     ink = 1 - L / 255 with L the luminance (Pillow's "L" mode: 0.299 R + 0.587 G + 0.114 B).
+    A 16-bit grey image (modes "I;16", "I;16B", "I;16L", "I;16N" and "I") is scaled by its
+    range instead: ink = 1 - v / 65535; an "I" image with values outside 0..65535 is refused
+    (ValueError), as is a floating-point "F" image, whose range no file states.
     Transparent pixels count as white paper. Returns float32 (H, W) in [0, 1].
     """
+    if image.mode == "F":
+        raise ValueError(
+            'to_grayscale_inverted: a floating-point (mode "F") image has no stated range; '
+            'convert it to 8-bit grey first, e.g. Image.fromarray((255 * a).astype("uint8")) '
+            "for values a in [0, 1]"
+        )
+    if image.mode in SIXTEEN_BIT_MODES:
+        grey = numpy.asarray(image, dtype=numpy.float64)  # (H, W)
+        if grey.size and (grey.min() < 0 or grey.max() > SIXTEEN_BIT_WHITE):
+            raise ValueError(
+                f'to_grayscale_inverted: a mode "{image.mode}" image is read as 16-bit grey '
+                f"(0..{SIXTEEN_BIT_WHITE}), but it holds values from {int(grey.min())} "
+                f"to {int(grey.max())}"
+            )
+        return (1.0 - grey / SIXTEEN_BIT_WHITE).astype(numpy.float32)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
