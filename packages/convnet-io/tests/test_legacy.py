@@ -270,3 +270,22 @@ def test_input_shape_mismatch_says_what_to_pass(tmp_path):
     assert error_message(path).endswith(
         "has shape (3, 3, 2, 5) but the architecture needs (3, 3, 4, 5)"
     )
+
+
+@pytest.mark.parametrize("container", ["hdf5", "npz"])
+def test_other_model_beside_a_json_is_not_read_as_convnet_numpy(tmp_path, container):
+    keras_names = {"dense_1/kernel": numpy.ones((784, 10)), "dense_1/bias": numpy.zeros(10)}
+    if container == "hdf5":
+        h5py = pytest.importorskip("h5py")
+        path = tmp_path / "model.h5"
+        with h5py.File(path, "w") as f:
+            for key, value in keras_names.items():
+                f.create_dataset(key, data=value)
+    else:
+        path = tmp_path / "model.npz"
+        numpy.savez(path, **{key.replace("/", "_"): v for key, v in keras_names.items()})
+    # The error is about the file passed, not "model.json: the architecture must be ...".
+    (tmp_path / "model.json").write_text(json.dumps({"class_name": "Sequential"}))
+    assert error_message(path) == (
+        f"{path}: not a convnet model file (no 'format' attribute at the root)"
+    )

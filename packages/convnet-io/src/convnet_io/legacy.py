@@ -56,12 +56,13 @@ def sibling_json(path: str) -> str:
 
 
 def is_legacy(path: str, reader: Any) -> bool:
-    """True for a file without convnet attributes whose arrays are named like the old ones,
-    or that has a sibling .json architecture file (weights.hdf5 -> weights.json)."""
-    keys = reader.array_paths()
-    if keys and all(KEY.match(key) for key in keys):
+    """True for a file without convnet attributes whose arrays are all named like the old
+    ones, or some of them with a sibling .json architecture file (weights.hdf5 ->
+    weights.json). Another program's model.h5 beside a model.json is not taken for one."""
+    named_like_old = [bool(KEY.match(key)) for key in reader.array_paths()]
+    if named_like_old and all(named_like_old):
         return True
-    return os.path.exists(sibling_json(path))
+    return any(named_like_old) and os.path.exists(sibling_json(path))
 
 
 def _old_layers(path: str, json_path: str) -> list[dict[str, Any]]:
