@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 
@@ -106,6 +107,69 @@ def test_float_images_and_out_of_range_i_images_are_refused():
     )
 
 
+def test_paper_level_is_the_median_of_the_border_band():
+    ink = numpy.full((100, 50), 0.2, numpy.float32)  # band: round(0.02 * 50) = 1 pixel
+    ink[0, :20] = 1.0  # a stroke along part of the top edge: 20 of the 296 border pixels
+    ink[40:60, 10:40] = 0.9  # the drawing itself, inside
+    assert P.paper_level(ink) == pytest.approx(0.2)
+    wide = numpy.zeros((300, 300), numpy.float32)  # band: round(0.02 * 300) = 6 pixels
+    wide[5:-5, 5:-5] = 1.0
+    assert P.paper_level(wide) == 0.0  # 5 of the band's 6 rows are paper
+    assert P.paper_level(wide, border=0.1) == 1.0  # 25 of its 30 rows are ink
+    with pytest.raises(ValueError, match=r"2-d \(H, W\).*\(1, 5, 5\)"):
+        P.paper_level(numpy.zeros((1, 5, 5)))
+
+
+def test_remove_paper_known_values():
+    # Grey paper 0.2 becomes 0, black ink stays 1, ink 0.6 becomes (0.6 - 0.2) / 0.8 = 0.5.
+    ink = numpy.full((10, 10), 0.2, numpy.float32)
+    ink[4, 4], ink[5, 5], ink[6, 6] = 1.0, 0.6, 0.1
+    expected = numpy.zeros((10, 10), numpy.float32)
+    expected[4, 4], expected[5, 5] = 1.0, 0.5
+    numpy.testing.assert_allclose(P.remove_paper(ink), expected, atol=1e-6)
+    # Dark paper 0.9 and strokes lighter than it: flipped, the light strokes become ink.
+    dark = 1.0 - ink + 0.1 * (ink == 0.2)  # paper 0.9, strokes 0.0, 0.4 and 0.9
+    expected = numpy.zeros((10, 10), numpy.float32)
+    expected[4, 4], expected[5, 5] = 1.0, (0.9 - 0.4) / 0.9
+    numpy.testing.assert_allclose(P.remove_paper(dark), expected, atol=1e-6)
+    # Dark grey paper 0.6 under black strokes: the strokes are darker, no flip.
+    grey = numpy.full((10, 10), 0.6, numpy.float32)
+    grey[4, 4] = 1.0
+    assert P.remove_paper(grey)[4, 4] == pytest.approx(1.0) and P.remove_paper(grey).sum() == 1
+    # All black, or all white: nothing is ink.
+    assert P.remove_paper(numpy.ones((5, 5))).max() == 0.0
+    assert P.remove_paper(numpy.zeros((5, 5))).max() == 0.0
+
+
+def seven(paper, ink, mode="L", size=(280, 280)):
+    """A "7" drawn with a 22-pixel brush in `ink` on `paper`, as in the app's 280x280 image."""
+    w, h = size
+    stroke = [(0.25 * w, 0.2 * h), (0.75 * w, 0.2 * h), (0.55 * w, 0.5 * h), (0.4 * w, 0.85 * h)]
+    return drawing(size, [stroke], 22, mode=mode, ink=ink, paper=paper)
+
+
+@pytest.mark.parametrize(
+    ("paper", "ink"),
+    [(200, 0), (120, 0), (0, 255), (40, 200)],
+    ids=["grey-paper", "dark-grey-paper", "white-on-black", "light-on-dark"],
+)
+def test_paper_shade_and_polarity_do_not_change_the_input(paper, ink):
+    reference = P.to_mnist(seven(255, 0))
+    x = P.to_mnist(seven(paper, ink))
+    numpy.testing.assert_allclose(x, reference, atol=1e-5)
+    steps = P.preprocess_steps(seven(paper, ink))
+    assert steps.box == P.preprocess_steps(seven(255, 0)).box  # the box is the 7, not the page
+
+
+def test_a_seven_on_grey_paper_reads_as_a_confident_seven():
+    from convnet_gui.predictor import load_predictor
+
+    predict = load_predictor(pathlib.Path(__file__).parent / "data" / "reference_mnist.h5")
+    for paper, ink in ((255, 0), (200, 0), (0, 255)):
+        probabilities = predict(P.to_mnist(seven(paper, ink)))
+        assert probabilities.argmax() == 7 and probabilities[7] > 0.95, (paper, probabilities)
+
+
 def test_bounding_box_and_crop():
     ink = numpy.zeros((10, 12), numpy.float32)
     ink[2, 3] = 0.5
@@ -187,6 +251,8 @@ def test_blank_drawings_give_none():
     assert P.to_mnist(Image.new("RGBA", (50, 80), (0, 0, 0, 0))) is None
     assert P.to_mnist(Image.new("RGB", (10, 10), (240, 240, 240))) is None  # faint grey paper
     assert P.preprocess_steps(Image.new("L", (9, 9), 255)).box is None
+    assert P.to_mnist(Image.new("L", (280, 280), 0)) is None  # an all-black canvas
+    assert P.to_mnist(Image.new("RGB", (60, 40), (120, 130, 140))) is None  # plain grey
 
 
 strokes_strategy = st.lists(

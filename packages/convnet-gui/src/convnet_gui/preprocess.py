@@ -7,7 +7,8 @@ black (0.0) background. A digit drawn with a mouse looks nothing like that: dark
 light canvas, of any size, anywhere in the canvas. `to_mnist` runs the same recipe on it,
 one small step per function, so each step can be shown and explained:
 
-    ink     = to_grayscale_inverted(image)   # (H, W) float32, ink 1.0 on 0.0
+    ink     = to_grayscale_inverted(image)   # (H, W) float32, dark 1.0, white 0.0
+    ink     = remove_paper(ink)              # (H, W), paper 0.0 whatever its shade
     box     = bounding_box(ink)              # (top, left, bottom, right) or None
     digit   = crop_to_content(ink, box)      # (h, w), the ink and nothing else
     digit   = scale_to_box(digit, 20)        # longer side 20 px, aspect kept
@@ -29,6 +30,7 @@ __all__ = [
     "DIGIT_BOX",
     "FRAME_SIZE",
     "INK_THRESHOLD",
+    "PAPER_BORDER",
     "SIXTEEN_BIT_MODES",
     "SIXTEEN_BIT_WHITE",
     "Steps",
@@ -36,7 +38,9 @@ __all__ = [
     "center_of_mass",
     "crop_to_content",
     "place_by_center_of_mass",
+    "paper_level",
     "preprocess_steps",
+    "remove_paper",
     "scale_to_box",
     "smooth",
     "to_grayscale_inverted",
@@ -50,6 +54,9 @@ FRAME_SIZE = 28
 DIGIT_BOX = 20
 #: A pixel holds ink when its inverted intensity is above this (anti-aliased edges are faint).
 INK_THRESHOLD = 0.1
+#: The paper level is measured on a band this fraction of the shorter image side wide
+#: (at least one pixel) along the four edges.
+PAPER_BORDER = 0.02
 
 
 #: Full scale of Pillow's integer grey modes beyond 8 bits: 16-bit PNG and TIFF files open
@@ -88,6 +95,42 @@ def to_grayscale_inverted(image: Image.Image) -> numpy.ndarray:
         image = Image.alpha_composite(paper, rgba)
     grey = numpy.asarray(image.convert("L"), dtype=numpy.float32)  # (H, W) in [0, 255]
     return 1.0 - grey / 255.0
+
+
+def paper_level(ink: numpy.ndarray, border: float = PAPER_BORDER) -> float:
+    """The paper's shade in an (H, W) inverted image: the median of its border band.
+
+    The band is max(1, round(border * min(H, W))) pixels wide along all four edges. A drawing
+    seldom reaches the edges, so the median is the paper even where a stroke touches one.
+    0.0 is white paper, 1.0 black.
+    """
+    if ink.ndim != 2:
+        raise ValueError(f"paper_level expects a 2-d (H, W) image, got shape {ink.shape}")
+    width = max(1, round(border * min(ink.shape)))
+    mask = numpy.zeros(ink.shape, dtype=bool)
+    mask[:width, :] = mask[-width:, :] = mask[:, :width] = mask[:, -width:] = True
+    return float(numpy.median(ink[mask]))
+
+
+def remove_paper(ink: numpy.ndarray, border: float = PAPER_BORDER) -> numpy.ndarray:
+    """Make the paper 0.0 whatever its shade, so that only the strokes count as ink.
+
+    With p = paper_level(ink), the strokes are what departs furthest from the paper: darker
+    (max(ink) - p) or lighter (p - min(ink)). When lighter wins (light ink on dark paper,
+    such as chalk on a board or MNIST's own white-on-black digits) the image is flipped first
+    (ink -> 1 - ink, p -> 1 - p); a tie keeps dark ink. Then ink' = max(0, (ink - p) / (1 - p)):
+    the paper becomes 0.0, a stroke as dark as black stays 1.0, and grey paper (a scan, a
+    photograph) no longer passes the ink threshold. Black paper with nothing lighter on it
+    (p = 1) gives all zeros. Returns float32 (H, W) in [0, 1].
+    """
+    ink = numpy.asarray(ink, dtype=numpy.float32)
+    paper = paper_level(ink, border)
+    if paper - float(ink.min()) > float(ink.max()) - paper:
+        ink, paper = 1.0 - ink, 1.0 - paper
+    if paper >= 1.0:
+        return numpy.zeros(ink.shape, dtype=numpy.float32)
+    cleaned = (ink - paper) / (1.0 - paper)
+    return numpy.clip(cleaned, 0.0, 1.0).astype(numpy.float32)
 
 
 def bounding_box(ink: numpy.ndarray, threshold: float = INK_THRESHOLD) -> tuple | None:
@@ -202,9 +245,9 @@ def smooth(frame: numpy.ndarray, sigma: float = 0.5) -> numpy.ndarray:
 class Steps(NamedTuple):
     """Every intermediate image of `to_mnist`, for display; all float32, ink 1.0 on 0.0.
 
-    ink (H, W), box (top, left, bottom, right) or None, cropped (h, w), scaled (h', w') with
-    longer side 20, placed (28, 28), smoothed (28, 28) = the network input. For a blank
-    drawing everything after `ink` is None.
+    ink (H, W) with the paper removed (`remove_paper`), box (top, left, bottom, right) or
+    None, cropped (h, w), scaled (h', w') with longer side 20, placed (28, 28), smoothed
+    (28, 28) = the network input. For a blank drawing everything after `ink` is None.
     """
 
     ink: numpy.ndarray
@@ -217,7 +260,7 @@ class Steps(NamedTuple):
 
 def preprocess_steps(image: Image.Image, threshold: float = INK_THRESHOLD) -> Steps:
     """Run each step of `to_mnist` on a Pillow image and keep every intermediate result."""
-    ink = to_grayscale_inverted(image)
+    ink = remove_paper(to_grayscale_inverted(image))
     box = bounding_box(ink, threshold)
     if box is None:
         return Steps(ink, None, None, None, None, None)
@@ -229,7 +272,10 @@ def preprocess_steps(image: Image.Image, threshold: float = INK_THRESHOLD) -> St
 
 
 def to_mnist(image: Image.Image, threshold: float = INK_THRESHOLD) -> numpy.ndarray | None:
-    """A drawing (dark ink on light paper, any size) as an MNIST network input, or None.
+    """A drawing (any size) as an MNIST network input, or None.
+
+    Dark ink on paper of any shade is read as drawn; light ink on darker paper (see
+    `remove_paper`) is read as its negative, so both give the same input.
 
     Returns float32 (1, 1, 28, 28) in [0, 1], white digit on black, longer side 20 px,
     centre of mass at the frame centre, lightly smoothed; None when no pixel holds ink
