@@ -289,3 +289,35 @@ def test_other_model_beside_a_json_is_not_read_as_convnet_numpy(tmp_path, contai
     assert error_message(path) == (
         f"{path}: not a convnet model file (no 'format' attribute at the root)"
     )
+
+
+@pytest.mark.parametrize(("kept", "lost"), [("mean", "var"), ("var", "mean")])
+def test_half_saved_running_statistics_name_the_missing_one(tmp_path, kept, lost):
+    weights = old_weights(1, 720, with_stats=True)
+    del weights[f"1_BatchNorm2D_running_{lost}"]
+    path = write_old(tmp_path, weights, container="npz")
+    assert error_message(path) == (
+        f"{path}: '1_BatchNorm2D_running_{lost}' is missing (running_{kept} is present)"
+    )
+
+
+@pytest.mark.parametrize("stride", [0, -1])
+def test_conv_stride_below_one_is_refused(tmp_path, stride):
+    conv = {**OLD_ARCHITECTURE[0], "config": {**OLD_ARCHITECTURE[0]["config"], "stride": stride}}
+    path = write_old(
+        tmp_path, old_weights(1, 720), container="npz", architecture=[conv, *OLD_ARCHITECTURE[1:]]
+    )
+    assert error_message(path) == (
+        f"{tmp_path / 'weights.json'}: layer 0 (Conv2D): bad config {conv['config']!r}: "
+        f"Conv2D stride must be positive, got ({stride}, {stride})"
+    )
+
+
+def test_conv_stride_null_means_one(tmp_path):
+    conv = {**OLD_ARCHITECTURE[0], "config": {**OLD_ARCHITECTURE[0]["config"], "stride": None}}
+    path = write_old(
+        tmp_path, old_weights(1, 720), container="npz", architecture=[conv, *OLD_ARCHITECTURE[1:]]
+    )
+    with pytest.warns(UserWarning, match="BatchNorm"):
+        saved = convnet_io.load(path, parts=True)
+    assert saved.layer.layers[0] == L.Conv2D(4, (3, 3), stride=1, padding="same")

@@ -16,8 +16,9 @@ The old package worked in NHWC. Converting to convnet's NCHW means:
   its rows are permuted: W.reshape(H, W, C, units).transpose(2, 0, 1, 3).reshape(-1, units),
   with H, W, C found by walking the architecture from `input_shape` (MNIST's by default);
 - float64 weights become float32;
-- BatchNorm running statistics were never saved: they start at mean 0, variance 1 (what
-  the old package used after loading too), with a warning.
+- BatchNorm running statistics were usually not saved; used when present (both of them),
+  else they start at mean 0, variance 1 (what the old package used after loading too),
+  with a warning.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _convert_layer(json_path: str, index: int, entry: dict[str, Any]) -> Any:
         "Conv2D": lambda c: L.Conv2D(
             c["filters"],
             kernel_size=c.get("kernel_size", (3, 3)),
-            stride=c.get("stride", 1) or 1,
+            stride=1 if c.get("stride") is None else c["stride"],
             padding=c.get("padding", "valid"),
             use_bias=bool(c.get("use_bias", True)),
         ),
@@ -273,7 +274,15 @@ def read(path: str, reader: Any, *, input_shape=None):
             channels = (shape[0],)
             p["gamma"] = _take(path, arrays, index, name, "gamma", channels)
             p["beta"] = _take(path, arrays, index, name, "beta", channels)
-            if (index, "running_mean") in arrays and (index, "running_var") in arrays:
+            has_mean = (index, "running_mean") in arrays
+            has_var = (index, "running_var") in arrays
+            if has_mean != has_var:
+                missing = "running_var" if has_mean else "running_mean"
+                present = "running_mean" if has_mean else "running_var"
+                raise ModelFormatError(
+                    path, f"'{index}_{name}_{missing}' is missing ({present} is present)"
+                )
+            if has_mean:
                 s["running_mean"] = _take(path, arrays, index, name, "running_mean", channels)
                 s["running_var"] = _take(path, arrays, index, name, "running_var", channels)
             else:
