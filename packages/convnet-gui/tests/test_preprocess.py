@@ -255,6 +255,29 @@ def test_blank_drawings_give_none():
     assert P.to_mnist(Image.new("RGB", (60, 40), (120, 130, 140))) is None  # plain grey
 
 
+def test_is_too_small_known_values():
+    ink = numpy.zeros((200, 100), numpy.float32)  # limits: side 0.1 * 200 = 20, ink 20
+    assert P.is_too_small(ink, (10, 10, 29, 29))  # longer side 19 < 20
+    ink[10:30, 10:11] = 1.0  # a 20x1 tick: ink 20
+    assert not P.is_too_small(ink, (10, 10, 30, 11))
+    ink[10:30, 10:11] = 0.95  # ink 19 < 20
+    assert P.is_too_small(ink, (10, 10, 30, 11))
+    assert not P.is_too_small(ink, (10, 10, 30, 11), min_ink=0.0009)
+
+
+def test_a_dot_or_specks_are_blank():
+    dot = drawing((280, 280), [[(140, 140)]], 22)  # a click in the app: a 22-pixel dot
+    assert P.to_mnist(dot) is None
+    steps = P.preprocess_steps(dot)
+    assert steps.box is None and steps.ink.max() == 1.0  # the ink is still there to show
+    specks = Image.new("L", (280, 280), 255)
+    for xy in ((20, 30), (250, 260), (40, 240)):  # far apart: their box is large
+        specks.putpixel(xy, 0)
+    assert P.to_mnist(specks) is None
+    tick = drawing((280, 280), [[(140, 140), (140, 160)]], 22)  # 42 pixels tall: a digit
+    assert P.to_mnist(tick) is not None
+
+
 strokes_strategy = st.lists(
     st.lists(st.tuples(st.floats(0.05, 0.95), st.floats(0.05, 0.95)), min_size=1, max_size=5),
     min_size=1,
@@ -274,6 +297,11 @@ def test_any_drawing_becomes_a_centred_20_pixel_digit(width, height, strokes, br
     points = [[(x * width, y * height) for x, y in stroke] for stroke in strokes]
     image = drawing((width, height), points, max(2, round(brush * min(width, height))))
     x = P.to_mnist(image)
+    ink = P.remove_paper(P.to_grayscale_inverted(image))
+    top, left, bottom, right = P.bounding_box(ink)
+    if max(bottom - top, right - left) < 0.1 * max(width, height) or ink.sum() < 1e-3 * ink.size:
+        assert x is None  # a dot or a speck, not a digit
+        return
     assert x.shape == (1, 1, 28, 28) and x.dtype == numpy.float32
     assert x.min() >= 0.0 and x.max() == pytest.approx(1.0)
     steps = P.preprocess_steps(image)

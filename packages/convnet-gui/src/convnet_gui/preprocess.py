@@ -10,6 +10,7 @@ one small step per function, so each step can be shown and explained:
     ink     = to_grayscale_inverted(image)   # (H, W) float32, dark 1.0, white 0.0
     ink     = remove_paper(ink)              # (H, W), paper 0.0 whatever its shade
     box     = bounding_box(ink)              # (top, left, bottom, right) or None
+    blank   = box is None or is_too_small(ink, box)   # a dot or a speck is no digit
     digit   = crop_to_content(ink, box)      # (h, w), the ink and nothing else
     digit   = scale_to_box(digit, 20)        # longer side 20 px, aspect kept
     frame   = place_by_center_of_mass(digit, 28)   # (28, 28), centre of mass at the centre
@@ -30,6 +31,8 @@ __all__ = [
     "DIGIT_BOX",
     "FRAME_SIZE",
     "INK_THRESHOLD",
+    "MIN_DIGIT_FRACTION",
+    "MIN_INK_FRACTION",
     "PAPER_BORDER",
     "SIXTEEN_BIT_MODES",
     "SIXTEEN_BIT_WHITE",
@@ -37,6 +40,7 @@ __all__ = [
     "bounding_box",
     "center_of_mass",
     "crop_to_content",
+    "is_too_small",
     "place_by_center_of_mass",
     "paper_level",
     "preprocess_steps",
@@ -54,6 +58,12 @@ FRAME_SIZE = 28
 DIGIT_BOX = 20
 #: A pixel holds ink when its inverted intensity is above this (anti-aliased edges are faint).
 INK_THRESHOLD = 0.1
+#: A drawing whose box's longer side is under this fraction of the image's longer side is
+#: blank: a click leaves a dot of the brush's size (22 px in the app's 280 px image, 0.08).
+MIN_DIGIT_FRACTION = 0.1
+#: A drawing whose total ink (the sum of its ink values) is under this fraction of the
+#: image's area is blank: a few specks of dust, however far apart.
+MIN_INK_FRACTION = 0.001
 #: The paper level is measured on a band this fraction of the shorter image side wide
 #: (at least one pixel) along the four edges.
 PAPER_BORDER = 0.02
@@ -146,6 +156,25 @@ def bounding_box(ink: numpy.ndarray, threshold: float = INK_THRESHOLD) -> tuple 
         return None
     cols = numpy.flatnonzero((ink > threshold).any(axis=0))
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def is_too_small(
+    ink: numpy.ndarray,
+    box: tuple,
+    min_fraction: float = MIN_DIGIT_FRACTION,
+    min_ink: float = MIN_INK_FRACTION,
+) -> bool:
+    """True when the ink in `box` is too little to be a digit: the drawing counts as blank.
+
+    `ink` is (H, W), `box` = (top, left, bottom, right) from `bounding_box`. Too little means
+    max(bottom - top, right - left) < min_fraction * max(H, W) (a dot, a tick: scaled to 20
+    px it would become a confident blob), or ink.sum() < min_ink * H * W (specks).
+    """
+    top, left, bottom, right = box
+    height, width = ink.shape
+    if max(bottom - top, right - left) < min_fraction * max(height, width):
+        return True
+    return float(ink.sum()) < min_ink * height * width
 
 
 def crop_to_content(ink: numpy.ndarray, box: tuple) -> numpy.ndarray:
@@ -247,7 +276,8 @@ class Steps(NamedTuple):
 
     ink (H, W) with the paper removed (`remove_paper`), box (top, left, bottom, right) or
     None, cropped (h, w), scaled (h', w') with longer side 20, placed (28, 28), smoothed
-    (28, 28) = the network input. For a blank drawing everything after `ink` is None.
+    (28, 28) = the network input. For a blank drawing (no ink, or too little: see
+    `is_too_small`) everything after `ink` is None.
     """
 
     ink: numpy.ndarray
@@ -262,7 +292,7 @@ def preprocess_steps(image: Image.Image, threshold: float = INK_THRESHOLD) -> St
     """Run each step of `to_mnist` on a Pillow image and keep every intermediate result."""
     ink = remove_paper(to_grayscale_inverted(image))
     box = bounding_box(ink, threshold)
-    if box is None:
+    if box is None or is_too_small(ink, box):
         return Steps(ink, None, None, None, None, None)
     cropped = crop_to_content(ink, box)
     scaled = scale_to_box(cropped, DIGIT_BOX)
@@ -278,8 +308,8 @@ def to_mnist(image: Image.Image, threshold: float = INK_THRESHOLD) -> numpy.ndar
     `remove_paper`) is read as its negative, so both give the same input.
 
     Returns float32 (1, 1, 28, 28) in [0, 1], white digit on black, longer side 20 px,
-    centre of mass at the frame centre, lightly smoothed; None when no pixel holds ink
-    (a blank canvas).
+    centre of mass at the frame centre, lightly smoothed; None when no pixel holds ink (a
+    blank canvas) or too little to be a digit (a dot, a speck: `is_too_small`).
     """
     steps = preprocess_steps(image, threshold)
     if steps.smoothed is None:
