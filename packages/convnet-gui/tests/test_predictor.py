@@ -123,3 +123,50 @@ def test_the_reference_model_gives_the_same_probabilities_on_the_test_device(xp)
     assert isinstance(on_device, numpy.ndarray) and on_device.shape == (10,)
     assert on_device.sum() == pytest.approx(1.0)
     numpy.testing.assert_allclose(on_device, on_host, rtol=1e-4, atol=1e-6)
+
+
+def refusal(predict, x) -> str:
+    with pytest.raises(ValueError) as error:
+        predict(x)
+    return str(error.value)
+
+
+def test_predict_refuses_anything_but_one_drawing_in_0_1():
+    net = small_network(False)
+    params, state = cn.init(net, (1, 28, 28), rng=1)
+    predict = predictor.predictor_from_parts(net, params, state)
+    assert refusal(predict, None) == (
+        "no drawing: predict got None, which to_mnist returns for a blank drawing "
+        "(nothing drawn, or only a dot or a speck); draw a digit first"
+    )
+    pixels = numpy.zeros((1, 1, 28, 28), numpy.uint8)
+    pixels[0, 0, 5:20, 14] = 255
+    assert refusal(predict, pixels) == (
+        "predict takes floats in [0, 1], as to_mnist gives them, got dtype uint8; "
+        "divide 8-bit pixels by 255"
+    )
+    batch = numpy.random.default_rng(0).random((2, 1, 28, 28), dtype=numpy.float32)
+    assert refusal(predict, batch) == (
+        "predict takes one drawing of shape (1, 1, 28, 28), as to_mnist gives it, got "
+        "shape (2, 1, 28, 28); call it once per drawing"
+    )
+    assert "got shape (28, 28);" in refusal(predict, batch[0, 0])
+    assert refusal(predict, 255 * batch[:1]).startswith(
+        "predict takes floats in [0, 1], as to_mnist gives them, got values from 0"
+    )
+    nan = batch[:1].copy()
+    nan[0, 0, 3, 3] = numpy.nan
+    assert "got values from nan to nan" in refusal(predict, nan)
+    # float64 is accepted and gives what float32 gives
+    numpy.testing.assert_allclose(
+        predict(batch[:1].astype(numpy.float64)), predict(batch[:1]), rtol=1e-5
+    )
+
+
+def test_a_blank_drawing_through_load_predictor_says_no_drawing():
+    from convnet_gui.preprocess import to_mnist
+    from PIL import Image
+
+    predict = predictor.load_predictor(REFERENCE_MODEL)
+    with pytest.raises(ValueError, match=r"^no drawing: "):
+        predict(to_mnist(Image.new("L", (280, 280), 255)))

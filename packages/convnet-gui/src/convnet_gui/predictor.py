@@ -1,5 +1,8 @@
 """From a trained network to the function the app calls: x (1, 1, 28, 28) -> probabilities (10,).
 
+x is one drawing as `convnet_gui.preprocess.to_mnist` returns it (float in [0, 1]); anything
+else, None for a blank drawing included, raises a ValueError that says what was wrong.
+
 The app never sees a model, only a `predict_fn`; tests pass their own. This module builds
 one from a model file (through convnet_io) or from a network and its pytrees (through the
 functional core), on the CPU or the GPU. It does not import tkinter.
@@ -18,7 +21,9 @@ from convnet_core.layers import Activation, Sequential
 __all__ = [
     "DEFAULT_MODEL",
     "MissingModelError",
+    "INPUT_SHAPE",
     "PredictFn",
+    "check_input",
     "ends_with_softmax",
     "load_predictor",
     "missing_model_message",
@@ -28,6 +33,9 @@ __all__ = [
 
 #: Where apps/train_mnist.py saves its model by default.
 DEFAULT_MODEL = os.path.join("models", "mnist.h5")
+
+#: The one input shape a predict function takes: one drawing, as `to_mnist` returns it.
+INPUT_SHAPE = (1, 1, 28, 28)
 
 PredictFn = Callable[[numpy.ndarray], numpy.ndarray]
 
@@ -50,15 +58,53 @@ def ends_with_softmax(network: Any) -> bool:
     return isinstance(last, Activation) and last.name == "softmax"
 
 
+def check_input(x: Any) -> Any:
+    """Refuse, with a ValueError that says why, anything but one drawing as `to_mnist` gives it.
+
+    Accepted: a float array of shape (1, 1, 28, 28) with every value in [0, 1] (NumPy or the
+    device's array module); it is returned unchanged. Refused: None (what `to_mnist` returns
+    for a blank drawing), integer or boolean arrays (8-bit pixels 0..255 would give a
+    confident nonsense answer), values outside [0, 1] (NaN included), and any other shape,
+    batches included: a predict function reads one drawing and returns (10,).
+    """
+    if x is None:
+        raise ValueError(
+            "no drawing: predict got None, which to_mnist returns for a blank drawing "
+            "(nothing drawn, or only a dot or a speck); draw a digit first"
+        )
+    if not hasattr(x, "dtype"):
+        x = numpy.asarray(x)
+    if x.dtype.kind != "f":
+        raise ValueError(
+            f"predict takes floats in [0, 1], as to_mnist gives them, got dtype {x.dtype}; "
+            "divide 8-bit pixels by 255"
+        )
+    if tuple(x.shape) != INPUT_SHAPE:
+        raise ValueError(
+            f"predict takes one drawing of shape {INPUT_SHAPE}, as to_mnist gives it, got "
+            f"shape {tuple(x.shape)}; call it once per drawing"
+        )
+    low, high = float(x.min()), float(x.max())
+    if not (low >= 0.0 and high <= 1.0):
+        raise ValueError(
+            f"predict takes floats in [0, 1], as to_mnist gives them, got values from "
+            f"{low:g} to {high:g}"
+        )
+    return x
+
+
 def predictor_from_parts(network: Any, params: Any, state: Any, *, xp: Any = numpy) -> PredictFn:
     """A predict function running `network` in inference mode with the array module `xp`.
 
-    predict(x): x float32 (1, 1, 28, 28) on the host -> probabilities float64 (10,) on the
-    host. The network's output is passed through a softmax unless its last layer is one.
+    predict(x): x float (1, 1, 28, 28) in [0, 1] on the host, one drawing as `to_mnist` gives
+    it -> probabilities float64 (10,) on the host. Anything else (None for a blank drawing,
+    integers, a batch) raises ValueError (`check_input`). The network's output is passed
+    through a softmax unless its last layer is one.
     """
     probabilities_out = ends_with_softmax(network)
 
     def predict(x: numpy.ndarray) -> numpy.ndarray:
+        x = check_input(x)  # (1, 1, 28, 28)
         y, _, _ = apply(network, params, state, xp.asarray(x), training=False, xp=xp)  # (1, 10)
         out = numpy.asarray(backend.to_host(y), dtype=numpy.float64)[0]  # (10,)
         return out if probabilities_out else softmax(out)
