@@ -161,6 +161,14 @@ def test_paper_shade_and_polarity_do_not_change_the_input(paper, ink):
     assert steps.box == P.preprocess_steps(seven(255, 0)).box  # the box is the 7, not the page
 
 
+def test_a_bright_speck_on_dark_grey_paper_does_not_flip_the_drawing():
+    # black strokes (0.4 darker than the paper) and a white 3x3 speck (0.6 lighter): the
+    # speck is under MIN_INK_FRACTION of the image, so it cannot decide the polarity
+    image = seven(102, 0)
+    image.paste(255, (10, 260, 13, 263))
+    numpy.testing.assert_allclose(P.to_mnist(image), P.to_mnist(seven(255, 0)), atol=1e-5)
+
+
 def test_a_seven_on_grey_paper_reads_as_a_confident_seven():
     from convnet_gui.predictor import load_predictor
 

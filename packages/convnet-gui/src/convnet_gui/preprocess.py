@@ -126,7 +126,10 @@ def remove_paper(ink: numpy.ndarray, border: float = PAPER_BORDER) -> numpy.ndar
     """Make the paper 0.0 whatever its shade, so that only the strokes count as ink.
 
     With p = paper_level(ink), the strokes are what departs furthest from the paper: darker
-    (max(ink) - p) or lighter (p - min(ink)). When lighter wins (light ink on dark paper,
+    (the 99.9th percentile of ink, less p) or lighter (p less the 0.1th percentile).
+    Percentiles rather than the extremes, so that a speck (fewer pixels than
+    MIN_INK_FRACTION of the image, which would count as blank on its own) cannot decide
+    the polarity. When lighter wins (light ink on dark paper,
     such as chalk on a board or MNIST's own white-on-black digits) the image is flipped first
     (ink -> 1 - ink, p -> 1 - p); a tie keeps dark ink. Then ink' = max(0, (ink - p) / (1 - p)):
     the paper becomes 0.0, a stroke as dark as black stays 1.0, and grey paper (a scan, a
@@ -135,7 +138,9 @@ def remove_paper(ink: numpy.ndarray, border: float = PAPER_BORDER) -> numpy.ndar
     """
     ink = numpy.asarray(ink, dtype=numpy.float32)
     paper = paper_level(ink, border)
-    if paper - float(ink.min()) > float(ink.max()) - paper:
+    percent = 100 * MIN_INK_FRACTION
+    lightest, darkest = (float(v) for v in numpy.percentile(ink, [percent, 100 - percent]))
+    if paper - lightest > darkest - paper:
         ink, paper = 1.0 - ink, 1.0 - paper
     if paper >= 1.0:
         return numpy.zeros(ink.shape, dtype=numpy.float32)
