@@ -97,19 +97,24 @@ def old_forward(x_nhwc, w):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def write_arrays(path, arrays, *, container):
+    """`arrays` (name -> array) as an HDF5 file (datasets at its root, container "hdf5") or
+    an .npz archive; returns `path`."""
+    if container == "hdf5":
+        h5py = pytest.importorskip("h5py")
+        with h5py.File(path, "w") as f:
+            for key, value in arrays.items():
+                f.create_dataset(key, data=value)
+    else:
+        numpy.savez(path, **arrays)
+    return path
+
+
 def write_old(directory, weights, *, container, architecture=OLD_ARCHITECTURE):
     """weights.json + weights.hdf5 (or weights.hdf5.npz), as ConvNet-NumPy saved them."""
     (directory / "weights.json").write_text(json.dumps(architecture))
-    if container == "hdf5":
-        h5py = pytest.importorskip("h5py")
-        path = directory / "weights.hdf5"
-        with h5py.File(path, "w") as f:
-            for key, value in weights.items():
-                f.create_dataset(key, data=value)
-        return path
-    path = directory / "weights.hdf5.npz"
-    numpy.savez(path, **weights)
-    return path
+    name = "weights.hdf5" if container == "hdf5" else "weights.hdf5.npz"
+    return write_arrays(directory / name, weights, container=container)
 
 
 # (C, H, W) inputs: MNIST's default, and a non-square multi-channel one where a wrong
@@ -276,14 +281,10 @@ def test_input_shape_mismatch_says_what_to_pass(tmp_path):
 def test_other_model_beside_a_json_is_not_read_as_convnet_numpy(tmp_path, container):
     keras_names = {"dense_1/kernel": numpy.ones((784, 10)), "dense_1/bias": numpy.zeros(10)}
     if container == "hdf5":
-        h5py = pytest.importorskip("h5py")
-        path = tmp_path / "model.h5"
-        with h5py.File(path, "w") as f:
-            for key, value in keras_names.items():
-                f.create_dataset(key, data=value)
+        path = write_arrays(tmp_path / "model.h5", keras_names, container=container)
     else:
-        path = tmp_path / "model.npz"
-        numpy.savez(path, **{key.replace("/", "_"): v for key, v in keras_names.items()})
+        flat_names = {key.replace("/", "_"): v for key, v in keras_names.items()}
+        path = write_arrays(tmp_path / "model.npz", flat_names, container=container)
     # The error is about the file passed, not "model.json: the architecture must be ...".
     (tmp_path / "model.json").write_text(json.dumps({"class_name": "Sequential"}))
     assert error_message(path) == (
