@@ -14,6 +14,7 @@ from convnet_core import Model, optim
 from convnet_core import tree as T
 from convnet_core.callbacks import EarlyStopping, ReduceLROnPlateau
 from convnet_core.layers import Activation, BatchNorm2D, Conv2D, Dense, Dropout, Flatten
+from convnet_core.precision import DynamicLossScaler
 from convnet_core.training import NonFiniteLossError, RunningTotals
 
 
@@ -766,6 +767,39 @@ def test_a_stopped_epoch_keeps_the_last_verified_step_not_the_epoch_start(
         model.fit(StopsAtBatch(x, y, 3, interrupt), epochs=1, batch_size=8, verbose=False)
     one_step = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.5)
     one_step.fit((x[:8], y[:8]), epochs=1, batch_size=8, shuffle=False, verbose=False)
+    for kept, want in zip(host_leaves(model.params), host_leaves(one_step.params), strict=True):
+        numpy.testing.assert_array_equal(kept, want)
+
+
+@pytest.mark.filterwarnings("ignore::convnet_core.precision.MixedPrecisionOnNumPyWarning")
+@pytest.mark.parametrize("interrupt", [False, True])
+def test_a_stopped_mixed_epoch_keeps_the_loss_scale_of_the_step_it_keeps(
+    xp, interrupt, monkeypatch
+):
+    # As above, the model goes back to the weights after step 1; its loss scaler must be
+    # the one after step 1 too (good_steps 1), not the one after batch 3's skipped step
+    # (scale halved) or after step 2 (good_steps 2), or a rerun would not match.
+    from convnet_core import training
+
+    monkeypatch.setattr(training, "GPU_CHECK_EVERY", 1)
+    x, y = blobs(64)
+
+    def mixed_model():
+        model = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.5, precision="mixed")
+        model.loss_scaler = DynamicLossScaler(scale=256.0)  # 2^16 would overflow step 1
+        return model
+
+    model = mixed_model()
+    expect = pytest.raises(KeyboardInterrupt if interrupt else NonFiniteLossError)
+    with numpy.errstate(invalid="ignore"), expect:
+        model.fit(StopsAtBatch(x, y, 3, interrupt), epochs=1, batch_size=8, verbose=False)
+    one_step = mixed_model()
+    one_step.fit((x[:8], y[:8]), epochs=1, batch_size=8, shuffle=False, verbose=False)
+    assert model.loss_scaler.to_config() == one_step.loss_scaler.to_config()
+    assert (
+        model.loss_scaler.to_config()["scale"],
+        model.loss_scaler.to_config()["good_steps"],
+    ) == (256.0, 1)
     for kept, want in zip(host_leaves(model.params), host_leaves(one_step.params), strict=True):
         numpy.testing.assert_array_equal(kept, want)
 

@@ -28,7 +28,7 @@ import inspect
 import math
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy
 
@@ -384,14 +384,34 @@ def _first_non_finite(tree: Any, xp: Any) -> str | None:
     return None
 
 
+class TrainingPoint(NamedTuple):
+    """Where training stands between two steps: what fit puts back on the model when an
+    epoch stops early (a loss that is not finite, or Ctrl-C)."""
+
+    params: Any
+    state: Any
+    opt_state: Any
+    loss_scaler: Any  # mixed precision's DynamicLossScaler, else None
+
+    @classmethod
+    def of(cls, model, params, state, opt_state) -> TrainingPoint:
+        """The point of these trees, with the model's loss scaler as it is now."""
+        return cls(params, state, opt_state, model.loss_scaler)
+
+    def put_back(self, model) -> None:
+        """Make this point the model's: its trees and its loss scaler."""
+        model.params, model.state, model.opt_state = self.params, self.state, self.opt_state
+        model.loss_scaler = self.loss_scaler
+
+
 def _restore(model, xp, last_verified, epoch_start, epoch: int) -> str:
-    """Put the last all-finite (params, state, opt_state) back on the model: the step
-    `last_verified` when it is (read back here, as fit stops), else `epoch_start` (checked
-    at the end of the epoch before). Returns what was kept, for the error."""
-    if last_verified is epoch_start or _all_finite(last_verified, xp):
-        model.params, model.state, model.opt_state = last_verified
+    """Put the last all-finite TrainingPoint back on the model: `last_verified` when its
+    trees are (read back here, as fit stops), else `epoch_start` (checked at the end of the
+    epoch before). Returns what was kept, for the error."""
+    if last_verified is epoch_start or _all_finite(last_verified[:3], xp):
+        last_verified.put_back(model)
         return "the model keeps its last good parameters"
-    model.params, model.state, model.opt_state = epoch_start
+    epoch_start.put_back(model)
     return f"the model goes back to where epoch {epoch} started"
 
 
@@ -420,7 +440,7 @@ def run_epoch(
     params, state, opt_state = model.params, model.state, model.opt_state
     tail_params, tail_state = params[n_trunk:], state[n_trunk:]  # the fused softmax: ({},)
     tail_grads = tuple({} for _ in tail_params)
-    epoch_start = (params, state, opt_state)
+    epoch_start = TrainingPoint.of(model, params, state, opt_state)
     last_good = epoch_start  # the last step a finite loss vouched for
     candidate = last_good
     totals = RunningTotals(xp)
@@ -432,7 +452,7 @@ def run_epoch(
             x = model._prepare_input(xb)
             y = labels.prepare(yb)
             n = x.shape[0]
-            candidate = (params, state, opt_state)
+            candidate = TrainingPoint.of(model, params, state, opt_state)
             if mixed:
                 params, state, opt_state, loss, out = _mixed_step(
                     model, trunk, n_trunk, params, state, opt_state, x, y, dropout_rng
@@ -473,7 +493,7 @@ def run_epoch(
             )  # fmt: skip
     except KeyboardInterrupt:
         # Stopped by the user: keep the training done so far (the last verified step).
-        model.params, model.state, model.opt_state = last_good
+        last_good.put_back(model)
         raise
     finally:
         progress.close(None)
