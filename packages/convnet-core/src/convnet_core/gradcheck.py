@@ -97,6 +97,15 @@ def _to_float64(value: Any, xp: Any) -> Any:
     return value
 
 
+def _input_as_float64(x: Any, xp: Any) -> Any:
+    """A float64 copy of the input batch, whatever its dtype (integers, bools, nested lists).
+
+    The finite differences nudge this copy in place by ±eps, which an integer array would
+    truncate; the caller's array is never written to.
+    """
+    return xp.array(xp.asarray(x), dtype=xp.float64, copy=True)
+
+
 def _host_copy(array: Any) -> numpy.ndarray:
     """A float64 NumPy copy of a numpy or cupy array (safe from later in-place changes)."""
     if hasattr(array, "get"):  # cupy
@@ -157,7 +166,7 @@ def check_grad(
     Args:
         layer: any object following the layer protocol.
         params, state: as returned by `convnet_core.init` (any float dtype; copied to float64).
-        x: an input batch (N, *input_shape).
+        x: an input batch (N, *input_shape) of any real dtype (copied to float64).
         xp: the array module the arrays live in.
         eps: the finite-difference step.
         rng: seed (or host Generator) for the random projection r and, re-seeded before
@@ -176,7 +185,7 @@ def check_grad(
     seed = int(host_rng.integers(2**31))  # host
     params = tree.map(lambda leaf: _to_float64(leaf, xp), params)
     state = tree.map(lambda leaf: _to_float64(leaf, xp), state)
-    x = _to_float64(xp.asarray(x), xp)
+    x = _input_as_float64(x, xp)
 
     def forward(p, inputs):
         y, _, cache = layer.apply(
