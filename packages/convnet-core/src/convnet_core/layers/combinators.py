@@ -13,6 +13,15 @@ def _as_layer_tuple(layers: Any) -> tuple:
     return tuple(check_layer(layer, f"Sequential layer {i}") for i, layer in enumerate(layers))
 
 
+def _check_body(_instance, _attribute, value: Any) -> None:
+    check_layer(value, "Residual body")
+
+
+def _check_shortcut(_instance, _attribute, value: Any) -> None:
+    if value is not None:  # None: the identity
+        check_layer(value, "Residual shortcut")
+
+
 @register_layer
 @attrs.frozen
 class Sequential:
@@ -89,8 +98,8 @@ class Residual:
     and the two input gradients add up.
     """
 
-    body: Any
-    shortcut: Any = None
+    body: Any = attrs.field(validator=_check_body)
+    shortcut: Any = attrs.field(default=None, validator=_check_shortcut)
 
     def output_shape(self, input_shape):
         """The body's output shape (ShapeError when the shortcut's differs)."""
