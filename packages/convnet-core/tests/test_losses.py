@@ -157,3 +157,28 @@ def test_labels_that_are_not_integers_are_refused(xp, dtype):
         "passed as labels.astype(int)"
     )
     assert_refused_by_the_loss_and_one_hot(xp, logits, labels, want)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[0.5, 0.5, 0.5]],  # sums to 1.5
+        [[0.2, 0.3, 0.0], [0.0, 0.0, 0.0], [2.0, 0.0, 1.0]],  # 0.5, 0 and 3
+        [[0.1, 0.7, 0.2], [0.9, 0.05, 0.05], [1 / 3, 1 / 3, 1 / 3]],  # each sums to 1
+    ],
+)
+@pytest.mark.parametrize(
+    "loss", [losses.softmax_cross_entropy, losses.softmax_cross_entropy_unfused]
+)
+def test_soft_targets_get_the_gradient_of_their_loss(xp, rows, loss):
+    targets = numpy.array(rows)  # (N, 3), rows that need not sum to 1
+    z = numpy.random.default_rng(0).standard_normal(targets.shape)
+    value, grad = loss(xp.asarray(z), xp.asarray(targets), xp=xp)
+
+    log_p = z - numpy.log(numpy.exp(z).sum(axis=1, keepdims=True))
+    assert float(value) == pytest.approx(-(targets * log_p).sum() / len(z), rel=1e-12)
+    # d/dz of -1/N Σ t log softmax(z) is (softmax(z) Σₖ tₖ - t) / N
+    want = (numpy.exp(log_p) * targets.sum(axis=1, keepdims=True) - targets) / len(z)
+    numpy.testing.assert_allclose(host(grad), want, rtol=1e-12, atol=1e-15)
+    fd = numerical_grad(loss, z, xp.asarray(targets), xp)
+    numpy.testing.assert_allclose(host(grad), fd, rtol=1e-6, atol=1e-9)

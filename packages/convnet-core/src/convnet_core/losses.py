@@ -92,7 +92,11 @@ def log_softmax(logits: Any, *, xp: Any) -> Any:
 def _targets_as_one_hot(labels: Any, logits: Any, xp: Any) -> Any:
     """softmax_cross_entropy's targets (N, classes): one-hot rows of integer labels (N,),
     checked as `check_class_labels` does, or the (N, classes) rows given."""
-    labels = xp.asarray(labels)
+    return _targets_of(xp.asarray(labels), logits, xp)
+
+
+def _targets_of(labels: Any, logits: Any, xp: Any) -> Any:
+    """`_targets_as_one_hot` of labels that are already an array of `xp`."""
     n, classes = logits.shape
     if labels.ndim == 2:
         if labels.shape != logits.shape:
@@ -118,8 +122,10 @@ def softmax_cross_entropy(logits: Any, labels: Any, *, xp: Any) -> tuple[Any, An
         labels: (N,) integer classes or (N, classes) one-hot (or soft) targets.
 
     Returns:
-        (loss, dlogits) with loss = -1/N Σₙ Σₖ tₙₖ log softmax(zₙ)ₖ and
-        dlogits = (softmax(z) - t) / N, shaped (N, classes).
+        (loss, dlogits) with loss = -1/N Σₙ Σₖ tₙₖ log softmax(zₙ)ₖ and its gradient
+        dlogitsₙ = (softmax(zₙ) Σₖ tₙₖ - tₙ) / N, shaped (N, classes): (softmax(z) - t) / N
+        for integer labels and rows that sum to 1, the gradient of the same loss for soft
+        rows that do not (as PyTorch's cross_entropy with probability targets).
 
     Integer labels must be classes in [0, classes). With NumPy, labels of a float dtype
     or outside that range are a ValueError naming the loss, the label and the number of
@@ -140,12 +146,17 @@ def softmax_cross_entropy(logits: Any, labels: Any, *, xp: Any) -> tuple[Any, An
 
 def softmax_cross_entropy_unfused(logits: Any, labels: Any, *, xp: Any) -> tuple[Any, Any]:
     """`softmax_cross_entropy` in array operations on any `xp`: one-hot targets (N,
-    classes), log-softmax, then the loss and gradient. The reference of the fused kernel."""
-    targets = _targets_as_one_hot(labels, logits, xp)
+    classes), log-softmax, then the loss and gradient (scaled by each given row's sum,
+    which one-hot rows of integer labels do not need). The reference of the fused kernel."""
+    labels = xp.asarray(labels)
+    targets = _targets_of(labels, logits, xp)  # (N, classes)
     log_probs = log_softmax(logits, xp=xp)  # (N, classes)
     n = logits.shape[0]
     loss = -(targets * log_probs).sum() / n
-    dlogits = (xp.exp(log_probs) - targets) / logits.dtype.type(n)
+    probs = xp.exp(log_probs)  # (N, classes)
+    if labels.ndim == 2:  # rows given, whose sums need not be 1 (one-hot rows of labels are)
+        probs = probs * targets.sum(axis=1, keepdims=True)  # softmax(z) Σₖ tₙₖ
+    dlogits = (probs - targets) / logits.dtype.type(n)
     return loss, dlogits
 
 
