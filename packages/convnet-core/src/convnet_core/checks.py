@@ -13,7 +13,7 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["count", "in_range", "real"]
+__all__ = ["count", "in_range", "pair", "real"]
 
 
 def real(
@@ -66,8 +66,25 @@ def in_range(owner: str, **bounds: Any) -> Any:
 
 def count(value: Any, name: str, *, minimum: int = 1) -> int:
     """`value` as an int, when it is a whole number (not a bool, not 2.5) >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not _is_whole(value):
         raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def pair(value: Any, name: str) -> tuple[int, int]:
+    """`value` as a pair of ints (rows, columns): a whole number n gives (n, n), a pair of
+    whole numbers (a tuple, or a list as JSON gives one back) is kept.
+
+    ValueError naming `name` for anything else (2.5, 2.0, True, '3', a triple); NumPy
+    integers are whole numbers. The range is the caller's to check.
+    """
+    items = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2 or not all(_is_whole(item) for item in items):
+        raise ValueError(f"{name} must be a whole number or a pair of them, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -6,7 +6,7 @@ import attrs
 import numpy
 
 from ..backend import is_cupy
-from ..checks import count
+from ..checks import count, pair
 from ..ops import (
     col2im,
     col2im_same_size,
@@ -21,30 +21,35 @@ from ..ops import (
 from .base import ShapeError, check_input, host_array, register_layer, require_image_shape
 
 
-def _pair(value) -> tuple[int, int]:
-    """3 -> (3, 3); (3, 5) -> (3, 5)."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"expected an int or a pair of ints, got {value!r}")
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
+def pair_field(name: str):
+    """An attrs converter to a pair of ints (`checks.pair`): 3 -> (3, 3), [3, 5] -> (3, 5);
+    ValueError naming `name` ("Conv2D stride") for what is not whole numbers."""
+    return lambda value: pair(value, name)
 
 
 def _padding(value):
-    """'same', 'valid', an int, or a pair of ints (rows, columns)."""
-    if isinstance(value, str):
-        if value not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same', 'valid' or an int, not {value!r}")
+    """'same', 'valid', an int, or a pair of ints (rows, columns), kept as one int when
+    both are equal."""
+    if isinstance(value, str) and value in ("same", "valid"):
         return value
-    pair = _pair(value)
-    if min(pair) < 0:
-        raise ValueError(f"padding must not be negative, got {value!r}")
-    return pair[0] if pair[0] == pair[1] else pair
+    try:
+        rows, columns = pair(value, "Conv2D padding")
+    except ValueError:
+        raise ValueError(
+            f"Conv2D padding must be 'same', 'valid', a whole number or a pair of them, "
+            f"got {value!r}"
+        ) from None
+    if min(rows, columns) < 0:
+        raise ValueError(f"Conv2D padding must not be negative, got {value!r}")
+    return rows if rows == columns else (rows, columns)
 
 
-def _positive_pair(_instance, attribute, value):
-    if min(value) < 1:
-        raise ValueError(f"Conv2D {attribute.name} must be positive, got {value!r}")
+def positive_pair(instance, attribute, value):
+    """An attrs validator: both numbers of a pair (or None, for a default) are >= 1."""
+    if value is not None and min(value) < 1:
+        raise ValueError(
+            f"{type(instance).__name__} {attribute.name} must be positive, got {value!r}"
+        )
 
 
 @register_layer
@@ -64,8 +69,12 @@ class Conv2D:
     """
 
     filters: int = attrs.field(converter=lambda n: count(n, "Conv2D filters"))
-    kernel_size: tuple = attrs.field(default=(3, 3), converter=_pair, validator=_positive_pair)
-    stride: tuple = attrs.field(default=1, converter=_pair, validator=_positive_pair)
+    kernel_size: tuple = attrs.field(
+        default=(3, 3), converter=pair_field("Conv2D kernel_size"), validator=positive_pair
+    )
+    stride: tuple = attrs.field(
+        default=1, converter=pair_field("Conv2D stride"), validator=positive_pair
+    )
     padding: object = attrs.field(default="same", converter=_padding)
     use_bias: bool = True
 
@@ -77,7 +86,7 @@ class Conv2D:
             return (*same_padding(height, kh, sh), *same_padding(width, kw, sw))
         if self.padding == "valid":
             return (0, 0, 0, 0)
-        ph, pw = _pair(self.padding)
+        ph, pw = self.padding if isinstance(self.padding, tuple) else (self.padding,) * 2
         return (ph, ph, pw, pw)
 
     def _shifts_planes(self, x_shape, pads, xp) -> bool:

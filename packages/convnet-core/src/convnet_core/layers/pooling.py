@@ -25,7 +25,7 @@ from .. import cuda_kernels
 from ..backend import is_cupy
 from ..ops import conv_output_size, pool_windows
 from .base import ShapeError, check_input, register_layer, require_image_shape
-from .conv import _pair
+from .conv import pair_field, positive_pair
 
 
 def _in_layout_of(reference, a, xp):
@@ -47,13 +47,10 @@ def _axis_order(a):
     return sorted(range(a.ndim), key=lambda axis: -a.strides[axis])
 
 
-def _optional_pair(value):
-    return None if value is None else _pair(value)
-
-
-def _positive(_instance, attribute, value):
-    if value is not None and min(value) < 1:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+def _optional_pair_field(name: str):
+    """`pair_field(name)`, with None (the default stride: the pool size) kept."""
+    convert = pair_field(name)
+    return lambda value: None if value is None else convert(value)
 
 
 class _Pool2D:
@@ -149,8 +146,12 @@ class MaxPool2D(_Pool2D):
     the first in row-major order within the window, as PyTorch does.
     """
 
-    pool_size: tuple = attrs.field(default=(2, 2), converter=_pair, validator=_positive)
-    stride: tuple | None = attrs.field(default=None, converter=_optional_pair, validator=_positive)
+    pool_size: tuple = attrs.field(
+        default=(2, 2), converter=pair_field("MaxPool2D pool_size"), validator=positive_pair
+    )
+    stride: tuple | None = attrs.field(
+        default=None, converter=_optional_pair_field("MaxPool2D stride"), validator=positive_pair
+    )
 
     @property
     def _in_two_steps(self) -> bool:
@@ -231,8 +232,12 @@ class AvgPool2D(_Pool2D):
     dy / (kh*kw).
     """
 
-    pool_size: tuple = attrs.field(default=(2, 2), converter=_pair, validator=_positive)
-    stride: tuple | None = attrs.field(default=None, converter=_optional_pair, validator=_positive)
+    pool_size: tuple = attrs.field(
+        default=(2, 2), converter=pair_field("AvgPool2D pool_size"), validator=positive_pair
+    )
+    stride: tuple | None = attrs.field(
+        default=None, converter=_optional_pair_field("AvgPool2D stride"), validator=positive_pair
+    )
 
     def apply(self, params, state, x, *, training, rng, xp):
         """x (N, C, H, W) -> y (N, C, Ho, Wo), the mean of each window."""
