@@ -6,10 +6,16 @@ from __future__ import annotations
 import json
 import re
 
+import convnet_core as cn
 import numpy
 import pytest
 from convnet_core import layers as L
 from convnet_core.layers.base import layer_from_config, layer_to_config
+
+
+def to_numpy(a):
+    return a.get() if hasattr(a, "get") else numpy.asarray(a)
+
 
 # ---------------------------------------------------------------------------------------
 # combinators take layers
@@ -119,3 +125,42 @@ def test_window_geometry_takes_numpy_integers_and_json_lists():
     assert layer_from_config(json.loads(json.dumps(config))) == L.Conv2D(
         2, (3, 5), stride=2, padding=(1, 2)
     )
+
+
+# ---------------------------------------------------------------------------------------
+# BatchNorm2D needs a batch to normalise over
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 1, 1), (1, 3, 1, 1)])
+def test_batchnorm_refuses_one_value_per_channel_when_training(shape, xp):
+    layer = L.BatchNorm2D()
+    params, state = cn.init(layer, shape[1:], rng=0, xp=xp)
+    x = xp.ones(shape, dtype="float32")
+    message = (
+        "BatchNorm2D(momentum=0.9, eps=1e-05): expected more than 1 value per channel when "
+        f"training, got an input of shape {shape}"
+    )
+    with pytest.raises(L.ShapeError) as error:
+        cn.apply(layer, params, state, x, training=True, xp=xp)
+    assert str(error.value) == message
+    net = L.Sequential([L.Conv2D(shape[1], (1, 1)), L.BatchNorm2D()])
+    params, state = cn.init(net, shape[1:], rng=0, xp=xp)
+    with pytest.raises(L.ShapeError) as error:
+        cn.apply(net, params, state, x, training=True, xp=xp)
+    assert str(error.value) == "layer 1 of Sequential: " + message
+
+
+def test_batchnorm_takes_one_value_per_channel_at_inference_and_two_when_training(xp):
+    layer = L.BatchNorm2D()
+    params, state = cn.init(layer, (2, 1, 1), rng=0, xp=xp)
+    state = {
+        "running_mean": xp.asarray([1.0, -1.0], "float32"),
+        "running_var": state["running_var"],
+    }
+    y, _, _ = cn.apply(layer, params, state, xp.full((1, 2, 1, 1), 3.0, "float32"), xp=xp)
+    numpy.testing.assert_allclose(to_numpy(y).ravel(), [2, 4] / numpy.sqrt(1 + 1e-5), rtol=1e-6)
+    x = xp.asarray([[[[1.0]], [[2.0]]], [[[3.0]], [[6.0]]]], "float32")  # (2, 2, 1, 1)
+    y, new_state, _ = cn.apply(layer, params, state, x, training=True, xp=xp)
+    numpy.testing.assert_allclose(to_numpy(y).ravel(), [-1, -1, 1, 1], atol=1e-4)
+    # unbiased batch variances 2 and 8, weighted 0.1 against the running 1
+    numpy.testing.assert_allclose(to_numpy(new_state["running_var"]), [1.1, 1.7], rtol=1e-6)

@@ -8,7 +8,7 @@ from .. import cuda_kernels
 from ..backend import is_cupy
 from ..checks import in_range
 from ..precision import accumulation_dtype
-from .base import check_input, register_layer, require_image_shape
+from .base import ShapeError, check_input, register_layer, require_image_shape
 
 _check_momentum = in_range("BatchNorm2D", low=0.0, high=1.0)
 _check_eps = in_range("BatchNorm2D", low=0.0, low_open=True)
@@ -27,6 +27,7 @@ class BatchNorm2D:
                running = momentum * running + (1 - momentum) * batch, where the batch
                variance put into running_var is the unbiased σ² M / (M - 1), as PyTorch
                does. (PyTorch's `momentum` is the weight of the batch: torch = 1 - ours.)
+               M must be at least 2 (ShapeError otherwise, as in PyTorch).
     Inference  x̂ = (x - running_mean) / √(running_var + eps).
     Backward   dγ = Σ dy x̂,  dβ = Σ dy,  dx = γ / √(σ² + eps) (dy - dβ/M - x̂ dγ/M).
     """
@@ -65,7 +66,13 @@ class BatchNorm2D:
             scale = (gamma * inv_std)[:, None, None]
             shift = (beta - state["running_mean"] * gamma * inv_std)[:, None, None]
             return x * scale + shift, state, None
-        count = x.size // x.shape[1]  # M = N*H*W values per channel
+        n, _, h, w = x.shape
+        count = n * h * w  # M values per channel
+        if count < 2:  # the variance of one value is 0: y = β, no gradient, running_var -> 0
+            raise ShapeError(
+                f"{self!r}: expected more than 1 value per channel when training, got an "
+                f"input of shape {tuple(x.shape)}"
+            )
         acc = accumulation_dtype(x.dtype)  # float32 sums for float16 inputs, else x.dtype
         mean = x.mean(axis=axes, dtype=acc).astype(x.dtype, copy=False)  # (C,)
         centered = x - mean[:, None, None]
@@ -74,7 +81,7 @@ class BatchNorm2D:
         # The per-channel arithmetic runs in the running statistics' dtype (float32 in mixed
         # precision, else x's); 1/√(σ² + eps) is then rounded to x's dtype once.
         stat = running_mean.dtype.type
-        m, bessel, eps = stat(self.momentum), stat(count / max(count - 1, 1)), stat(self.eps)
+        m, bessel, eps = stat(self.momentum), stat(count / (count - 1)), stat(self.eps)
         if is_cupy(xp) and cuda_kernels.batchnorm_kernels_take(x):
             inv_std, running_mean, running_var = cuda_kernels.batchnorm_statistics(
                 mean, var, running_mean, running_var, momentum=m, bessel=bessel, eps=eps
