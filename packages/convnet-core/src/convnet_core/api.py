@@ -30,6 +30,17 @@ def _as_device_rng(rng: Any, xp: Any) -> Any:
     return xp.random.default_rng(int(rng))
 
 
+def _floating_dtype(dtype: Any) -> numpy.dtype:
+    """`dtype` as a numpy dtype; ValueError unless it is floating (float16, 32 or 64): an
+    integer dtype would truncate the drawn weights, to all zeros for most of them."""
+    dtype = numpy.dtype(dtype)  # host
+    if dtype.kind != "f":
+        raise ValueError(
+            f"init: dtype must be a floating dtype such as 'float32' or 'float64', got {dtype.name}"
+        )
+    return dtype
+
+
 def init(layer, input_shape, *, rng, xp=numpy, dtype="float32") -> tuple[Any, Any]:
     """Create the parameters and state of `layer` for inputs of `input_shape`.
 
@@ -39,13 +50,14 @@ def init(layer, input_shape, *, rng, xp=numpy, dtype="float32") -> tuple[Any, An
         rng: an int seed or a `numpy.random.Generator`. Weights are drawn on the host, then
             moved to `xp`, so one seed gives the same weights on CPU and GPU.
         xp: the array module, numpy or cupy.
-        dtype: float32 by default; float64 for gradient checks.
+        dtype: a floating dtype: float32 by default, float64 for gradient checks (any
+            other dtype is a ValueError).
 
     Returns:
         (params, state): pytrees of `xp` arrays.
     """
     shape = tuple(int(d) for d in input_shape)
-    dtype = numpy.dtype(dtype)  # host
+    dtype = _floating_dtype(dtype)
     return layer.init(shape, as_host_rng(rng), xp=xp, dtype=dtype)
 
 
