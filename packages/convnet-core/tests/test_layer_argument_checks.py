@@ -164,3 +164,79 @@ def test_batchnorm_takes_one_value_per_channel_at_inference_and_two_when_trainin
     numpy.testing.assert_allclose(to_numpy(y).ravel(), [-1, -1, 1, 1], atol=1e-4)
     # unbiased batch variances 2 and 8, weighted 0.1 against the running 1
     numpy.testing.assert_allclose(to_numpy(new_state["running_var"]), [1.1, 1.7], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# parameters and state shaped for the layer
+
+BN = "BatchNorm2D(momentum=0.9, eps=1e-05)"
+
+
+def replaced(tree, **entries):
+    return {**tree, **entries}
+
+
+def malformed_cases(xp):
+    """(layer, params, state, x, what follows the layer's repr in the error) for
+    parameters or state the layer cannot take."""
+    f32 = "float32"
+    dense, conv, bn = L.Dense(3), L.Conv2D(4), L.BatchNorm2D()
+    unbiased = L.Conv2D(4, use_bias=False)
+    dense_p, _ = cn.init(dense, (5,), rng=0, xp=xp)
+    conv_p, _ = cn.init(conv, (2, 6, 6), rng=0, xp=xp)
+    bn_p, bn_s = cn.init(bn, (3, 2, 2), rng=0, xp=xp)
+    flat, image = xp.ones((2, 5), f32), xp.ones((2, 2, 6, 6), f32)
+    bn_x = xp.ones((2, 3, 2, 2), f32)
+    one = xp.ones((1,), f32)
+    return [
+        (dense, replaced(dense_p, b=one), {}, flat, "parameter 'b' of shape (3,) but got (1,)"),
+        (dense, replaced(dense_p, W=xp.ones((5, 4), f32)), {}, flat,
+         "parameter 'W' of shape (*, 3) but got (5, 4)"),
+        (dense, replaced(dense_p, W=xp.ones((15,), f32)), {}, flat,
+         "parameter 'W' of shape (*, 3) but got (15,)"),
+        (conv, replaced(conv_p, b=one), {}, image, "parameter 'b' of shape (4,) but got (1,)"),
+        (conv, replaced(conv_p, W=xp.ones((4, 2, 1, 1), f32)), {}, image,
+         "parameter 'W' of shape (4, *, 3, 3) but got (4, 2, 1, 1)"),
+        (conv, {"W": conv_p["W"]}, {}, image, "parameter keys ['W', 'b'] but got ['W']"),
+        (unbiased, conv_p, {}, image, "parameter keys ['W'] but got ['W', 'b']"),
+        (dense, None, {}, flat, "parameter keys ['W', 'b'] but got None"),
+        (dense, (dense_p,), {}, flat, "parameter keys ['W', 'b'] but got a tuple"),
+        (bn, replaced(bn_p, gamma=one), bn_s, bn_x, "parameter 'gamma' of shape (3,) but got (1,)"),
+        (bn, replaced(bn_p, beta=one), bn_s, bn_x, "parameter 'beta' of shape (3,) but got (1,)"),
+        (bn, bn_p, replaced(bn_s, running_mean=one), bn_x,
+         "state entry 'running_mean' of shape (3,) but got (1,)"),
+        (bn, bn_p, replaced(bn_s, running_var=one), bn_x,
+         "state entry 'running_var' of shape (3,) but got (1,)"),
+        (bn, bn_p, {"running_mean": one, "running_var": one}, bn_x,
+         "state entry 'running_mean' of shape (3,) but got (1,)"),
+        (bn, bn_p, None, bn_x, "state entry keys ['running_mean', 'running_var'] but got None"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("case", range(15))
+def test_malformed_parameters_and_state_name_the_entry_and_both_shapes(case, training, xp):
+    layer, params, state, x, message = malformed_cases(xp)[case]
+    with pytest.raises(L.ShapeError) as error:
+        cn.apply(layer, params, state, x, training=training, xp=xp)
+    assert str(error.value) == f"{layer!r} expected {message}"
+
+
+def test_batchnorm_blames_the_input_when_its_parameters_agree(xp):
+    layer = L.BatchNorm2D()
+    params, state = cn.init(layer, (3, 2, 2), rng=0, xp=xp)
+    with pytest.raises(L.ShapeError) as error:
+        cn.apply(layer, params, state, xp.ones((2, 4, 2, 2), "float32"), xp=xp)
+    assert str(error.value) == f"{BN} expected input of shape (N, 3, *, *) but got (2, 4, 2, 2)"
+
+
+def test_a_malformed_parameter_in_a_network_names_the_layer(xp):
+    net = L.Sequential([L.Conv2D(4), L.Flatten(), L.Dense(3)])
+    params, state = cn.init(net, (2, 6, 6), rng=0, xp=xp)
+    params = (params[0], params[1], replaced(params[2], b=xp.ones((1,), "float32")))
+    with pytest.raises(L.ShapeError) as error:
+        cn.apply(net, params, state, xp.ones((2, 2, 6, 6), "float32"), xp=xp)
+    assert str(error.value) == (
+        f"layer 2 of Sequential: {net.layers[2]!r} expected parameter 'b' of shape (3,) "
+        "but got (1,)"
+    )

@@ -17,10 +17,11 @@ registered, and user layers register the same way.
 
 Shapes are checked where layers meet, so that a mistake in one layer is an error naming
 it rather than numbers silently broadcast: each layer's `apply` checks its input
-(`check_input`), and `apply_with_tape` / `grad_from_tape`, through which
-`convnet_core.apply`/`grad` and the combinators call a layer, check its backward pass:
-dy against the output's shape, the returned dx against the input's, and dparams against
-params (shapes and dtypes). Those checks run on the host; they never read a value.
+(`check_input`) and the shapes of its params and state (`check_entries`), and
+`apply_with_tape` / `grad_from_tape`, through which `convnet_core.apply`/`grad` and the
+combinators call a layer, check its backward pass: dy against the output's shape, the
+returned dx against the input's, and dparams against params (shapes and dtypes). Those
+checks run on the host; they never read a value.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "ShapeError",
     "Tape",
     "apply_with_tape",
+    "check_entries",
     "check_input",
     "check_layer",
     "grad_from_tape",
@@ -70,8 +72,9 @@ class Layer(Protocol):
 
 
 class ShapeError(ValueError):
-    """An input whose shape a layer cannot take, or a gradient shaped (or typed) unlike
-    what it is the gradient of; the message names the layer and both shapes (dtypes)."""
+    """An input whose shape a layer cannot take, a parameter or state entry shaped unlike
+    what the layer needs, or a gradient shaped (or typed) unlike what it is the gradient
+    of; the message names the layer and both shapes (dtypes)."""
 
 
 def check_layer(layer: Any, where: str) -> Any:
@@ -91,12 +94,42 @@ def check_input(layer: Any, x: Any, expected: tuple[int | None, ...]) -> None:
     `expected` is per sample (no batch axis).
     """
     actual = tuple(x.shape)
-    ok = len(actual) == len(expected) + 1 and all(
-        want is None or want == got for want, got in zip(expected, actual[1:], strict=False)
-    )
-    if not ok:
+    if not (len(actual) == len(expected) + 1 and _fits(actual[1:], expected)):
         shown = ", ".join("*" if d is None else str(d) for d in expected)
         raise ShapeError(f"{layer!r} expected input of shape (N, {shown}) but got {actual}")
+
+
+def check_entries(layer: Any, what: str, arrays: Any, expected: dict[str, tuple]) -> None:
+    """Raise ShapeError unless `arrays` (the layer's params or state, each entry a `what`:
+    "parameter", "state entry") is a dict with the keys of `expected`, whose arrays have
+    the shapes given there; None in a shape matches any size.
+
+    Shapes are those the layer's own settings and its other arrays imply, e.g. Dense's
+    {"W": (None, units), "b": (units,)}: a (1,) bias is refused rather than broadcast.
+    Compares keys and shape tuples only (host work, no value is read).
+    """
+    if not isinstance(arrays, dict) or arrays.keys() != expected.keys():
+        raise ShapeError(
+            f"{layer!r} expected {what} keys {sorted(expected)} but got {_keys_of(arrays)}"
+        )
+    for name, want in expected.items():
+        got = tuple(getattr(arrays[name], "shape", ()))
+        if len(got) != len(want) or not _fits(got, want):
+            shown = ", ".join("*" if d is None else str(d) for d in want)
+            shown = f"({shown},)" if len(want) == 1 else f"({shown})"
+            raise ShapeError(f"{layer!r} expected {what} {name!r} of shape {shown} but got {got}")
+
+
+def _keys_of(arrays: Any) -> str:
+    """The sorted keys of a dict, or what `arrays` is instead: "['W']", "None", "a tuple"."""
+    if isinstance(arrays, dict):
+        return repr(sorted(arrays))
+    return "None" if arrays is None else f"a {type(arrays).__name__}"
+
+
+def _fits(shape: tuple[int, ...], pattern: tuple[int | None, ...]) -> bool:
+    """Whether `shape` has the sizes of `pattern` (None: any size); equal lengths assumed."""
+    return all(want is None or want == got for want, got in zip(pattern, shape, strict=False))
 
 
 @attrs.frozen

@@ -18,7 +18,14 @@ from ..ops import (
     same_padding,
     unpad_spatial,
 )
-from .base import ShapeError, check_input, host_array, register_layer, require_image_shape
+from .base import (
+    ShapeError,
+    check_entries,
+    check_input,
+    host_array,
+    register_layer,
+    require_image_shape,
+)
 
 
 def pair_field(name: str):
@@ -89,6 +96,11 @@ class Conv2D:
         ph, pw = self.padding if isinstance(self.padding, tuple) else (self.padding,) * 2
         return (ph, ph, pw, pw)
 
+    def _param_shapes(self) -> dict[str, tuple]:
+        """The shapes of W (filters, C, kh, kw) and b (filters,); None: any channel count."""
+        kernel = (self.filters, None, *self.kernel_size)
+        return {"W": kernel, "b": (self.filters,)} if self.use_bias else {"W": kernel}
+
     def _shifts_planes(self, x_shape, pads, xp) -> bool:
         """Whether im2col/col2im run as flat shifts of each channel (NumPy, size-keeping conv)."""
         return not is_cupy(xp) and keeps_size(x_shape[2:], self.kernel_size, self.stride, pads)
@@ -127,6 +139,7 @@ class Conv2D:
         size-keeping convolution (stride 1, Ho = H, Wo = W) builds cols by whole-plane
         shifted copies (`ops.im2col_same_size`): the same numbers, without the padded copy.
         """
+        check_entries(self, "parameter", params, self._param_shapes())
         W = params["W"]  # (O, C, kh, kw)
         out_channels, in_channels = W.shape[:2]
         check_input(self, x, (in_channels, None, None))

@@ -6,7 +6,7 @@ import attrs
 import numpy
 
 from ..checks import count
-from .base import ShapeError, check_input, host_array, register_layer
+from .base import ShapeError, check_entries, check_input, host_array, register_layer
 
 
 @register_layer
@@ -32,6 +32,12 @@ class Dense:
             )
         return (self.units,)
 
+    def _param_shapes(self) -> dict[str, tuple]:
+        """The shapes of W (in, units) and b (units,); None: any number of inputs."""
+        if self.use_bias:
+            return {"W": (None, self.units), "b": (self.units,)}
+        return {"W": (None, self.units)}
+
     def init(self, input_shape, rng, *, xp, dtype):
         """He-uniform W (in, units) in ±sqrt(6 / in), zero b (units,); no state."""
         self.output_shape(input_shape)  # raises a clear error for non-flat inputs
@@ -45,6 +51,7 @@ class Dense:
 
     def apply(self, params, state, x, *, training, rng, xp):
         """y = x W + b: x (N, in) -> y (N, units); the cache is x when training."""
+        check_entries(self, "parameter", params, self._param_shapes())
         W = params["W"]  # (in, units)
         check_input(self, x, (W.shape[0],))
         y = x @ W  # (N, units)

@@ -8,7 +8,7 @@ from .. import cuda_kernels
 from ..backend import is_cupy
 from ..checks import in_range
 from ..precision import accumulation_dtype
-from .base import ShapeError, check_input, register_layer, require_image_shape
+from .base import ShapeError, check_entries, check_input, register_layer, require_image_shape
 
 _check_momentum = in_range("BatchNorm2D", low=0.0, high=1.0)
 _check_eps = in_range("BatchNorm2D", low=0.0, low_open=True)
@@ -51,14 +51,30 @@ class BatchNorm2D:
         }
         return params, state
 
+    def _check_shapes(self, params, state, x) -> None:
+        """ShapeError unless x is (N, C, H, W) and gamma, beta and the running statistics
+        are (C,).
+
+        C is the one gamma and beta agree on (an input with other channels is then the
+        input's mistake), or the input's where they disagree (then the one that differs
+        from it is named).
+        """
+        check_entries(self, "parameter", params, {"gamma": (None,), "beta": (None,)})
+        gamma, beta = params["gamma"], params["beta"]
+        check_input(self, x, (gamma.shape[0] if gamma.shape == beta.shape else None, None, None))
+        channels = x.shape[1]
+        check_entries(self, "parameter", params, {"gamma": (channels,), "beta": (channels,)})
+        statistics = {"running_mean": (channels,), "running_var": (channels,)}
+        check_entries(self, "state entry", state, statistics)
+
     def apply(self, params, state, x, *, training, rng, xp):
         """y = γ (x - μ) / √(σ² + eps) + β per channel, x and y (N, C, H, W).
 
         Training uses the batch's μ, σ² and updates the running statistics; inference
         uses the running statistics. The cache is (x̂, 1/√(σ² + eps)).
         """
+        self._check_shapes(params, state, x)
         gamma, beta = params["gamma"], params["beta"]  # (C,)
-        check_input(self, x, (gamma.shape[0], None, None))
         dtype = x.dtype.type
         axes = (0, 2, 3)
         if not training:
