@@ -6,10 +6,12 @@ be used the same way whether it is a built-in, a combinator or a user's class.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 import numpy
 
+from .backend import is_cupy
 from .layers.base import apply_with_tape, grad_from_tape
 from .layers.combinators import Sequential
 
@@ -28,6 +30,36 @@ def _as_device_rng(rng: Any, xp: Any) -> Any:
     if rng is None or not isinstance(rng, (int, numpy.integer)):
         return rng
     return xp.random.default_rng(int(rng))
+
+
+def _check_xp(xp: Any, function: str) -> None:
+    """TypeError unless `xp` is an array module (numpy, cupy): a name such as "numpy" is not."""
+    if xp is numpy or isinstance(xp, ModuleType):
+        return
+    raise TypeError(
+        f"{function}: xp must be the array module, numpy or cupy "
+        f"(backend.array_module('cpu') or backend.array_module('cuda') gives it for a "
+        f"device name), got {xp!r}"
+    )
+
+
+def _check_batch(x: Any, xp: Any) -> None:
+    """TypeError unless `x` is an array of `xp`: a numpy.ndarray for numpy, an array that is
+    not one for cupy, something with a shape and a dtype for another module. Its type is
+    looked at, never its values."""
+    if xp is numpy:
+        fits = isinstance(x, numpy.ndarray)
+    else:
+        fits = hasattr(x, "shape") and hasattr(x, "dtype")
+        fits = fits and not (is_cupy(xp) and isinstance(x, numpy.ndarray))
+    if fits:
+        return
+    kind = type(x)
+    kind = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    raise TypeError(
+        f"apply: x must be an array of {xp.__name__} (the batch, shaped (N, *input_shape)), "
+        f"got {kind}; convert it with {xp.__name__}.asarray(x)"
+    )
 
 
 def _floating_dtype(dtype: Any) -> numpy.dtype:
@@ -49,13 +81,15 @@ def init(layer, input_shape, *, rng, xp=numpy, dtype="float32") -> tuple[Any, An
         input_shape: shape of one sample, no batch axis, e.g. (1, 28, 28).
         rng: an int seed or a `numpy.random.Generator`. Weights are drawn on the host, then
             moved to `xp`, so one seed gives the same weights on CPU and GPU.
-        xp: the array module, numpy or cupy.
+        xp: the array module, numpy or cupy (not its name: `backend.array_module("cpu")`
+            gives the module for a device name).
         dtype: a floating dtype: float32 by default, float64 for gradient checks (any
             other dtype is a ValueError).
 
     Returns:
         (params, state): pytrees of `xp` arrays.
     """
+    _check_xp(xp, "init")
     shape = tuple(int(d) for d in input_shape)
     dtype = _floating_dtype(dtype)
     return layer.init(shape, as_host_rng(rng), xp=xp, dtype=dtype)
@@ -65,6 +99,8 @@ def apply(layer, params, state, x, *, training=False, rng=None, xp=numpy) -> tup
     """Run `layer` forward on the batch `x` of shape (N, *input_shape).
 
     Args:
+        x: an array of `xp` (a list, or a NumPy array with xp=cupy, is a TypeError).
+        xp: the array module, numpy or cupy (a TypeError otherwise).
         training: True during training (dropout active, batch statistics, a cache kept).
         rng: a generator of `xp` for layers that draw random numbers (Dropout), or an int
             seed. In a training loop make one generator before the loop and pass it to
@@ -82,6 +118,8 @@ def apply(layer, params, state, x, *, training=False, rng=None, xp=numpy) -> tup
         `Tape` per layer; for any other layer a `Tape` of the layer's cache. A Tape also
         holds the shapes of the layer's input and output, which `grad` checks.
     """
+    _check_xp(xp, "apply")
+    _check_batch(x, xp)
     rng = _as_device_rng(rng, xp)
     if isinstance(layer, Sequential):  # its cache holds a Tape per child already
         y, new_state, cache = layer.apply(params, state, x, training=training, rng=rng, xp=xp)
@@ -104,6 +142,7 @@ def grad(layer, params, cache, dy, *, xp=numpy, input_grad=True) -> tuple[Any, A
         (dparams, dx): gradients shaped like `params`, and dLoss/dx shaped like the input
         (None when `input_grad=False`, which saves the work for the first layer).
     """
+    _check_xp(xp, "grad")
     if cache is None:
         raise ValueError(
             f"grad of {layer!r} needs the cache of a forward pass made with training=True"
