@@ -211,3 +211,25 @@ def test_whole_numbers_of_any_kind_are_counts_and_steps():
     assert decay.step_size == 10
     assert decay(numpy.int32(25)) == 0.25
     assert schedules.cosine(10)(0) == 1.0 and schedules.step_decay(3)(0) == 1.0
+
+
+def test_plateau_never_raises_a_rate_already_below_min_lr():
+    plateau = schedules.reduce_on_plateau(factor=0.5, patience=1, min_lr=1e-6)
+    lrs, _ = run_plateau(plateau, [1.0, 2.0, 2.0, 2.0], 1e-7)
+    assert lrs == [1e-7, 1e-7, 1e-7, 1e-7]
+    # a rate above min_lr is still floored at it, and stays there
+    lrs, _ = run_plateau(plateau, [1.0, 2.0, 2.0, 2.0], 1.5e-6)
+    assert lrs == [1.5e-6, 1e-6, 1e-6, 1e-6]
+
+
+def test_reduce_lr_on_plateau_callback_never_raises_the_rate():
+    from types import SimpleNamespace
+
+    from convnet_core.callbacks import ReduceLROnPlateau
+
+    callback = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_lr=1e-6)
+    model = SimpleNamespace(lr=1e-7, history={}, resuming=False)
+    callback.on_train_begin(model)
+    for epoch, loss in enumerate([1.0, 2.0, 2.0]):
+        callback.on_epoch_end(model, epoch, {"loss": loss})
+        assert model.lr == 1e-7

@@ -150,10 +150,10 @@ class ReduceOnPlateau:
 
     After each observation: if the metric beats the best by more than min_delta, it becomes
     the best and the wait resets; otherwise the wait grows, and when it reaches `patience`
-    the rate becomes max(lr · factor, min_lr) and the wait resets. A NaN or infinite
-    metric is never an improvement (`is_improvement`): it counts as a stalled epoch and
-    never becomes the best. `mode` is "min" for losses and "max" for accuracies. State:
-    {"best": a finite float or None, "wait": int}.
+    the rate becomes max(lr · factor, min_lr), never more than it was, and the wait
+    resets. A NaN or infinite metric is never an improvement (`is_improvement`): it counts
+    as a stalled epoch and never becomes the best. `mode` is "min" for losses and "max"
+    for accuracies. State: {"best": a finite float or None, "wait": int}.
     """
 
     factor: float = attrs.field(
@@ -179,8 +179,13 @@ class ReduceOnPlateau:
             return lr, {"best": metric, "wait": 0}
         wait = state["wait"] + 1
         if wait >= self.patience:
-            return max(lr * self.factor, self.min_lr), {"best": state["best"], "wait": 0}
+            return self._reduced(lr), {"best": state["best"], "wait": 0}
         return lr, {"best": state["best"], "wait": wait}
+
+    def _reduced(self, lr: float) -> float:
+        """max(lr · factor, min_lr), but never above `lr`: a rate already below min_lr
+        (set by hand or by another schedule) is kept, not raised to min_lr."""
+        return min(lr, max(lr * self.factor, self.min_lr))
 
 
 def reduce_on_plateau(
