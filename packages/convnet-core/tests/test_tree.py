@@ -98,3 +98,47 @@ def test_grad_mismatch_compares_dtypes_when_asked():
     )
     grads["W"] = numpy.zeros(2, "float32")
     assert tree.grad_mismatch(params, grads, dtypes=True) is None
+
+
+MAP_DIFFERENCES = [
+    # (tree 1, tree 2, the words after "tree.map: tree 2 differs from tree 1 ")
+    ({"W": 1.0}, {"W": 1.0, "b": 5.0}, "at the root: tree 2 has the key 'b', which tree 1 lacks"),
+    ({"W": 1.0, "b": 5.0}, {"W": 1.0}, "at the root: tree 2 has no key 'b'"),
+    (
+        ({"W": 1.0}, {}),
+        ({"W": 1.0}, {"s": 2.0}),
+        "at '1': tree 2 has the key 's', which tree 1 lacks",
+    ),
+    ((1.0, 2.0), [1.0, 2.0], "at the root: tree 2 has a list of 2, tree 1 a tuple of 2"),
+    ((1.0, 2.0), (1.0,), "at the root: tree 2 has a tuple of 1, tree 1 a tuple of 2"),
+    ({"W": 1.0}, {"W": {"x": 1.0}}, "at 'W': tree 2 has a dict, tree 1 a leaf"),
+    ({"W": {"x": 1.0}}, {"W": 1.0}, "at 'W': tree 2 has a leaf, tree 1 a dict"),
+    ([{"W": [1.0]}], [{"W": (1.0,)}], "at '0/W': tree 2 has a tuple of 1, tree 1 a list of 1"),
+    ({"W": 1.0}, None, "at the root: tree 2 has a leaf, tree 1 a dict"),
+]
+
+
+@pytest.mark.parametrize("first, second, words", MAP_DIFFERENCES)
+def test_map_refuses_a_tree_of_another_structure(first, second, words):
+    for fn in (lambda a, b: a - b, lambda a, b, c: a - b + c):
+        trees = (first, second) if fn.__code__.co_argcount == 2 else (first, first, second)
+        number = len(trees)
+        want = f"tree.map: tree {number} differs from tree 1 " + words.replace(
+            "tree 2", f"tree {number}"
+        )
+        with pytest.raises(ValueError) as error:
+            tree.map(fn, *trees)
+        assert str(error.value) == want
+
+
+def test_map_takes_dicts_with_keys_in_another_order():
+    got = tree.map(lambda a, b: a - b, {"W": 3.0, "b": 5.0}, {"b": 1.0, "W": 1.0})
+    assert got == {"W": 2.0, "b": 4.0} and list(got) == ["W", "b"]
+
+
+def test_map_passes_errors_of_fn_through():
+    def fails(a, b):
+        raise ValueError("from fn")
+
+    with pytest.raises(ValueError, match="^from fn$"):
+        tree.map(fails, {"W": 1.0}, {"W": 2.0})

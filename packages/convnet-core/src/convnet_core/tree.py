@@ -22,17 +22,96 @@ def is_node(value: Any) -> bool:
     return isinstance(value, (dict, tuple, list))
 
 
+class _StructureDiffers(Exception):
+    """Raised inside `map` where a tree of `rest` differs; `map` then says where and how."""
+
+
 def map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
     """Apply `fn` to every leaf of `tree` (and the matching leaves of `rest`).
 
-    The result has the structure of `tree`; every tree in `rest` must have that structure.
+    The result has the structure of `tree`; every tree in `rest` must have that structure:
+    the same dict keys, a tuple where it has a tuple and a list where it has a list, as
+    long, and a leaf where it has a leaf. Anything else is a ValueError naming the path of
+    the first difference and what differs. The check compares keys, types and lengths of
+    the containers only, node by node as the trees are mapped.
     """
+    try:
+        return _map(fn, tree, rest)
+    except _StructureDiffers:
+        raise ValueError(_structure_difference(tree, rest)) from None
+
+
+def _map(fn: Callable[..., Any], tree: Any, rest: tuple | list) -> Any:
+    """`map`, raising _StructureDiffers at a node where a tree of `rest` differs."""
     if isinstance(tree, dict):
-        return {key: map(fn, tree[key], *(other[key] for other in rest)) for key in tree}
+        for other in rest:
+            if not isinstance(other, dict) or other.keys() != tree.keys():
+                raise _StructureDiffers
+        return {key: _map(fn, child, [other[key] for other in rest]) for key, child in tree.items()}
     if isinstance(tree, (tuple, list)):
-        children = [map(fn, *items) for items in zip(tree, *rest, strict=True)]
-        return type(tree)(children)
+        kind = _container(tree)
+        for other in rest:
+            if _container(other) is not kind or len(other) != len(tree):
+                raise _StructureDiffers
+        children = zip(tree, *rest)  # noqa: B905 (lengths just compared)
+        return type(tree)([_map(fn, items[0], items[1:]) for items in children])
+    for other in rest:
+        if is_node(other):
+            raise _StructureDiffers
     return fn(tree, *rest)
+
+
+def _structure_difference(tree: Any, rest: tuple) -> str:
+    """The first difference between `tree` and the trees of `rest`, in words: "tree.map:
+    tree 2 differs from tree 1 at '0/W': tree 2 has the key 'b', which tree 1 lacks"."""
+    for number, other in enumerate(rest, start=2):
+        found = _node_difference(tree, other, (), number)
+        if found is not None:
+            return f"tree.map: tree {number} differs from tree 1 {found}"
+    return "tree.map: the trees differ"  # not reached: _map found a difference
+
+
+def _node_difference(node: Any, other: Any, path: tuple, number: int) -> str | None:
+    """Where and how `other` (of tree `number`) first differs from `node` (of tree 1)."""
+    where = f"at '{_path(path)}'" if path else "at the root"
+    if not is_node(node) and not is_node(other):
+        return None
+    if _container(node) != _container(other):
+        return f"{where}: tree {number} has {_outline(other)}, tree 1 {_outline(node)}"
+    if isinstance(node, dict):
+        missing = [key for key in node if key not in other]
+        if missing:
+            return f"{where}: tree {number} has no key {missing[0]!r}"
+        extra = [key for key in other if key not in node]
+        if extra:
+            return f"{where}: tree {number} has the key {extra[0]!r}, which tree 1 lacks"
+        children = [(key, node[key], other[key]) for key in node]
+    else:
+        if len(other) != len(node):
+            return f"{where}: tree {number} has {_outline(other)}, tree 1 {_outline(node)}"
+        children = list(zip(range(len(node)), node, other, strict=True))
+    for key, child, other_child in children:
+        found = _node_difference(child, other_child, (*path, key), number)
+        if found is not None:
+            return found
+    return None
+
+
+def _container(value: Any) -> type | None:
+    """dict, tuple or list for a node (by the kind of container it is), None for a leaf."""
+    for kind in (dict, tuple, list):
+        if isinstance(value, kind):
+            return kind
+    return None
+
+
+def _outline(value: Any) -> str:
+    """A node or leaf in a few words: "a dict", "a tuple of 3", "a leaf"."""
+    if isinstance(value, dict):
+        return "a dict"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return "a leaf"
 
 
 def leaves(tree: Any) -> list[Any]:
