@@ -240,3 +240,97 @@ def test_a_malformed_parameter_in_a_network_names_the_layer(xp):
         f"layer 2 of Sequential: {net.layers[2]!r} expected parameter 'b' of shape (3,) "
         "but got (1,)"
     )
+
+
+# ---------------------------------------------------------------------------------------
+# combinators: one entry per child
+
+
+def per_layer(what, got):
+    """The error of the net of `small_net` for params, state or a cache of other length."""
+    net = "Sequential(Conv2D, Flatten, Dense)"
+    return f"{net} expected {what} with one entry per layer (3) but got {got}"
+
+
+def small_net(xp):
+    net = L.Sequential([L.Conv2D(4, 3), L.Flatten(), L.Dense(3)])
+    params, state = cn.init(net, (1, 4, 4), rng=0, xp=xp)
+    return net, params, state, xp.ones((2, 1, 4, 4), "float32")
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_sequential_params_and_state_need_one_entry_per_layer(training, xp):
+    net, params, state, x = small_net(xp)
+    cases = [
+        (params[:-1], state, per_layer("params", "a tuple of 2")),
+        (params, None, per_layer("state", "None")),
+        (params, (*state, {}), per_layer("state", "a tuple of 4")),
+        (params[0], state, per_layer("params", "a dict")),
+    ]
+    for p, s, message in cases:
+        with pytest.raises(L.ShapeError) as error:
+            cn.apply(net, p, s, x, training=training, xp=xp)
+        assert str(error.value) == message
+    y, _, _ = cn.apply(net, list(params), list(state), x, training=training, xp=xp)
+    assert y.shape == (2, 3)
+
+
+def test_sequential_grad_needs_its_own_cache_and_one_param_entry_per_layer(xp):
+    net, params, state, x = small_net(xp)
+    y, _, cache = cn.apply(net, params, state, x, training=True, xp=xp)
+    dy = xp.ones_like(y)
+    other = L.Sequential([L.Flatten(), L.Dense(3)])
+    other_params, other_state = cn.init(other, (1, 4, 4), rng=0, xp=xp)
+    _, _, other_cache = cn.apply(other, other_params, other_state, x, training=True, xp=xp)
+    cases = [
+        (params[:-1], cache, per_layer("params", "a tuple of 2")),
+        (params, other_cache, per_layer("a cache", "a tuple of 2")),
+        (params, cache[0], per_layer("a cache", "a Tape")),
+    ]
+    for p, c, message in cases:
+        with pytest.raises(L.ShapeError) as error:
+            cn.grad(net, p, c, dy, xp=xp)
+        assert str(error.value) == message
+
+
+def test_a_nested_combinator_with_a_wrong_tree_is_named_by_its_place(xp):
+    inner = L.Sequential([L.Conv2D(2), L.Activation("relu")])
+    net = L.Sequential([inner, L.Flatten(), L.Dense(3)])
+    params, state = cn.init(net, (1, 4, 4), rng=0, xp=xp)
+    x = xp.ones((2, 1, 4, 4), "float32")
+    with pytest.raises(L.ShapeError) as error:
+        cn.apply(net, ((params[0][0],), *params[1:]), state, x, xp=xp)
+    assert str(error.value) == (
+        "layer 0 of Sequential: Sequential(Conv2D, Activation) expected params with one entry "
+        "per layer (2) but got a tuple of 1"
+    )
+
+
+def test_residual_params_state_and_cache_need_the_body_and_the_shortcut(xp):
+    net = L.Residual(L.Conv2D(2), L.Conv2D(2, (1, 1)))
+    name = "Residual(body=Conv2D, shortcut=Conv2D)"
+    params, state = cn.init(net, (2, 4, 4), rng=0, xp=xp)
+    x = xp.ones((2, 2, 4, 4), "float32")
+    with pytest.raises(L.ShapeError) as error:
+        cn.apply(net, (params["body"], params["shortcut"]), state, x, xp=xp)
+    assert str(error.value) == (
+        f"{name} expected parameter keys ['body', 'shortcut'] but got a tuple"
+    )
+    with pytest.raises(L.ShapeError) as error:
+        cn.apply(net, params, {"body": {}}, x, training=True, xp=xp)
+    assert (
+        str(error.value)
+        == f"{name} expected state entry keys ['body', 'shortcut'] but got ['body']"
+    )
+    y, _, cache = cn.apply(net, params, state, x, training=True, xp=xp)
+    conv_cache = cn.apply(L.Conv2D(2), params["body"], {}, x, training=True, xp=xp)[2]
+    with pytest.raises(L.ShapeError) as error:
+        cn.grad(net, params, conv_cache, xp.ones_like(y), xp=xp)
+    assert str(error.value) == (
+        f"{name} expected a cache with one entry per path (2) but got a tuple of 3"
+    )
+    with pytest.raises(L.ShapeError) as error:
+        cn.grad(net, {"body": params["body"]}, cache, xp.ones_like(y), xp=xp)
+    assert (
+        str(error.value) == f"{name} expected parameter keys ['body', 'shortcut'] but got ['body']"
+    )

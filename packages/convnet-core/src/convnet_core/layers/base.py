@@ -16,12 +16,13 @@ whatever `grad` needs and None when `training=False`. Nothing is mutated.
 registered, and user layers register the same way.
 
 Shapes are checked where layers meet, so that a mistake in one layer is an error naming
-it rather than numbers silently broadcast: each layer's `apply` checks its input
-(`check_input`) and the shapes of its params and state (`check_entries`), and
-`apply_with_tape` / `grad_from_tape`, through which `convnet_core.apply`/`grad` and the
-combinators call a layer, check its backward pass: dy against the output's shape, the
-returned dx against the input's, and dparams against params (shapes and dtypes). Those
-checks run on the host; they never read a value.
+it rather than numbers silently broadcast. Each layer's `apply` checks its input
+(`check_input`) and the shapes of its params and state (`check_entries`); a combinator
+checks that its params, state and cache have one entry per child (`check_count`,
+`check_keys`). `apply_with_tape` / `grad_from_tape`, through which
+`convnet_core.apply`/`grad` and the combinators call a layer, check its backward pass:
+dy against the output's shape, the returned dx against the input's, and dparams against
+params (shapes and dtypes). Those checks run on the host; they never read a value.
 """
 
 from __future__ import annotations
@@ -38,13 +39,16 @@ __all__ = [
     "ShapeError",
     "Tape",
     "apply_with_tape",
+    "check_count",
     "check_entries",
     "check_input",
+    "check_keys",
     "check_layer",
     "grad_from_tape",
     "layer_from_config",
     "layer_name",
     "layer_to_config",
+    "name_of",
     "register_layer",
     "registered_layers",
 ]
@@ -108,16 +112,49 @@ def check_entries(layer: Any, what: str, arrays: Any, expected: dict[str, tuple]
     {"W": (None, units), "b": (units,)}: a (1,) bias is refused rather than broadcast.
     Compares keys and shape tuples only (host work, no value is read).
     """
-    if not isinstance(arrays, dict) or arrays.keys() != expected.keys():
-        raise ShapeError(
-            f"{layer!r} expected {what} keys {sorted(expected)} but got {_keys_of(arrays)}"
-        )
+    check_keys(layer, what, arrays, expected.keys())
     for name, want in expected.items():
         got = tuple(getattr(arrays[name], "shape", ()))
         if len(got) != len(want) or not _fits(got, want):
             shown = ", ".join("*" if d is None else str(d) for d in want)
             shown = f"({shown},)" if len(want) == 1 else f"({shown})"
             raise ShapeError(f"{layer!r} expected {what} {name!r} of shape {shown} but got {got}")
+
+
+def check_keys(layer: Any, what: str, tree: Any, keys: Any) -> None:
+    """Raise ShapeError unless `tree` (the layer's params, state or cache: `what` names an
+    entry of it, "parameter") is a dict with exactly the keys `keys` (a set or dict keys)."""
+    if not isinstance(tree, dict) or tree.keys() != keys:
+        raise ShapeError(
+            f"{name_of(layer)} expected {what} keys {sorted(keys)} but got {_keys_of(tree)}"
+        )
+
+
+def check_count(layer: Any, what: str, tree: Any, count: int, *, each: str = "layer") -> None:
+    """Raise ShapeError unless `tree` (a combinator's params, state or cache: `what`) is a
+    tuple or list with one entry per `each` (child layer, path), `count` in all."""
+    if not isinstance(tree, (tuple, list)) or len(tree) != count:
+        raise ShapeError(
+            f"{name_of(layer)} expected {what} with one entry per {each} ({count}) but got "
+            f"{_entries_of(tree)}"
+        )
+
+
+def name_of(layer: Any) -> str:
+    """How an error names `layer`: its repr, or for a combinator (whose repr holds every
+    child's) its `short_name`, e.g. "Sequential(Conv2D, Flatten, Dense)"."""
+    short = getattr(layer, "short_name", None)
+    return short if isinstance(short, str) else repr(layer)
+
+
+def _entries_of(tree: Any) -> str:
+    """How many entries a tuple or list has, or what `tree` is instead: "a tuple of 2",
+    "None", "a dict"."""
+    if tree is None:
+        return "None"
+    if isinstance(tree, (tuple, list)):
+        return f"a {type(tree).__name__} of {len(tree)}"
+    return f"a {type(tree).__name__}"
 
 
 def _keys_of(arrays: Any) -> str:

@@ -6,7 +6,17 @@ from typing import Any
 
 import attrs
 
-from .base import ShapeError, apply_with_tape, check_layer, grad_from_tape, register_layer
+from .base import (
+    ShapeError,
+    apply_with_tape,
+    check_count,
+    check_keys,
+    check_layer,
+    grad_from_tape,
+    register_layer,
+)
+
+_PATHS = frozenset({"body", "shortcut"})  # the keys of a Residual's params and state
 
 
 def _as_layer_tuple(layers: Any) -> tuple:
@@ -34,6 +44,11 @@ class Sequential:
 
     layers: tuple = attrs.field(converter=_as_layer_tuple)
 
+    @property
+    def short_name(self) -> str:
+        """The name errors give it: "Sequential(Conv2D, Flatten, Dense)"."""
+        return f"Sequential({', '.join(type(layer).__name__ for layer in self.layers)})"
+
     def output_shape(self, input_shape):
         """The input shape passed through every child's output_shape in turn."""
         shape = tuple(input_shape)
@@ -60,6 +75,8 @@ class Sequential:
 
     def apply(self, params, state, x, *, training, rng, xp):
         """y = f_k(... f_1(x)); the new state and the cache are tuples, one per child."""
+        check_count(self, "params", params, len(self.layers))
+        check_count(self, "state", state, len(self.layers))
         new_state, caches = [], []
         for index, (layer, p, s) in enumerate(zip(self.layers, params, state, strict=True)):
             try:
@@ -76,6 +93,8 @@ class Sequential:
         dy (N, *output_shape) must have the last child's output shape; every child's
         gradients are checked against its shapes (`grad_from_tape`).
         """
+        check_count(self, "params", params, len(self.layers))
+        check_count(self, "a cache", cache, len(self.layers))
         grads = [None] * len(self.layers)
         for index in reversed(range(len(self.layers))):
             need_dx = input_grad or index > 0  # the first child's dx only if asked for
@@ -100,6 +119,12 @@ class Residual:
 
     body: Any = attrs.field(validator=_check_body)
     shortcut: Any = attrs.field(default=None, validator=_check_shortcut)
+
+    @property
+    def short_name(self) -> str:
+        """The name errors give it: "Residual(body=Sequential, shortcut=None)"."""
+        shortcut = type(self.shortcut).__name__ if self.shortcut is not None else None
+        return f"Residual(body={type(self.body).__name__}, shortcut={shortcut})"
 
     def output_shape(self, input_shape):
         """The body's output shape (ShapeError when the shortcut's differs)."""
@@ -129,6 +154,8 @@ class Residual:
 
     def apply(self, params, state, x, *, training, rng, xp):
         """y = body(x) + shortcut(x) (shortcut = identity by default), same shapes."""
+        check_keys(self, "parameter", params, _PATHS)
+        check_keys(self, "state entry", state, _PATHS)
         y, body_state, body_cache = apply_with_tape(
             self.body, params["body"], state["body"], x, training=training, rng=rng, xp=xp
         )
@@ -157,6 +184,8 @@ class Residual:
     def grad(self, params, cache, dy, *, xp, input_grad=True):
         """dy goes down both paths; dx = dx_body + dx_shortcut, each checked to have the
         input's shape (`grad_from_tape`)."""
+        check_keys(self, "parameter", params, _PATHS)
+        check_count(self, "a cache", cache, 2, each="path")
         body_cache, short_cache = cache
         body_grads, dx = grad_from_tape(
             self.body, params["body"], body_cache, dy, xp=xp, input_grad=input_grad
