@@ -197,6 +197,57 @@ def test_resume_warns_when_the_compiled_optimizer_differs_from_the_checkpoints(x
         Model(device=xp).fit((x, y), epochs=2, resume_from="ckpt.h5", verbose=False)
 
 
+def test_resume_warns_when_the_checkpoint_has_trained_all_the_epochs_asked_for(xp, monkeypatch):
+    x, y = blobs(32, seed=1)
+    snapshot = Snapshot(at_epoch=2)
+    mlp(xp, seed=0).compile().fit((x, y), epochs=2, callbacks=[snapshot], verbose=False)
+    fake_io = types.ModuleType("convnet_io")
+    fake_io.load_checkpoint = lambda path: snapshot.saved
+    monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
+
+    resumed = mlp(xp).compile()
+    with pytest.warns(UserWarning) as caught:
+        resumed.fit((x, y), epochs=1, resume_from="ckpt.h5", verbose=False)
+    assert [str(w.message) for w in caught] == [
+        "fit(epochs=1, resume_from=...): the checkpoint has trained 2 epochs, and with "
+        "resume_from `epochs` counts them all, so there is nothing left to train; pass "
+        "epochs=3 or more to train on"
+    ]
+    assert caught[0].filename == __file__
+    assert resumed.epoch == 2 and len(resumed.history["loss"]) == 2
+
+
+def test_convnet_numpys_positional_fit_arguments_keep_their_meaning(xp):
+    # fit(data, epochs, batch_size, num_classes, val_data, early_stopping, patience,
+    #     min_delta, lr_schedule, lr_patience, lr_factor, lr_min), as in ConvNet-NumPy
+    x, y = blobs(64, seed=1)
+    val = blobs(32, seed=2)
+    by_position = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.5)
+    by_position.fit((x, y), 4, 16, 2, val, True, 1, 0.5, "plateau", 1, 0.25, 1e-3, verbose=False)
+    by_name = mlp(xp, seed=0).compile(optimizer="sgd", lr=0.5)
+    by_name.fit(
+        (x, y), epochs=4, batch_size=16, num_classes=2, val_data=val, early_stopping=True,
+        patience=1, min_delta=0.5, lr_schedule="plateau", lr_patience=1, lr_factor=0.25,
+        lr_min=1e-3, verbose=False,
+    )  # fmt: skip
+    assert by_position.history == by_name.history
+    assert by_position.epoch < 4  # early stopping acted: patience 1, min_delta 0.5
+    for a, b in zip(host_leaves(by_position.params), host_leaves(by_name.params), strict=True):
+        numpy.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="positional"):
+        by_name.fit((x, y), 1, 16, 2, val, False, 5, 1e-4, None, 3, 0.5, 1e-6, 0.2)
+
+
+def test_a_keras_style_fit_x_y_is_refused_with_the_call_to_make(xp):
+    x, y = blobs(16)
+    with pytest.raises(
+        TypeError,
+        match=r"fit takes the data as one argument, fit\(\(x, y\), epochs=\.\.\.\), and its "
+        r"second argument is epochs; it was given an array of shape \(16,\)",
+    ):
+        mlp(xp, seed=0).compile().fit(x, y)
+
+
 def overflowing_mixed_run(xp, **kw):
     """A mixed-precision model whose first steps overflow float16 at the default loss scale
     2**16 (inputs around 50, SGD at 1e-4): the scale has come down a long way after an

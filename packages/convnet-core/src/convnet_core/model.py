@@ -356,15 +356,16 @@ class Model:
         batch_size=64,
         num_classes=None,
         val_data=None,
-        val_split=0.0,
         early_stopping=False,
         patience=5,
         min_delta=1e-4,
-        restore_best=True,
         lr_schedule=None,
         lr_patience=3,
         lr_factor=0.5,
         lr_min=1e-6,
+        *,  # the arguments above in ConvNet-NumPy's order; those below by name only
+        val_split=0.0,
+        restore_best=True,
         shuffle=True,
         seed=None,
         verbose=True,
@@ -373,6 +374,9 @@ class Model:
         resume_from=None,
     ):
         """Train for `epochs` more epochs (with `resume_from`: up to `epochs` in total).
+
+        The arguments up to `lr_min` keep ConvNet-NumPy's order, so its positional calls
+        mean what they meant; the later ones are taken by name only.
 
         Args:
             data: (X, y) arrays, X (N, *input_shape), e.g. (N, 1, 28, 28) (image models

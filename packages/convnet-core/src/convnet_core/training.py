@@ -728,15 +728,16 @@ def fit(
     batch_size=64,
     num_classes=None,
     val_data=None,
-    val_split=0.0,
     early_stopping=False,
     patience=5,
     min_delta=1e-4,
-    restore_best=True,
     lr_schedule=None,
     lr_patience=3,
     lr_factor=0.5,
     lr_min=1e-6,
+    *,  # the arguments above in ConvNet-NumPy's order; those below by name only
+    val_split=0.0,
+    restore_best=True,
     shuffle=True,
     seed=None,
     verbose=True,
@@ -745,6 +746,7 @@ def fit(
     resume_from=None,
 ) -> dict[str, list]:
     """Train `model`; see `Model.fit` for the arguments. Returns `model.history`."""
+    _check_not_keras_style(epochs)
     if resume_from is not None:
         model._restore_checkpoint(resume_from)
     if model.optimizer is None or model._loss_fn is None:
@@ -777,6 +779,14 @@ def fit(
 
     first_epoch = 0 if resume_from is not None else model.epoch
     last_epoch = int(epochs) if resume_from is not None else model.epoch + int(epochs)
+    if resume_from is not None and last_epoch <= model.epoch:
+        warnings.warn(
+            f"fit(epochs={last_epoch}, resume_from=...): the checkpoint has trained "
+            f"{model.epoch} epochs, and with resume_from `epochs` counts them all, so there "
+            f"is nothing left to train; pass epochs={model.epoch + 1} or more to train on",
+            UserWarning,
+            stacklevel=3,
+        )
     if monitor is None:
         monitor = _default_monitor(val is not None, labels.track_accuracy)
     elif early_stopping or lr_schedule == "plateau":
@@ -882,6 +892,15 @@ def _check_monitor(monitor: str, has_validation: bool, has_accuracy: bool) -> No
     """ValueError, before any training, when `monitor` names a metric fit will not log."""
     logged = _logged_metrics(has_validation, has_accuracy)
     _monitored({key: 0.0 if key in logged else None for key in LOG_KEYS}, monitor)
+
+
+def _check_not_keras_style(epochs: Any) -> None:
+    """Refuse `fit(x, y)`: the data is one argument, and the second is `epochs`."""
+    if getattr(epochs, "ndim", 0):
+        raise TypeError(
+            "fit takes the data as one argument, fit((x, y), epochs=...), and its second "
+            f"argument is epochs; it was given an array of shape {tuple(epochs.shape)}"
+        )
 
 
 def _default_monitor(has_validation: bool, has_accuracy: bool) -> str:
