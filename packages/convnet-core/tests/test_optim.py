@@ -403,3 +403,10 @@ def test_update_refuses_gradients_of_another_dtype(xp, name, param_dtype, grad_d
             f"{name}.update: the gradient of parameter '0/W' has dtype {grad_dtype} but the "
             f"parameter has dtype {param_dtype}"
         )
+
+
+@pytest.mark.parametrize("grads", [{}, ({}, {}), [], ({}, [], {"body": ()})])
+def test_the_global_norm_of_a_tree_without_leaves_is_zero(grads):
+    norm = optim.global_norm(grads)
+    assert norm.shape == () and float(norm) == 0.0
+    assert optim.clip_by_global_norm(grads, 1.0) is grads

@@ -74,8 +74,14 @@ _check_decay = in_range("optimizer", low=0.0, high=1.0, high_open=True)
 
 
 def global_norm(grads: Any) -> Any:
-    """‖g‖ = sqrt(Σ over every leaf of Σ g²), as a 0-d array on the grads' device."""
+    """‖g‖ = sqrt(Σ over every leaf of Σ g²), as a 0-d array on the grads' device.
+
+    A tree without leaves ({}, or layers without parameters) has norm 0, a NumPy 0-d
+    float64 array since there is no device to put it on.
+    """
     leaves = _tree.leaves(grads)
+    if not leaves:
+        return numpy.zeros((), dtype=numpy.float64)  # host
     xp = get_array_module(leaves[0])
     if is_cupy(xp):
         # element-wise kernels and a reduction: the result stays on the device
