@@ -322,3 +322,56 @@ def test_conv_stride_null_means_one(tmp_path):
     with pytest.warns(UserWarning, match="BatchNorm"):
         saved = convnet_io.load(path, parts=True)
     assert saved.layer.layers[0] == L.Conv2D(4, (3, 3), stride=1, padding="same")
+
+
+OLD_CONV_NET = [
+    {"class": "Conv2D", "config": {"filters": 2, "kernel_size": [3, 3], "padding": "same"}},
+    {"class": "Flatten", "config": {}},
+    {"class": "Dense", "config": {"units": 3}},
+]
+
+
+def old_conv_weights(c, h, w):
+    rng = numpy.random.default_rng(3)
+    return {
+        "0_Conv2D_W": rng.normal(size=(3, 3, c, 2)),
+        "0_Conv2D_b": numpy.zeros(2),
+        "2_Dense_W": rng.normal(size=(2 * h * w, 3)),
+        "2_Dense_b": numpy.zeros(3),
+    }
+
+
+@pytest.mark.parametrize("shape", [(16, 4, 4), (12, 3, 3), (4, 6, 1)])
+def test_channels_first_shape_that_the_first_kernel_confirms_loads(tmp_path, shape):
+    weights = old_conv_weights(*shape)
+    path = write_old(tmp_path, weights, container="npz", architecture=OLD_CONV_NET)
+    model = Model.load(path, input_shape=shape)
+    assert model.input_shape == shape
+    assert numpy.array_equal(
+        model.params[0]["W"], weights["0_Conv2D_W"].transpose(3, 2, 0, 1).astype("float32")
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "suggested"), [((4, 4, 16), (16, 4, 4)), ((28, 28, 1), (1, 28, 28))]
+)
+def test_channels_last_shape_that_the_first_kernel_contradicts_is_refused(
+    tmp_path, given, suggested
+):
+    path = write_old(
+        tmp_path, old_conv_weights(*suggested), container="npz", architecture=OLD_CONV_NET
+    )
+    assert error_message(path, input_shape=given) == (
+        f"{path}: input_shape={given} is channels-last (H, W, C): '0_Conv2D_W' takes "
+        f"{suggested[0]} input channels, its last axis; convnet wants (C, H, W): pass "
+        f"input_shape={suggested}"
+    )
+
+
+def test_one_pixel_per_channel_mlp_input_loads(tmp_path):
+    # (C, 1, 1) flattens the same in (H, W, C) and (C, H, W) order: nothing can be permuted.
+    weights = {"1_Dense_W": numpy.arange(40.0).reshape(4, 10), "1_Dense_b": numpy.zeros(10)}
+    path = write_old(tmp_path, weights, container="npz", architecture=OLD_MLP)
+    saved = convnet_io.load(path, parts=True, input_shape=(4, 1, 1))
+    assert saved.input_shape == (4, 1, 1)
+    assert numpy.array_equal(saved.params[1]["W"], weights["1_Dense_W"].astype("float32"))

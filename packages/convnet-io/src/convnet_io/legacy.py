@@ -161,18 +161,51 @@ def _old_arrays(path: str, reader: Any, classes: list[str]) -> dict[tuple[int, s
     return found
 
 
-def _check_channels_first(path: str, input_shape: tuple[int, ...]) -> None:
-    """Refuse an NHWC-looking `input_shape` such as (28, 28, 1): the old package's order,
-    which would otherwise load with permuted Dense rows or fail on a misleading shape."""
+def _input_channels(classes: list[str], arrays) -> tuple[str, int] | None:
+    """(array name, channel count) from the first layer whose weights count the input's
+    channels: a Conv2D (old W (kh, kw, C, out)) or a BatchNorm2D (gamma (C,)) before any
+    Dense or Flatten. None when there is none: an MLP's weights see only H * W * C."""
+    for index, name in enumerate(classes):
+        if name in ("Dense", "Flatten"):
+            return None
+        param, ndim, axis = {"Conv2D": ("W", 4, 2), "BatchNorm2D": ("gamma", 1, 0)}.get(
+            name, (None, 0, 0)
+        )
+        if param is not None:
+            array = arrays.get((index, param))
+            if array is None or array.ndim != ndim:
+                return None  # the conversion names what is wrong with it
+            return f"{index}_{name}_{param}", int(array.shape[axis])
+    return None
+
+
+def _check_channels_first(path: str, input_shape: tuple[int, ...], channels) -> None:
+    """Refuse an `input_shape` given in the old package's channels-last order (H, W, C),
+    which would otherwise load with permuted Dense rows or fail on a misleading shape.
+
+    `channels` is what `_input_channels` found. Its count settles which axis holds the
+    channels: only a shape whose last axis, not its first, has that count is refused.
+    Without it (an MLP), a shape that looks like (H, W, C) is refused, such as (28, 28, 1);
+    but not one of a single pixel (C, 1, 1), which flattens the same in both orders."""
     if len(input_shape) != 3:
         return
-    first, last = input_shape[0], input_shape[-1]
-    if last in (1, 3, 4) and first >= 4 * last:
-        h, w, c = input_shape
+    first, height, last = input_shape
+    suggested = (last, first, height)
+    if channels is not None:
+        key, count = channels
+        if count == last != first:
+            raise ModelFormatError(
+                path,
+                f"input_shape={input_shape} is channels-last (H, W, C): {key!r} takes "
+                f"{count} input channels, its last axis; convnet wants (C, H, W): pass "
+                f"input_shape={suggested}",
+            )
+        return  # any other mismatch: the shape error of that array says what to pass
+    if last in (1, 3, 4) and first >= 4 * last and height * last > 1:
         raise ModelFormatError(
             path,
             f"input_shape={input_shape} looks channels-last (H, W, C); convnet wants "
-            f"(C, H, W): pass input_shape={(c, h, w)}",
+            f"(C, H, W): pass input_shape={suggested}",
         )
 
 
@@ -219,7 +252,7 @@ def read(path: str, reader: Any, *, input_shape=None):
     given = input_shape is not None
     input_shape = tuple(int(d) for d in (input_shape or DEFAULT_INPUT_SHAPE))
     if given:
-        _check_channels_first(path, input_shape)
+        _check_channels_first(path, input_shape, _input_channels(classes, arrays))
     shape = input_shape
     network = L.Sequential(layers)
 
