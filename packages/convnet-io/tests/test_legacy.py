@@ -11,7 +11,7 @@ import numpy
 import pytest
 from convnet_core import Model, apply
 from convnet_core import layers as L
-from convnet_io import ModelFormatError
+from convnet_io import ModelFormatError, legacy
 
 OLD_ARCHITECTURE = [
     {
@@ -375,3 +375,49 @@ def test_one_pixel_per_channel_mlp_input_loads(tmp_path):
     saved = convnet_io.load(path, parts=True, input_shape=(4, 1, 1))
     assert saved.input_shape == (4, 1, 1)
     assert numpy.array_equal(saved.params[1]["W"], weights["1_Dense_W"].astype("float32"))
+
+
+def test_conv_without_padding_key_takes_conv2d_default(tmp_path):
+    architecture = [{"class": "Conv2D", "config": {"filters": 2}}, *OLD_CONV_NET[1:]]
+    path = write_old(
+        tmp_path, old_conv_weights(1, 5, 5), container="npz", architecture=architecture
+    )
+    saved = convnet_io.load(path, parts=True, input_shape=(1, 5, 5))
+    assert saved.layer.layers[0] == L.Conv2D(2) and L.Conv2D(2).padding == "same"
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"class": "Conv2D", "config": {"filters": 4}}, L.Conv2D(4)),
+        ({"class": "Conv2D", "config": {"filters": 4, "stride": None}}, L.Conv2D(4)),
+        ({"class": "Activation", "config": {"func": "relu"}}, L.Activation("relu")),
+        ({"class": "MaxPool2D", "config": {}}, L.MaxPool2D()),
+        ({"class": "MaxPool2D", "config": {"stride": None}}, L.MaxPool2D()),
+        ({"class": "Dense", "config": {"units": 3}}, L.Dense(3)),
+        ({"class": "Dropout", "config": {"rate": 0.2}}, L.Dropout(0.2)),
+        ({"class": "BatchNorm2D", "config": {}}, L.BatchNorm2D()),
+        ({"class": "BatchNorm2D"}, L.BatchNorm2D()),
+        ({"class": "Flatten", "config": {}}, L.Flatten()),
+    ],
+)
+def test_missing_config_keys_take_the_layers_own_defaults(entry, expected):
+    assert legacy._convert_layer("weights.json", 0, entry) == expected
+
+
+@pytest.mark.parametrize(
+    ("entry", "missing"),
+    [
+        ({"class": "Conv2D", "config": {"kernel_size": 3}}, "'filters'"),
+        ({"class": "Dense", "config": {}}, "'units'"),
+        ({"class": "Dropout", "config": {}}, "'rate'"),
+        ({"class": "Activation", "config": {}}, "'func'"),
+    ],
+)
+def test_missing_required_config_key_is_named(entry, missing):
+    with pytest.raises(ModelFormatError) as info:
+        legacy._convert_layer("weights.json", 2, entry)
+    assert str(info.value) == (
+        f"weights.json: layer 2 ({entry['class']}): config {entry['config']!r} has no "
+        f"{missing}, which {entry['class']} needs (it has no default)"
+    )

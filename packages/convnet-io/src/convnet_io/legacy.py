@@ -5,7 +5,8 @@
 - `weights.json`: a list of `{"class": ..., "config": {...}}`, one per layer, for Conv2D
   (filters, kernel_size, stride, padding, use_bias), Activation (func), MaxPool2D
   (pool_size, stride, which may be null), Dense (units, use_bias), Dropout (rate),
-  BatchNorm2D (momentum, eps) and Flatten;
+  BatchNorm2D (momentum, eps) and Flatten; a key left out (or null) takes the default of
+  the convnet layer, whose arguments are the old ones (Conv2D's padding: "same");
 - `weights.hdf5` (or `weights.hdf5.npz` without h5py): one array per parameter, named
   `<layer index>_<class>_<param>`, e.g. `0_Conv2D_W`, `7_Dense_b`, `1_BatchNorm2D_gamma`.
 
@@ -94,41 +95,64 @@ def _old_layers(path: str, json_path: str) -> list[dict[str, Any]]:
     return layers
 
 
+#: For each old layer class, its config keys and the argument of the convnet layer each
+#: one sets. A key that is absent or null takes that layer's own default.
+OLD_CONFIG = {
+    "Conv2D": {
+        "filters": "filters",
+        "kernel_size": "kernel_size",
+        "stride": "stride",
+        "padding": "padding",
+        "use_bias": "use_bias",
+    },
+    "Activation": {"func": "name", "name": "name", "alpha": "alpha"},
+    "MaxPool2D": {"pool_size": "pool_size", "stride": "stride"},
+    "Dense": {"units": "units", "use_bias": "use_bias"},
+    "Dropout": {"rate": "rate"},
+    "BatchNorm2D": {"momentum": "momentum", "eps": "eps"},
+    "Flatten": {},
+}
+
+
+def _layer_arguments(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of the convnet layer for an old layer's config: those its
+    keys set (the first of two old names for one argument wins), none for the others."""
+    arguments: dict[str, Any] = {}
+    for key, argument in OLD_CONFIG[name].items():
+        if config.get(key) is not None and argument not in arguments:
+            value = config[key]
+            arguments[argument] = bool(value) if argument == "use_bias" else value
+    return arguments
+
+
 def _convert_layer(json_path: str, index: int, entry: dict[str, Any]) -> Any:
-    """The convnet layer for one old layer entry."""
+    """The convnet layer for one old layer entry; the arguments its config leaves out take
+    the convnet layer's defaults (the same as the old package's: the same arguments)."""
+    import attrs
     from convnet_core import layers as L
 
     name = entry["class"]
     config = entry.get("config") or {}
     if not isinstance(config, dict):
         raise ModelFormatError(json_path, f"layer {index} ({name}): config is not an object")
-    defaults = {
-        "Conv2D": lambda c: L.Conv2D(
-            c["filters"],
-            kernel_size=c.get("kernel_size", (3, 3)),
-            stride=1 if c.get("stride") is None else c["stride"],
-            padding=c.get("padding", "valid"),
-            use_bias=bool(c.get("use_bias", True)),
-        ),
-        "Activation": lambda c: L.Activation(
-            c.get("func", c.get("name")), alpha=float(c.get("alpha", 0.01))
-        ),
-        "MaxPool2D": lambda c: L.MaxPool2D(c.get("pool_size", (2, 2)), stride=c.get("stride")),
-        "Dense": lambda c: L.Dense(c["units"], use_bias=bool(c.get("use_bias", True))),
-        "Dropout": lambda c: L.Dropout(c.get("rate", 0.5)),
-        "BatchNorm2D": lambda c: L.BatchNorm2D(
-            momentum=c.get("momentum", 0.9), eps=c.get("eps", 1e-5)
-        ),
-        "Flatten": lambda c: L.Flatten(),
-    }
-    if name not in defaults:
-        known = ", ".join(sorted(defaults))
+    if name not in OLD_CONFIG:
+        known = ", ".join(sorted(OLD_CONFIG))
         raise ModelFormatError(
             json_path, f"layer {index}: unknown ConvNet-NumPy layer class {name!r}; known: {known}"
         )
+    layer_class = getattr(L, name)
+    arguments = _layer_arguments(name, config)
+    for field in attrs.fields(layer_class):
+        if field.default is attrs.NOTHING and field.name not in arguments:
+            key = next(key for key, arg in OLD_CONFIG[name].items() if arg == field.name)
+            raise ModelFormatError(
+                json_path,
+                f"layer {index} ({name}): config {config!r} has no {key!r}, which {name} "
+                "needs (it has no default)",
+            )
     try:
-        return defaults[name](config)
-    except (KeyError, TypeError, ValueError) as error:
+        return layer_class(**arguments)
+    except (TypeError, ValueError) as error:
         raise ModelFormatError(
             json_path, f"layer {index} ({name}): bad config {config!r}: {error}"
         ) from None
