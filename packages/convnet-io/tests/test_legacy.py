@@ -5,6 +5,7 @@ forward pass is computed independently in plain NumPy to compare predictions.
 """
 
 import json
+import warnings
 
 import convnet_io
 import numpy
@@ -420,4 +421,18 @@ def test_missing_required_config_key_is_named(entry, missing):
     assert str(info.value) == (
         f"weights.json: layer 2 ({entry['class']}): config {entry['config']!r} has no "
         f"{missing}, which {entry['class']} needs (it has no default)"
+    )
+
+
+def test_weight_beyond_float32_range_names_the_old_array(tmp_path):
+    weights = old_conv_weights(1, 5, 5)
+    weights["2_Dense_W"][0, 0] = 1e300
+    weights["2_Dense_W"][1, 2] = -numpy.finfo("float64").max
+    path = write_old(tmp_path, weights, container="npz", architecture=OLD_CONV_NET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "overflow encountered in cast"
+        message = error_message(path, input_shape=(1, 5, 5))
+    assert message == (
+        f"{path}: array '2_Dense_W' holds 2 values that overflow float32 (the largest "
+        "magnitude is 1.8e+308; float32 holds up to 3.4e+38)"
     )

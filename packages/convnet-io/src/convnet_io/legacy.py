@@ -16,7 +16,7 @@ The old package worked in NHWC. Converting to convnet's NCHW means:
 - the Dense right after Flatten: the old Flatten read (H, W, C), ours reads (C, H, W), so
   its rows are permuted: W.reshape(H, W, C, units).transpose(2, 0, 1, 3).reshape(-1, units),
   with H, W, C found by walking the architecture from `input_shape` (MNIST's by default);
-- float64 weights become float32;
+- float64 weights become float32 (a value beyond float32's range is refused, naming its array);
 - BatchNorm running statistics were usually not saved; used when present (both of them),
   else they start at mean 0, variance 1 (what the old package used after loading too),
   with a warning.
@@ -259,7 +259,25 @@ def _take(path, arrays, index, name, param, shape, hint=None) -> numpy.ndarray:
             f"array {key!r} has shape {array.shape} but the architecture needs {tuple(shape)}"
             + (hint(array) if hint else ""),
         )
-    return array.astype(numpy.float32)
+    return _to_float32(path, key, array)
+
+
+def _to_float32(path: str, key: str, array: numpy.ndarray) -> numpy.ndarray:
+    """`array` as float32; a finite value beyond float32's range is refused, naming the
+    old array, rather than becoming infinity (NaN and inf stay, for the shared check)."""
+    with numpy.errstate(over="ignore"):
+        converted = array.astype(numpy.float32)
+    overflowed = numpy.isinf(converted) & numpy.isfinite(array)  # host
+    if overflowed.any():
+        largest = float(numpy.abs(array[overflowed]).max())  # host
+        count = int(overflowed.sum())  # host
+        values = "1 value that overflows" if count == 1 else f"{count} values that overflow"
+        raise ModelFormatError(
+            path,
+            f"array {key!r} holds {values} float32 (the largest magnitude is {largest:.2g}; "
+            f"float32 holds up to {float(numpy.finfo(numpy.float32).max):.2g})",
+        )
+    return converted
 
 
 def read(path: str, reader: Any, *, input_shape=None):
