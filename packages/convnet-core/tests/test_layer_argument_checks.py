@@ -334,3 +334,63 @@ def test_residual_params_state_and_cache_need_the_body_and_the_shortcut(xp):
     assert (
         str(error.value) == f"{name} expected parameter keys ['body', 'shortcut'] but got ['body']"
     )
+
+
+# ---------------------------------------------------------------------------------------
+# a floating input has the parameters' dtype
+
+
+def dtype_message(layer, want, got, name="W"):
+    return (
+        f"{layer!r} expected input of dtype {want} (that of parameter {name!r}) but got {got}; "
+        f"cast the batch with x.astype({want!r})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("params_dtype", "x_dtype"),
+    [("float32", "float64"), ("float32", "float16"), ("float64", "float32")],
+)
+@pytest.mark.parametrize("training", [False, True])
+def test_a_floating_input_of_another_dtype_is_refused_at_the_first_layer_with_params(
+    params_dtype, x_dtype, training, xp
+):
+    net, _, _, _ = small_net(xp)
+    params, state = cn.init(net, (1, 4, 4), rng=0, xp=xp, dtype=params_dtype)
+    x = xp.ones((2, 1, 4, 4), x_dtype)
+    with pytest.raises(L.ShapeError) as error:
+        cn.apply(net, params, state, x, training=training, xp=xp)
+    assert str(error.value) == "layer 0 of Sequential: " + dtype_message(
+        net.layers[0], params_dtype, x_dtype
+    )
+
+
+@pytest.mark.parametrize(
+    ("layers", "index", "name"),
+    [
+        ([L.Flatten(), L.Dense(3)], 1, "W"),
+        ([L.MaxPool2D(), L.BatchNorm2D(), L.Flatten(), L.Dense(3)], 1, "gamma"),
+        ([L.Residual(L.Conv2D(1)), L.Flatten(), L.Dense(3)], 0, "W"),
+    ],
+    ids=["Dense", "BatchNorm2D", "Residual"],
+)
+def test_the_dtype_error_names_the_first_layer_with_params(layers, index, name, xp):
+    net = L.Sequential(layers)
+    params, state = cn.init(net, (1, 4, 4), rng=0, xp=xp)
+    with pytest.raises(L.ShapeError) as error:
+        cn.apply(net, params, state, xp.ones((2, 1, 4, 4), "float64"), xp=xp)
+    layer = net.layers[index]
+    first = layer.body if isinstance(layer, L.Residual) else layer
+    expected = f"layer {index} of Sequential: " + dtype_message(first, "float32", "float64", name)
+    assert str(error.value) == expected
+
+
+def test_integer_images_pass_into_the_first_layer(xp):
+    net, params, state, _ = small_net(xp)
+    images = xp.asarray(numpy.arange(32).reshape(2, 1, 4, 4), "uint8")
+    y, _, cache = cn.apply(net, params, state, images, training=True, xp=xp)
+    assert y.dtype == numpy.float32
+    expected, _, _ = cn.apply(net, params, state, images.astype("float32"), xp=xp)
+    numpy.testing.assert_allclose(to_numpy(y), to_numpy(expected), rtol=1e-6)
+    grads, _ = cn.grad(net, params, cache, xp.ones_like(y), xp=xp, input_grad=False)
+    assert all(g.dtype == numpy.float32 for g in cn.tree.leaves(grads))

@@ -17,12 +17,13 @@ registered, and user layers register the same way.
 
 Shapes are checked where layers meet, so that a mistake in one layer is an error naming
 it rather than numbers silently broadcast. Each layer's `apply` checks its input
-(`check_input`) and the shapes of its params and state (`check_entries`); a combinator
-checks that its params, state and cache have one entry per child (`check_count`,
-`check_keys`). `apply_with_tape` / `grad_from_tape`, through which
-`convnet_core.apply`/`grad` and the combinators call a layer, check its backward pass:
-dy against the output's shape, the returned dx against the input's, and dparams against
-params (shapes and dtypes). Those checks run on the host; they never read a value.
+(`check_input`; `check_input_dtype` against its parameters) and the shapes of its params
+and state (`check_entries`); a combinator checks that its params, state and cache have
+one entry per child (`check_count`, `check_keys`). `apply_with_tape` / `grad_from_tape`,
+through which `convnet_core.apply`/`grad` and the combinators call a layer, check its
+backward pass: dy against the output's shape, the returned dx against the input's, and
+dparams against params (shapes and dtypes). Those checks run on the host; they never
+read a value.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "check_count",
     "check_entries",
     "check_input",
+    "check_input_dtype",
     "check_keys",
     "check_layer",
     "grad_from_tape",
@@ -76,9 +78,9 @@ class Layer(Protocol):
 
 
 class ShapeError(ValueError):
-    """An input whose shape a layer cannot take, a parameter or state entry shaped unlike
-    what the layer needs, or a gradient shaped (or typed) unlike what it is the gradient
-    of; the message names the layer and both shapes (dtypes)."""
+    """An input whose shape (or floating dtype) a layer cannot take, a parameter or state
+    entry shaped unlike what the layer needs, or a gradient shaped (or typed) unlike what
+    it is the gradient of; the message names the layer and both shapes (dtypes)."""
 
 
 def check_layer(layer: Any, where: str) -> Any:
@@ -101,6 +103,21 @@ def check_input(layer: Any, x: Any, expected: tuple[int | None, ...]) -> None:
     if not (len(actual) == len(expected) + 1 and _fits(actual[1:], expected)):
         shown = ", ".join("*" if d is None else str(d) for d in expected)
         raise ShapeError(f"{layer!r} expected input of shape (N, {shown}) but got {actual}")
+
+
+def check_input_dtype(layer: Any, x: Any, name: str, param: Any) -> None:
+    """Raise ShapeError when `x` is floating point of another dtype than the floating
+    parameter `name`: the output would silently take the wider dtype (float64 from a
+    float64 batch through float32 weights), and the gradients with it.
+
+    An integer batch (uint8 images) passes: the arithmetic promotes it to the parameters'
+    floating dtype. Mixed precision casts the parameters and the batch alike.
+    """
+    if x.dtype != param.dtype and x.dtype.kind == "f" and param.dtype.kind == "f":
+        raise ShapeError(
+            f"{layer!r} expected input of dtype {param.dtype} (that of parameter {name!r}) "
+            f"but got {x.dtype}; cast the batch with x.astype({param.dtype.name!r})"
+        )
 
 
 def check_entries(layer: Any, what: str, arrays: Any, expected: dict[str, tuple]) -> None:

@@ -22,6 +22,7 @@ from .base import (
     ShapeError,
     check_entries,
     check_input,
+    check_input_dtype,
     host_array,
     register_layer,
     require_image_shape,
@@ -143,6 +144,7 @@ class Conv2D:
         W = params["W"]  # (O, C, kh, kw)
         out_channels, in_channels = W.shape[:2]
         check_input(self, x, (in_channels, None, None))
+        check_input_dtype(self, x, "W", W)
         n = x.shape[0]
         _, ho, wo = self.output_shape(x.shape[1:])
         pads = self.pads(*x.shape[2:])

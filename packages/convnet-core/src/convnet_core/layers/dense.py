@@ -6,7 +6,14 @@ import attrs
 import numpy
 
 from ..checks import count
-from .base import ShapeError, check_entries, check_input, host_array, register_layer
+from .base import (
+    ShapeError,
+    check_entries,
+    check_input,
+    check_input_dtype,
+    host_array,
+    register_layer,
+)
 
 
 @register_layer
@@ -54,6 +61,7 @@ class Dense:
         check_entries(self, "parameter", params, self._param_shapes())
         W = params["W"]  # (in, units)
         check_input(self, x, (W.shape[0],))
+        check_input_dtype(self, x, "W", W)
         y = x @ W  # (N, units)
         if self.use_bias:
             y += params["b"]

@@ -8,7 +8,14 @@ from .. import cuda_kernels
 from ..backend import is_cupy
 from ..checks import in_range
 from ..precision import accumulation_dtype
-from .base import ShapeError, check_entries, check_input, register_layer, require_image_shape
+from .base import (
+    ShapeError,
+    check_entries,
+    check_input,
+    check_input_dtype,
+    register_layer,
+    require_image_shape,
+)
 
 _check_momentum = in_range("BatchNorm2D", low=0.0, high=1.0)
 _check_eps = in_range("BatchNorm2D", low=0.0, low_open=True)
@@ -75,6 +82,7 @@ class BatchNorm2D:
         """
         self._check_shapes(params, state, x)
         gamma, beta = params["gamma"], params["beta"]  # (C,)
+        check_input_dtype(self, x, "gamma", gamma)
         dtype = x.dtype.type
         axes = (0, 2, 3)
         if not training:
