@@ -288,8 +288,14 @@ def test_other_model_beside_a_json_is_not_read_as_convnet_numpy(tmp_path, contai
         path = write_arrays(tmp_path / "model.npz", flat_names, container=container)
     # The error is about the file passed, not "model.json: the architecture must be ...".
     (tmp_path / "model.json").write_text(json.dumps({"class_name": "Sequential"}))
+    arrays = (
+        "'dense_1/bias', 'dense_1/kernel'"
+        if container == "hdf5"
+        else ("'dense_1_bias', 'dense_1_kernel'")
+    )
     assert error_message(path) == (
-        f"{path}: not a convnet model file (no 'format' attribute at the root)"
+        f"{path}: not a convnet model file (no 'format' attribute at the root; root "
+        f"attributes: none; arrays: {arrays})"
     )
 
 

@@ -722,14 +722,12 @@ def read_model(path: str | os.PathLike, *, input_shape=None) -> SavedModel:
     try:
         with storage.open_reader(path, kind) as reader:
             attributes = reader.attributes()
-            if "format" not in attributes.get("", {}):
+            if attributes.get("", {}).get("format") != FORMAT_NAME:
                 from . import legacy
 
                 if legacy.is_legacy(path, reader):
                     return legacy.read(path, reader, input_shape=input_shape)
-                raise ModelFormatError(
-                    path, "not a convnet model file (no 'format' attribute at the root)"
-                )
+                raise ModelFormatError(path, _not_convnet(reader, attributes.get("", {})))
             return _read_v1(path, reader, attributes, input_shape)
     except (ModelFormatError, ImportError):
         raise
@@ -737,10 +735,47 @@ def read_model(path: str | os.PathLike, *, input_shape=None) -> SavedModel:
         raise ModelFormatError(path, _describe(error)) from error
 
 
+def _some(names: list[str], shown: int = 3) -> str:
+    """'a', 'b', 'c' and 2 more; or none."""
+    if not names:
+        return "none"
+    text = ", ".join(map(repr, names[:shown]))
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _not_convnet(reader: storage.Reader, root: dict[str, Any]) -> str:
+    """Why a file whose root has no format attribute "convnet" is not one, and what it
+    holds instead."""
+    if "format" not in root:
+        why = "no 'format' attribute at the root"
+    else:
+        value = root["format"]
+        shown = value if isinstance(value, storage.ForeignAttribute) else repr(value)
+        why = f"its root attribute 'format' is {shown}, not {FORMAT_NAME!r}"
+    return (
+        f"not a convnet model file ({why}; root attributes: {_some(sorted(root))}; "
+        f"arrays: {_some(reader.array_paths())})"
+    )
+
+
+def _foreign_attribute(attributes: dict[str, dict[str, Any]]) -> str | None:
+    """The problem with the first attribute that convnet never writes, or None."""
+    for group, values in attributes.items():
+        for name, value in values.items():
+            if isinstance(value, storage.ForeignAttribute):
+                where = f"{group}/{name}" if group else name
+                return (
+                    f"the attribute {where!r} holds {value}; a convnet model file holds only "
+                    "str and int attributes"
+                )
+    return None
+
+
 def _read_v1(path: str, reader: storage.Reader, attributes, input_shape) -> SavedModel:
     root = attributes[""]
-    if root["format"] != FORMAT_NAME:
-        raise ModelFormatError(path, f"format is {root['format']!r}, expected {FORMAT_NAME!r}")
+    problem = _foreign_attribute(attributes)
+    if problem:
+        raise ModelFormatError(path, problem)
     version = root.get("format_version")
     if not isinstance(version, int) or version < 1:
         raise ModelFormatError(path, f"bad format_version {version!r}")

@@ -19,6 +19,7 @@ HDF5 files written elsewhere (ConvNet-NumPy's) are opened without that protectio
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import io
@@ -35,6 +36,7 @@ from .treedef import ARRAY_KINDS
 
 __all__ = [
     "HDF5_SIGNATURE",
+    "ForeignAttribute",
     "H5PY_AVAILABLE",
     "Reader",
     "check_regular_file",
@@ -169,21 +171,46 @@ def write_npz(path: str, attributes: dict[str, dict[str, Any]], arrays: dict[str
 # Reading
 
 
-def _attribute_value(value: Any) -> Any:
-    """An attribute as a Python str or int (h5py and NPZ hand back various types)."""
+@dataclasses.dataclass(frozen=True)
+class ForeignAttribute:
+    """An attribute value that convnet never writes (a float, an array, ...), as a reader
+    hands it back: what it is. Other programs' files hold such values, so a reader lists
+    them rather than fail, and the file is refused later for what it is."""
+
+    description: str
+
+    def __str__(self) -> str:
+        return self.description
+
+
+def _describe_value(value: Any) -> str:
+    """What an attribute value is, for an error: "a float64 (0.001)", "an array of ..."."""
     if isinstance(value, numpy.ndarray):
-        if value.shape != ():
-            raise ValueError(f"an attribute must be a scalar, got an array of shape {value.shape}")
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    if isinstance(value, numpy.generic):
+        return f"a {value.dtype} ({value.item()!r})"
+    if isinstance(value, (float, complex)):
+        return f"a {type(value).__name__} ({value!r})"
+    return f"a value of type {type(value).__name__}"
+
+
+def _attribute_value(value: Any) -> str | int | ForeignAttribute:
+    """An attribute as a Python str or int (h5py and NPZ hand back various types), or a
+    ForeignAttribute saying what it is when it is neither."""
+    if isinstance(value, numpy.ndarray) and value.shape == ():
         value = value[()]
     if isinstance(value, bytes):
-        return value.decode("utf-8")
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return ForeignAttribute(f"{len(value)} bytes that are not UTF-8 text")
     if isinstance(value, numpy.str_):
         return str(value)
     if isinstance(value, (numpy.integer, numpy.bool_)):
         return int(value)
     if isinstance(value, (str, int)):
         return value
-    raise ValueError(f"unexpected attribute value of type {type(value).__name__}")
+    return ForeignAttribute(_describe_value(value))
 
 
 class Reader:
@@ -205,7 +232,8 @@ class Reader:
         pass
 
     def attributes(self) -> dict[str, dict[str, Any]]:
-        """{group: {name: str or int}} for every group that has attributes ("" = root)."""
+        """{group: {name: str or int}} for every group that has attributes ("" = root); a
+        value of another kind (another program's file) is a `ForeignAttribute`."""
         raise NotImplementedError
 
     def array_paths(self) -> list[str]:
@@ -257,10 +285,18 @@ class HDF5Reader(Reader):
     def attributes(self) -> dict[str, dict[str, Any]]:
         result = {}
         for name, group in self._groups.items():
-            attrs = {key: _attribute_value(group.attrs[key]) for key in group.attrs}
+            attrs = {key: self._attribute(group, key) for key in group.attrs}
             if attrs:
                 result[name] = attrs
         return result
+
+    @staticmethod
+    def _attribute(group: Any, key: str) -> str | int | ForeignAttribute:
+        try:
+            value = group.attrs[key]
+        except (OSError, TypeError) as error:  # a type h5py cannot convert
+            return ForeignAttribute(f"a value h5py cannot read ({error})")
+        return _attribute_value(value)
 
     def array_paths(self) -> list[str]:
         return sorted(self._datasets)
