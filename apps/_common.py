@@ -16,7 +16,7 @@ import pathlib
 import sys
 import tempfile
 import traceback
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -293,6 +293,82 @@ def companion_path(model_path: str | os.PathLike, suffix: str) -> pathlib.Path:
     """A file beside the model: models/mnist.h5 + ".history.json" -> models/mnist.history.json."""
     path = pathlib.Path(model_path)
     return path.with_name(path.stem + suffix)
+
+
+class FileUse(NamedTuple):
+    """A file a program reads or writes, as `check_distinct_files` compares them."""
+
+    #: the path as the user gave it, or as it was derived from one (NAME.ckpt.h5)
+    path: pathlib.Path
+    #: how the usage error names it: "the model MODEL", "the --plot PNG"
+    what: str
+    #: the option that names it, which the usage error points at ("--out" for the files
+    #: written beside --out); None for an argument
+    option: str | None = None
+    #: it holds a model: read, it is the file `load_model` finds (NAME or NAME.npz); written,
+    #: the file a save writes (NAME.npz without h5py)
+    model: bool = False
+
+
+def model_file(path: str | os.PathLike, *, written: bool) -> pathlib.Path:
+    """The file that holds a model named `path`: the one `convnet_io.load` reads (`path`,
+    or `path + ".npz"` when only that exists), or the one `convnet_io.save` writes
+    (`path + ".npz"` when h5py is missing and `path` does not end in .npz)."""
+    from convnet_io import storage
+    from convnet_io.format import resolve_path
+
+    if not written:
+        return pathlib.Path(resolve_path(path))
+    text = os.fspath(path)
+    if storage.H5PY_AVAILABLE or text.lower().endswith(".npz"):
+        return pathlib.Path(text)
+    return pathlib.Path(text + ".npz")
+
+
+def _file_identity(path: pathlib.Path) -> tuple:
+    """What tells whether two paths name one file: its device and inode when it exists
+    (through any links, spellings or case-insensitive names), else its absolute path with
+    the links followed (where a write would create it)."""
+    real = os.path.realpath(path)
+    try:
+        status = os.stat(real)
+    except OSError:
+        return ("path", real)
+    return ("file", status.st_dev, status.st_ino)
+
+
+def check_distinct_files(writes: list[FileUse], reads: list[FileUse] = ()) -> None:
+    """A usage error (exit 2) when a file the program writes is one it reads, or one of its
+    other outputs, however the paths are spelled (./m.h5 and m.h5, a symbolic link, NAME for
+    the NAME.npz a model is read from); call it before any work, so that nothing is written.
+
+    A model may be written over a model the run reads (train_mnist.py --resume m.h5 --out
+    m.h5 continues m.h5's training); any other output there would replace the input, and
+    two outputs at one path would leave only the last one written. The error points at the
+    option of the later output in `writes`.
+    """
+    seen: list[tuple[tuple, FileUse, pathlib.Path]] = []
+    for use in reads:
+        file = model_file(use.path, written=False) if use.model else use.path
+        seen.append((_file_identity(file), use, file))
+    read_count = len(seen)
+    for use in writes:
+        file = model_file(use.path, written=True) if use.model else use.path
+        identity = _file_identity(file)
+        for index, (other_identity, other, other_file) in enumerate(seen):
+            is_read = index < read_count
+            if other_identity != identity or (is_read and use.model and other.model):
+                continue
+            shown = "" if str(other_file) == str(use.path) else f" ({other_file})"
+            if is_read:
+                problem = f"writing {use.what} there would replace it"
+            else:
+                problem = f"{use.what} would replace it"
+            raise click.BadParameter(
+                f"{use.path} is {other.what}{shown}: {problem}; give another path",
+                param_hint=use.option,
+            )
+        seen.append((identity, use, file))
 
 
 def check_writable_dir(path: str | os.PathLike) -> None:

@@ -16,7 +16,9 @@ if _APPS not in sys.path:  # `python apps/evaluate.py` adds it; -P or PYTHONSAFE
 import click  # noqa: E402
 from _common import (  # noqa: E402
     AppError,
+    FileUse,
     blas_description,
+    check_distinct_files,
     check_writable_dir,
     companion_path,
     confusion_matrix,
@@ -87,6 +89,10 @@ def main(model_path, data_dir, wrong_path, count, batch_size, device, threads, l
 
     if wrong_path is None:
         wrong_path = companion_path(model_path, ".wrong.png")
+    check_distinct_files(
+        [FileUse(wrong_path, "the PNG of wrong digits", "--wrong")],
+        [FileUse(model_path, "the model MODEL", model=True)],
+    )
     check_writable_dir(wrong_path)
     xp = cn.backend.array_module(device)
     click.echo(f"device: {cn.backend.device_name(xp)}; {blas_description()}")

@@ -19,6 +19,8 @@ if _APPS not in sys.path:  # `python apps/show_filters.py` adds it; -P or PYTHON
 import click  # noqa: E402
 from _common import (  # noqa: E402
     AppError,
+    FileUse,
+    check_distinct_files,
     check_writable_dir,
     companion_path,
     data_option,
@@ -71,6 +73,13 @@ def main(model_path, index, data_dir, filters_path, features_path, threads):
 
     filters_path = filters_path or companion_path(model_path, ".filters.png")
     features_path = features_path or companion_path(model_path, ".features.png")
+    check_distinct_files(
+        [
+            FileUse(filters_path, "the filters PNG", "--filters"),
+            FileUse(features_path, "the feature-maps PNG", "--features"),
+        ],
+        [FileUse(model_path, "the model MODEL", model=True)],
+    )
     check_writable_dir(filters_path)
     check_writable_dir(features_path)
 

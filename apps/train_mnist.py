@@ -19,8 +19,10 @@ if _APPS not in sys.path:  # `python apps/train_mnist.py` adds it; -P or PYTHONS
 import click  # noqa: E402
 from _common import (  # noqa: E402
     AppError,
+    FileUse,
     FiniteFloatRange,
     blas_description,
+    check_distinct_files,
     check_writable_dir,
     companion_path,
     confusion_matrix,
@@ -374,6 +376,7 @@ def augmentation(arch: str):
 
 def train(settings: dict) -> int:
     """Build, train, test and save; returns the exit code."""
+    check_files(settings)
     for key in ("out", "checkpoint", "plot"):  # before the data and the training, not after
         check_writable_dir(settings[key])
 
@@ -447,6 +450,25 @@ def train(settings: dict) -> int:
     plot_curves(settings, model.history)
     click.echo(f"done in {time.perf_counter() - STARTED:.0f} s of wall time")
     return 0
+
+
+def check_files(settings: dict) -> None:
+    """A usage error when two of the files the run writes are one file, or when a file
+    other than a model is the --resume checkpoint (`check_distinct_files`); the model, its
+    checkpoint and the model saved on Ctrl-C may replace the checkpoint they continue."""
+    writes = [
+        FileUse(settings["out"], "the --out model", "--out", model=True),
+        FileUse(settings["checkpoint"], "the checkpoint written beside --out", "--out", model=True),
+        FileUse(
+            settings["interrupted"], "the model saved beside --out on Ctrl-C", "--out", model=True
+        ),
+        FileUse(settings["history_path"], "the history written beside --out", "--out"),
+        FileUse(settings["plot"], "the training-curves PNG", "--plot"),
+    ]
+    reads = []
+    if settings["resume"] is not None:
+        reads.append(FileUse(settings["resume"], "the --resume checkpoint", "--resume", model=True))
+    check_distinct_files(writes, reads)
 
 
 def announce(settings: dict, model) -> None:

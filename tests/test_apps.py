@@ -663,6 +663,120 @@ def test_missing_and_corrupt_model_files_are_one_clear_line(tmp_path, script):
     assert_clear_error(result, "corrupt.h5", code=1)
 
 
+# Outputs that name a file the run reads, or another output: (script, arguments, the error
+# after "Invalid value for "). The folder holds the model m.h5 (with a Conv2D, so that
+# show_filters.py draws it), the model n.npz (read as "n"), link.h5 -> m.h5, the empty
+# folder sub/ and the symbolic link m.history.json -> m.h5.
+OUTPUT_CLASHES = {
+    "evaluate-wrong-is-the-model": (
+        "evaluate.py",
+        ["m.h5", "--wrong", "m.h5"],
+        "--wrong: m.h5 is the model MODEL: writing the PNG of wrong digits there would replace it",
+    ),
+    "evaluate-wrong-spelled-otherwise": (
+        "evaluate.py",
+        ["link.h5", "--wrong", "sub/../m.h5"],
+        "--wrong: sub/../m.h5 is the model MODEL (link.h5): writing the PNG of wrong digits "
+        "there would replace it",
+    ),
+    "evaluate-wrong-is-the-npz-read-for-name": (
+        "evaluate.py",
+        ["n", "--wrong", "n.npz"],
+        "--wrong: n.npz is the model MODEL: writing the PNG of wrong digits there would replace it",
+    ),
+    "show-filters-filters-is-the-model": (
+        "show_filters.py",
+        ["m.h5", "--filters", "m.h5"],
+        "--filters: m.h5 is the model MODEL: writing the filters PNG there would replace it",
+    ),
+    "show-filters-features-is-the-model": (
+        "show_filters.py",
+        ["m.h5", "--features", "m.h5"],
+        "--features: m.h5 is the model MODEL: writing the feature-maps PNG there would replace it",
+    ),
+    "show-filters-both-images-at-one-path": (
+        "show_filters.py",
+        ["m.h5", "--filters", "x.png", "--features", "x.png"],
+        "--features: x.png is the filters PNG: the feature-maps PNG would replace it",
+    ),
+    "train-plot-is-out": (
+        "train_mnist.py",
+        [*QUICK, "--epochs", "1", "--out", "t.h5", "--plot", "t.h5"],
+        "--plot: t.h5 is the --out model: the training-curves PNG would replace it",
+    ),
+    "train-plot-is-the-checkpoint": (
+        "train_mnist.py",
+        [*QUICK, "--epochs", "1", "--out", "t.h5", "--plot", "sub/../t.ckpt.h5"],
+        "--plot: sub/../t.ckpt.h5 is the checkpoint written beside --out (t.ckpt.h5): the "
+        "training-curves PNG would replace it",
+    ),
+    "train-plot-is-the-resumed-checkpoint": (
+        "train_mnist.py",
+        [*QUICK, "--epochs", "2", "--resume", "m.h5", "--out", "t.h5", "--plot", "link.h5"],
+        "--plot: link.h5 is the --resume checkpoint (m.h5): writing the training-curves PNG "
+        "there would replace it",
+    ),
+    "train-history-is-out-through-a-link": (
+        "train_mnist.py",
+        [*QUICK, "--epochs", "1", "--out", "m.h5"],
+        "--out: m.history.json is the --out model (m.h5): the history written beside --out "
+        "would replace it",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTPUT_CLASHES))
+def test_an_output_naming_an_input_or_another_output_is_a_usage_error(tmp_path, case):
+    """However the paths are spelled (sub/../m.h5, a symbolic link, NAME for NAME.npz), an
+    output over the model read, the checkpoint resumed or another output is refused before
+    anything runs: nothing is written, exit status 2."""
+    import convnet_core as cn
+
+    script, args, problem = OUTPUT_CLASHES[case]
+    layers = [cn.layers.Conv2D(2, (3, 3)), cn.layers.Flatten(), cn.layers.Dense(10)]
+    save_small_model(tmp_path / "m.h5", layers)
+    save_small_model(tmp_path / "n.npz", layers)
+    (tmp_path / "link.h5").symlink_to("m.h5")
+    (tmp_path / "m.history.json").symlink_to("m.h5")
+    (tmp_path / "sub").mkdir()
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()}
+    result = run_app(script, *args, cwd=tmp_path)
+    line = assert_clear_error(result, code=2)
+    assert line == (
+        f"{script}: error: Invalid value for {problem}; give another path (see {script} --help)"
+    )
+    assert result.stdout == ""
+    after = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()}
+    assert after == before
+
+
+def test_a_model_may_be_saved_over_the_model_it_continues(tmp_path, monkeypatch):
+    """--resume m.ckpt.h5 with --out m.h5 writes its checkpoint over m.ckpt.h5, and --out may
+    be the --resume file: each is the same training carried on. Without h5py a model named
+    NAME is written to NAME.npz, which another output may not be."""
+    monkeypatch.syspath_prepend(str(APPS))
+    import _common
+    import click
+    from convnet_io import storage
+
+    FileUse = _common.FileUse
+    out = FileUse(tmp_path / "m.h5", "the --out model", "--out", model=True)
+    checkpoint = FileUse(tmp_path / "m.ckpt.h5", "the checkpoint", "--out", model=True)
+    save_small_model(checkpoint.path)
+    resume = FileUse(checkpoint.path, "the --resume checkpoint", "--resume", model=True)
+    _common.check_distinct_files([out, checkpoint], [resume])
+    _common.check_distinct_files([out], [resume._replace(path=out.path)])
+    plot = FileUse(tmp_path / "m.h5.npz", "the PNG", "--plot")
+    _common.check_distinct_files([out, plot])  # h5py writes m.h5 itself
+    monkeypatch.setattr(storage, "H5PY_AVAILABLE", False)
+    with pytest.raises(click.BadParameter) as raised:
+        _common.check_distinct_files([out, plot])
+    assert raised.value.format_message() == (
+        f"Invalid value for --plot: {plot.path} is the --out model: the PNG would replace "
+        "it; give another path"
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # mnist_gui.py (what needs no display; tests/test_gui_app.py draws in the window)
 
