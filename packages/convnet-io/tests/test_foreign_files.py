@@ -97,3 +97,62 @@ def _saved(tmp_path):
     path = tmp_path / "source.h5"
     convnet_io.save(path, layer=net, params=params, state=state, input_shape=(4,))
     return path
+
+
+OBJECTS = [
+    numpy.array([{"a": 1}, None], dtype=object),
+    numpy.array([(None,)], dtype=[("a", "O")]),
+]
+
+
+def _replace_member(path, name, array):
+    """`path` rewritten with its member `name` (.npy) holding `array` (pickled objects)."""
+    with zipfile.ZipFile(path) as zf:
+        members = {info.filename: zf.read(info) for info in zf.infolist()}
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, data in members.items():
+            if member == name:
+                with zf.open(member, "w") as stream:
+                    numpy.lib.format.write_array(stream, array, allow_pickle=True)
+            else:
+                zf.writestr(member, data)
+
+
+@pytest.mark.parametrize("objects", OBJECTS, ids=["object", "struct-with-object"])
+@pytest.mark.parametrize("member", ["params/0/W", ".attrs/architecture"])
+def test_npz_member_of_python_objects_is_named_never_unpickled(tmp_path, objects, member):
+    path = tmp_path / "model.npz"
+    saved = convnet_io.load(_saved(tmp_path), parts=True)
+    convnet_io.save(
+        path, layer=saved.layer, params=saved.params, state=saved.state, input_shape=(4,)
+    )
+    _replace_member(path, member + ".npy", objects)
+    assert error_message(path) == (
+        f"{path}: array {member!r} holds Python objects (dtype {objects.dtype}), which only "
+        "pickle could load; a model file's arrays are never unpickled"
+    )
+
+
+def test_old_weights_of_python_objects_are_named_never_unpickled(tmp_path):
+    (tmp_path / "weights.json").write_text(
+        json.dumps([{"class": "Flatten", "config": {}}, {"class": "Dense", "config": {"units": 3}}])
+    )
+    path = tmp_path / "weights.hdf5.npz"
+    numpy.savez(path, **{"1_Dense_W": OBJECTS[0], "1_Dense_b": numpy.zeros(3)})
+    assert error_message(path) == (
+        f"{path}: array '1_Dense_W' holds Python objects (dtype object), which only pickle "
+        "could load; a model file's arrays are never unpickled"
+    )
+
+
+def test_hdf5_array_of_strings_is_named(tmp_path):
+    (tmp_path / "weights.json").write_text(
+        json.dumps([{"class": "Flatten", "config": {}}, {"class": "Dense", "config": {"units": 3}}])
+    )
+    path = tmp_path / "weights.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("1_Dense_W", data=numpy.ones((784, 3)))
+        f.create_dataset("1_Dense_b", data=["a", "b", "c"], dtype=h5py.string_dtype())
+    assert error_message(path) == (
+        f"{path}: array '1_Dense_b' holds variable-length data (strings or objects), not numbers"
+    )

@@ -248,7 +248,14 @@ class Reader:
         """The array at `key` as a NumPy array (0-d arrays stay arrays)."""
         raise NotImplementedError
 
+    #: What an array of a dtype with objects holds in this container, for the error that
+    #: refuses it ("{dtype}" is filled in).
+    objects = "Python objects (dtype {dtype})"
+
     def _check_size(self, key: str, shape: tuple[int, ...], dtype: numpy.dtype, limit: int):
+        if dtype.hasobject:  # a model file never holds one: not damage, another content
+            holds = self.objects.format(dtype=dtype)
+            raise ModelFormatError(self.path, f"array {key!r} holds {holds}")
         if dtype.kind not in ARRAY_KINDS:
             raise ValueError(f"array {key!r} has unsupported dtype {dtype}")
         nbytes = int(numpy.prod(shape, dtype=object)) * dtype.itemsize  # host
@@ -260,6 +267,7 @@ class HDF5Reader(Reader):
     """A Reader over an HDF5 file opened read-only with h5py (groups, attributes, datasets)."""
 
     kind = "hdf5"
+    objects = "variable-length data (strings or objects), not numbers"
 
     def __init__(self, path: str):
         super().__init__(path)
@@ -321,6 +329,10 @@ class NPZReader(Reader):
     """A Reader over an NPZ (zip of .npy members), parsed member by member without pickles."""
 
     kind = "npz"
+    objects = (
+        "Python objects (dtype {dtype}), which only pickle could load; a model file's "
+        "arrays are never unpickled"
+    )
 
     def __init__(self, path: str):
         super().__init__(path)
