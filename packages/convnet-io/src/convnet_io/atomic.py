@@ -93,7 +93,7 @@ def _naming(error: OSError, shown: str, temporary: str | None, note: str = "") -
         return error
 
 
-def resolve_target(path: str | os.PathLike) -> str:
+def resolve_target(path: str | bytes | os.PathLike) -> str:
     """The absolute path of the regular file that saving to `path` creates or replaces.
 
     Symbolic links are followed (the file a link points to is the one saved). Raises,
@@ -102,7 +102,7 @@ def resolve_target(path: str | os.PathLike) -> str:
     device, FIFO or socket; PermissionError for an existing file that may not be written
     (as `open(path, "w")` would). Nothing is created.
     """
-    shown = os.fsdecode(os.fspath(path))
+    shown = os.fsdecode(path)
     if not shown:
         raise ValueError("cannot save to an empty path")
     separators = tuple(s for s in (os.sep, os.altsep) if s)
@@ -132,7 +132,7 @@ def resolve_target(path: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+def atomic_path(path: str | bytes | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside the file `path` names; on success it replaces that
     file atomically.
 
@@ -141,7 +141,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     is raised again naming `path` (not the temporary file). See `resolve_target` for
     what may be saved to, checked before the temporary file is made.
     """
-    shown = os.fsdecode(os.fspath(path))
+    shown = os.fsdecode(path)
     target = resolve_target(shown)
     directory, name = os.path.split(target)
     try:

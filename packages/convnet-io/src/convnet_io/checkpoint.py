@@ -45,7 +45,7 @@ class Checkpoint:
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | bytes | os.PathLike,
         monitor: str = "val_loss",
         mode: str = "min",
         save_best_only: bool = False,
@@ -55,7 +55,7 @@ class Checkpoint:
             raise ValueError(f"Checkpoint mode must be 'min' or 'max', not {mode!r}")
         if int(every) < 1:
             raise ValueError(f"Checkpoint every must be a positive number of epochs, not {every}")
-        self.path = os.fspath(path)
+        self.path = os.fsdecode(path)
         self._fields = _template_fields(self.path)
         self.monitor = monitor
         self.mode = mode
@@ -224,7 +224,7 @@ def _nan_for_none(logs: dict) -> dict:
     return {key: float("nan") if value is None else value for key, value in logs.items()}
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(path: str | bytes | os.PathLike) -> dict[str, Any]:
     """Everything `fit(..., resume_from=path)` needs, as a dict of host parts.
 
     Keys: "network" (the layer spec), "input_shape", "params", "state", "optimizer"

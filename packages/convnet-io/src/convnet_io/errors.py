@@ -13,8 +13,8 @@ class ModelFormatError(ValueError):
     The message names the file and the problem. `path` holds the file's path.
     """
 
-    def __init__(self, path: str | os.PathLike | None, problem: str):
-        self.path = None if path is None else os.fspath(path)
+    def __init__(self, path: str | bytes | os.PathLike | None, problem: str):
+        self.path = None if path is None else os.fsdecode(path)
         self.problem = problem
         where = f"{self.path}: " if self.path is not None else ""
         super().__init__(f"{where}{problem}")

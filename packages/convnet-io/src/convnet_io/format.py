@@ -157,7 +157,7 @@ def _container_for(path: str) -> str:
 
 
 def write_raw(
-    path: str | os.PathLike,
+    path: str | bytes | os.PathLike,
     attributes: dict[str, dict[str, Any]],
     arrays: dict[str, numpy.ndarray],
     *,
@@ -168,7 +168,7 @@ def write_raw(
     `container` is "hdf5" or "npz" (default: from the path and whether h5py is present).
     Without h5py a non-.npz path gets ".npz" appended (as ConvNet-NumPy did), with a warning.
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     resolve_target(path)  # a folder, device, FIFO, ... at the path: refused before anything
     container = container or _container_for(path)
     if container == "npz" and not path.lower().endswith(".npz") and not storage.H5PY_AVAILABLE:
@@ -186,20 +186,20 @@ def write_raw(
     return path
 
 
-def resolve_path(path: str | os.PathLike) -> str:
+def resolve_path(path: str | bytes | os.PathLike) -> str:
     """The file that `load` and `read_raw` read for `path`: `path` itself, or `path + ".npz"`
     when only that exists (what `save`, like ConvNet-NumPy, writes when h5py is missing).
 
     Programs that check for the file before loading it use this, so that they find the
     same file `load` does. When neither exists, `path` is returned (as a str).
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     if not os.path.exists(path) and os.path.exists(path + ".npz"):
         return path + ".npz"
     return path
 
 
-def read_raw(path: str | os.PathLike) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def read_raw(path: str | bytes | os.PathLike) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """(attributes, arrays) of any HDF5/NPZ file, unchecked. ModelFormatError when unreadable."""
     path = resolve_path(path)
     kind = _sniff(path)
@@ -270,7 +270,7 @@ def _optimizer_config(optimizer: Any) -> dict | None:
 
 
 def save(
-    path: str | os.PathLike,
+    path: str | bytes | os.PathLike,
     model: Any = None,
     *,
     layer: Any = None,
@@ -304,7 +304,7 @@ def save(
         taken = [key for key in MODEL_METADATA if key in metadata]
         if taken:
             raise ValueError(
-                f"not saving {os.fspath(path)}: metadata {', '.join(map(repr, taken))} "
+                f"not saving {os.fsdecode(path)}: metadata {', '.join(map(repr, taken))} "
                 f"{'is' if len(taken) == 1 else 'are'} stored from the model itself "
                 f"({', '.join(MODEL_METADATA)}); set it on the model (e.g. model.epoch) "
                 "or give your entry another name"
@@ -332,7 +332,7 @@ def save(
         )
     if parts.get("state") is None:
         parts["state"] = _empty_state_like(parts["params"])
-    attributes, arrays = _layout(parts, os.fspath(path))
+    attributes, arrays = _layout(parts, os.fsdecode(path))
     return write_raw(path, attributes, arrays)
 
 
@@ -690,7 +690,7 @@ def _layer(path: str, architecture: Any) -> Any:
         raise ModelFormatError(path, f"bad architecture: {_describe(error)}") from error
 
 
-def load(path: str | os.PathLike, *, parts: bool = False, input_shape=None, device=None):
+def load(path: str | bytes | os.PathLike, *, parts: bool = False, input_shape=None, device=None):
     """Load a model file written by `save` (or by ConvNet-NumPy, converted).
 
     Returns a `convnet_core.Model` on `device` ("auto" when None, "cpu", "cuda" or an
@@ -715,7 +715,7 @@ def load(path: str | os.PathLike, *, parts: bool = False, input_shape=None, devi
     return saved.to_model(device)
 
 
-def read_model(path: str | os.PathLike, *, input_shape=None) -> SavedModel:
+def read_model(path: str | bytes | os.PathLike, *, input_shape=None) -> SavedModel:
     """The `SavedModel` in `path` (see `load`)."""
     path = resolve_path(path)
     kind = _sniff(path)

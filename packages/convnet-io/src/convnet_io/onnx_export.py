@@ -132,7 +132,9 @@ def _emit(g: _Graph, layer: Any, params: Any, state: Any, x: str, shape: tuple) 
     raise ValueError(f"export_onnx: no ONNX form for {type(layer).__name__}")
 
 
-def export_onnx(model: Any, path: str | os.PathLike, *, input_shape=None, opset: int = OPSET):
+def export_onnx(
+    model: Any, path: str | bytes | os.PathLike, *, input_shape=None, opset: int = OPSET
+):
     """Write `model` as an ONNX graph to `path` (atomically) and return the path.
 
     `model` is a `convnet_core.Model`, a `SavedModel` or a (layer, params, state[,
@@ -171,7 +173,7 @@ def export_onnx(model: Any, path: str | os.PathLike, *, input_shape=None, opset:
     )
     onnx_model.ir_version = min(onnx_model.ir_version, 8)  # readable by older runtimes too
     onnx.checker.check_model(onnx_model)
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     with atomic_path(path) as temporary:
         onnx.save(onnx_model, temporary)
     return path

@@ -65,7 +65,7 @@ SEAL_MAGIC = b"\x89convnet-hdf5\r\n\x1a\n"
 USERBLOCK_SIZE = 512
 
 
-def check_regular_file(path: str | os.PathLike) -> None:
+def check_regular_file(path: str | bytes | os.PathLike) -> None:
     """Raise unless `path` names a regular file (symbolic links followed); nothing is opened.
 
     Opening a FIFO for reading waits for a writer, possibly for ever, and a device can
@@ -77,11 +77,11 @@ def check_regular_file(path: str | os.PathLike) -> None:
     if stat.S_ISREG(mode):
         return
     if stat.S_ISDIR(mode):
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fsdecode(path))
     raise ModelFormatError(path, f"it is {file_kind(mode)}, not a regular file")
 
 
-def container_of(path: str | os.PathLike) -> str | None:
+def container_of(path: str | bytes | os.PathLike) -> str | None:
     """The kind of file, from its first bytes: "sealed-hdf5" (an HDF5 file written here),
     "hdf5" (any other HDF5 file), "npz", or None. What is not a regular file is refused
     first (`check_regular_file`), so a FIFO or a device is never read."""
