@@ -100,7 +100,7 @@ def check_input(layer: Any, x: Any, expected: tuple[int | None, ...]) -> None:
     `expected` is per sample (no batch axis).
     """
     actual = tuple(x.shape)
-    if not (len(actual) == len(expected) + 1 and _fits(actual[1:], expected)):
+    if not actual or not _fits(actual[1:], expected):  # a batch axis, then `expected`
         shown = ", ".join("*" if d is None else str(d) for d in expected)
         raise ShapeError(f"{layer!r} expected input of shape (N, {shown}) but got {actual}")
 
@@ -131,11 +131,13 @@ def check_entries(layer: Any, what: str, arrays: Any, expected: dict[str, tuple]
     """
     check_keys(layer, what, arrays, expected.keys())
     for name, want in expected.items():
-        got = tuple(getattr(arrays[name], "shape", ()))
-        if len(got) != len(want) or not _fits(got, want):
+        got = getattr(arrays[name], "shape", ())
+        if got != want and not _fits(got, want):  # runs every step: equality first
             shown = ", ".join("*" if d is None else str(d) for d in want)
             shown = f"({shown},)" if len(want) == 1 else f"({shown})"
-            raise ShapeError(f"{layer!r} expected {what} {name!r} of shape {shown} but got {got}")
+            raise ShapeError(
+                f"{layer!r} expected {what} {name!r} of shape {shown} but got {tuple(got)}"
+            )
 
 
 def check_keys(layer: Any, what: str, tree: Any, keys: Any) -> None:
@@ -182,8 +184,16 @@ def _keys_of(arrays: Any) -> str:
 
 
 def _fits(shape: tuple[int, ...], pattern: tuple[int | None, ...]) -> bool:
-    """Whether `shape` has the sizes of `pattern` (None: any size); equal lengths assumed."""
-    return all(want is None or want == got for want, got in zip(pattern, shape, strict=False))
+    """Whether `shape` has as many axes as `pattern` and its sizes (None: any size).
+
+    A plain loop: it runs for every layer at every step, and a generator is slower.
+    """
+    if len(shape) != len(pattern):
+        return False
+    for want, got in zip(pattern, shape):  # noqa: B905 (the lengths were just compared)
+        if want is not None and want != got:
+            return False
+    return True
 
 
 @attrs.frozen
