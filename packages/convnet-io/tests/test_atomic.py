@@ -366,3 +366,64 @@ def test_saving_over_a_file_keeps_its_permissions(tmp_path):
     finally:
         os.umask(old_umask)
     assert saved_value(target) == 3
+
+
+DYING_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from convnet_io.atomic import atomic_path
+    with atomic_path(sys.argv[1]) as temporary:
+        with open(temporary, "wb") as f:
+            f.write(b"half a model")
+        print(temporary, flush=True)
+        sys.stdin.readline()
+        os.kill(os.getpid(), signal.SIGKILL)  # killed mid-save: the temporary stays
+    """
+)
+
+
+def test_a_save_removes_the_temporaries_of_dead_writers_only(tmp_path):
+    from convnet_core import layers as L
+
+    path = tmp_path / "m.h5"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", DYING_WRITER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        temporary = writer.stdout.readline().strip()
+        match = re.fullmatch(
+            r"\.m\.h5\.([0-9a-f]{8})-(\d+)\.\w{8}\.tmp", os.path.basename(temporary)
+        )
+        assert match and int(match[2]) == writer.pid, temporary
+
+        def save():
+            params = ({"W": numpy.ones((4, 2), "float32"), "b": numpy.zeros(2, "float32")},)
+            net = L.Sequential((L.Dense(2),))
+            convnet_io.save(path, layer=net, params=params, input_shape=(4,))
+
+        save()
+        assert os.path.exists(temporary)  # its writer is alive: it may still rename it
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        assert writer.wait(timeout=30) == -signal.SIGKILL
+        tag, dead = match[1], writer.pid
+        other_tag = "ffffffff" if tag != "ffffffff" else "00000000"  # another machine's
+        kept = [
+            f".m.h5.{other_tag}-{dead}.abcdefgh.tmp",
+            f".m.h5.{tag}-{os.getpid()}.abcdefgh.tmp",  # a save of this process in a thread
+            ".m.h5.abcdefgh.tmp",  # no owner in the name
+            f".other.h5.{tag}-{dead}.abcdefgh.tmp",  # another file's
+            f".m.h5.{tag}-{dead}.abcdefgh.tmp.bak",
+        ]
+        for name in kept:
+            (tmp_path / name).write_bytes(b"x")
+        save()
+        assert sorted(os.listdir(tmp_path)) == sorted(["m.h5", *kept])
+        assert convnet_io.load(path, parts=True).params[0]["W"].shape == (4, 2)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()

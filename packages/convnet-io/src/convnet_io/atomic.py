@@ -9,13 +9,23 @@ through a link updates the file it points to, and the link stays a link. Only a 
 file is ever replaced. A directory, a device (such as /dev/null), a FIFO or a socket at
 the path is refused before anything is written, and so is a path ending in a separator,
 which names a folder. Errors name the path the caller gave, never the temporary file.
+
+A process killed mid-save (kill -9, a power cut) cannot remove its temporary file. So
+the temporary of a save to NAME is named `.NAME.<tag>-<pid>.XXXXXXXX.tmp`, where pid is
+the saving process and tag identifies its machine and PID namespace, and each save to
+NAME first removes the ones of its own machine and namespace whose process is gone: no
+process could ever rename them into place. Any other is left alone: a live process may
+still be writing it, and the processes of another machine cannot be checked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import re
+import socket
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +40,59 @@ _KINDS = (
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISSOCK, "a socket"),
 )
+
+
+#: The most bytes of the target's name that a temporary's name repeats, leaving room for
+#: the rest within the 255 bytes a file name may have.
+_NAME_BYTES = 200
+
+
+def _owner_tag() -> str:
+    """8 hex digits naming this machine and PID namespace: where this process's pid means
+    this process. Temporaries with another tag are never judged by their pid."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # no /proc: no PID namespaces to tell apart
+        namespace = 0
+    return hashlib.sha256(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
+
+
+def _temporary_start(name: str, tag: str) -> str:
+    """How the name of a temporary file of a save to `name` starts, up to the pid:
+    ".NAME.<tag>-" (NAME cut to _NAME_BYTES bytes)."""
+    stem = os.fsdecode(os.fsencode(name)[:_NAME_BYTES])
+    return f".{stem}.{tag}-"
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether a process `pid` exists (on POSIX; os.kill(pid, 0) only asks)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # EPERM: it exists, another user's
+        return True
+    return True
+
+
+def _remove_dead_temporaries(directory: str, name: str) -> None:
+    """Remove the temporary files of saves to `name` in `directory` whose process, on this
+    machine and in this PID namespace, is gone (see the module doc). Never raises."""
+    if os.name != "posix" or not hasattr(os, "kill"):  # elsewhere os.kill may terminate
+        return
+    start = re.escape(_temporary_start(name, _owner_tag()))
+    pattern = re.compile(start + r"([1-9][0-9]{0,9})\.[A-Za-z0-9_]+\.tmp")
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                match = pattern.fullmatch(entry.name)
+                if match is None or not entry.is_file(follow_symlinks=False):
+                    continue
+                if not _process_exists(int(match[1])):
+                    with contextlib.suppress(OSError):
+                        os.remove(entry.path)
+    except OSError:
+        pass
 
 
 def _fsync_file(path: str) -> None:
@@ -144,8 +207,10 @@ def atomic_path(path: str | bytes | os.PathLike) -> Iterator[str]:
     shown = os.fsdecode(path)
     target = resolve_target(shown)
     directory, name = os.path.split(target)
+    _remove_dead_temporaries(directory, name)
+    prefix = f"{_temporary_start(name, _owner_tag())}{os.getpid()}."
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        fd, temporary = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     except OSError as error:
         note = f" (cannot create a file in the folder {directory})"
         raise _naming(error, shown, None, note) from None
