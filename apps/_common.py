@@ -371,13 +371,18 @@ def check_distinct_files(writes: list[FileUse], reads: list[FileUse] = ()) -> No
         seen.append((identity, use, file))
 
 
-def check_writable_dir(path: str | os.PathLike) -> None:
-    """Create the folder of `path` when missing; AppError when no file can be made in it.
+def check_writable(path: str | os.PathLike) -> None:
+    """Create the folder of `path` when missing; AppError when the file could not be saved
+    there: no file can be made in the folder, or the path is a file that may not be
+    replaced (read-only), a directory or a device.
 
-    A file is really created there (and removed): permissions alone do not tell, e.g. root
-    may write anywhere but nothing can be created in /proc, and it is better to hear that
-    before a long training run than after it.
+    A file is really created in the folder (and removed): permissions alone do not tell,
+    e.g. root may write anywhere but nothing can be created in /proc. The path itself is
+    checked as convnet-io's atomic save checks it before writing (`resolve_target`). It is
+    better to hear either before a long training run than after it.
     """
+    from convnet_io.atomic import resolve_target
+
     folder = pathlib.Path(path).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -390,6 +395,13 @@ def check_writable_dir(path: str | os.PathLike) -> None:
         raise AppError(f"cannot write to the folder {folder} ({reason})") from None
     os.close(fd)
     os.unlink(probe)
+    try:
+        resolve_target(path)
+    except OSError as error:  # its message names the path, unless it is only an errno's
+        if error.errno is None or not error.strerror:
+            raise AppError(one_line(error)) from None
+        reason = error.strerror[:1].lower() + error.strerror[1:]
+        raise AppError(f"cannot write {path}: {reason}") from None
 
 
 def write_atomic(path: str | os.PathLike, write) -> None:
@@ -583,7 +595,7 @@ def import_pyplot():
 
 def save_figure(figure, path: str | os.PathLike) -> None:
     """Save a matplotlib figure as PNG atomically and close it."""
-    check_writable_dir(path)
+    check_writable(path)
     try:
         write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
     finally:

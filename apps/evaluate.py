@@ -19,7 +19,7 @@ from _common import (  # noqa: E402
     FileUse,
     blas_description,
     check_distinct_files,
-    check_writable_dir,
+    check_writable,
     companion_path,
     confusion_matrix,
     data_option,
@@ -93,7 +93,7 @@ def main(model_path, data_dir, wrong_path, count, batch_size, device, threads, l
         [FileUse(wrong_path, "the PNG of wrong digits", "--wrong")],
         [FileUse(model_path, "the model MODEL", model=True)],
     )
-    check_writable_dir(wrong_path)
+    check_writable(wrong_path)
     xp = cn.backend.array_module(device)
     click.echo(f"device: {cn.backend.device_name(xp)}; {blas_description()}")
     model = load_model(model_path, xp)  # an AppError unless it takes MNIST digits

@@ -21,7 +21,7 @@ from _common import (  # noqa: E402
     AppError,
     FileUse,
     check_distinct_files,
-    check_writable_dir,
+    check_writable,
     companion_path,
     data_option,
     image_grid,
@@ -80,8 +80,8 @@ def main(model_path, index, data_dir, filters_path, features_path, threads):
         ],
         [FileUse(model_path, "the model MODEL", model=True)],
     )
-    check_writable_dir(filters_path)
-    check_writable_dir(features_path)
+    check_writable(filters_path)
+    check_writable(features_path)
 
     model = load_model(model_path, numpy)  # an AppError unless it takes MNIST digits
     plt = import_pyplot()

@@ -23,7 +23,7 @@ from _common import (  # noqa: E402
     FiniteFloatRange,
     blas_description,
     check_distinct_files,
-    check_writable_dir,
+    check_writable,
     companion_path,
     confusion_matrix,
     describe_os_error,
@@ -377,8 +377,8 @@ def augmentation(arch: str):
 def train(settings: dict) -> int:
     """Build, train, test and save; returns the exit code."""
     check_files(settings)
-    for key in ("out", "checkpoint", "plot"):  # before the data and the training, not after
-        check_writable_dir(settings[key])
+    for key in ("out", "checkpoint", "history_path", "plot"):  # before the training, not after
+        check_writable(settings[key])
 
     import convnet_core as cn
     import numpy  # after set_blas_threads

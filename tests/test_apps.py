@@ -372,6 +372,62 @@ def test_a_folder_that_takes_no_files_fails_before_the_work(tmp_path):
     assert_clear_error(result, "/proc", code=1)  # before even looking for the model
 
 
+# Runs a program with os.access saying that the file argv[1] may not be written, as it says
+# to a user other than root for a read-only file (root may write any file, so a test that
+# made the file read-only would see nothing when run as root).
+READ_ONLY_DRIVER = """
+import os, runpy, sys
+denied = os.path.realpath(sys.argv[1])
+real_access = os.access
+def access(path, mode, *args, **kwargs):
+    if mode & os.W_OK and isinstance(path, (str, os.PathLike)):
+        if os.path.realpath(path) == denied:
+            return False
+    return real_access(path, mode, *args, **kwargs)
+os.access = access
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_writable_refuses_a_read_only_file(tmp_path, monkeypatch):
+    """check_writable asks what convnet-io's atomic save asks before it writes (os.access),
+    so a read-only model file is heard of before a run, not when saving after it."""
+    monkeypatch.syspath_prepend(str(APPS))
+    import _common
+
+    path = tmp_path / "m.h5"
+    path.write_bytes(b"a model")
+    _common.check_writable(path)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK and real_access(p, mode))
+    with pytest.raises(_common.AppError) as raised:
+        _common.check_writable(path)
+    assert str(raised.value) == f"cannot write {path}: permission denied (the file is read-only)"
+    _common.check_writable(tmp_path / "new.h5")  # a file not there yet is created, not replaced
+
+
+@pytest.mark.parametrize("name", ["m.h5", "m.ckpt.h5"])
+def test_a_read_only_model_or_checkpoint_fails_before_training(tmp_path, name):
+    """--out, or the checkpoint beside it, is a file the user may not replace: refused
+    before the data is even loaded, and left as it was."""
+    target = tmp_path / name
+    target.write_bytes(b"an older model")
+    target.chmod(0o444)
+    result = subprocess.run(
+        [sys.executable, "-c", READ_ONLY_DRIVER, str(target), str(APPS / "train_mnist.py"),
+         *QUICK, "--epochs", "1", "--out", "m.h5"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )  # fmt: skip
+    line = assert_clear_error(result, code=1)
+    assert line == (
+        f"train_mnist.py: error: cannot write {name}: permission denied (the file is read-only)"
+    )
+    assert "data:" not in result.stdout and "epoch" not in result.stdout
+    assert target.read_bytes() == b"an older model"
+
+
 def test_full_disk_while_saving_is_one_clear_line(tmp_path):
     """ENOSPC from the file system (simulated in the saving function) ends cleanly."""
     driver = (
