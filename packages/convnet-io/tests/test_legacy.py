@@ -12,6 +12,7 @@ import numpy
 import pytest
 from convnet_core import Model, apply
 from convnet_core import layers as L
+from convnet_core.backend import to_host
 from convnet_io import ModelFormatError, legacy
 
 OLD_ARCHITECTURE = [
@@ -355,7 +356,7 @@ def test_channels_first_shape_that_the_first_kernel_confirms_loads(tmp_path, sha
     model = Model.load(path, input_shape=shape)
     assert model.input_shape == shape
     assert numpy.array_equal(
-        model.params[0]["W"], weights["0_Conv2D_W"].transpose(3, 2, 0, 1).astype("float32")
+        to_host(model.params[0]["W"]), weights["0_Conv2D_W"].transpose(3, 2, 0, 1).astype("float32")
     )
 
 
