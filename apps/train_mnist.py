@@ -188,7 +188,8 @@ def preset_help() -> str:
     type=click.Choice(["plateau", "cosine", "none"]),
     help="Learning-rate schedule: plateau halves it when the loss stalls for 3 epochs (the "
     "validation loss when there is a validation split), cosine "
-    "decays it to zero over all epochs, none keeps it fixed [preset: cosine].",
+    "lowers it at the start of each epoch along a half cosine towards 1e-6 (the last epoch "
+    "of the presets' 15 or 20 runs at about 1% of it), none keeps it fixed [preset: cosine].",
 )
 @click.option(
     "--augment/--no-augment",
