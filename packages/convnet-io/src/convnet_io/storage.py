@@ -229,7 +229,7 @@ class Reader:
         self.close()
 
     def close(self) -> None:  # pragma: no cover - overridden
-        pass
+        """Close the file; a `with` block calls it on leaving."""
 
     def attributes(self) -> dict[str, dict[str, Any]]:
         """{group: {name: str or int}} for every group that has attributes ("" = root); a
