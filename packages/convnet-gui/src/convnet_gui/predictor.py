@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy
-from convnet_core import apply, backend
+from convnet_core import apply, backend, tree
 from convnet_core.layers import Activation, Sequential
 
 __all__ = [
@@ -93,6 +93,15 @@ def check_input(x: Any) -> Any:
     return x
 
 
+def params_dtype(params: Any) -> Any:
+    """The dtype of the first floating array in `params` (what the network computes in), or
+    None when it has none."""
+    for leaf in tree.leaves(params):
+        if leaf.dtype.kind == "f":
+            return leaf.dtype
+    return None
+
+
 def predictor_from_parts(network: Any, params: Any, state: Any, *, xp: Any = numpy) -> PredictFn:
     """A predict function running `network` in inference mode with the array module `xp`.
 
@@ -102,10 +111,12 @@ def predictor_from_parts(network: Any, params: Any, state: Any, *, xp: Any = num
     through a softmax unless its last layer is one.
     """
     probabilities_out = ends_with_softmax(network)
+    dtype = params_dtype(params)  # a float64 drawing runs through float32 weights as float32
 
     def predict(x: numpy.ndarray) -> numpy.ndarray:
         x = check_input(x)  # (1, 1, 28, 28)
-        y, _, _ = apply(network, params, state, xp.asarray(x), training=False, xp=xp)  # (1, 10)
+        x = xp.asarray(x, dtype=dtype or x.dtype)
+        y, _, _ = apply(network, params, state, x, training=False, xp=xp)  # (1, 10)
         out = numpy.asarray(backend.to_host(y), dtype=numpy.float64)[0]  # (10,)
         return out if probabilities_out else softmax(out)
 
