@@ -58,13 +58,14 @@ def test_apply_refuses_a_batch_that_is_not_an_array_of_xp(batch, kind, xp):
         assert str(error.value) == want
 
 
-def test_apply_on_cupy_refuses_a_host_batch(xp):
-    if xp is numpy:
-        pytest.skip("a NumPy batch is what xp=numpy takes")
+def test_apply_on_cupy_refuses_a_host_batch(xp, kernel_build_dir):
+    from cupy_on_numpy import make_cupy_on_numpy
+
+    device_xp = xp if xp is not numpy else make_cupy_on_numpy(kernel_build_dir)  # on the CPU
     net = small_net()
-    params, state = cn.init(net, (1, 8, 8), rng=0, xp=xp)
+    params, state = cn.init(net, (1, 8, 8), rng=0, xp=device_xp)
     with pytest.raises(TypeError) as error:
-        cn.apply(net, params, state, numpy.ones((2, 1, 8, 8), numpy.float32), xp=xp)
+        cn.apply(net, params, state, numpy.ones((2, 1, 8, 8), numpy.float32), xp=device_xp)
     assert str(error.value) == (
         "apply: x must be an array of cupy (the batch, shaped (N, *input_shape)), got "
         "numpy.ndarray; convert it with cupy.asarray(x)"
