@@ -323,3 +323,15 @@ def test_batchnorm_and_dropout_layers_of_the_reference():
     train, _ = load_mnist_gz("mnist_dataset")
     history = model.fit(train, epochs=1, batch_size=64, num_classes=10, verbose=False)
     assert np.isfinite(history["loss"][0])
+
+
+def test_activation_takes_convnet_numpys_keyword_func():
+    # ConvNet-NumPy's files store an Activation's function under "func", its argument's name
+    assert Activation(func="relu") == Activation("relu") == Activation(name="relu")
+    assert Activation(func="leaky_relu", alpha=0.2) == Activation("leaky_relu", 0.2)
+    with pytest.raises(TypeError, match="name or func .* not both"):
+        Activation("relu", func="tanh")
+    with pytest.raises(TypeError, match=r"needs the function's name, e\.g\. Activation\('relu'\)"):
+        Activation()
+    with pytest.raises(ValueError, match="unknown activation 'rleu'"):
+        Activation(func="rleu")

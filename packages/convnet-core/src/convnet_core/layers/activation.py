@@ -115,16 +115,29 @@ def _check_name(_instance, _attribute, value):
 
 
 @register_layer
-@attrs.frozen
+@attrs.frozen(init=False)
 class Activation:
     """An activation function applied to the whole input.
 
     Names: relu, leaky_relu (slope `alpha` for x < 0), sigmoid, tanh, softmax (over the
     last axis) and gelu (tanh approximation). Shapes: any (N, ...) -> the same.
+    `Activation(func="relu")`, ConvNet-NumPy's spelling, is `Activation("relu")`.
     """
 
     name: str = attrs.field(validator=_check_name)
     alpha: float = attrs.field(default=0.01, validator=in_range("Activation"))
+
+    def __init__(self, name: str | None = None, alpha: float = 0.01, *, func: str | None = None):
+        if func is not None:
+            if name is not None:
+                raise TypeError(
+                    f"Activation takes name or func (ConvNet-NumPy's name for it), not both: "
+                    f"got name={name!r} and func={func!r}"
+                )
+            name = func
+        if name is None:
+            raise TypeError("Activation needs the function's name, e.g. Activation('relu')")
+        self.__attrs_init__(name, alpha)
 
     def output_shape(self, input_shape):
         """Any shape -> the same."""
