@@ -124,10 +124,23 @@ class Snapshot:
                 "precision": model.precision.to_config(),
                 "loss_scaler": None if model.loss_scaler is None else model.loss_scaler.to_config(),
                 "metadata": {"loss_name": model.loss_name},
+                "best_weights": _earlier_best(model),
             }
 
 
-def test_resume_ends_like_an_uninterrupted_run(xp, monkeypatch):
+def _earlier_best(model):
+    """What convnet_io.Checkpoint stores of `model.best_weights`: (epoch, host params,
+    host state) when they are of an earlier epoch than the model's, else None."""
+    from convnet_core import backend
+
+    best = model.best_weights
+    if best is None or best.epoch == model.epoch:
+        return None
+    return (best.epoch, backend.to_host(best.params), backend.to_host(best.state))
+
+
+@pytest.mark.parametrize("restore_best", [False, True])
+def test_resume_ends_like_an_uninterrupted_run(xp, monkeypatch, restore_best):
     x, y = blobs(96, seed=1)
     val = blobs(40, seed=2)
     settings = dict(
@@ -137,24 +150,35 @@ def test_resume_ends_like_an_uninterrupted_run(xp, monkeypatch):
         lr_patience=1,
         early_stopping=True,
         patience=50,
-        restore_best=False,
+        restore_best=restore_best,
         verbose=False,
     )
-    # (restore_best can only restore a best epoch seen after the resume: not compared here)
     snapshot = Snapshot(at_epoch=2)
     full = mlp(xp, dropout=0.3).compile(optimizer="adam", lr=0.05)
     full.fit((x, y), epochs=5, seed=11, callbacks=[snapshot], **settings)
     assert len(set(full.history["lr"])) > 1  # the plateau schedule acted
+    if restore_best:  # the best epoch came before the checkpoint, and was put back
+        assert full.history["val_acc"] == [1.0] * 5 and full.best_weights.epoch == 1
+        assert snapshot.saved["best_weights"][0] == 1
+        assert full.params is full.best_weights.params and full.state is full.best_weights.state
+    else:
+        assert full.best_weights is None and snapshot.saved["best_weights"] is None
 
     fake_io = types.ModuleType("convnet_io")
     fake_io.load_checkpoint = lambda path: snapshot.saved if path == "ckpt.h5" else None
     monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
     resumed = mlp(xp, dropout=0.3).compile(optimizer="adam", lr=0.05)
-    resumed.fit((x, y), epochs=5, resume_from="ckpt.h5", **settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed.fit((x, y), epochs=5, resume_from="ckpt.h5", **settings)
     assert resumed.epoch == 5
     assert resumed.history == full.history
     for p, q in zip(host_leaves(resumed.params), host_leaves(full.params), strict=True):
         numpy.testing.assert_array_equal(p, q)
+    for p, q in zip(host_leaves(resumed.state), host_leaves(full.state), strict=True):
+        numpy.testing.assert_array_equal(p, q)
+    if restore_best:
+        assert resumed.best_weights.epoch == 1 and resumed.params is resumed.best_weights.params
 
     fresh = Model(device=xp)  # no layers, not compiled: everything comes from the file
     fresh.fit((x, y), epochs=5, resume_from="ckpt.h5", **settings)
@@ -164,6 +188,61 @@ def test_resume_ends_like_an_uninterrupted_run(xp, monkeypatch):
     other = Model([Dense(3), Dense(2)], device=xp).compile()
     with pytest.raises(ValueError, match="architecture differs"):
         other.fit((x, y), epochs=5, resume_from="ckpt.h5", verbose=False)
+
+
+def test_resume_from_a_checkpoint_without_best_weights(xp, monkeypatch):
+    # checkpoints written before they held the best epoch's weights
+    x, y = blobs(96, seed=1)
+    settings = dict(batch_size=16, val_data=blobs(40, seed=2), early_stopping=True, patience=50)
+    snapshots = [Snapshot(at_epoch=1), Snapshot(at_epoch=2)]
+    full = mlp(xp, dropout=0.3).compile(optimizer="adam", lr=0.05)
+    full.fit((x, y), epochs=4, seed=11, callbacks=snapshots, verbose=False, **settings)
+    last = mlp(xp, dropout=0.3).compile(optimizer="adam", lr=0.05)
+    last.fit((x, y), epochs=4, seed=11, verbose=False, restore_best=False, **settings)
+    assert full.best_weights.epoch == 1  # val_acc is 1.0 from the first epoch on
+    fake_io = types.ModuleType("convnet_io")
+    fake_io.load_checkpoint = lambda path: {
+        key: value for key, value in snapshots[int(path)].saved.items() if key != "best_weights"
+    }
+    monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
+
+    # the best epoch is the checkpoint's own: its weights are the checkpoint's
+    resumed = mlp(xp, dropout=0.3).compile(optimizer="adam", lr=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed.fit((x, y), epochs=4, resume_from="0", verbose=False, **settings)
+    for p, q in zip(host_leaves(resumed.params), host_leaves(full.params), strict=True):
+        numpy.testing.assert_array_equal(p, q)
+    assert resumed.best_weights.epoch == 1
+
+    # the best epoch came before the checkpoint's: the last epoch's weights, with a warning
+    resumed = mlp(xp, dropout=0.3).compile(optimizer="adam", lr=0.05)
+    with pytest.warns(RuntimeWarning) as caught:
+        resumed.fit((x, y), epochs=4, resume_from="1", verbose=False, **settings)
+    assert [str(w.message) for w in caught] == [
+        "EarlyStopping: the best epoch by val_acc is epoch 1, from before the resume, and "
+        "the checkpoint resumed from holds no weights of it, so the model keeps those of "
+        "epoch 4 (checkpoints written by convnet_io.Checkpoint with early stopping hold them)"
+    ]
+    assert caught[0].filename == __file__  # pointing at the fit call
+    assert resumed.best_weights is None
+    for p, q in zip(host_leaves(resumed.params), host_leaves(last.params), strict=True):
+        numpy.testing.assert_array_equal(p, q)
+
+
+def test_a_new_fit_forgets_the_best_weights_of_the_last(xp):
+    x, y = blobs(64, seed=1)
+    model = mlp(xp, seed=0).compile(optimizer="adam", lr=0.05)
+    model.fit((x, y), epochs=2, val_data=(x, y), early_stopping=True, verbose=False)
+    assert model.best_weights is not None and model.params is model.best_weights.params
+    model.fit((x, y), epochs=1, verbose=False)
+    assert model.best_weights is None
+    model.fit((x, y), epochs=2, val_data=(x, y), early_stopping=True, verbose=False)
+    assert model.best_weights.epoch in (4, 5)  # this fit's epochs only
+    model.fit(
+        (x, y), epochs=1, val_data=(x, y), early_stopping=True, restore_best=False, verbose=False
+    )
+    assert model.best_weights is None
 
 
 def test_resume_warns_when_the_compiled_optimizer_differs_from_the_checkpoints(xp, monkeypatch):

@@ -13,7 +13,10 @@ Setting `model.stop_training = True` in `on_epoch_end` ends training after that 
 `ReduceLROnPlateau` from this module. When fit resumes from a checkpoint
 (`model.resuming` is true), both rebuild their counters from `model.history` in
 `on_train_begin`, so a resumed run makes the same decisions as an uninterrupted one;
-otherwise they start afresh, like new callbacks.
+otherwise they start afresh, like new callbacks. `EarlyStopping(restore_best=True)` also
+records the best epoch's weights on the model (`model.best_weights`, a `BestWeights`),
+where `convnet_io.Checkpoint` finds them, so that a resumed run can put back a best epoch
+from before the resume.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any
+import warnings
+from typing import Any, NamedTuple
 
 from .checks import count
 from .schedules import ReduceOnPlateau, is_improvement
 
 __all__ = [
     "LOG_KEYS",
+    "BestWeights",
     "EarlyStopping",
     "EpochProgress",
     "LearningRateScheduler",
@@ -39,6 +44,18 @@ __all__ = [
 #: cannot fill are None (validation metrics without validation data, accuracy for a loss
 #: that is not a classification); `model.logged_metrics` names the others during fit.
 LOG_KEYS = ("loss", "acc", "val_loss", "val_acc", "lr")
+
+
+class BestWeights(NamedTuple):
+    """The weights of a training run's best epoch so far: `model.best_weights`.
+
+    `epoch` is the 1-based count of completed epochs when they were the model's weights;
+    `params` and `state` are the model's trees of that moment (references, not copies).
+    """
+
+    epoch: int
+    params: Any
+    state: Any
 
 
 def monitor_mode(monitor: str, mode: str = "auto") -> str:
@@ -76,10 +93,14 @@ def _replayed(model, monitor: str) -> list:
 class EarlyStopping:
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs.
 
-    With `restore_best`, the parameters and state of the best epoch (kept by reference,
-    no copy) are put back at the end of training. After a resume, the best epoch can only
-    be restored if it came after the resume (the counters themselves are rebuilt from the
-    history).
+    With `restore_best`, the parameters and state of the best epoch are put back at the
+    end of training. They are kept by reference, no copy, and recorded on the model as
+    `model.best_weights` (a `BestWeights`), which `convnet_io.Checkpoint` saves. On a
+    resumed run the counters are rebuilt from the history, and the best epoch's weights
+    are taken from the model when the checkpoint held them (`model.best_weights` of that
+    epoch) or when the best epoch is the checkpoint's own. When neither holds (a
+    checkpoint written before checkpoints held them) and no later epoch is better, the
+    model keeps the last epoch's weights and `on_train_end` says so with a RuntimeWarning.
     """
 
     def __init__(
@@ -105,26 +126,61 @@ class EarlyStopping:
         return False
 
     def on_train_begin(self, model) -> None:
-        """Reset, then replay the monitored metric of `model.history`."""
+        """Reset, then replay the monitored metric of `model.history` (on a resumed run),
+        taking the best epoch's weights where the model has them (see the class)."""
         self.best, self.wait, self.best_epoch, self._best_weights = None, 0, None, None
         self.stopped_epoch = None
-        for index, value in enumerate(_replayed(model, self.monitor)):
+        replayed = _replayed(model, self.monitor)
+        for index, value in enumerate(replayed):
             if self._observe(None if value is None else float(value)):
                 self.best_epoch = index + 1
+        if self.restore_best:
+            self._take_replayed_best(model, len(replayed))
+
+    def _take_replayed_best(self, model, last_epoch: int) -> None:
+        """Keep the weights of the replayed best epoch when the model holds them: its
+        current weights when that epoch is the last one replayed, else its recorded
+        `best_weights` when they are of that epoch. `model.best_weights` becomes what is
+        kept (None when nothing is)."""
+        recorded = getattr(model, "best_weights", None)
+        if self.best_epoch is None:
+            best = None
+        elif self.best_epoch == last_epoch:
+            best = BestWeights(last_epoch, model.params, model.state)
+        elif recorded is not None and recorded.epoch == self.best_epoch:
+            best = recorded
+        else:
+            best = None
+        self._best_weights = None if best is None else (best.params, best.state)
+        model.best_weights = best
 
     def on_epoch_end(self, model, epoch: int, logs: dict[str, Any]) -> None:
         """Track the monitored metric; stop (EarlyStopping) or lower the rate (plateau)."""
         if self._observe(_monitored(logs, self.monitor)):
             self.best_epoch = epoch
             self._best_weights = (model.params, model.state)
+            if self.restore_best:
+                model.best_weights = BestWeights(epoch, model.params, model.state)
         elif self.wait >= self.patience:
             self.stopped_epoch = epoch
             model.stop_training = True
 
     def on_train_end(self, model) -> None:
-        """Put back the parameters and state of the best epoch (restore_best)."""
-        if self.restore_best and self._best_weights is not None:
+        """Put back the parameters and state of the best epoch (restore_best); warn when
+        that epoch came before a resume from a checkpoint that did not hold them."""
+        if not self.restore_best:
+            return
+        if self._best_weights is not None:
             model.params, model.state = self._best_weights
+        elif self.best_epoch is not None:
+            warnings.warn(
+                f"EarlyStopping: the best epoch by {self.monitor} is epoch {self.best_epoch}, "
+                "from before the resume, and the checkpoint resumed from holds no weights "
+                f"of it, so the model keeps those of epoch {getattr(model, 'epoch', '?')} "
+                "(checkpoints written by convnet_io.Checkpoint with early stopping hold them)",
+                RuntimeWarning,
+                stacklevel=5,  # the caller of Model.fit
+            )
 
 
 class ReduceLROnPlateau:

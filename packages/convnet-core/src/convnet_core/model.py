@@ -31,6 +31,7 @@ from . import backend, checks, losses, optim
 from . import precision as _precision
 from . import tree as _tree
 from .api import init
+from .callbacks import BestWeights
 from .layers.activation import Activation
 from .layers.base import ShapeError, check_layer, layer_from_config, layer_to_config
 from .layers.combinators import Sequential
@@ -100,8 +101,13 @@ class Model:
     once fit has taken a mixed-precision step, else None), `history` ({"loss", "acc",
     "val_loss", "val_acc", "lr"} lists), `epoch` (epochs completed), `xp` (numpy or cupy),
     `seed`, `stop_training`, `logged_metrics` (while fit runs: the entries of the epoch
-    logs that get a value, for callbacks to check their settings in `on_train_begin`).
-    `save` stores all of them but `xp`, `stop_training` and `logged_metrics`.
+    logs that get a value, for callbacks to check their settings in `on_train_begin`),
+    `best_weights` (a `callbacks.BestWeights` (epoch, params, state): the best epoch's
+    weights that fit's `EarlyStopping(restore_best=True)` recorded, references to the trees
+    of that epoch, no copy; None otherwise, and at the start of every fit that does not
+    resume). `save` stores all of them but `xp`, `stop_training`, `logged_metrics` and
+    `best_weights`; a `convnet_io.Checkpoint` also stores `best_weights` when they are of
+    an earlier epoch than the checkpoint's, so that `fit(resume_from=...)` can restore them.
     """
 
     def __init__(
@@ -130,6 +136,7 @@ class Model:
         self.epoch = 0
         self.stop_training = False
         self.resuming = False  # true while fit(resume_from=...) starts its callbacks
+        self.best_weights: BestWeights | None = None  # set by EarlyStopping(restore_best=True)
         # the epoch-log entries the running fit gives a value, e.g. ("loss", "acc", "lr");
         # None outside fit
         self.logged_metrics: tuple[str, ...] | None = None
@@ -404,12 +411,17 @@ class Model:
             resume_from: a checkpoint file written by convnet_io.Checkpoint. Training
                 continues from it as if never stopped: its weights, history, epoch count,
                 random state, optimizer and optimizer state (moments, step count, learning
-                rate), precision policy and loss scaler (scale, good steps) replace the
-                model's. So the checkpoint's optimizer and precision win over those given
-                to `compile`, with a UserWarning naming both when they differ; the
-                compiled loss is kept (the checkpoint's is used only when there is none).
-                A checkpoint from before precision was saved keeps the compiled precision
-                and starts a new loss scaler.
+                rate), precision policy, loss scaler (scale, good steps) and the best
+                epoch's weights that early stopping recorded (`best_weights`, for
+                restore_best) replace the model's, so it ends with the weights an
+                uninterrupted run ends with. So the checkpoint's optimizer and precision
+                win over those given to `compile`, with a UserWarning naming both when
+                they differ; the compiled loss is kept (the checkpoint's is used only when
+                there is none). A checkpoint from before precision was saved keeps the
+                compiled precision and starts a new loss scaler. One from before
+                checkpoints held the best epoch's weights cannot give back a best epoch
+                earlier than its own: when no later epoch is better, restore_best keeps
+                the last epoch's weights, with a RuntimeWarning.
 
         Returns:
             `model.history`: {"loss", "acc", "val_loss", "val_acc", "lr"}, one value per
@@ -719,6 +731,19 @@ class Model:
         if floating:
             self.dtype = _weight_dtype(floating[0])
 
+    def _best_weights_from(self, saved: Any) -> BestWeights | None:
+        """A checkpoint's (epoch, params, state) of the best epoch (host or device trees)
+        as `BestWeights` on this model's device, shaped like its params; None for none."""
+        if saved is None:
+            return None
+        epoch, params, state = saved
+        n = len(self.layers)
+        return BestWeights(
+            int(epoch),
+            _as_layer_tuple(backend.to_device(params, self.xp), n),
+            _as_layer_tuple(backend.to_device(state, self.xp), n),
+        )
+
     def _restore_checkpoint(self, path) -> None:
         """Load a checkpoint written by convnet_io.Checkpoint into this model."""
         checkpoint = _convnet_io().load_checkpoint(path)
@@ -758,6 +783,7 @@ class Model:
             key: list(values) for key, values in (checkpoint.get("history") or {}).items()
         }
         self.epoch = int(checkpoint.get("epoch", 0))
+        self.best_weights = self._best_weights_from(checkpoint.get("best_weights"))
         if checkpoint.get("rng_state"):
             self.set_rng_state(checkpoint["rng_state"])
         if checkpoint.get("precision") is None:  # saved before files held it: keep the compiled

@@ -808,6 +808,8 @@ def fit(
     all_callbacks = [*begin_cbs, *end_cbs, *callbacks]
     model.stop_training = False
     model.resuming = resume_from is not None
+    if not model.resuming:  # a new run: no best epoch yet (a resumed one has the checkpoint's)
+        model.best_weights = None
     model.logged_metrics = _logged_metrics(val is not None, labels.track_accuracy)
     for key in LOG_KEYS:
         model.history.setdefault(key, [])
