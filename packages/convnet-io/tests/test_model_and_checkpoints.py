@@ -238,6 +238,7 @@ def test_load_checkpoint_keys(tmp_path):
         "rng_state",
         "precision",
         "loss_scaler",
+        "best_weights",
         "metadata",
     }
     assert checkpoint["network"] == model.network
@@ -246,6 +247,7 @@ def test_load_checkpoint_keys(tmp_path):
     assert checkpoint["epoch"] == 1 and checkpoint["rng_state"] == {"seed": 7}
     assert checkpoint["precision"] == {"compute_dtype": "float32", "param_dtype": "float32"}
     assert checkpoint["loss_scaler"] is None  # float32: no loss scaling
+    assert checkpoint["best_weights"] is None  # no early stopping
     assert checkpoint["history"]["loss"] == model.history["loss"]
     assert_same_tree(checkpoint["params"], model.params)
     assert_same_tree(checkpoint["opt_state"], model.opt_state, exact_kinds=False)

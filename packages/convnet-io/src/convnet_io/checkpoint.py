@@ -3,7 +3,9 @@
 A checkpoint is an ordinary model file (`convnet_io.save`) of a `Model` in the middle of
 training: params, state, optimizer config and state, epochs completed, history, the
 model's RNG state, its precision policy and its loss scaler (scale and good steps, for
-mixed precision), so `fit(..., resume_from=path)` continues exactly where it stopped.
+mixed precision), and, with early stopping, the params and state of the best epoch so far
+when that is an earlier one (`model.best_weights`), so `fit(..., resume_from=path)`
+continues exactly where it stopped and ends with the weights an uninterrupted run ends with.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ class Checkpoint:
     a mistake fails before the first epoch rather than after it. After training, `best` holds the
     best monitored value seen and `last_saved` the path of the last file written (None
     when nothing was saved).
+
+    With `fit(early_stopping=True)` (`EarlyStopping(restore_best=True)`), each file also
+    holds the best epoch's params and state when that epoch came before the file's (the
+    file's own weights are the best one's otherwise), so a resumed run can put them back;
+    such a file is up to twice the size of one without them.
     """
 
     def __init__(
@@ -175,7 +182,18 @@ class Checkpoint:
             self.best = value
         path = self._path(epoch, logs)
         record = {"monitor": self.monitor, "mode": self.mode, "best": self.best, "epoch": epoch}
-        self.last_saved = save(path, model, metadata={"checkpoint": record})
+        self.last_saved = save(
+            path, model, metadata={"checkpoint": record}, best_weights=_earlier_best(model)
+        )
+
+
+def _earlier_best(model: Any) -> tuple[int, Any, Any] | None:
+    """`model.best_weights` as save's (epoch, params, state) when they are of an earlier
+    epoch than the model's; None when there are none or they are the model's own."""
+    best = getattr(model, "best_weights", None)
+    if best is None or best.epoch == getattr(model, "epoch", None):
+        return None
+    return (best.epoch, best.params, best.state)
 
 
 def _log_names(model: Any) -> set[str]:
@@ -231,7 +249,9 @@ def load_checkpoint(path: str | bytes | os.PathLike) -> dict[str, Any]:
     (config dict or None), "opt_state", "epoch" (completed epochs), "history" (dict of
     lists), "rng_state" (dict or None), "precision" (the policy's config dict, or None in
     files saved before it was stored: float32), "loss_scaler" (the loss scaler's config
-    dict, or None: none yet) and "metadata" (the whole metadata dict).
+    dict, or None: none yet), "best_weights" ((epoch, params, state) of the best epoch
+    that early stopping had seen, when it came before the checkpoint's; else None) and
+    "metadata" (the whole metadata dict).
     Raises ModelFormatError for a bad file.
     """
     saved = read_model(path)
@@ -248,5 +268,6 @@ def load_checkpoint(path: str | bytes | os.PathLike) -> dict[str, Any]:
         "rng_state": metadata.get("rng_state"),
         "precision": metadata.get("precision"),
         "loss_scaler": metadata.get("loss_scaler"),
+        "best_weights": saved.best_weights,
         "metadata": metadata,
     }

@@ -11,6 +11,9 @@ One file holds everything needed to rebuild a model bit for bit:
     state/           the same for the layer state (BatchNorm running statistics, ...)
     optimizer/       optional: attribute config (JSON of `optim.to_config`), and
     optimizer/state/ the optimizer state tree and arrays
+    best/params/     optional, both or neither (checkpoints of a run with early stopping):
+    best/state/      the params and state of an earlier epoch, metadata "best_epoch", the
+                     best one so far that `EarlyStopping(restore_best=True)` puts back
 
 The container is HDF5 when h5py is installed and the path does not end in ".npz";
 otherwise an NPZ with the same layout (`convnet_io.storage`). Loading checks, in order:
@@ -54,7 +57,7 @@ __all__ = [
 
 FORMAT_NAME = "convnet"
 FORMAT_VERSION = 1
-GROUPS = ("params", "state", "optimizer/state")
+GROUPS = ("params", "state", "optimizer/state", "best/params", "best/state")
 #: The metadata entries the format defines, and the form each one must have (any other
 #: entry is the caller's own and stored as it is).
 METADATA_FIELDS = {
@@ -72,6 +75,10 @@ METADATA_FIELDS = {
     '"growth_interval", "min_scale", "max_scale"} (null or absent: a new scaler)',
     "checkpoint": 'null or {"monitor": a string, "mode": "min" or "max", "best": a number '
     'or null, "epoch": a non-negative int} (written by Checkpoint)',
+    "best_epoch": 'null or a positive int, at most "epoch": the epoch whose params and state '
+    "the groups best/params and best/state hold, which the file has exactly when this is "
+    "not null (written by Checkpoint: the best epoch of fit's EarlyStopping, restore_best=True, "
+    "when it came before the checkpoint's)",
 }
 #: The entries `save(path, model)` takes from the model; `metadata=` may not set them.
 MODEL_METADATA = ("epoch", "history", "loss_name", "rng_state", "precision", "loss_scaler")
@@ -90,6 +97,9 @@ class SavedModel:
         metadata: dict: epoch, history, loss_name, rng_state, precision, loss_scaler and
             anything the caller added.
         source: "convnet", or "convnet-numpy" for a converted file of the old project.
+        best_weights: (epoch, params, state) of an earlier epoch, the best one that early
+            stopping had seen when a `Checkpoint` saved the file; None when the file holds
+            none (any file but such checkpoints).
     """
 
     layer: Any
@@ -100,6 +110,7 @@ class SavedModel:
     optimizer_state: Any = None
     metadata: dict = attrs.field(factory=dict)
     source: str = FORMAT_NAME
+    best_weights: tuple[int, Any, Any] | None = None
 
     def to_model(self, device=None):
         """A `convnet_core.Model` holding these parts (optimizer restored when saved), on
@@ -280,6 +291,7 @@ def save(
     optimizer_state: Any = None,
     metadata: dict | None = None,
     input_shape: tuple[int, ...] | None = None,
+    best_weights: tuple[int, Any, Any] | None = None,
 ) -> str:
     """Save a model, or its parts, to one file, atomically. Returns the path written.
 
@@ -291,7 +303,10 @@ def save(
     model override what the model holds. `metadata` entries are added to the model's; they
     may not set the entries taken from the model (`MODEL_METADATA`: epoch, history,
     loss_name, rng_state, precision, loss_scaler), and the entries the format defines
-    (`METADATA_FIELDS`) must have their documented form.
+    (`METADATA_FIELDS`) must have their documented form. `best_weights`, (epoch, params,
+    state) of an earlier epoch (what `Checkpoint` passes from `model.best_weights`), are
+    stored in the groups best/params and best/state, and their epoch as metadata
+    "best_epoch"; `save(path, model)` alone does not store the model's `best_weights`.
 
     The file is HDF5 unless the path ends in ".npz" or h5py is missing (then NPZ). Arrays
     on the GPU are copied to the host. A symbolic link at the path is followed (the file
@@ -320,6 +335,17 @@ def save(
     }
     parts.update({key: value for key, value in given.items() if value is not None})
     parts["metadata"] = {**parts.get("metadata", {}), **(metadata or {})}
+    if best_weights is not None:
+        if "best_epoch" in (metadata or {}):
+            raise ValueError(
+                f"not saving {os.fsdecode(path)}: metadata 'best_epoch' is stored from "
+                "best_weights=(epoch, params, state); give one of the two"
+            )
+        epoch, best_params, best_state = best_weights
+        if best_state is None:
+            best_state = _empty_state_like(best_params)
+        parts["metadata"]["best_epoch"] = epoch
+        parts["best"] = (best_params, best_state)
     if parts.get("layer") is None:
         raise ValueError("save needs a model, or layer= and params=")
     if parts.get("params") is None:
@@ -368,6 +394,8 @@ def _layout(parts: dict[str, Any], path: str):
         attributes["optimizer"] = {"config": _dumps(config)}
         if parts.get("optimizer_state") is not None:
             trees["optimizer/state"] = parts["optimizer_state"]
+    if parts.get("best") is not None:
+        trees["best/params"], trees["best/state"] = parts["best"]
     encoded = {}
     for group, tree in trees.items():
         structure, leaves = treedef.encode(tree)
@@ -378,6 +406,7 @@ def _layout(parts: dict[str, Any], path: str):
     problem = _check_metadata(metadata)
     problem = problem or _check_parts(layer, shape, encoded["params"], encoded["state"])
     problem = problem or _check_precision(metadata, encoded["params"])
+    problem = problem or _check_best(layer, shape, metadata, encoded)
     if not problem and config is not None:
         problem = _check_optimizer(
             config, treedef.decode(*encoded["params"]), encoded.get("optimizer/state")
@@ -445,20 +474,24 @@ def _reference_parts(layer, input_shape: tuple[int, ...], dtype) -> tuple[Any, A
         return convnet_core.init(layer, input_shape, rng=0, dtype=dtype)
 
 
-def _check_parts(layer, input_shape, params_encoded, state_encoded, info=None) -> str | None:
+def _check_parts(
+    layer, input_shape, params_encoded, state_encoded, info=None, *, prefix=""
+) -> str | None:
     """None when params/state agree with the architecture, are finite and hold no negative
     variance, else the problem.
 
     `params_encoded` and `state_encoded` are (structure, {path: array-or-(shape, dtype)}).
     Without an input shape (a file that did not store one, loaded as parts) only the values
-    are checked: the shapes cannot be inferred.
+    are checked: the shapes cannot be inferred. `prefix` comes before the group names in
+    the messages ("best/" for the best epoch's params and state).
     """
+    names = {"params": f"{prefix}params", "state": f"{prefix}state"}
     for group, (_, leaves) in (("params", params_encoded), ("state", state_encoded)):
         for key, value in leaves.items():
             if isinstance(value, numpy.ndarray) and value.dtype.kind in "fc":
                 if not numpy.isfinite(value).all():  # host
                     bad = int(value.size - numpy.isfinite(value).sum())  # host
-                    return f"{group}/{key} holds {bad} NaN or infinite values"
+                    return f"{names[group]}/{key} holds {bad} NaN or infinite values"
             if (
                 group == "state"
                 and key.rsplit("/", 1)[-1] in VARIANCE_NAMES
@@ -467,7 +500,10 @@ def _check_parts(layer, input_shape, params_encoded, state_encoded, info=None) -
                 and (value < 0).any()  # host
             ):
                 bad = int((value < 0).sum())  # host
-                return f"state/{key} holds {bad} negative values, but it is a variance (>= 0)"
+                return (
+                    f"{names['state']}/{key} holds {bad} negative values, but it is a "
+                    "variance (>= 0)"
+                )
     if input_shape is None:
         return None
     dtype = _first_float_dtype(params_encoded[1])
@@ -484,20 +520,50 @@ def _check_parts(layer, input_shape, params_encoded, state_encoded, info=None) -
         ref_structure, ref_leaves = treedef.encode(reference)
         if _as_arrays(ref_structure) != _as_arrays(structure) or list(ref_leaves) != list(leaves):
             return (
-                f"{group}: the architecture has {len(ref_leaves)} arrays "
+                f"{names[group]}: the architecture has {len(ref_leaves)} arrays "
                 f"({', '.join(ref_leaves) or 'none'}) but the file has {len(leaves)} "
                 f"({', '.join(leaves) or 'none'})"
             )
         for key, ref in ref_leaves.items():
             value = leaves[key]
             shape, dtype_ = (value.shape, value.dtype) if hasattr(value, "dtype") else value
+            where = f"{names[group]}/{key}"
             if tuple(shape) != ref.shape:
-                return (
-                    f"{group}/{key} has shape {tuple(shape)} but the architecture needs {ref.shape}"
-                )
+                return f"{where} has shape {tuple(shape)} but the architecture needs {ref.shape}"
             if numpy.dtype(dtype_) != ref.dtype:
-                return f"{group}/{key} has dtype {dtype_} but the architecture needs {ref.dtype}"
+                return f"{where} has dtype {dtype_} but the architecture needs {ref.dtype}"
     return None
+
+
+def _check_best(layer, input_shape, metadata: dict, encoded: dict) -> str | None:
+    """None when the best epoch's groups (best/params, best/state: in `encoded`, as
+    (structure, leaves) by group) and metadata "best_epoch" are both there or both absent,
+    the epoch is not after the epochs completed, and the params and state agree with the
+    architecture as the model's own do, in the same dtype; else the problem."""
+    best_epoch = metadata.get("best_epoch")
+    if "best/params" not in encoded:
+        if best_epoch is None:
+            return None
+        return (
+            f"metadata 'best_epoch' is {best_epoch}, but the file holds no weights of it "
+            "(the groups best/params and best/state)"
+        )
+    if best_epoch is None:
+        return (
+            "the file holds the groups best/params and best/state but no metadata "
+            "'best_epoch' (the epoch they are of)"
+        )
+    epoch = metadata.get("epoch", 0)
+    if best_epoch > epoch:
+        return (
+            f"metadata 'best_epoch' is {best_epoch}, after the {epoch} epochs completed "
+            "(metadata 'epoch')"
+        )
+    best_params = encoded["best/params"]
+    dtype, best_dtype = _first_float_dtype(encoded["params"][1]), _first_float_dtype(best_params[1])
+    if best_dtype != dtype:
+        return f"best/params are {best_dtype}, but the params are {dtype}"
+    return _check_parts(layer, input_shape, best_params, encoded["best/state"], prefix="best/")
 
 
 #: Optimizer state slots that hold running means of squared gradients: never negative.
@@ -607,6 +673,8 @@ def _metadata_problem(name: str, value: Any) -> bool | str:
             and set(value) == {"seed"}
             and (value["seed"] is None or (_is_int(value["seed"]) and value["seed"] >= 0))
         )
+    if name == "best_epoch":
+        return value is not None and not (_is_int(value) and value >= 1)
     if name == "checkpoint":
         return value is not None and not (
             isinstance(value, dict)
@@ -814,6 +882,8 @@ def _read_v1(path: str, reader: storage.Reader, attributes, input_shape) -> Save
             raise ModelFormatError(path, "the optimizer config is not a JSON object")
         if "optimizer/state" in attributes:
             groups.append("optimizer/state")
+    if "best/params" in attributes or "best/state" in attributes:
+        groups += ["best/params", "best/state"]
 
     trees: dict[str, tuple[Any, dict[str, numpy.ndarray]]] = {}
     described: set[str] = set()
@@ -836,6 +906,7 @@ def _read_v1(path: str, reader: storage.Reader, attributes, input_shape) -> Save
 
     problem = _check_parts(layer, shape, trees["params"], trees["state"])
     problem = problem or _check_precision(metadata, trees["params"])
+    problem = problem or _check_best(layer, shape, metadata, trees)
     if problem:
         raise ModelFormatError(path, problem)
 
@@ -855,6 +926,11 @@ def _read_v1(path: str, reader: storage.Reader, attributes, input_shape) -> Save
         optimizer_state=rebuilt.get("optimizer/state"),
         metadata=metadata,
         source=FORMAT_NAME,
+        best_weights=(
+            None
+            if "best/params" not in rebuilt
+            else (metadata["best_epoch"], rebuilt["best/params"], rebuilt["best/state"])
+        ),
     )
 
 
