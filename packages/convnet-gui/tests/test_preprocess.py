@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pathlib
 import subprocess
 import sys
@@ -380,3 +381,19 @@ def test_mnist_digits_come_back_close_to_the_originals(mnist_round_trip):
         ]
     )
     assert numpy.abs(shift).max() < 1.2, numpy.abs(shift).max()
+
+
+def test_exif_orientation_is_applied_before_reading():
+    # A "7" stored sideways (rotated 90 degrees counter-clockwise) in a JPEG whose EXIF
+    # Orientation 6 tells viewers to turn it 90 degrees clockwise, as phone cameras save.
+    upright = seven(255, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    upright.rotate(90, expand=True).save(buffer, "JPEG", exif=exif.tobytes(), quality=95)
+    photo = Image.open(io.BytesIO(buffer.getvalue()))
+    ink = P.to_grayscale_inverted(photo)
+    numpy.testing.assert_allclose(ink, P.to_grayscale_inverted(upright), atol=0.1)
+    box = P.preprocess_steps(photo).box
+    assert box == pytest.approx(P.preprocess_steps(upright).box, abs=1)
+    assert photo.getexif()[0x0112] == 6  # the caller's image is left as it was

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy
-from PIL import Image
+from PIL import Image, ImageOps
 
 __all__ = [
     "DIGIT_BOX",
@@ -82,8 +82,11 @@ def to_grayscale_inverted(image: Image.Image) -> numpy.ndarray:
     A 16-bit grey image (modes "I;16", "I;16B", "I;16L", "I;16N" and "I") is scaled by its
     range instead: ink = 1 - v / 65535; an "I" image with values outside 0..65535 is refused
     (ValueError), as is a floating-point "F" image, whose range no file states.
-    Transparent pixels count as white paper. Returns float32 (H, W) in [0, 1].
+    Transparent pixels count as white paper. An EXIF Orientation tag (a photograph taken
+    with the camera turned) is applied first, so the digit is read the way viewers show it.
+    Returns float32 (H, W) in [0, 1].
     """
+    image = ImageOps.exif_transpose(image)  # a copy, upright; `image` itself is unchanged
     if image.mode == "F":
         raise ValueError(
             'to_grayscale_inverted: a floating-point (mode "F") image has no stated range; '
