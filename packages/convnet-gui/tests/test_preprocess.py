@@ -397,3 +397,12 @@ def test_exif_orientation_is_applied_before_reading():
     box = P.preprocess_steps(photo).box
     assert box == pytest.approx(P.preprocess_steps(upright).box, abs=1)
     assert photo.getexif()[0x0112] == 6  # the caller's image is left as it was
+
+
+def test_empty_images_are_blank():
+    for size in ((0, 0), (0, 5), (5, 0)):
+        image = Image.new("L", size, 255)
+        assert P.to_mnist(image) is None, size
+        steps = P.preprocess_steps(image)
+        assert steps.box is None and steps.ink.shape == (size[1], size[0])
+    assert P.remove_paper(numpy.zeros((0, 0), numpy.float32)).shape == (0, 0)

@@ -137,9 +137,12 @@ def remove_paper(ink: numpy.ndarray, border: float = PAPER_BORDER) -> numpy.ndar
     (ink -> 1 - ink, p -> 1 - p); a tie keeps dark ink. Then ink' = max(0, (ink - p) / (1 - p)):
     the paper becomes 0.0, a stroke as dark as black stays 1.0, and grey paper (a scan, a
     photograph) no longer passes the ink threshold. Black paper with nothing lighter on it
-    (p = 1) gives all zeros. Returns float32 (H, W) in [0, 1].
+    (p = 1) gives all zeros, and an empty image (no pixels) an empty result, which
+    `bounding_box` reads as blank. Returns float32 (H, W) in [0, 1].
     """
     ink = numpy.asarray(ink, dtype=numpy.float32)
+    if ink.size == 0:  # an empty (0, W) or (H, 0) image: no paper, no ink, a blank drawing
+        return ink.copy()
     paper = paper_level(ink, border)
     percent = 100 * MIN_INK_FRACTION
     lightest, darkest = (float(v) for v in numpy.percentile(ink, [percent, 100 - percent]))
@@ -317,7 +320,8 @@ def to_mnist(image: Image.Image, threshold: float = INK_THRESHOLD) -> numpy.ndar
 
     Returns float32 (1, 1, 28, 28) in [0, 1], white digit on black, longer side 20 px,
     centre of mass at the frame centre, lightly smoothed; None when no pixel holds ink (a
-    blank canvas) or too little to be a digit (a dot, a speck: `is_too_small`).
+    blank canvas, an empty 0-pixel image) or too little to be a digit (a dot, a speck:
+    `is_too_small`).
     """
     steps = preprocess_steps(image, threshold)
     if steps.smoothed is None:
