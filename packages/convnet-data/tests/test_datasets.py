@@ -105,6 +105,38 @@ def test_mislabeled_files_are_refused(mnist_copy):
         load_mnist(mnist_copy)
 
 
+def test_a_label_out_of_range_names_the_labels_file(mnist_copy):
+    # a well-formed labels file whose label 200 would make the test set 201 classes
+    path = mnist_copy / "t10k-labels-idx1-ubyte.gz"
+    labels = read_idx(path)
+    labels[3] = 200
+    write_idx(path, labels)
+    message = (
+        r"t10k-labels-idx1-ubyte.gz: label 200 at index 3 is out of range 0..9 \(10 classes\)$"
+    )
+    with pytest.raises(IDXFormatError, match=message):
+        load_mnist(mnist_copy, verify=False)
+    labels[3] = 9  # the largest valid label: the test set keeps MNIST's 10 classes
+    write_idx(path, labels)
+    train, test = load_mnist(mnist_copy, verify=False)
+    assert train.num_classes == test.num_classes == 10
+
+
+def test_load_idx_pair_checks_labels_against_the_class_count(tmp_path):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    write_idx(images, np.zeros((4, 2, 2), np.uint8))
+    small_label_file(labels, [0, 1, 2, 1])
+    # no count given: the largest label + 1
+    assert convnet_data.load_idx_pair(images, labels).num_classes == 3
+    assert convnet_data.load_idx_pair(images, labels, num_classes=5).num_classes == 5
+    message = r"labels: label 2 at index 2 is out of range 0..1 \(2 classes\)$"
+    with pytest.raises(IDXFormatError, match=message):
+        convnet_data.load_idx_pair(images, labels, num_classes=2)
+    # the class names give the count when num_classes is not given
+    with pytest.raises(IDXFormatError, match=message):
+        convnet_data.load_idx_pair(images, labels, class_names=("no", "yes"))
+
+
 def test_corrupt_bundled_file_is_a_format_error(mnist_copy):
     path = mnist_copy / "train-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-100])
@@ -215,6 +247,19 @@ def test_fashion_mnist_downloads_missing_files(http_server, tmp_path, monkeypatc
     # a damaged file is caught by the published checksum
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(files["train-labels-idx1-ubyte.gz"])
     with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte.gz"):
+        load_fashion_mnist(tmp_path)
+
+
+def test_fashion_mnist_label_out_of_range_names_the_file(tmp_path):
+    files = fake_idx_set(np.random.default_rng(5), 50, 20)
+    for name, data in files.items():  # raw files, as some mirrors ship them
+        (tmp_path / name[:-3]).write_bytes(gzip.decompress(data))
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    labels = read_idx(path)
+    labels[3] = 12
+    write_idx(path, labels)
+    message = r"t10k-labels-idx1-ubyte: label 12 at index 3 is out of range 0..9 \(10 classes\)$"
+    with pytest.raises(IDXFormatError, match=message):
         load_fashion_mnist(tmp_path)
 
 

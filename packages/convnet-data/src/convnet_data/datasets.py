@@ -190,12 +190,16 @@ def load_idx_pair(
     labels_path: str | os.PathLike,
     *,
     checksums: Mapping[str, tuple[str | None, str | None]] | None = None,
+    num_classes: int | None = None,
     class_names=None,
 ) -> Dataset:
     """A Dataset from an IDX images file (N, H, W) or (N, C, H, W) and labels file (N,).
 
     `checksums` maps a file's stem to (uncompressed MD5, SHA-256 of the file) to verify.
-    Raises IDXFormatError when the files do not hold uint8 images and labels of one count.
+    `num_classes` (by default the number of `class_names`, if given) is the data set's
+    class count; without either, it is the largest label + 1. Raises IDXFormatError when
+    the files do not hold uint8 images and labels of one count, or when a label is not
+    below `num_classes`.
     """
     images_path, labels_path = pathlib.Path(images_path), pathlib.Path(labels_path)
     arrays = []
@@ -216,7 +220,23 @@ def load_idx_pair(
             f"{labels_path}: {labels.shape[0]} labels for the {images.shape[0]} images "
             f"of {images_path}"
         )
-    return Dataset(images, labels, class_names=class_names)
+    if num_classes is None and class_names is not None:
+        num_classes = len(class_names)
+    if num_classes is not None:
+        _check_label_range(labels, num_classes, labels_path)
+    return Dataset(images, labels, num_classes=num_classes, class_names=class_names)
+
+
+def _check_label_range(labels: np.ndarray, num_classes: int, path: pathlib.Path) -> None:
+    """IDXFormatError naming the file, the first label of `labels` (N,) that is not in
+    0 .. num_classes - 1, and its index."""
+    outside = np.flatnonzero(labels >= num_classes)  # uint8 labels: never negative
+    if outside.size:
+        index = int(outside[0])
+        raise IDXFormatError(
+            f"{path}: label {labels[index]} at index {index} is out of range "
+            f"0..{num_classes - 1} ({num_classes} classes)"
+        )
 
 
 def _stem(path: pathlib.Path) -> str:
@@ -225,7 +245,7 @@ def _stem(path: pathlib.Path) -> str:
 
 
 def _load_idx_folder(root: pathlib.Path, what: str, checksums=None, class_names=None):
-    """(train, test) from the four MNIST-named IDX files in `root`."""
+    """(train, test) from the four MNIST-named IDX files in `root`, each of 10 classes."""
     result = []
     for split in ("train", "test"):
         paths = []
@@ -235,7 +255,8 @@ def _load_idx_folder(root: pathlib.Path, what: str, checksums=None, class_names=
                 message = f"{what} file {stem}.gz (or {stem}) not found in {root}"
                 raise DataNotFoundError(2, message, str(root / f"{stem}.gz"))
             paths.append(found)
-        result.append(load_idx_pair(*paths, checksums=checksums, class_names=class_names))
+        pair = load_idx_pair(*paths, checksums=checksums, num_classes=10, class_names=class_names)
+        result.append(pair)
     return tuple(result)
 
 
@@ -245,7 +266,8 @@ def load_mnist(root: str | os.PathLike | None = None, verify: bool = True):
     `root`: the folder holding train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz),
     t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz); None uses the bundled
     copy (see find_mnist_dir). With `verify` every file is checked against its known
-    checksum and a ChecksumError names the file that differs.
+    checksum and a ChecksumError names the file that differs. A label outside 0..9 is an
+    IDXFormatError naming the labels file, verified or not.
     """
     folder = find_mnist_dir() if root is None else pathlib.Path(root)
     return _load_idx_folder(folder, "MNIST", MNIST_FILES if verify else None)
@@ -376,5 +398,5 @@ def load_cifar10(root: str | os.PathLike, download: bool = False):
         parts = [read_cifar10_batch(folder / name) for name in names]
         images = np.concatenate([images for images, _ in parts])
         labels = np.concatenate([labels for _, labels in parts])
-        result.append(Dataset(images, labels, class_names=CIFAR10_CLASSES))
+        result.append(Dataset(images, labels, num_classes=10, class_names=CIFAR10_CLASSES))
     return tuple(result)
