@@ -92,6 +92,22 @@ def test_recompressed_and_raw_files_pass_through_the_canonical_md5(mnist_copy):
     assert len(train) == 60000 and test.images.shape == (10000, 1, 28, 28)
 
 
+def test_mnist_verifies_the_dotted_spelling_too(mnist_copy):
+    # train-images.idx3-ubyte(.gz), as some mirrors name the files
+    for stem in STEMS:
+        path = mnist_copy / f"{stem}.gz"
+        path.rename(mnist_copy / f"{stem.replace('-idx', '.idx')}.gz")
+    path = mnist_copy / "t10k-labels.idx1-ubyte.gz"
+    labels = read_idx(path)
+    labels[0] = (labels[0] + 1) % 10
+    write_idx(path, labels)
+    with pytest.raises(ChecksumError, match=r"t10k-labels.idx1-ubyte.gz: checksum mismatch"):
+        load_mnist(mnist_copy)
+    path.write_bytes(gzip.decompress(path.read_bytes()))  # raw data under the .gz name
+    with pytest.raises(ChecksumError, match=r"t10k-labels.idx1-ubyte.gz: checksum mismatch"):
+        load_mnist(mnist_copy)
+
+
 def test_mislabeled_files_are_refused(mnist_copy):
     # the test labels where the training labels should be: a count mismatch
     shutil.copy(mnist_copy / "t10k-labels-idx1-ubyte.gz", mnist_copy / "train-labels-idx1-ubyte.gz")
@@ -260,6 +276,24 @@ def test_fashion_mnist_label_out_of_range_names_the_file(tmp_path):
     write_idx(path, labels)
     message = r"t10k-labels-idx1-ubyte: label 12 at index 3 is out of range 0..9 \(10 classes\)$"
     with pytest.raises(IDXFormatError, match=message):
+        load_fashion_mnist(tmp_path)
+
+
+@pytest.mark.parametrize("spelling", ["-idx", ".idx"])
+def test_fashion_mnist_verifies_the_gz_file_it_reads_whatever_its_spelling(tmp_path, spelling):
+    # well-formed files that are not Fashion-MNIST's, under either name _find_file accepts
+    for name, data in fake_idx_set(np.random.default_rng(6), 50, 20).items():
+        (tmp_path / name.replace("-idx", spelling)).write_bytes(data)
+    with pytest.raises(ChecksumError, match=rf"train-images{spelling}3-ubyte.gz: checksum"):
+        load_fashion_mnist(tmp_path)
+    train, test = load_fashion_mnist(tmp_path, verify=False)
+    assert len(train) == 50 and len(test) == 20
+
+
+def test_fashion_mnist_verifies_gzip_data_under_a_raw_name(tmp_path):
+    for name, data in fake_idx_set(np.random.default_rng(7), 50, 20).items():
+        (tmp_path / name[:-3]).write_bytes(data)  # gzipped, but named as a raw file
+    with pytest.raises(ChecksumError, match=r"train-images-idx3-ubyte: checksum"):
         load_fashion_mnist(tmp_path)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .dataset import Dataset
 from .download import ChecksumError, download
-from .idx import IDXFormatError, decompress_gzip, parse_idx, read_idx
+from .idx import _GZIP_MAGIC, IDXFormatError, decompress_gzip, parse_idx, read_idx
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -173,7 +173,7 @@ def _read_checked(path: pathlib.Path, md5: str | None, sha256: str | None) -> np
     name = str(path)
     if sha256 is not None and hashlib.sha256(data).hexdigest() == sha256:
         return parse_idx(decompress_gzip(data, name), name)
-    raw = decompress_gzip(data, name) if data.startswith(b"\x1f\x8b") else data
+    raw = decompress_gzip(data, name) if data.startswith(_GZIP_MAGIC) else data
     if md5 is not None:
         actual = hashlib.md5(raw).hexdigest()
         if actual != md5:
@@ -283,7 +283,9 @@ def load_fashion_mnist(root: str | os.PathLike, download: bool = False, verify: 
 
     Reads the four IDX files (MNIST's names) from `root`. Missing files are downloaded
     from the official address when `download` is true, otherwise DataNotFoundError says
-    so. With `verify`, .gz files are checked against the published MD5 sums.
+    so. With `verify`, each file read that holds gzip data, whichever of the names
+    _find_file accepts it has, is checked against the published MD5 sum of its .gz file;
+    raw files have no published sums (read_idx still checks their structure).
     """
     root = pathlib.Path(root)
     missing = [name for name in FASHION_MNIST_FILES if _find_file(root, name[:-3]) is None]
@@ -299,7 +301,7 @@ def load_fashion_mnist(root: str | os.PathLike, download: bool = False, verify: 
         )
     if verify:
         for name, checksum in FASHION_MNIST_FILES.items():
-            _verify_file(root / name, checksum)
+            _verify_gz_file(_find_file(root, name[:-3]), checksum)  # the file read below
     return _load_idx_folder(root, "Fashion-MNIST", class_names=FASHION_MNIST_CLASSES)
 
 
@@ -308,12 +310,15 @@ def _download(url, checksum, root):
     return download(url, checksum, root)
 
 
-def _verify_file(path: pathlib.Path, checksum: str) -> None:
-    """ChecksumError when the file at `path` exists and its digest differs from `checksum`."""
+def _verify_gz_file(path: pathlib.Path, checksum: str) -> None:
+    """ChecksumError when the file at `path` holds gzip data (told by its first bytes, as
+    read_idx tells it, whatever its name) and its digest differs from `checksum`, the
+    published sum of the .gz file."""
     from .download import file_digest, parse_checksum
 
-    if not path.is_file():
-        return  # an uncompressed copy: read_idx still validates its structure
+    with path.open("rb") as file:
+        if file.read(len(_GZIP_MAGIC)) != _GZIP_MAGIC:
+            return  # an uncompressed copy: read_idx still validates its structure
     algorithm, expected = parse_checksum(checksum)
     actual = file_digest(path, algorithm)
     if actual != expected:
