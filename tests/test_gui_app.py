@@ -180,6 +180,30 @@ def test_a_damaged_model_file_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("built_for", "units", "reason"),
+    [
+        ((1, 28, 28), 3, "the network gives outputs of shape (3,) for one drawing"),
+        ((3, 32, 32), 10, "the network was built for inputs of shape (3, 32, 32)"),
+    ],
+    ids=["three-outputs", "built-for-cifar"],
+)
+def test_a_model_of_other_shapes_is_a_one_line_error(tmp_path, built_for, units, reason):
+    import convnet_core as cn
+    from convnet_core import layers as L
+
+    model = cn.Model([L.Flatten(), L.Dense(units)], seed=0)
+    model.build(built_for)
+    path = tmp_path / "other.h5"
+    model.save(path)
+    result = run_app_without_display("--model", str(path))
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"mnist_gui.py: error: cannot use the model {path} on cpu: {reason}"
+    ), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
 def test_no_display_is_a_one_line_error():
     result = run_app_without_display("--model", str(MODEL))
     assert result.returncode == 1

@@ -229,3 +229,20 @@ def test_blank_canvas_and_a_failing_model_give_messages(tk_root):
     app.predict_fn = lambda x: numpy.ones(7) / 7
     app.predict_now()
     assert app.status_var.get() == "Prediction failed: the model gave 7 outputs, expected 10"
+
+
+def test_a_failing_model_prints_its_traceback_once_not_per_stroke(tk_root, capsys):
+    def broken(x):
+        raise RuntimeError("shape mismatch in layer 3")
+
+    app = make_app(tk_root, broken, throttle_ms=1)
+    for _ in range(3):
+        draw(app, SEVEN)  # a throttled prediction while drawing, one on release
+        time.sleep(0.01)
+        tk_root.update()
+        app.clear()
+    draw(app, SEVEN)
+    assert app.status_var.get() == "Prediction failed: shape mismatch in layer 3"
+    stderr = capsys.readouterr().err
+    assert stderr.count("Traceback") == 1, stderr
+    assert stderr.rstrip().endswith("RuntimeError: shape mismatch in layer 3")

@@ -170,3 +170,43 @@ def test_a_blank_drawing_through_load_predictor_says_no_drawing():
     predict = predictor.load_predictor(REFERENCE_MODEL)
     with pytest.raises(ValueError, match=r"^no drawing: "):
         predict(to_mnist(Image.new("L", (280, 280), 255)))
+
+
+@pytest.mark.parametrize(
+    ("layers", "built_for", "message"),
+    [
+        (
+            [L.Flatten(), L.Dense(3)],
+            (1, 28, 28),
+            "the network gives outputs of shape (3,) for one drawing, but the app needs (10,): "
+            "one score per digit 0-9",
+        ),
+        (
+            [L.Flatten(), L.Dense(10)],
+            (3, 32, 32),
+            "the network was built for inputs of shape (3, 32, 32), but the app gives it one "
+            "28x28 grey drawing, shape (1, 28, 28)",
+        ),
+    ],
+    ids=["three-outputs", "built-for-cifar"],
+)
+def test_load_predictor_refuses_a_model_of_other_shapes(tmp_path, layers, built_for, message):
+    model = cn.Model(layers, seed=0)
+    model.build(built_for)
+    model.save(tmp_path / "other.h5")
+    with pytest.raises(ValueError) as error:
+        predictor.load_predictor(tmp_path / "other.h5")
+    assert str(error.value) == message
+
+
+def test_predictor_from_parts_refuses_a_network_that_cannot_read_a_drawing():
+    net = L.Sequential([L.Conv2D(4, 3), L.Flatten(), L.Dense(10)])  # needs (C, H, W): fine
+    params, state = cn.init(net, (1, 28, 28), rng=0)
+    predictor.predictor_from_parts(net, params, state)
+    three = L.Sequential([L.Flatten(), L.Dense(3)])
+    params, state = cn.init(three, (1, 28, 28), rng=0)
+    with pytest.raises(ValueError, match=r"outputs of shape \(3,\) for one drawing"):
+        predictor.predictor_from_parts(three, params, state)
+    wrong_input = L.Sequential([L.Dense(10)])  # Dense takes (N, F), not (N, 1, 28, 28)
+    with pytest.raises(ValueError, match=r"^the network cannot read one 28x28 grey drawing"):
+        predictor.predictor_from_parts(wrong_input, {}, {})

@@ -84,6 +84,7 @@ class DigitApp:
         self.probabilities: numpy.ndarray | None = None
         self._pending: str | None = None  # id of the scheduled throttled prediction
         self._photos: list[ImageTk.PhotoImage] = []  # keep PhotoImages alive while shown
+        self._reported: set[str] = set()  # failure messages whose traceback was printed
         self._build(canvas_size)
         self._bind_keys()
         self.show_blank()
@@ -285,10 +286,18 @@ class DigitApp:
             if probabilities.shape != (10,):
                 raise ValueError(f"the model gave {probabilities.size} outputs, expected 10")
         except Exception as error:  # a broken model must not take the window down
-            traceback.print_exc(file=sys.stderr)
-            self._show_message(f"Prediction failed: {error}")
+            self._report_failure(error)
             return
         self.show_probabilities(probabilities)
+
+    def _report_failure(self, error: Exception) -> None:
+        """Show a failed prediction in the window; its traceback goes to stderr only the
+        first time that message comes, not on every stroke."""
+        message = f"Prediction failed: {error}"
+        if message not in self._reported:
+            self._reported.add(message)
+            traceback.print_exception(error, file=sys.stderr)
+        self._show_message(message)
 
     # --- display --------------------------------------------------------------------------
 

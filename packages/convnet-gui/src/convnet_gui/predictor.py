@@ -16,14 +16,16 @@ from typing import Any
 
 import numpy
 from convnet_core import apply, backend, tree
-from convnet_core.layers import Activation, Sequential
+from convnet_core.layers import Activation, Sequential, ShapeError
 
 __all__ = [
     "DEFAULT_MODEL",
     "MissingModelError",
     "INPUT_SHAPE",
+    "NUM_CLASSES",
     "PredictFn",
     "check_input",
+    "check_network",
     "ends_with_softmax",
     "load_predictor",
     "missing_model_message",
@@ -36,6 +38,9 @@ DEFAULT_MODEL = os.path.join("models", "mnist.h5")
 
 #: The one input shape a predict function takes: one drawing, as `to_mnist` returns it.
 INPUT_SHAPE = (1, 1, 28, 28)
+
+#: The outputs a network must give for one drawing: one score per digit 0-9.
+NUM_CLASSES = 10
 
 PredictFn = Callable[[numpy.ndarray], numpy.ndarray]
 
@@ -93,6 +98,35 @@ def check_input(x: Any) -> Any:
     return x
 
 
+def check_network(network: Any, input_shape: tuple[int, ...] | None = None) -> None:
+    """Refuse, with a ValueError that says why, a network that does not read one drawing
+    into ten digit scores.
+
+    `input_shape` is the per-sample shape the network was built for (a model file states
+    it; None when unknown): it must be INPUT_SHAPE[1:] = (1, 28, 28). The network's own
+    `output_shape` for (1, 28, 28) must be (NUM_CLASSES,) = (10,). Both are shape
+    arithmetic on the layer spec, no array is made, so a wrong model is refused when it is
+    loaded rather than failing on every stroke.
+    """
+    sample = INPUT_SHAPE[1:]  # (1, 28, 28)
+    if input_shape is not None and tuple(input_shape) != sample:
+        raise ValueError(
+            f"the network was built for inputs of shape {tuple(input_shape)}, but the app "
+            f"gives it one 28x28 grey drawing, shape {sample}"
+        )
+    try:
+        output_shape = tuple(network.output_shape(sample))
+    except ShapeError as error:
+        raise ValueError(
+            f"the network cannot read one 28x28 grey drawing, shape {sample}: {error}"
+        ) from None
+    if output_shape != (NUM_CLASSES,):
+        raise ValueError(
+            f"the network gives outputs of shape {output_shape} for one drawing, but the app "
+            f"needs ({NUM_CLASSES},): one score per digit 0-9"
+        )
+
+
 def params_dtype(params: Any) -> Any:
     """The dtype of the first floating array in `params` (what the network computes in), or
     None when it has none."""
@@ -108,8 +142,10 @@ def predictor_from_parts(network: Any, params: Any, state: Any, *, xp: Any = num
     predict(x): x float (1, 1, 28, 28) in [0, 1] on the host, one drawing as `to_mnist` gives
     it -> probabilities float64 (10,) on the host. Anything else (None for a blank drawing,
     integers, a batch) raises ValueError (`check_input`). The network's output is passed
-    through a softmax unless its last layer is one.
+    through a softmax unless its last layer is one. A network that cannot read (1, 28, 28)
+    into (10,) outputs is refused here, with a ValueError (`check_network`).
     """
+    check_network(network)
     probabilities_out = ends_with_softmax(network)
     dtype = params_dtype(params)  # a float64 drawing runs through float32 weights as float32
 
@@ -142,7 +178,8 @@ def load_predictor(path: str | os.PathLike = DEFAULT_MODEL, device: str = "cpu")
     The file is found as `convnet_io.load` finds it: `path`, or `path + ".npz"` when only
     that exists (a model saved without h5py). Raises MissingModelError (with the command
     that trains one) when there is neither; errors of convnet_io (a damaged or foreign
-    file) pass through unchanged.
+    file) pass through unchanged. A model built for other inputs than (1, 28, 28), or
+    giving other than 10 outputs, raises ValueError (`check_network`).
     """
     import convnet_io
     from convnet_io.format import resolve_path
@@ -151,6 +188,7 @@ def load_predictor(path: str | os.PathLike = DEFAULT_MODEL, device: str = "cpu")
         raise MissingModelError(missing_model_message(path))
 
     saved = convnet_io.load(path, parts=True)  # the network spec and host NumPy pytrees
+    check_network(saved.layer, saved.input_shape)
     xp = backend.array_module(device)
     params = backend.to_device(saved.params, xp)
     state = backend.to_device(saved.state, xp)
