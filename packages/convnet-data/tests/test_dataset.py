@@ -178,6 +178,33 @@ def test_subset():
         ds.subset([1.0, 2.0])
 
 
+@pytest.mark.parametrize("seed", [None, 1])
+def test_subset_copies_the_samples_as_split_does(seed):
+    ds = make_dataset(50)
+    before = ds.images.copy()
+    part = ds.subset(10, seed=seed)
+    part.images[:] = 0
+    part.labels[:] = 0
+    np.testing.assert_array_equal(ds.images, before)
+    np.testing.assert_array_equal(ds.labels, np.arange(50) % 7)
+
+
+@pytest.mark.parametrize("n", [True, False, np.True_, 2.0])
+def test_subset_count_is_a_whole_number(n):
+    ds = make_dataset(50)
+    with pytest.raises(ValueError, match=rf"^subset: n must be a whole number >= 0, got {n!r}$"):
+        ds.subset(n)
+
+
+def test_subset_count_range():
+    ds = make_dataset(50)
+    assert len(ds.subset(0)) == 0 and len(ds.subset(np.int64(50))) == 50
+    with pytest.raises(ValueError, match=r"^subset: n must be in 0..50, got 51$"):
+        ds.subset(51)
+    with pytest.raises(ValueError, match=r"^subset: n must be >= 0, got -1$"):
+        ds.subset(-1)
+
+
 @pytest.mark.parametrize("nothing", [[], (), np.array([], int), np.array([])])
 def test_an_empty_list_of_indices_is_an_empty_subset(nothing):
     ds = make_dataset(50)

@@ -69,7 +69,9 @@ class Dataset:
         return self.images.shape[0]
 
     def __getitem__(self, index: Any):
-        """dataset[i] -> (image (C, H, W) uint8, label int); dataset[slice or array] -> Dataset."""
+        """dataset[i] -> (image (C, H, W) uint8, label int); dataset[slice or array] -> Dataset
+        (a slice shares this Dataset's arrays, as NumPy slicing does; an index array or a
+        mask copies)."""
         if isinstance(index, (int, np.integer)):
             return self.images[index], int(self.labels[index])
         return self._take(index)
@@ -118,13 +120,18 @@ class Dataset:
 
     def subset(self, n_or_indices: int | Sequence[int] | np.ndarray, seed: SeedLike = None):
         """A Dataset of some samples: the first n (seed None), n random ones (with a
-        seed; kept in their original order), or the samples at the given indices."""
-        if isinstance(n_or_indices, (int, np.integer)):
-            count = int(n_or_indices)
-            if not 0 <= count <= len(self):
+        seed; kept in their original order), or the samples at the given indices.
+
+        n is a whole number in 0..len(self) (not a bool). Like `split`, and unlike
+        `ds[a:b]` (a NumPy view), the result holds its own copy of the samples, whichever
+        way they are chosen: writing to it leaves this Dataset unchanged.
+        """
+        if np.ndim(n_or_indices) == 0:  # a count, not indices
+            count = checks.count(n_or_indices, "subset: n", minimum=0)
+            if count > len(self):
                 raise ValueError(f"subset: n must be in 0..{len(self)}, got {count}")
             if seed is None:
-                return self._take(slice(0, count))
+                return self._take(np.arange(count))  # an index array: a copy, as below
             rng = np.random.default_rng(seed_sequence(seed, "subset: seed"))
             return self._take(np.sort(rng.choice(len(self), size=count, replace=False)))
         indices = np.asarray(n_or_indices)
