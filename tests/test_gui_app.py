@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -157,6 +158,23 @@ def test_without_a_model_the_app_stays_open_and_says_so(display, tmp_path):
     assert f"No model at {missing}" in stderr
     assert "train one first with: uv run apps/train_mnist.py" in stderr
     assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.gui
+def test_ctrl_c_closes_the_app_at_once(display):
+    """SIGINT ends the program within a second even when no X event comes (Tk's event loop
+    wakes up regularly so that Python runs its signal handler)."""
+    process = start_app(display, "--model", str(MODEL))
+    try:
+        wait_for_canvas(display, process)
+        time.sleep(0.5)  # idle: no event is pending
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=2)
+    finally:
+        if process.poll() is None:
+            stop(process)
+    assert process.returncode == 130
+    assert stderr.strip() == "mnist_gui.py: error: interrupted"  # click starts a new line
 
 
 def run_app_without_display(*options: str) -> subprocess.CompletedProcess:

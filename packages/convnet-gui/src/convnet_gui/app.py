@@ -37,6 +37,8 @@ TITLE = "convnet \N{EM DASH} draw a digit"
 INPUT_SCALE = 6  # the 28x28 network input is shown 6 times larger: 168x168 screen pixels
 STEP_SIZE = 64  # side of each preprocessing-step thumbnail, in screen pixels
 BAR_ROW = 22  # height of one probability bar row, in screen pixels
+#: How often the event loop wakes up to let Python run its signal handlers (Ctrl+C).
+SIGNAL_CHECK_MS = 100
 PANEL_BG = "#eceff1"
 BAR_COLOUR = "#90a4ae"
 TOP_COLOUR = "#1e88e5"
@@ -369,8 +371,25 @@ class DigitApp:
         view.configure(image=photo, width=image.width, height=image.height)
 
 
+def wake_for_signals(root: tk.Tk, interval_ms: int = SIGNAL_CHECK_MS) -> None:
+    """Wake Tk's event loop every `interval_ms` so that Python's signal handlers run.
+
+    `mainloop` runs Python's signal handlers (Ctrl+C's KeyboardInterrupt) only after Tk
+    has handled an event, and an idle window gets none: SIGINT would wait for the next
+    mouse move. A Tcl timer that only re-arms itself is such an event. It runs no Python
+    code, so the KeyboardInterrupt leaves `mainloop` itself rather than a Tk callback
+    (which would print it and carry on); it costs one Tcl timer per interval.
+    """
+    root.tk.eval(
+        f"proc convnet_gui_wake {{}} {{ after {int(interval_ms)} convnet_gui_wake }}; "
+        "convnet_gui_wake"
+    )
+
+
 def run(predict_fn=None, *, message: str | None = None) -> None:
-    """Open the window and run the Tk event loop until it is closed."""
+    """Open the window and run the Tk event loop until it is closed (or Ctrl+C, which
+    raises KeyboardInterrupt here)."""
     root = tk.Tk()
     DigitApp(root, predict_fn, message=message)
+    wake_for_signals(root)
     root.mainloop()
