@@ -477,3 +477,39 @@ def test_a_bad_seed_is_refused_naming_the_method(call, name):
     )
     with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         call(make_dataset(10))
+
+
+def test_prefetch_finishes_each_result_in_the_callers_thread():
+    from convnet_data.prefetch import ordered_prefetch
+
+    made_in, finished_in = set(), set()
+
+    def make(index):
+        made_in.add(threading.get_ident())
+        return index
+
+    def finish(index):
+        finished_in.add(threading.get_ident())
+        return index * 10
+
+    with ordered_prefetch(make, 6, num_threads=2, finish=finish) as results:
+        assert list(results) == [0, 10, 20, 30, 40, 50]
+    assert finished_in == {threading.get_ident()}
+    assert threading.get_ident() not in made_in
+
+
+def test_prefetch_finish_errors_come_out_and_closing_joins_the_threads():
+    from convnet_data.prefetch import ordered_prefetch
+
+    def finish(index):
+        if index == 2:
+            raise KeyError("batch 2")
+        return index
+
+    before = set(threading.enumerate())
+    results = ordered_prefetch(lambda i: i, 8, num_threads=2, finish=finish)
+    assert next(results) == 0 and next(results) == 1
+    with pytest.raises(KeyError, match="batch 2"):
+        next(results)
+    results.close()
+    assert set(threading.enumerate()) <= before

@@ -174,9 +174,13 @@ class Dataset:
         `preprocess=lambda x: x / 255.0` gives the default [0, 1] batches to float32
         rounding (a division and a product by the reciprocal can differ in the last bit).
 
-        With `xp=cupy`, steps 2-5 run on the GPU, queued from the worker thread, which
-        waits for them to finish before handing the batch over: the training loop never
-        blocks on the transfer, and only the uint8 batch crosses the bus.
+        With `xp=cupy`, only step 1 runs in the background threads; steps 2-5 are queued
+        on the GPU from the caller's thread as `next()` hands the batch over, on the
+        caller's stream behind its own kernels, so nothing waits for the GPU: the copy of
+        the uint8 batch is asynchronous (CuPy stages it in pinned memory), and only those
+        bytes cross the bus. (Queued from another thread, the batch would have to be
+        waited for before use: CuPy's default stream is shared by all threads, so that
+        wait would include every kernel the training loop had queued.)
 
         A few batches are prepared ahead (at most 2 * num_threads), from the first `next()`.
         The threads stop, joined, when the epoch ends, when an error from a batch comes out,
@@ -204,6 +208,8 @@ class Dataset:
             order = np.arange(n)  # host
         count = n // batch_size if drop_last else -(-n // batch_size)
         prepare = _BatchMaker(self, order, batch_size, xp, preprocess, augment, augment_seed)
+        if getattr(xp, "__name__", "") == "cupy":  # the GPU work in the caller's thread
+            return ordered_prefetch(prepare.gather, count, num_threads, finish=prepare.finish)
         return ordered_prefetch(prepare, count, num_threads)
 
 
@@ -263,7 +269,11 @@ def _checked_classes(
 
 
 class _BatchMaker:
-    """Builds batch number i of an epoch (the work each prefetch thread does)."""
+    """Builds batch number i of an epoch: `gather` on the host, then `finish` on `xp`.
+
+    Called as one function on NumPy (a prefetch thread does both steps); on CuPy a
+    prefetch thread gathers and the caller's thread finishes (see `Dataset.batches`).
+    """
 
     def __init__(self, dataset, order, batch_size, xp, preprocess, augment, augment_seed):
         self.dataset = dataset
@@ -273,26 +283,18 @@ class _BatchMaker:
         self.preprocess = preprocess
         self.augment = augment
         self.augment_seed = augment_seed
-        self.on_gpu = getattr(xp, "__name__", "") == "cupy"
-        self.device_id = xp.cuda.Device().id if self.on_gpu else None
 
     def __call__(self, index: int):
-        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        images = self.dataset.images[chosen]  # (B, C, H, W) uint8, on the host
-        labels = self.dataset.labels[chosen]  # (B,) int64
-        if not self.on_gpu:
-            return self._finish(images, labels, index)
-        cupy = self.xp
-        with cupy.cuda.Device(self.device_id):
-            x, y = self._finish(images, labels, index)
-            # The copy and the augmentation kernels were queued on this thread's current
-            # stream (the default stream, shared with the caller's kernels, which keeps the
-            # memory pool's reuse safe); waiting here means the caller gets a finished batch
-            # and never waits for it itself.
-            cupy.cuda.get_current_stream().synchronize()
-        return x, y
+        return self.finish(self.gather(index))
 
-    def _finish(self, images: np.ndarray, labels: np.ndarray, index: int):
+    def gather(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """The host arrays of batch `index`: images (B, C, H, W) uint8, labels (B,) int64."""
+        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.dataset.images[chosen], self.dataset.labels[chosen], index
+
+    def finish(self, gathered: tuple[np.ndarray, np.ndarray, int]):
+        """(x, y) on `xp` from what `gather` gave: x float32 (B, C, H, W), y int64 (B,)."""
+        images, labels, index = gathered
         xp = self.xp
         x = xp.asarray(images).astype(xp.float32)  # (B, C, H, W), 0..255
         if self.augment is not None:

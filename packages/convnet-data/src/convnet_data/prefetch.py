@@ -24,7 +24,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from convnet_core import checks
 
@@ -62,18 +62,40 @@ class PrefetchIterator(Iterator[T], Generic[T]):
 
 
 def ordered_prefetch(
-    make: Callable[[int], T], count: int, num_threads: int, ahead: int | None = None
+    make: Callable[[int], Any],
+    count: int,
+    num_threads: int,
+    ahead: int | None = None,
+    *,
+    finish: Callable[[Any], T] | None = None,
 ) -> PrefetchIterator[T]:
-    """Yield make(0) ... make(count - 1) in order, computed ahead on `num_threads` threads.
+    """Yield make(0) ... make(count - 1) in order, computed ahead on `num_threads` threads;
+    with `finish`, yield finish(make(i)), `finish` running in the caller's thread.
 
     At most `ahead` results (default 2 * num_threads) are in flight or waiting at any time,
     which bounds the memory held. `num_threads=0` computes each result in the caller's
-    thread when it is asked for. An exception raised by `make` comes out of the `next()`
-    that would have returned its result. `num_threads` is checked here, before any thread
-    starts; the threads start at the first `next()`.
+    thread when it is asked for. An exception raised by `make` or `finish` comes out of
+    the `next()` that would have returned its result. `num_threads` is checked here, before
+    any thread starts; the threads start at the first `next()`.
+
+    `finish` is for work that belongs to the caller's thread: on a GPU, the kernels that
+    must queue on the caller's stream behind its own (see `Dataset.batches`).
     """
     num_threads = checks.count(num_threads, "num_threads", minimum=0)
-    return PrefetchIterator(_prefetch(make, count, num_threads, ahead))
+    results = _prefetch(make, count, num_threads, ahead)
+    if finish is not None:
+        results = _finished(results, finish)
+    return PrefetchIterator(results)
+
+
+def _finished(results: Generator[Any, None, None], finish: Callable[[Any], T]):
+    """`finish` applied to each of `results` as it is asked for; closing this generator
+    closes `results` (its `finally` joins the threads)."""
+    try:
+        for result in results:
+            yield finish(result)
+    finally:
+        results.close()
 
 
 def _prefetch(
