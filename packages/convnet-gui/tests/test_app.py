@@ -246,3 +246,50 @@ def test_a_failing_model_prints_its_traceback_once_not_per_stroke(tk_root, capsy
     stderr = capsys.readouterr().err
     assert stderr.count("Traceback") == 1, stderr
     assert stderr.rstrip().endswith("RuntimeError: shape mismatch in layer 3")
+
+
+def outside_the_window(app) -> list[str]:
+    """The panel's widgets that reach past the window's right or bottom edge."""
+    root = app.master
+    width, height = root.winfo_width(), root.winfo_height()
+    widgets = {
+        "clear button": app.clear_button,
+        "bars": app.bars,
+        "network input": app.input_view,
+        **{f"step {i}": view for i, view in enumerate(app.step_views)},
+    }
+    return [
+        name
+        for name, widget in widgets.items()
+        if widget.winfo_rootx() - root.winfo_rootx() + widget.winfo_width() > width
+        or widget.winfo_rooty() - root.winfo_rooty() + widget.winfo_height() > height
+    ]
+
+
+def test_every_panel_widget_shows_at_the_minimum_size_and_on_a_laptop_screen(tk_root):
+    app = make_app(tk_root, None)
+    min_width, min_height = tk_root.minsize()
+    # the minimum comes from the widgets themselves: the panel and a usable canvas
+    assert min_height >= app.clear_button.master.winfo_reqheight()
+    assert tk_root.winfo_reqheight() <= 650  # fits a 1366x768 screen with a title bar
+    for width, height in ((min_width, min_height), (800, 600), (1366, 650), (1024, 560)):
+        tk_root.geometry(f"{max(width, min_width)}x{max(height, min_height)}")
+        tk_root.update()
+        assert outside_the_window(app) == [], (width, height)
+        assert app.canvas.winfo_width() >= 200, (width, height)  # room left to draw
+    tk_root.geometry("300x200")  # smaller than the minimum: Tk keeps the minimum
+    tk_root.update()
+    assert (tk_root.winfo_width(), tk_root.winfo_height()) == (min_width, min_height)
+    assert outside_the_window(app) == []
+
+
+def test_a_long_message_grows_the_minimum_size(tk_root):
+    app = make_app(tk_root, None)
+    _, min_height = tk_root.minsize()
+    app.predict_fn = lambda x: (_ for _ in ()).throw(RuntimeError("a long reason " * 12))
+    draw(app, SEVEN)
+    assert app.status_var.get().startswith("Prediction failed: a long reason")
+    assert tk_root.minsize()[1] > min_height
+    tk_root.geometry(f"{tk_root.minsize()[0]}x{tk_root.minsize()[1]}")
+    tk_root.update()
+    assert outside_the_window(app) == []

@@ -37,6 +37,7 @@ TITLE = "convnet \N{EM DASH} draw a digit"
 INPUT_SCALE = 6  # the 28x28 network input is shown 6 times larger: 168x168 screen pixels
 STEP_SIZE = 64  # side of each preprocessing-step thumbnail, in screen pixels
 BAR_ROW = 22  # height of one probability bar row, in screen pixels
+MIN_CANVAS = 200  # the least canvas side the window's minimum size leaves, in screen pixels
 #: How often the event loop wakes up to let Python run its signal handlers (Ctrl+C).
 SIGNAL_CHECK_MS = 100
 PANEL_BG = "#eceff1"
@@ -94,10 +95,10 @@ class DigitApp:
     # --- layout ---------------------------------------------------------------------------
 
     def _build(self, canvas_size: int) -> None:
+        """The board (the canvas) on the left, the panel on the right; see `_build_panel`."""
         master = self.master
         if isinstance(master, (tk.Tk, tk.Toplevel)):
             master.title(TITLE)
-            master.minsize(640, 480)
         master.columnconfigure(0, weight=1)
         master.rowconfigure(0, weight=1)
 
@@ -116,27 +117,64 @@ class DigitApp:
         self.canvas.bind("<B1-Motion>", self._on_motion)
         self.canvas.bind("<ButtonRelease-1>", self._on_release)
 
-        panel = tk.Frame(master, bg=PANEL_BG, padx=12, pady=8)
-        panel.grid(row=0, column=1, sticky="ns")
-        self.status_var = tk.StringVar(master)
+        self.panel = tk.Frame(master, bg=PANEL_BG, padx=12, pady=8)
+        self.panel.grid(row=0, column=1, sticky="ns")
+        self._build_panel(self.panel)
+
+    def _build_panel(self, panel: tk.Frame) -> None:
+        """Two columns, so that the panel is short enough for a laptop screen (about 450
+        pixels on a 768-pixel screen):
+
+            status line (the prediction or a message)
+            top three           | Clear
+            ten bars            | the network input (28 x 28, enlarged)
+            the five preprocessing steps
+        """
+        self.status_var = tk.StringVar(panel)
         self.status_label = tk.Label(
-            panel, textvariable=self.status_var, bg=PANEL_BG, wraplength=300, justify="left",
-            font=("TkDefaultFont", 11, "bold"), anchor="w", width=34,
+            panel, textvariable=self.status_var, bg=PANEL_BG, wraplength=440, justify="left",
+            font=("TkDefaultFont", 11, "bold"), anchor="w",
         )  # fmt: skip
-        self.status_label.grid(row=0, column=0, sticky="we")
-        self.top3_var = tk.StringVar(master)
+        self.status_label.grid(row=0, column=0, columnspan=2, sticky="we")
+        self.top3_var = tk.StringVar(panel)
         self.top3_label = tk.Label(
             panel, textvariable=self.top3_var, bg=PANEL_BG, justify="left", anchor="w",
             font=("TkFixedFont", 13), height=3,
         )  # fmt: skip
         self.top3_label.grid(row=1, column=0, sticky="we", pady=(4, 8))
+        self.clear_button = tk.Button(panel, text="Clear  (Esc)", command=self.clear)
+        self.clear_button.grid(row=1, column=1, sticky="new", padx=(12, 0), pady=(8, 0))
 
+        self._build_bars(panel)
+        self.bars.grid(row=2, column=0, sticky="nw")
+
+        side = 28 * INPUT_SCALE
+        seen = tk.Frame(panel, bg=PANEL_BG)
+        seen.grid(row=2, column=1, sticky="nw", padx=(12, 0))
+        tk.Label(seen, text="What the network sees\n(28 x 28):", bg=PANEL_BG, justify="left",
+                 anchor="w").grid(row=0, column=0, sticky="we", pady=(0, 2))  # fmt: skip
+        self.input_view = tk.Label(seen, bg="black", width=side, height=side, borderwidth=0)
+        self.input_view.grid(row=1, column=0, sticky="w")
+
+        steps = tk.Label(
+            panel, text="Steps: ink, cropped, 20 px box, centred, smoothed", bg=PANEL_BG, anchor="w"
+        )
+        steps.grid(row=3, column=0, columnspan=2, sticky="we", pady=(10, 2))
+        strip = tk.Frame(panel, bg=PANEL_BG)
+        strip.grid(row=4, column=0, columnspan=2, sticky="w")
+        self.step_views = []
+        for column in range(5):
+            view = tk.Label(strip, bg="black", width=STEP_SIZE, height=STEP_SIZE, borderwidth=0)
+            view.grid(row=0, column=column, padx=(0, 4))
+            self.step_views.append(view)
+
+    def _build_bars(self, panel: tk.Frame) -> None:
+        """A canvas of ten rows: the digit, a bar of length p * bar_length, p in percent."""
         self.bar_length = 200  # screen pixels of a bar at probability 1
         self.bars = tk.Canvas(
             panel, width=self.bar_length + 90, height=10 * BAR_ROW + 4, bg=PANEL_BG,
             highlightthickness=0,
         )  # fmt: skip
-        self.bars.grid(row=2, column=0, sticky="w")
         self.bar_items: list[int] = []
         self.bar_labels: list[int] = []
         for digit in range(10):
@@ -157,25 +195,21 @@ class DigitApp:
                 )
             )
 
-        tk.Label(panel, text="What the network sees (28 x 28):", bg=PANEL_BG, anchor="w").grid(
-            row=3, column=0, sticky="we", pady=(10, 2)
-        )
-        side = 28 * INPUT_SCALE
-        self.input_view = tk.Label(panel, bg="black", width=side, height=side, borderwidth=0)
-        self.input_view.grid(row=4, column=0, sticky="w")
+    def _fit_min_size(self) -> None:
+        """The window's minimum size: the whole panel, and room for a MIN_CANVAS canvas.
 
-        tk.Label(panel, text="Steps: ink, cropped, 20 px box, centred, smoothed", bg=PANEL_BG,
-                 anchor="w").grid(row=5, column=0, sticky="we", pady=(10, 2))  # fmt: skip
-        strip = tk.Frame(panel, bg=PANEL_BG)
-        strip.grid(row=6, column=0, sticky="w")
-        self.step_views = []
-        for column in range(5):
-            view = tk.Label(strip, bg="black", width=STEP_SIZE, height=STEP_SIZE, borderwidth=0)
-            view.grid(row=0, column=column, padx=(0, 4))
-            self.step_views.append(view)
-
-        self.clear_button = tk.Button(panel, text="Clear  (Esc)", command=self.clear)
-        self.clear_button.grid(row=7, column=0, sticky="we", pady=(12, 0))
+        Read from the widgets' requested sizes (fonts differ between systems), and again
+        whenever a message may have changed the panel's height (a long one wraps).
+        """
+        master = self.master
+        if not isinstance(master, (tk.Tk, tk.Toplevel)):
+            return  # the window is someone else's to size
+        master.update_idletasks()  # the requested sizes of what was just shown
+        board = MIN_CANVAS + 24
+        width = board + self.panel.winfo_reqwidth()
+        height = max(board, self.panel.winfo_reqheight())
+        if master.minsize() != (width, height):
+            master.minsize(width, height)
 
     def _bind_keys(self) -> None:
         top = self.master.winfo_toplevel()
@@ -333,16 +367,18 @@ class DigitApp:
         self._clear_bars()
         self.status_var.set(text)
         self.top3_var.set("")
+        self._fit_min_size()  # a long message wraps onto more lines
 
     def show_blank(self) -> None:
         """Nothing drawn: the blank message, empty bars, black network input."""
         self.network_input = None
-        message = BLANK_MESSAGE if self.predict_fn is not None else self.no_model_message
-        self._show_message(message)
         black = numpy.zeros((28, 28), numpy.float32)
         self._show_array(self.input_view, black, INPUT_SCALE, slot=0)
         for index, view in enumerate(self.step_views):
             self._show_array(view, black, 1, slot=1 + index, size=STEP_SIZE)
+        # last: the images set the panel's size (an empty Label's width counts characters)
+        message = BLANK_MESSAGE if self.predict_fn is not None else self.no_model_message
+        self._show_message(message)
 
     def _show_steps(self, steps: preprocess.Steps) -> None:
         self._show_array(self.input_view, steps.smoothed, INPUT_SCALE, slot=0)
