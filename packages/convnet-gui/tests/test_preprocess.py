@@ -406,3 +406,86 @@ def test_empty_images_are_blank():
         steps = P.preprocess_steps(image)
         assert steps.box is None and steps.ink.shape == (size[1], size[0])
     assert P.remove_paper(numpy.zeros((0, 0), numpy.float32)).shape == (0, 0)
+
+
+def ramp(shape: tuple[int, int], direction: tuple[float, float]) -> numpy.ndarray:
+    """(H, W) from 0 to 1 along `direction` (dx, dy): a lamp to one side of the page."""
+    rows, cols = numpy.indices(shape, dtype=numpy.float64)
+    along = direction[0] * cols + direction[1] * rows
+    return (along - along.min()) / (along.max() - along.min())
+
+
+def shaded(image: Image.Image, direction, levels: float) -> Image.Image:
+    """`image` ("L") less a ramp from 0 to `levels` grey levels along `direction`."""
+    grey = numpy.asarray(image, dtype=numpy.float64)  # (H, W)
+    darker = grey - levels * ramp(grey.shape, direction)
+    return Image.fromarray(numpy.clip(darker, 0, 255).round().astype(numpy.uint8))
+
+
+def lit(image: Image.Image, direction, loss: float) -> Image.Image:
+    """`image` ("L") under light that falls off along `direction`, losing the fraction
+    `loss` at the far side: every pixel times 1 - loss * ramp, as a lamp lights paper."""
+    grey = numpy.asarray(image, dtype=numpy.float64)  # (H, W)
+    darker = grey * (1 - loss * ramp(grey.shape, direction))
+    return Image.fromarray(darker.round().astype(numpy.uint8))
+
+
+def test_paper_surface_recovers_a_tilted_page_under_strokes_that_touch_the_edges():
+    rows, cols = numpy.indices((120, 200), dtype=numpy.float32)
+    paper = 0.1 + 0.002 * cols + 0.001 * rows  # 0.1 at the top left, 0.62 at the bottom right
+    ink = paper.copy()
+    ink[40:80, 50:60] = 1.0  # a stroke inside
+    ink[0:30, 100:104] = 1.0  # a stroke that runs into the top edge
+    ink[115:120, 0:40] = 0.9  # and one along the bottom edge
+    numpy.testing.assert_allclose(P.paper_surface(ink), paper, atol=1e-5)
+    uniform = numpy.full((50, 50), 0.3, numpy.float32)
+    uniform[0, :10] = 1.0
+    numpy.testing.assert_allclose(P.paper_surface(uniform), numpy.full((50, 50), 0.3), atol=1e-7)
+    assert P.paper_surface(numpy.zeros((1, 7), numpy.float32)).shape == (1, 7)
+    with pytest.raises(ValueError, match=r"paper_surface expects a 2-d \(H, W\).*\(1, 5, 5\)"):
+        P.paper_surface(numpy.zeros((1, 5, 5)))
+
+
+ONE = [[(130, 40), (130, 240)]]  # a "1" drawn with a 20-pixel brush in a 280x280 image
+ONE_BOX = (30, 120, 251, 141)
+DIRECTIONS = {"left-right": (1, 0), "right-left": (-1, 0), "top-bottom": (0, 1),
+              "bottom-top": (0, -1), "diagonal": (1, 1), "anti-diagonal": (-1, 1)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference_predict():
+    from convnet_gui.predictor import load_predictor
+
+    return load_predictor(pathlib.Path(__file__).parent / "data" / "reference_mnist.h5")
+
+
+@pytest.mark.parametrize("direction", list(DIRECTIONS.values()), ids=list(DIRECTIONS))
+@pytest.mark.parametrize(("paper", "ink"), [(200, 50), (60, 230)], ids=["dark-ink", "chalk"])
+def test_a_lighting_gradient_is_paper_not_ink(direction, paper, ink, reference_predict):
+    # 40 grey levels less from one side to the other: 16% of the range
+    steps = P.preprocess_steps(
+        shaded(drawing((280, 280), ONE, 20, ink=ink, paper=paper), direction, 40)
+    )
+    assert steps.box == ONE_BOX
+    outside = steps.ink.copy()
+    outside[ONE_BOX[0] : ONE_BOX[2], ONE_BOX[1] : ONE_BOX[3]] = 0
+    assert outside.max() < 0.01  # the page outside the stroke is paper (8-bit rounding)
+    assert steps.ink[40:240, 128:132].min() > 0.6  # and the stroke is ink all along
+    probabilities = reference_predict(steps.smoothed[None, None])
+    assert probabilities.argmax() == 1 and probabilities[1] > 0.95, probabilities
+
+
+@pytest.mark.parametrize("direction", list(DIRECTIONS.values()), ids=list(DIRECTIONS))
+def test_light_falling_off_across_the_page_is_undone(direction):
+    # ink' = (ink - p) / (1 - p) with the local paper p: a stroke in the shade reads as dark
+    # as in the light, as if the page were evenly lit (to within 8-bit rounding)
+    even = drawing((280, 280), ONE, 20, ink=50, paper=200)
+    numpy.testing.assert_allclose(
+        P.preprocess_steps(lit(even, direction, 0.2)).ink, P.preprocess_steps(even).ink, atol=0.01
+    )
+
+
+def test_a_seven_lit_from_one_side_reads_as_a_confident_seven(reference_predict):
+    for direction in DIRECTIONS.values():
+        probabilities = reference_predict(P.to_mnist(shaded(seven(200, 50), direction, 60)))
+        assert probabilities.argmax() == 7 and probabilities[7] > 0.95, (direction, probabilities)

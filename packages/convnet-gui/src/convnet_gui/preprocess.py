@@ -8,7 +8,7 @@ light canvas, of any size, anywhere in the canvas. `to_mnist` runs the same reci
 one small step per function, so each step can be shown and explained:
 
     ink     = to_grayscale_inverted(image)   # (H, W) float32, dark 1.0, white 0.0
-    ink     = remove_paper(ink)              # (H, W), paper 0.0 whatever its shade
+    ink     = remove_paper(ink)              # (H, W), paper 0.0 whatever its shade or lighting
     box     = bounding_box(ink)              # (top, left, bottom, right) or None
     blank   = box is None or is_too_small(ink, box)   # a dot or a speck is no digit
     digit   = crop_to_content(ink, box)      # (h, w), the ink and nothing else
@@ -34,15 +34,19 @@ __all__ = [
     "MIN_DIGIT_FRACTION",
     "MIN_INK_FRACTION",
     "PAPER_BORDER",
+    "PAPER_FIT_ROUNDS",
+    "PAPER_TOLERANCE",
     "SIXTEEN_BIT_MODES",
     "SIXTEEN_BIT_WHITE",
     "Steps",
+    "border_band",
     "bounding_box",
     "center_of_mass",
     "crop_to_content",
     "is_too_small",
     "place_by_center_of_mass",
     "paper_level",
+    "paper_surface",
     "preprocess_steps",
     "remove_paper",
     "scale_to_box",
@@ -67,6 +71,11 @@ MIN_INK_FRACTION = 0.001
 #: The paper level is measured on a band this fraction of the shorter image side wide
 #: (at least one pixel) along the four edges.
 PAPER_BORDER = 0.02
+#: How many times `paper_surface` drops the pixels far from its plane and refits it.
+PAPER_FIT_ROUNDS = 3
+#: Pixels within this of the paper plane always count as paper while fitting it: a
+#: noiseless page has a spread of 0, and a ramp rounded to 8 bits is off by half a level.
+PAPER_TOLERANCE = 2 / 255
 
 
 #: Full scale of Pillow's integer grey modes beyond 8 bits: 16-bit PNG and TIFF files open
@@ -110,47 +119,99 @@ def to_grayscale_inverted(image: Image.Image) -> numpy.ndarray:
     return 1.0 - grey / 255.0
 
 
+def border_band(shape: tuple[int, int], border: float = PAPER_BORDER) -> numpy.ndarray:
+    """The band along the four edges where the paper is measured: bool (H, W), True in it.
+
+    The band is max(1, round(border * min(H, W))) pixels wide.
+    """
+    width = max(1, round(border * min(shape)))
+    mask = numpy.zeros(shape, dtype=bool)
+    mask[:width, :] = mask[-width:, :] = mask[:, :width] = mask[:, -width:] = True
+    return mask
+
+
 def paper_level(ink: numpy.ndarray, border: float = PAPER_BORDER) -> float:
     """The paper's shade in an (H, W) inverted image: the median of its border band.
 
     The band is max(1, round(border * min(H, W))) pixels wide along all four edges. A drawing
     seldom reaches the edges, so the median is the paper even where a stroke touches one.
-    0.0 is white paper, 1.0 black.
+    0.0 is white paper, 1.0 black. `paper_surface` also follows light that varies across
+    the page.
     """
     if ink.ndim != 2:
         raise ValueError(f"paper_level expects a 2-d (H, W) image, got shape {ink.shape}")
-    width = max(1, round(border * min(ink.shape)))
-    mask = numpy.zeros(ink.shape, dtype=bool)
-    mask[:width, :] = mask[-width:, :] = mask[:, :width] = mask[:, -width:] = True
-    return float(numpy.median(ink[mask]))
+    return float(numpy.median(ink[border_band(ink.shape, border)]))
+
+
+def paper_surface(ink: numpy.ndarray, border: float = PAPER_BORDER) -> numpy.ndarray:
+    """The paper's shade at every pixel of an (H, W) inverted image: a plane fitted to the
+    border band, so that light falling off across the page (a lamp to one side) is paper.
+
+    paper(y, x) = a * u + b * v + c, with u, v the column and row scaled to [-1, 1], fitted
+    by least squares to the band's pixels (`border_band`) with the strokes left out: the
+    fit starts flat at the band's median (`paper_level`), then PAPER_FIT_ROUNDS times drops
+    the pixels further from the current plane than 3 robust standard deviations (1.4826 x
+    the median absolute deviation, at least PAPER_TOLERANCE) and refits on the rest. A
+    stroke that runs into an edge is far from the plane and left out, as long as strokes
+    cover less of the band than paper does. A plane over a rectangle is extreme at its
+    corners, which lie in the band, so the fitted shades stay within those measured.
+
+    On uniform paper the plane is flat at the median. Shading that is not linear (the
+    shadow of a hand, a fold, a vignette darker in every corner) is beyond a plane.
+    Returns float32 (H, W), clipped to [0, 1].
+    """
+    if ink.ndim != 2:
+        raise ValueError(f"paper_surface expects a 2-d (H, W) image, got shape {ink.shape}")
+    height, width = ink.shape
+    u = numpy.linspace(-1.0, 1.0, width) if width > 1 else numpy.zeros(1)  # (W,) per column
+    v = numpy.linspace(-1.0, 1.0, height) if height > 1 else numpy.zeros(1)  # (H,) per row
+    rows, cols = numpy.nonzero(border_band(ink.shape, border))  # (n,) each
+    design = numpy.stack([u[cols], v[rows], numpy.ones(rows.size)], axis=1)  # (n, 3)
+    values = ink[rows, cols].astype(numpy.float64)  # (n,)
+    coefficients = numpy.array([0.0, 0.0, numpy.median(values)])  # (a, b, c): flat
+    for _ in range(PAPER_FIT_ROUNDS):
+        distance = numpy.abs(values - design @ coefficients)  # (n,)
+        spread = 1.4826 * float(numpy.median(distance))
+        paper = distance <= max(3 * spread, PAPER_TOLERANCE)
+        coefficients = numpy.linalg.lstsq(design[paper], values[paper], rcond=None)[0]
+    a, b, c = coefficients
+    by_row = (b * v + c).astype(numpy.float32)[:, None]  # (H, 1)
+    by_column = (a * u).astype(numpy.float32)[None, :]  # (1, W)
+    surface = by_row + by_column  # (H, W) float32
+    return numpy.clip(surface, 0.0, 1.0, out=surface)
 
 
 def remove_paper(ink: numpy.ndarray, border: float = PAPER_BORDER) -> numpy.ndarray:
     """Make the paper 0.0 whatever its shade, so that only the strokes count as ink.
 
-    With p = paper_level(ink), the strokes are what departs furthest from the paper: darker
-    (the 99.9th percentile of ink, less p) or lighter (p less the 0.1th percentile).
+    With p = paper_surface(ink) (the paper's shade at each pixel: uniform, or lit more
+    on one side than the other), the strokes are what departs furthest from the paper:
+    darker (the 99.9th percentile of ink - p) or lighter (minus its 0.1th percentile).
     Percentiles rather than the extremes, so that a speck (fewer pixels than
     MIN_INK_FRACTION of the image, which would count as blank on its own) cannot decide
     the polarity. When lighter wins (light ink on dark paper,
     such as chalk on a board or MNIST's own white-on-black digits) the image is flipped first
-    (ink -> 1 - ink, p -> 1 - p); a tie keeps dark ink. Then ink' = max(0, (ink - p) / (1 - p)):
-    the paper becomes 0.0, a stroke as dark as black stays 1.0, and grey paper (a scan, a
-    photograph) no longer passes the ink threshold. Black paper with nothing lighter on it
-    (p = 1) gives all zeros, and an empty image (no pixels) an empty result, which
-    `bounding_box` reads as blank. Returns float32 (H, W) in [0, 1].
+    (ink -> 1 - ink, p -> 1 - p); a tie keeps dark ink. Then ink' = max(0, (ink - p) / (1 - p)),
+    pixel by pixel: the paper becomes 0.0, a stroke as dark as black stays 1.0, and grey
+    paper (a scan, a photograph) no longer passes the ink threshold. Dividing by the local
+    1 - p (the light the paper reflects there) undoes light that falls off across the
+    page: a dark stroke reads as dark in the shade as in the light (exactly so when the
+    light is a factor on every pixel, as a lamp's is). Where the paper is black
+    (p = 1) nothing is ink, so black paper with nothing lighter on it gives all zeros; an
+    empty image (no pixels) gives an empty result, which `bounding_box` reads as blank.
+    Returns float32 (H, W) in [0, 1].
     """
     ink = numpy.asarray(ink, dtype=numpy.float32)
     if ink.size == 0:  # an empty (0, W) or (H, 0) image: no paper, no ink, a blank drawing
         return ink.copy()
-    paper = paper_level(ink, border)
+    paper = paper_surface(ink, border)  # (H, W)
     percent = 100 * MIN_INK_FRACTION
-    lightest, darkest = (float(v) for v in numpy.percentile(ink, [percent, 100 - percent]))
-    if paper - lightest > darkest - paper:
+    low, high = numpy.percentile(ink - paper, [percent, 100 - percent])
+    darker, lighter = float(high), -float(low)
+    if lighter > darker:
         ink, paper = 1.0 - ink, 1.0 - paper
-    if paper >= 1.0:
-        return numpy.zeros(ink.shape, dtype=numpy.float32)
-    cleaned = (ink - paper) / (1.0 - paper)
+    reflected = 1.0 - paper  # (H, W): the light the paper sends back, 0 where it is black
+    cleaned = numpy.divide(ink - paper, reflected, out=numpy.zeros_like(ink), where=reflected > 0)
     return numpy.clip(cleaned, 0.0, 1.0).astype(numpy.float32)
 
 
