@@ -14,7 +14,11 @@ own source text, which g++ compiles as C++ with a few lines that stand for CUDA'
   and a thread reading what another writes; `check_writers` runs each thread alone, which
   shows an element written by two threads. The kernel tests turn both on; the CuPy
   stand-in, which runs whole training steps, only `check_runs` (running each thread alone
-  costs the launch's size times its number of threads).
+  costs the launch's size times its number of threads). Each argument must be what CuPy
+  passes for its parameter: CuPy packs an argument by its own type, not the parameter's (a
+  Python int as an int64, a float as a float64, a NumPy scalar as its own bytes, an array
+  as a pointer), so one of another size or kind than the declared C type, which on a GPU
+  reads as other numbers or shifts every later argument, is refused with a TypeError.
 - `ElementwiseKernel`: the operation is pasted into a loop over the elements, with each
   parameter bound by name as CuPy binds it (`const T& x` for an input, `T& y` for an output,
   a pointer for a `raw` output, which the operation indexes itself) and a type placeholder
@@ -71,15 +75,28 @@ _C_TYPES = {
     "int32": "int",
     "int64": "long long",
 }
-# C type in a kernel signature -> ctypes type
-_CTYPES = {
-    "bool": ctypes.c_bool,
-    "int": ctypes.c_int,
-    "unsigned int": ctypes.c_uint,
-    "long long": ctypes.c_longlong,
-    "float": ctypes.c_float,
-    "double": ctypes.c_double,
+# C type of a scalar kernel parameter -> (kind, bytes, ctypes type): an argument is taken
+# when CuPy passes it with the same kind and size (see `_as_cupy_passes_it`)
+_C_SCALARS = {
+    "bool": ("bool", 1, ctypes.c_bool),
+    "int": ("signed integer", 4, ctypes.c_int),
+    "unsigned int": ("unsigned integer", 4, ctypes.c_uint),
+    "long long": ("signed integer", 8, ctypes.c_longlong),
+    "unsigned long long": ("unsigned integer", 8, ctypes.c_ulonglong),
+    "float": ("float", 4, ctypes.c_float),
+    "double": ("float", 8, ctypes.c_double),
 }
+_POINTER = ("pointer", 8, ctypes.c_void_p)
+# NumPy dtype kind -> the kind named in _C_SCALARS
+_KINDS = {
+    "b": "bool",
+    "i": "signed integer",
+    "u": "unsigned integer",
+    "f": "float",
+    "c": "complex",
+}
+# the NumPy scalar types CuPy passes as they are (cupy/cuda/function.pyx)
+_CUPY_SCALAR_TYPES = frozenset(numpy.dtype(c).type for c in "?bhilqBHILQefdFD")
 _FORBIDDEN = ("__shared__", "__syncthreads", "atomic")
 
 
@@ -115,18 +132,45 @@ def _split_params(params: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _ctype_of(c_type: str) -> Any:
+def _declared(c_type: str) -> tuple[str, int, Any]:
+    """(kind, bytes, ctypes type) of a RawKernel parameter declared as `c_type`."""
     if c_type.endswith("*"):
-        return ctypes.c_void_p
-    return _CTYPES[c_type.removeprefix("const ").strip()]
+        return _POINTER
+    return _C_SCALARS[c_type.removeprefix("const ").strip()]
 
 
-def _as_ctype_argument(value: Any, ctype: Any) -> Any:
-    if ctype is ctypes.c_void_p:
-        if not isinstance(value, numpy.ndarray):
-            raise TypeError(f"a pointer parameter needs an array, got {type(value).__name__}")
-        return ctypes.c_void_p(value.ctypes.data)  # the first element, also for a view
-    return ctype(value.item() if isinstance(value, numpy.generic) else value)
+def _as_cupy_passes_it(value: Any) -> tuple[str, int, Any]:
+    """(kind, bytes, value) of a RawKernel argument as CuPy 14 passes it, whatever the
+    parameter's type (cupy/cuda/function.pyx, `_pointer`): an array (of any shape, 0-d
+    included) or None is a pointer; a NumPy scalar its own bytes; a Python int an int64
+    (a bool too, being an int), a float a float64, a complex a complex128."""
+    if value is None or isinstance(value, numpy.ndarray):
+        return "pointer", 8, value
+    if type(value) not in _CUPY_SCALAR_TYPES:
+        if isinstance(value, int):
+            value = numpy.int64(value)  # OverflowError beyond int64, as in CuPy
+        elif isinstance(value, float):
+            value = numpy.float64(value)
+        elif isinstance(value, complex):
+            value = numpy.complex128(value)
+        else:
+            raise TypeError(f"Unsupported type {type(value)}")
+    return _KINDS[value.dtype.kind], value.itemsize, value
+
+
+def _described(kind: str, size: int) -> str:
+    """("float", 4) -> "a 4-byte float"; ("pointer", 8) -> "a pointer"."""
+    if kind == "pointer":
+        return "a pointer"
+    return f"{'an' if size == 8 else 'a'} {size}-byte {kind}"
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, numpy.ndarray):
+        return "an array"
+    if isinstance(value, numpy.generic):
+        return f"numpy.{type(value).__name__}"
+    return type(value).__name__
 
 
 class RawKernelOnCpu:
@@ -174,7 +218,8 @@ class RawKernelOnCpu:
         )
         library = compile_cpp(_RAW_KERNEL_PRELUDE + source + launcher, build_dir)
         self.params = params
-        self._ctypes = [_ctype_of(c_type) for c_type, _ in params]
+        self._declared = [_declared(c_type) for c_type, _ in params]
+        self._ctypes = [ctype for _, _, ctype in self._declared]
         self._launch = library.launch
         self._launch.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.c_int, *self._ctypes]
         self._launch.restype = None
@@ -188,11 +233,27 @@ class RawKernelOnCpu:
             raise ValueError("only 1-D launches are emulated")
         if len(args) != len(self._ctypes):
             raise TypeError(f"the kernel takes {len(self._ctypes)} arguments, got {len(args)}")
+        self._check_argument_types(args)
         self.calls.append(self.name)
         if self.check_runs or self.check_writers:
             self._launch_checked(grid[0], block[0], args)
         else:
             self.launch(grid[0], block[0], args)
+
+    def _check_argument_types(self, args: tuple) -> None:
+        """Refuse an argument that CuPy would pass with another kind or size than its
+        parameter's: on a GPU the kernel would read other numbers from its bytes, or every
+        later argument from the wrong place."""
+        for (c_type, name), (kind, size, _), value in zip(
+            self.params, self._declared, args, strict=True
+        ):
+            passed_kind, passed_size, _ = _as_cupy_passes_it(value)
+            if (passed_kind, passed_size) != (kind, size):
+                raise TypeError(
+                    f"{self.name}: parameter `{name}` is declared `{c_type}` "
+                    f"({_described(kind, size)}), given {_type_name(value)}: CuPy passes it "
+                    f"as {_described(passed_kind, passed_size)}"
+                )
 
     def _launch_checked(self, grid: int, block: int, args: tuple) -> None:
         """The launch, run the ways launch_checks describes, writing the first run's outputs
@@ -232,7 +293,14 @@ class RawKernelOnCpu:
         self._launch_thread(grid, block, thread, *self._converted(args))
 
     def _converted(self, args: tuple) -> list:
-        return [_as_ctype_argument(a, t) for a, t in zip(args, self._ctypes, strict=True)]
+        """The arguments as ctypes values (their types already checked)."""
+        converted = []
+        for value, ctype in zip(args, self._ctypes, strict=True):
+            if ctype is ctypes.c_void_p:  # the first element, also for a view
+                converted.append(ctypes.c_void_p(None if value is None else value.ctypes.data))
+            else:
+                converted.append(ctype(_as_cupy_passes_it(value)[2].item()))
+        return converted
 
 
 class ElementwiseKernelOnCpu:
@@ -330,7 +398,7 @@ class ElementwiseKernelOnCpu:
             if type_name in placeholders:  # a C-ordered copy of the broadcast array
                 input_args.append(numpy.ascontiguousarray(numpy.broadcast_to(value, shape)))
             else:
-                input_args.append(_CTYPES[_C_TYPES[type_name]](value))
+                input_args.append(_C_SCALARS[_C_TYPES[type_name]][2](value))
         raw_outputs = {}  # output position -> the array given, written in place
         for index, (type_name, _) in enumerate(self.outputs):
             if _output_type(type_name)[0]:
