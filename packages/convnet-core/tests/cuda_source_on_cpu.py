@@ -21,8 +21,11 @@ own source text, which g++ compiles as C++ with a few lines that stand for CUDA'
   reads as other numbers or shifts every later argument, is refused with a TypeError.
 - `ElementwiseKernel`: the operation is pasted into a loop over the elements, with each
   parameter bound by name as CuPy binds it (`const T& x` for an input, `T& y` for an output,
-  a pointer for a `raw` output, which the operation indexes itself) and a type placeholder
-  such as `T` the common dtype of what is given for its parameters. float16 is GCC's
+  a pointer for a `raw` output, which the operation indexes itself). Types are decided as
+  CuPy decides them: a placeholder such as `T` takes the dtype of the arrays given for its
+  parameters, an array (0-d included) of another dtype than its parameter's, input or
+  output, raises CuPy's `Type is mismatched.` TypeError, and a scalar decides nothing and
+  is converted to its parameter's type. float16 is GCC's
   `_Float16`, which may keep a chain of operations in float where CuPy's float16 rounds
   after each one: exact alike for the ReLU kernels (compare, select, multiply by 0 or 1),
   not a check of float16 arithmetic.
@@ -303,13 +306,52 @@ class RawKernelOnCpu:
         return converted
 
 
+class _ElementwiseParam:
+    """One ElementwiseKernel parameter as CuPy reads it: `[raw] type name`, where a type of
+    one letter (`T`, `S`) is a placeholder and any other names a dtype."""
+
+    def __init__(self, declaration: str, *, kernel: str, is_output: bool) -> None:
+        words = declaration.split()
+        if len(words) < 2 or any(word != "raw" for word in words[:-2]):
+            raise ValueError(f"{kernel}: cannot read the kernel parameter {declaration!r}")
+        type_name, self.name = words[-2:]
+        self.raw = "raw" in words[:-2]
+        if self.raw and not is_output:
+            raise ValueError(f"{kernel}: a raw input ({self.name}) is not emulated")
+        self.placeholder = type_name if len(type_name) == 1 else None
+        self.dtype = None if self.placeholder else numpy.dtype(type_name)
+        if self.dtype is not None and self.dtype.name not in _C_TYPES:
+            raise ValueError(f"{kernel}: no C type for {self.name}'s dtype {self.dtype} here")
+
+    def dtype_in(self, types: dict[str, numpy.dtype]) -> numpy.dtype:
+        """The parameter's dtype, given each placeholder's."""
+        return self.dtype if self.placeholder is None else types[self.placeholder]
+
+    def c_type(self) -> str:
+        return self.placeholder or _C_TYPES[self.dtype.name]
+
+
+def _is_cupy_scalar(value: Any) -> bool:
+    """Whether CuPy takes `value` as a scalar kernel argument (cupy/_core/_scalar.pyx,
+    CScalar): a Python bool, int, float or complex, or a NumPy scalar. An array (0-d
+    included) is an array; anything else CuPy refuses."""
+    if isinstance(value, numpy.ndarray):
+        return False
+    if type(value) in (bool, int, float, complex) or isinstance(value, numpy.generic):
+        return True
+    raise TypeError(f"Unsupported type {type(value)}")
+
+
 class ElementwiseKernelOnCpu:
     """cupy.ElementwiseKernel(in_params, out_params, operation, name) on NumPy arrays.
 
-    A parameter typed by a placeholder (`T`, `S`: any name that is not a dtype) takes the
-    dtype of what is given for it, one dtype per placeholder. Arrays and NumPy scalars
-    given for placeholder parameters are broadcast together (0-d arrays included), as CuPy
-    does; outputs passed after the inputs are written in place, others are returned new.
+    As in CuPy 14 (cupy/_core/_kernel.pyx, ElementwiseKernel.__call__): a placeholder
+    (`T`, `S`: a type of one letter) takes the dtype of the arrays given for its
+    parameters, outputs first, and an array of another dtype, or one for a fixed-type
+    parameter (`float32 s`) of another dtype than that, raises `Type is mismatched.`;
+    scalars decide no type and are converted to their parameter's. The arrays given for
+    the parameters that are not raw are broadcast together (0-d arrays included); outputs
+    passed after the inputs are written in place, others are returned new.
     """
 
     def __init__(
@@ -324,31 +366,34 @@ class ElementwiseKernelOnCpu:
         check_runs: bool,
     ) -> None:
         self.check_runs = check_runs
-        self.inputs = [(t, n) for t, n in _split_params(in_params)]
-        self.outputs = [(t, n) for t, n in _split_params(out_params)]
+        self.inputs = [
+            _ElementwiseParam(p, kernel=name, is_output=False) for p in in_params.split(",")
+        ]
+        self.outputs = [
+            _ElementwiseParam(p, kernel=name, is_output=True) for p in out_params.split(",")
+        ]
         self.operation = operation
         self.name = name
         self.build_dir = build_dir
         self.calls = calls
 
-    def _source(self, placeholders: dict[str, numpy.dtype]) -> str:
+    def _source(self, types: dict[str, numpy.dtype], scalars: set[str]) -> str:
+        """The loop, with `scalars` (input names) given as one value, the other inputs as
+        arrays of the loop's shape."""
         params = ["long long n"]
         bind = []
-        for type_name, param in self.inputs:
-            if type_name in placeholders:
-                params.append(f"const {type_name}* _raw_{param}")
-                bind.append(f"const {type_name}& {param} = _raw_{param}[i];")
+        for param in self.inputs:
+            index = "0" if param.name in scalars else "i"
+            params.append(f"const {param.c_type()}* _raw_{param.name}")
+            bind.append(f"const {param.c_type()}& {param.name} = _raw_{param.name}[{index}];")
+        for param in self.outputs:
+            if param.raw:  # the whole array, indexed by the operation
+                params.append(f"{param.c_type()}* {param.name}")
             else:
-                params.append(f"{_C_TYPES[type_name]} {param}")
-        for type_name, param in self.outputs:
-            raw, c_type = _output_type(type_name)
-            if raw:  # the whole array, indexed by the operation
-                params.append(f"{c_type}* {param}")
-            else:
-                params.append(f"{c_type}* _raw_{param}")
-                bind.append(f"{c_type}& {param} = _raw_{param}[i];")
+                params.append(f"{param.c_type()}* _raw_{param.name}")
+                bind.append(f"{param.c_type()}& {param.name} = _raw_{param.name}[i];")
         typedefs = "".join(
-            f"typedef {_C_TYPES[dtype.name]} {name};\n" for name, dtype in placeholders.items()
+            f"typedef {_C_TYPES[dtype.name]} {name};\n" for name, dtype in sorted(types.items())
         )
         body = "\n        ".join(bind)
         return (
@@ -362,69 +407,107 @@ class ElementwiseKernelOnCpu:
             "}\n"
         )
 
-    def _placeholder_dtypes(self, typed_args: list[tuple[str, Any]]) -> dict[str, numpy.dtype]:
-        """Each placeholder's dtype, from the (declared type, argument) pairs."""
-        found: dict[str, set] = {}
-        for type_name, value in typed_args:
-            base = type_name.removeprefix("raw ").strip()
-            if base not in _C_TYPES:
-                found.setdefault(base, set()).add(numpy.asarray(value).dtype)
-        for name, dtypes in found.items():
-            if len(dtypes) != 1:
-                raise TypeError(f"{self.name}: the {name} arguments have different dtypes {dtypes}")
-        return {name: dtypes.pop() for name, dtypes in found.items()}
+    def _loop_shape(self, given: list[tuple[_ElementwiseParam, Any]]) -> tuple:
+        """The broadcast shape of the arrays given for parameters that are not raw."""
+        arrays = [v for p, v in given if not p.raw and isinstance(v, numpy.ndarray)]
+        if not arrays:
+            raise ValueError("Loop size is undecided.")
+        return numpy.broadcast_shapes(*(a.shape for a in arrays))
+
+    def _decide_types(self, inputs: tuple, outputs: tuple) -> dict[str, numpy.dtype]:
+        """Each placeholder's dtype, from the arrays given (outputs first), as CuPy's
+        `_decide_params_type_core` decides them, with its errors."""
+        types: dict[str, numpy.dtype] = {}
+        given = [*zip(self.outputs, outputs, strict=False), *zip(self.inputs, inputs, strict=True)]
+        for param, value in given:
+            if not isinstance(value, numpy.ndarray):
+                if param in self.outputs:
+                    raise TypeError("Output arguments must be cupy.ndarray")
+                continue  # a scalar takes its parameter's type
+            if param.placeholder is None:
+                if value.dtype != param.dtype:
+                    raise TypeError(f"Type is mismatched. {param.name} {value.dtype} {param.dtype}")
+            elif param.placeholder in types:
+                decided = types[param.placeholder]
+                if value.dtype != decided:
+                    raise TypeError(
+                        f"Type is mismatched. {param.name} {value.dtype} {decided} "
+                        f"{param.placeholder}"
+                    )
+            else:
+                types[param.placeholder] = value.dtype
+        for param in self.inputs + self.outputs:
+            if param.placeholder is not None and param.placeholder not in types:
+                raise KeyError(param.placeholder)  # as CuPy's: only scalars for it
+        for placeholder, dtype in types.items():
+            if dtype.name not in _C_TYPES:
+                raise TypeError(f"{self.name}: no C type for {placeholder} = {dtype} here")
+        return types
+
+    def _check_outputs(self, outputs: tuple, shape: tuple) -> None:
+        """CuPy's checks of the outputs given (`_get_out_args_with_params`), or of their
+        absence."""
+        if not outputs:
+            if any(param.raw for param in self.outputs):
+                raise ValueError("Output array size is Undecided")
+            return
+        for param, value in zip(self.outputs, outputs, strict=True):
+            if not param.raw and value.shape != shape:
+                raise ValueError("Out shape is mismatched")
+            if param.raw and not value.flags.c_contiguous:
+                raise TypeError(f"{self.name}: a raw output must be a C-ordered array here")
 
     def __call__(self, *args: Any) -> Any:
-        n_in = len(self.inputs)
-        if len(args) not in (n_in, n_in + len(self.outputs)):
-            raise TypeError(f"{self.name} takes {n_in} inputs and optionally the outputs")
+        n_in, n_args = len(self.inputs), len(self.inputs) + len(self.outputs)
+        if len(args) not in (n_in, n_args):
+            raise TypeError(
+                f"Wrong number of arguments for {self.name!r}. It must be either {n_in} or "
+                f"{n_args} (with outputs), but given {len(args)}."
+            )
         inputs, given_outputs = args[:n_in], args[n_in:]
-        if not given_outputs and any(_output_type(t)[0] for t, _ in self.outputs):
-            raise TypeError(f"{self.name}: a raw output must be given")
-        typed_inputs = [(t, a) for (t, _), a in zip(self.inputs, inputs, strict=True)]
-        given = [(t, a) for (t, _), a in zip(self.outputs, given_outputs, strict=False)]
-        placeholders = self._placeholder_dtypes(typed_inputs + given)  # given: none, or all
+        scalars = {p.name for p, v in zip(self.inputs, inputs, strict=True) if _is_cupy_scalar(v)}
+        for value in given_outputs:
+            _is_cupy_scalar(value)  # an unsupported type is refused before the rest
+        params = self.inputs + self.outputs[: len(given_outputs)]
+        shape = self._loop_shape(list(zip(params, args, strict=True)))
+        types = self._decide_types(inputs, given_outputs)
+        self._check_outputs(given_outputs, shape)
         self.calls.append(self.name)
-        # the shape of the loop: the placeholder inputs and the outputs that are not raw
-        elementwise = [a for t, a in typed_inputs if t in placeholders]
-        elementwise += [a for t, a in given if not _output_type(t)[0]]
-        shape = numpy.broadcast_shapes(*(numpy.shape(a) for a in elementwise))
-        library = compile_cpp(self._source(placeholders), self.build_dir)
+        library = compile_cpp(self._source(types, scalars), self.build_dir)
         function = getattr(library, self.name)
         function.restype = None
 
         input_args: list[Any] = [ctypes.c_longlong(int(numpy.prod(shape)))]
-        for type_name, value in typed_inputs:
-            if type_name in placeholders:  # a C-ordered copy of the broadcast array
+        for param, value in zip(self.inputs, inputs, strict=True):
+            dtype = param.dtype_in(types)
+            if param.name in scalars:  # converted to the parameter's type, as CuPy does
+                packed = numpy.empty((), dtype)
+                packed[()] = value  # OverflowError for an int out of range, as in CuPy
+                input_args.append(packed)
+            else:  # a C-ordered copy of the broadcast array, of the parameter's dtype
                 input_args.append(numpy.ascontiguousarray(numpy.broadcast_to(value, shape)))
-            else:
-                input_args.append(_C_SCALARS[_C_TYPES[type_name]][2](value))
-        raw_outputs = {}  # output position -> the array given, written in place
-        for index, (type_name, _) in enumerate(self.outputs):
-            if _output_type(type_name)[0]:
-                target = given_outputs[index]
-                if not (isinstance(target, numpy.ndarray) and target.flags.c_contiguous):
-                    raise TypeError(f"{self.name}: a raw output must be a C-ordered array")
-                raw_outputs[index] = target
+        raw_outputs = {  # output position -> the array given, written in place
+            index: given_outputs[index] for index, param in enumerate(self.outputs) if param.raw
+        }
 
         def run(raw_targets: dict, reverse: bool) -> dict:
             """Run the loop over `raw_targets` (output position -> array or PaddedCopy) and
             new arrays for the other outputs; return those (output position -> array)."""
             made = {}
             out_args = []
-            for index, (type_name, _) in enumerate(self.outputs):
+            for index, param in enumerate(self.outputs):
                 if index in raw_targets:
                     target = raw_targets[index]
                     out_args.append(getattr(target, "elements", target))
                 else:  # C-ordered, copied into a given output afterwards
-                    element = placeholders.get(type_name) or numpy.dtype(type_name)
+                    element = param.dtype_in(types)
                     out_args.append(made.setdefault(index, numpy.empty(shape, element)))
             call_args = (*input_args, *out_args, ctypes.c_int(int(reverse)))
             function(*(_as_pointer(a) if isinstance(a, numpy.ndarray) else a for a in call_args))
             return made
 
         if self.check_runs:
-            names = [name for _, name in self.outputs]
+            names = [param.name for param in self.outputs]
             outputs = list(raw_outputs)
             written = launch_checks.check_runs_agree(self.name, names, raw_outputs, outputs, run)
             for index, target in raw_outputs.items():
@@ -436,21 +519,13 @@ class ElementwiseKernelOnCpu:
         if given_outputs:
             for out, result in zip(given_outputs, results, strict=True):
                 if out is not result:
-                    out[...] = result
+                    out[...] = result  # of the same dtype, so no cast
             results = list(given_outputs)
         return results[0] if len(results) == 1 else tuple(results)
 
 
 def _as_pointer(array: numpy.ndarray) -> ctypes.c_void_p:
     return ctypes.c_void_p(array.ctypes.data)
-
-
-def _output_type(type_name: str) -> tuple[bool, str]:
-    """(raw, C type) of an ElementwiseKernel output declared as `type_name`: "T",
-    "float32", "raw int32"... (a placeholder such as T is its own C type)."""
-    raw = type_name.startswith("raw ")
-    base = type_name.removeprefix("raw ").strip()
-    return raw, _C_TYPES.get(base, base)
 
 
 class CupyOnCpu:

@@ -5,6 +5,11 @@ RawKernel: CuPy packs each argument by its own type, whatever the kernel declare
 bytes, a Python int an int64 (a bool too, being an int), a Python float a float64. An
 argument of another size or kind than its parameter reads as other numbers on a GPU, or
 shifts every later argument, so the runner refuses it.
+
+ElementwiseKernel: a fixed-type parameter given an array of another dtype, and an output
+of another dtype than its parameter's, raise CuPy's `Type is mismatched.` error
+(cupy/_core/_kernel.pyx, `_decide_params_type_core`); scalars take their parameter's type,
+and only arrays decide a placeholder's.
 """
 
 from __future__ import annotations
@@ -138,3 +143,94 @@ def test_the_col2im_kernel_refuses_an_int64_for_an_int_size(cupy_on_cpu):
     message = r"^convnet_col2im_gather_float32: parameter `N` is declared `int` .*8-byte"
     with pytest.raises(TypeError, match=message):
         kernel((1,), (256,), args)
+
+
+# ---------------------------------------------------------------------------------------
+# ElementwiseKernel
+
+
+def scale_kernel(cupy):
+    return cupy.ElementwiseKernel("T x, float32 s", "T y", "y = x * (T)s", "scale_by")
+
+
+def test_a_fixed_type_parameter_takes_an_array_of_its_dtype_or_any_scalar(cupy):
+    kernel = scale_kernel(cupy)
+    x = numpy.arange(5, dtype="float64")
+    for s in (numpy.asarray(0.5, "float32"), 0.5, numpy.float64(0.5), numpy.float16(0.5), 1):
+        got = kernel(x, s)
+        assert got.dtype == numpy.dtype("float64")
+        numpy.testing.assert_array_equal(got, x * float(numpy.float32(s)))
+    # a (5,) float32 array for s is bound element by element
+    s = numpy.asarray([1, 2, 3, 4, 5], "float32")
+    numpy.testing.assert_array_equal(kernel(x, s), x * s)
+
+
+def test_a_fixed_type_parameter_refuses_an_array_of_another_dtype(cupy):
+    kernel = scale_kernel(cupy)
+    x = numpy.arange(5, dtype="float32")
+    with pytest.raises(TypeError, match=r"^Type is mismatched\. s float64 float32$"):
+        kernel(x, numpy.asarray(0.5))  # a 0-d float64 array
+    with pytest.raises(TypeError, match=r"^Type is mismatched\. s float16 float32$"):
+        kernel(x, numpy.full(5, 0.5, "float16"))
+
+
+def test_an_output_of_another_dtype_than_its_parameters_is_refused(cupy):
+    x = numpy.arange(5, dtype="float32")
+    kernel = cupy.ElementwiseKernel("T x", "float32 y", "y = x", "copy_to_float32")
+    with pytest.raises(TypeError, match=r"^Type is mismatched\. y float64 float32$"):
+        kernel(x, numpy.zeros(5))
+    # CuPy decides a placeholder from the outputs first, so the input is the one named
+    kernel = scale_kernel(cupy)
+    y = numpy.zeros(5)
+    with pytest.raises(TypeError, match=r"^Type is mismatched\. x float32 float64 T$"):
+        kernel(x, 0.5, y)
+    assert not y.any()
+    y = numpy.zeros(5, "float32")
+    assert kernel(x, 0.5, y) is y
+    numpy.testing.assert_array_equal(y, x * 0.5)
+
+
+def test_a_placeholders_type_is_decided_by_its_arrays_never_by_scalars(cupy):
+    kernel = cupy.ElementwiseKernel("T x, T b", "T y", "y = x + b", "add_b")
+    x = numpy.arange(4, dtype="float32")
+    for b in (0.1, numpy.float64(0.1), 1):  # each converted to float32, as CuPy does
+        got = kernel(x, b)
+        assert got.dtype == numpy.dtype("float32")
+        numpy.testing.assert_array_equal(got, x + numpy.float32(b))
+    with pytest.raises(TypeError, match=r"^Type is mismatched\. b float64 float32 T$"):
+        kernel(x, numpy.asarray(0.1))  # a 0-d array is an array
+    with pytest.raises(OverflowError):
+        cupy.ElementwiseKernel("T x, T b", "T y", "y = x + b", "add_b")(x.astype("int32"), 2**40)
+
+
+def test_a_loop_or_a_type_that_only_scalars_give_is_undecided(cupy):
+    kernel = cupy.ElementwiseKernel("T x, T b", "T y", "y = x + b", "add_b")
+    with pytest.raises(ValueError, match=r"^Loop size is undecided\.$"):
+        kernel(1.0, 2.0)
+    with pytest.raises(KeyError, match="T"):
+        cupy.ElementwiseKernel("T x, float32 s", "float32 y", "y = x * s", "scaled")(
+            1.0, numpy.ones(3, "float32")
+        )
+
+
+def test_an_elementwise_kernel_refuses_what_cupy_refuses(cupy):
+    kernel = scale_kernel(cupy)
+    x = numpy.arange(5, dtype="float32")
+    with pytest.raises(TypeError, match=r"^Wrong number of arguments for 'scale_by'\. It must "
+                       r"be either 2 or 3 \(with outputs\), but given 1\.$"):  # fmt: skip
+        kernel(x)
+    with pytest.raises(ValueError, match=r"^Out shape is mismatched$"):
+        kernel(numpy.zeros((2, 5), "float32"), 0.5, numpy.zeros(5, "float32"))
+    with pytest.raises(TypeError, match=r"^Unsupported type <class 'str'>$"):
+        kernel(x, "0.5")
+    flag = cupy.ElementwiseKernel("T x", "raw int32 flag", "flag[0] = 1", "set_flag")
+    with pytest.raises(ValueError, match=r"^Output array size is Undecided$"):
+        flag(x)
+
+
+def test_the_unscale_kernel_refuses_a_float64_inverse_scale(cupy_on_cpu):
+    scaled, nonfinite = numpy.ones(4, "float16"), numpy.zeros(1, "int32")
+    with pytest.raises(TypeError, match=r"^Type is mismatched\. inverse_scale float64 float32$"):
+        K.unscale_and_check(scaled, numpy.asarray(0.5), nonfinite)
+    got = K.unscale_and_check(scaled, numpy.asarray(0.5, "float32"), nonfinite)
+    numpy.testing.assert_array_equal(got, numpy.full(4, 0.5, "float32"))
