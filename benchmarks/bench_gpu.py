@@ -6,22 +6,35 @@ PyTorch twin of each is built layer by layer from the convnet spec, so both side
 the same network). Adam 1e-3, softmax cross-entropy, 60,000 MNIST-shaped samples already
 on the device, batch 64 and 512.
 
-Each configuration is warmed up on a few batches (CUDA kernels compile on first use),
-then one whole epoch is timed between two device synchronisations:
+Each configuration is warmed up on a few batches and on one of the epoch's last, short
+size (CUDA kernels compile, and cuDNN picks its algorithms, on first use of a shape), then
+whole epochs are timed between two device synchronisations: at the largest batch size,
+the one the target is judged on, `--repeats` of each (default 3), convnet's then
+PyTorch's, and a row shows the medians and their ratio; at the others, one of each:
 
 - convnet float32 with `Model.fit` (what a user runs: its progress checks included);
+- convnet float32 with a custom loop of `cn.apply`, `cn.grad` and Adam, the like of the
+  PyTorch loop (no accuracy count, no loss read every 50 steps);
 - convnet mixed precision (float16 compute, float32 master weights, dynamic loss scaling)
   with `Model.compile(precision="mixed")` when the Model has it, else a custom loop
   around `precision.mixed_precision_step` (printed as "loop");
-- PyTorch float32, and PyTorch AMP (autocast float16 + GradScaler) for mixed precision.
+- PyTorch float32, and PyTorch AMP (autocast float16 + GradScaler) for mixed precision,
+  with `Adam(fused=True)` on a GPU (one kernel per update, as convnet's, and GradScaler
+  then skips an overflowed step without reading its flag on the host every step).
 
 The ratio is convnet time / PyTorch time (target: <= 1.5 at batch 512). PyTorch runs
-with its defaults, which on a GPU do float32 convolutions in TF32 on the tensor cores
-(`torch.backends.cudnn.allow_tf32`), while CuPy's float32 matmuls are full FP32 (unless
-CUPY_TF32=1 is set). So on a GPU each float32 row also times PyTorch with TF32 off, in
-the columns "fp32 s" and "ratio": the same arithmetic on both sides.
+with `cudnn.benchmark = True` (it times the convolution algorithms per shape and keeps the
+fastest; not its default) and otherwise its defaults, which on a GPU do float32
+convolutions in TF32 on the tensor cores (`torch.backends.cudnn.allow_tf32`), while CuPy's
+float32 matmuls are full FP32 (unless CUPY_TF32=1 is set). So on a GPU each float32 row
+also times PyTorch with TF32 off, in the columns "fp32 s" and "ratio": the same arithmetic
+on both sides. Both sides keep images in NCHW, contiguous.
 
-    python benchmarks/bench_gpu.py                  # everything (about a minute on an H100)
+A section that fails (an epoch row, the kernels, the call costs, the anatomy) is reported,
+with its traceback, and the next one runs; the exit status is then 1. The JSON is written
+after each row.
+
+    python benchmarks/bench_gpu.py                  # everything (about two minutes on an H100)
     python benchmarks/bench_gpu.py --kernels        # plus each fused kernel vs its reference
     python benchmarks/bench_gpu.py --anatomy        # plus, for one step, the host's time to
                                                     # queue it and the GPU's to run it
@@ -42,6 +55,7 @@ import pathlib
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -121,12 +135,18 @@ def supports_precision_option() -> bool:
     return "precision" in inspect.signature(cn.Model.compile).parameters
 
 
+def warm_up_size(samples: int, batch: int) -> int:
+    """How many samples a warm-up takes: three whole batches, then one of the size the
+    epoch ends with, so that no shape is met first inside the timed epoch."""
+    return min(samples, 3 * batch + samples % batch)
+
+
 def convnet_fit_epoch(xp, layers, x, y, batch: int, *, mixed: bool) -> float:
     """Seconds for one epoch of Model.fit (after a warm-up fit on a few batches)."""
     model = cn.Model(layers, seed=0, device=xp)
     extra = {"precision": "mixed"} if mixed else {}
     model.compile(loss="categorical_crossentropy", optimizer="adam", lr=1e-3, **extra)
-    warm = min(len(x), 3 * batch)
+    warm = warm_up_size(len(x), batch)
     model.fit((x[:warm], y[:warm]), epochs=1, batch_size=batch, verbose=False)
     synchronize(xp)
     start = time.perf_counter()
@@ -164,14 +184,17 @@ def convnet_step(xp, layers, *, mixed: bool):
 def convnet_loop_epoch(xp, layers, x, y, batch: int, *, mixed: bool) -> float:
     """Seconds for one epoch of a custom loop (shuffled batches, Adam), float32 or mixed."""
     step = convnet_step(xp, layers, mixed=mixed)
-    for start in range(0, min(len(x), 3 * batch), batch):  # warm-up
-        step(x[start : start + batch], y[start : start + batch])
+
+    def epoch(samples: int, seed: int) -> None:
+        order = xp.asarray(numpy.random.default_rng(seed).permutation(samples))  # from host
+        for start in range(0, samples, batch):
+            index = order[start : start + batch]
+            step(x[index], y[index])
+
+    epoch(warm_up_size(len(x), batch), seed=0)  # the same calls as the timed epoch
     synchronize(xp)
     begin = time.perf_counter()
-    order = xp.asarray(numpy.random.default_rng(1).permutation(len(x)))  # host permutation
-    for start in range(0, len(x), batch):
-        index = order[start : start + batch]
-        step(x[index], y[index])
+    epoch(len(x), seed=1)
     synchronize(xp)
     return time.perf_counter() - begin
 
@@ -182,9 +205,10 @@ def torch_step(torch, layers, device, *, amp: bool):
     torch.manual_seed(0)
     model = torch_twin(torch, layers, (1, 28, 28)).to(device)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
     on_gpu = torch.device(device).type == "cuda"
+    # fused: one kernel per update, as convnet's; GradScaler then checks for inf on the GPU
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=on_gpu)
+    loss_fn = torch.nn.CrossEntropyLoss()
     scaler = torch.amp.GradScaler("cuda", enabled=amp and on_gpu)
     autocast = (
         torch.autocast("cuda", dtype=torch.float16) if amp and on_gpu else contextlib.nullcontext()
@@ -233,18 +257,32 @@ def torch_epoch(torch, layers, x, y, batch: int, *, amp: bool) -> float:
     device = x.device
     on_gpu = device.type == "cuda"
     step = torch_step(torch, layers, device, amp=amp)
-    for start in range(0, min(len(x), 3 * batch), batch):
-        step(x[start : start + batch], y[start : start + batch])
+
+    def epoch(samples: int) -> None:
+        order = torch.randperm(samples, device=device)
+        for start in range(0, samples, batch):
+            index = order[start : start + batch]
+            step(x[index], y[index])
+
+    epoch(warm_up_size(len(x), batch))  # the same calls and shapes as the timed epoch
     if on_gpu:
         torch.cuda.synchronize()
     begin = time.perf_counter()
-    order = torch.randperm(len(x), device=device)
-    for start in range(0, len(x), batch):
-        index = order[start : start + batch]
-        step(x[index], y[index])
+    epoch(len(x))
     if on_gpu:
         torch.cuda.synchronize()
     return time.perf_counter() - begin
+
+
+def torch_setup(torch, *, on_gpu: bool) -> str:
+    """How PyTorch is set to run, in words (cuDNN's version and autotuning)."""
+    if not on_gpu:
+        return f"torch {torch.__version__} on the CPU"
+    cudnn = torch.backends.cudnn
+    return (
+        f"torch {torch.__version__}, cuDNN {cudnn.version()}, "
+        f"cudnn.benchmark={cudnn.benchmark}, NCHW"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -382,6 +420,36 @@ def with_switch(switch: str, value: str, function, *args, **kwargs):
         setattr(cuda_kernels, switch, saved)
 
 
+def gpu_time_per_call(xp, calls: int = 20):
+    """`gpu_time(function, result)`: the GPU's own time for one call of `function`, in ms.
+
+    `calls` calls are queued while the GPU is held (cuda_kernels.hold_the_gpu), so they
+    run back to back and the time between two events around them is the GPU's alone; the
+    events of cupyx.profiler.benchmark (`result`) are taken from an idle GPU, so for a
+    short kernel they time the host's launch as well. When the GPU cannot be held, or the
+    hold did not cover the queueing, the median of the benchmark's GPU times stands in.
+    """
+    from convnet_core import cuda_kernels
+
+    try:
+        cuda_kernels.hold_the_gpu(0.0)  # builds the hold kernel
+        timeline = cupy_timeline(xp)
+    except Exception as error:  # the CPU stand-in cannot build its inline PTX
+        print(f"(GPU times from events around single calls: no hold here, {error!r:.80})")
+        timeline = None
+
+    def gpu_time(function, result) -> float:
+        if timeline is not None:
+            times = step_anatomy(
+                lambda: [function() for _ in range(calls)], timeline=timeline, hold_s=0.05
+            )
+            if times is not None:
+                return times[1] / calls
+        return float(numpy.median(result.gpu_times)) * 1e3
+
+    return gpu_time
+
+
 def bench_kernels(xp) -> list[dict]:
     """GPU time of each fused kernel and of its reference, on the models' shapes."""
     from convnet_core import cuda_kernels as K
@@ -389,12 +457,13 @@ def bench_kernels(xp) -> list[dict]:
     from cupyx.profiler import benchmark
 
     rows = []
+    gpu_time = gpu_time_per_call(xp)
 
     def timed(name, shape, fused, reference):
         row = {"kernel": name, "shape": str(shape)}
         for side, function in (("fused", fused), ("ref", reference)):
-            result = benchmark(function, n_repeat=50, n_warmup=5)
-            row[f"{side}_ms"] = result.gpu_times.mean() * 1e3  # the GPU's time
+            result = benchmark(function, n_repeat=50, n_warmup=5, name=f"{name} {side}")
+            row[f"{side}_ms"] = gpu_time(function, result)  # the GPU's time
             row[f"{side}_host_us"] = statistics.median(result.cpu_times) * 1e6  # the host's
         rows.append(row)
 
@@ -580,7 +649,7 @@ def bench_call_costs(xp) -> list[dict]:
     ]
     rows = []
     for name, call in calls:
-        result = benchmark(call, n_repeat=200, n_warmup=10)
+        result = benchmark(call, n_repeat=200, n_warmup=10, name=name)
         host_us = statistics.median(result.cpu_times) * 1e6
         gpu_us = float(numpy.median(result.gpu_times)) * 1e6
         rows.append({"call": name, "host_us": host_us, "gpu_us": gpu_us})
@@ -605,8 +674,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-mixed", action="store_true", help="skip mixed precision")
     parser.add_argument("--kernels", action="store_true", help="time the fused kernels (GPU)")
     parser.add_argument("--anatomy", action="store_true", help="host vs GPU time of one step (GPU)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="epochs timed per row at the largest batch size"
+    )
     parser.add_argument("--json", type=pathlib.Path, help="write the results here")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
 
     xp = numpy if args.cpu else backend.array_module("cuda")  # a clear error without a GPU
     samples = args.samples or (128 if args.cpu else 60_000)
@@ -623,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         tdev = "cpu" if args.cpu else "cuda"
         where = torch.cuda.get_device_name() if tdev == "cuda" else "CPU"
         print(f"torch {torch.__version__} on {where}")
+        print(f"torch setup: {torch_setup(torch, on_gpu=not args.cpu)}")
     strict_fp32_too = torch is not None and not args.cpu  # TF32 exists only on a GPU
     print(f"float32 arithmetic: {float32_math(torch, on_gpu=not args.cpu)}")
 
@@ -647,62 +722,93 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "device": backend.device_name(xp),
         "float32_math": float32_math(torch, on_gpu=not args.cpu),
+        "torch_setup": None if torch is None else torch_setup(torch, on_gpu=not args.cpu),
         "models": {name: source for name, (_, source) in found.items()},
         "samples": samples,
+        "repeats": args.repeats,
         "epochs": results,
+        "errors": [],
     }
+
+    def section(what: str, run: Callable[[], None]) -> None:
+        """run(); a failure is printed and recorded, and the benchmark goes on."""
+        try:
+            run()
+        except Exception as error:
+            text = traceback.format_exc()
+            print(f"\n{what} FAILED: {error!r}\n{text}", flush=True)
+            report["errors"].append({"section": what, "error": repr(error), "traceback": text})
+        write_report(args.json, report)
+
+    def median_of(measure: Callable[[], float], batch: int) -> tuple[float, float]:
+        """(median, fastest) of `measure()`'s seconds, over --repeats runs at the largest
+        batch size and one run at the others."""
+        repeats = args.repeats if batch == max(batch_sizes) else 1
+        times = [measure() for _ in range(repeats)]
+        return statistics.median(times), min(times)
+
     header = (
         f"{'model':7} {'batch':>5} {'variant':24} {'convnet s':>10} {'torch s':>9} {'ratio':>6}"
     )
     if strict_fp32_too:
         header += f" {'fp32 s':>9} {'ratio':>6}"
-    print(f"\none epoch of {samples} samples\n{header}")
+    torch_times: dict[tuple, tuple[float, float]] = {}  # rows share PyTorch's epochs
+
+    def torch_time(name: str, batch: int, *, amp: bool, tf32: bool = True):
+        """PyTorch's (median, fastest) seconds for an epoch, measured once per setting."""
+        key = (name, batch, amp, tf32)
+        if key not in torch_times:
+            measure = partial(torch_epoch, torch, models[name](), tx, ty, batch, amp=amp)
+            with contextlib.nullcontext() if tf32 else torch_full_fp32(torch):
+                torch_times[key] = median_of(measure, batch)
+        return torch_times[key]
+
+    def epoch_row(name: str, batch: int, label: str, how: str, mixed: bool) -> None:
+        loop = how == "loop" or (mixed and not fit_mixed)
+        epoch = convnet_loop_epoch if loop else convnet_fit_epoch
+        measure = partial(epoch, xp, models[name](), x, y, batch, mixed=mixed)
+        seconds, fastest = median_of(measure, batch)
+        row = {"model": name, "batch": batch, "variant": label, "convnet_s": seconds,
+               "convnet_min_s": fastest}  # fmt: skip
+        if torch is not None:
+            row["torch_s"], row["torch_min_s"] = torch_time(name, batch, amp=mixed)
+            row["ratio"] = seconds / row["torch_s"]
+        if strict_fp32_too and not mixed:
+            row["torch_fp32_s"], row["torch_fp32_min_s"] = torch_time(
+                name, batch, amp=False, tf32=False
+            )
+            row["ratio_fp32"] = seconds / row["torch_fp32_s"]
+        results.append(row)
+        t = f"{row['torch_s']:9.3f} {row['ratio']:6.2f}" if torch is not None else ""
+        if "torch_fp32_s" in row:
+            t += f" {row['torch_fp32_s']:9.3f} {row['ratio_fp32']:6.2f}"
+        print(f"{name:7} {batch:5d} {label:24} {seconds:10.3f} {t}", flush=True)
+
+    def fast_path_off_row(name: str, batch: int, off: str, switch: str, slow: str) -> None:
+        label = f"float32 fit, {off}"
+        layers = models[name]()
+        seconds = with_switch(switch, slow, convnet_fit_epoch, xp, layers, x, y, batch, mixed=False)
+        results.append({"model": name, "batch": batch, "variant": label, "convnet_s": seconds})
+        print(f"{name:7} {batch:5d} {label:24} {seconds:10.3f}", flush=True)
+
+    repeats = f"medians of {args.repeats} at batch {max(batch_sizes)}"
+    print(f"\none epoch of {samples} samples ({repeats})\n{header}")
+    variants = [("float32 fit", "fit", False), ("float32 loop", "loop", False)]
+    if not args.no_mixed:
+        variants.append(("mixed " + ("fit" if fit_mixed else "loop"), "fit", True))
     for name in args.models:
         for batch in batch_sizes:
-            variants = [("float32 fit", False)]
-            if not args.no_mixed:
-                variants.append(("mixed " + ("fit" if fit_mixed else "loop"), True))
-            for label, mixed in variants:
-                if mixed and not fit_mixed:
-                    seconds = convnet_loop_epoch(xp, models[name](), x, y, batch, mixed=True)
-                else:
-                    seconds = convnet_fit_epoch(xp, models[name](), x, y, batch, mixed=mixed)
-                row = {"model": name, "batch": batch, "variant": label, "convnet_s": seconds}
-                if torch is not None:
-                    row["torch_s"] = torch_epoch(torch, models[name](), tx, ty, batch, amp=mixed)
-                    row["ratio"] = seconds / row["torch_s"]
-                if strict_fp32_too and not mixed:
-                    with torch_full_fp32(torch):
-                        row["torch_fp32_s"] = torch_epoch(
-                            torch, models[name](), tx, ty, batch, amp=False
-                        )
-                    row["ratio_fp32"] = seconds / row["torch_fp32_s"]
-                results.append(row)
-                t = f"{row['torch_s']:9.3f} {row['ratio']:6.2f}" if torch is not None else ""
-                if "torch_fp32_s" in row:
-                    t += f" {row['torch_fp32_s']:9.3f} {row['ratio_fp32']:6.2f}"
-                print(f"{name:7} {batch:5d} {label:24} {seconds:10.3f} {t}", flush=True)
+            for label, how, mixed in variants:
+                section(f"{name} batch {batch} {label}",
+                        partial(epoch_row, name, batch, label, how, mixed))  # fmt: skip
             if args.kernels and not args.cpu and batch == max(batch_sizes):
                 # the whole epoch again with one fast path switched to the array code: what
                 # each kernel buys in a real step, not only in isolation
                 for off, switch, slow in FAST_PATHS_OFF:
-                    label = f"float32 fit, {off}"
-                    layers = models[name]()
-                    seconds = with_switch(
-                        switch, slow, convnet_fit_epoch, xp, layers, x, y, batch, mixed=False
-                    )
-                    results.append(
-                        {"model": name, "batch": batch, "variant": label, "convnet_s": seconds}
-                    )
-                    print(f"{name:7} {batch:5d} {label:24} {seconds:10.3f}", flush=True)
-            if not args.no_mixed and not fit_mixed:  # the loop's own float32 baseline
-                seconds = convnet_loop_epoch(xp, models[name](), x, y, batch, mixed=False)
-                results.append({"model": name, "batch": batch, "variant": "float32 loop",
-                                "convnet_s": seconds})  # fmt: skip
-                print(f"{name:7} {batch:5d} {'float32 loop':24} {seconds:10.3f}", flush=True)
-            write_report(args.json, report)
+                    section(f"{name} batch {batch} float32 fit, {off}",
+                            partial(fast_path_off_row, name, batch, off, switch, slow))  # fmt: skip
 
-    if args.kernels and not args.cpu:
+    def kernels() -> None:
         print("\neach fused kernel against the array code it replaces: GPU ms, host us per call")
         columns = f"{'fused ms':>9} {'ref ms':>9} {'fused us':>9} {'ref us':>9}"
         print(f"{'kernel':20} {'shape':22} {columns}")
@@ -711,15 +817,15 @@ def main(argv: list[str] | None = None) -> int:
             gpu_ms = f"{row['fused_ms']:9.4f} {row['ref_ms']:9.4f}"
             host_us = f"{row['fused_host_us']:9.1f} {row['ref_host_us']:9.1f}"
             print(f"{row['kernel']:20} {row['shape']:22} {gpu_ms} {host_us}")
-        write_report(args.json, report)
+
+    def call_costs() -> None:
         print("\none call of each kind a step makes (README model, batch 512)")
         print(f"{'call':36} {'host us':>8} {'GPU us':>8}")
         report["call_costs"] = bench_call_costs(xp)
         for row in report["call_costs"]:
             print(f"{row['call']:36} {row['host_us']:8.1f} {row['gpu_us']:8.1f}")
-        write_report(args.json, report)
 
-    if args.anatomy and not args.cpu:
+    def anatomy() -> None:
         batch = max(batch_sizes)
         print(f"\none float32 step at batch {batch}, queued while the GPU is held")
         print(f"{'model':7} {'side':8} {'host ms':>8} {'GPU ms':>7}")
@@ -731,7 +837,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{row['model']:7} {row['side']:8} (the hold did not cover the step)")
                 continue
             print(f"{row['model']:7} {row['side']:8} {row['host_ms']:8.2f} {row['gpu_ms']:7.2f}")
-        write_report(args.json, report)
+
+    if args.kernels and not args.cpu:
+        section("kernels", kernels)
+        section("call costs", call_costs)
+    if args.anatomy and not args.cpu:
+        section("step anatomy", anatomy)
+    if report["errors"]:
+        print(f"\n{len(report['errors'])} section(s) failed: "
+              f"{', '.join(e['section'] for e in report['errors'])}")  # fmt: skip
+        return 1
     return 0
 
 

@@ -62,17 +62,19 @@ def run_on_stand_in(script: pathlib.Path, *args, cwd: pathlib.Path, timeout: flo
 def test_bench_gpu_runs_its_gpu_path(tmp_path):
     result = run_on_stand_in(
         ROOT / "benchmarks" / "bench_gpu.py",
-        *("--samples", "192", "--batch-sizes", "32", "64", "--no-torch", "--kernels"),
-        *("--json", tmp_path / "bench.json"),
+        *("--samples", "200", "--batch-sizes", "32", "64", "--no-torch", "--kernels"),
+        *("--repeats", "2", "--json", tmp_path / "bench.json"),
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["device"].startswith(STAND_IN)
+    assert report["errors"] == [] and report["repeats"] == 2
     variants = {(r["model"], r["batch"], r["variant"]) for r in report["epochs"]}
     for model in ("readme", "best"):
         for batch in (32, 64):
             assert (model, batch, "float32 fit") in variants
+            assert (model, batch, "float32 loop") in variants
             assert (model, batch, "mixed fit") in variants
         assert (model, 64, "float32 fit, col2im loop") in variants  # at the largest batch
         assert (model, 64, "float32 fit, softmax xent arrays") in variants
@@ -80,6 +82,9 @@ def test_bench_gpu_runs_its_gpu_path(tmp_path):
         assert (model, 64, "float32 fit, im2col copies") in variants
         assert (model, 64, "float32 fit, batchnorm arrays") in variants
     assert all(row["convnet_s"] > 0 for row in report["epochs"])
+    timed_twice = [row for row in report["epochs"] if "convnet_min_s" in row]
+    assert len(timed_twice) == 12  # 2 models x 2 batches x 3 variants (2 runs at batch 64)
+    assert all(0 < row["convnet_min_s"] <= row["convnet_s"] for row in timed_twice)
     kernels = [row["kernel"] for row in report["kernels"]]
     assert kernels.count("adam") == 3 and kernels.count("col2im gather|loop") == 5
     assert kernels.count("relu forward") == kernels.count("relu backward") == 2

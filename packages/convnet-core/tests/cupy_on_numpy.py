@@ -264,11 +264,23 @@ def make_cupy_on_numpy(
 
 
 def make_cupyx_on_numpy() -> types.ModuleType:
-    """`cupyx` with `profiler.benchmark(fn, n_repeat=..., n_warmup=...)`, timing one call."""
+    """`cupyx` with `profiler.benchmark(fn, n_repeat=..., n_warmup=..., name=...)`, timing
+    one call. Without `name` it reads `function.__name__`, as CuPy's does (a
+    functools.partial has none)."""
 
-    def benchmark(function: Any, args: tuple = (), *, n_repeat: int = 1, n_warmup: int = 0):
+    def benchmark(
+        function: Any,
+        args: tuple = (),
+        kwargs: dict | None = None,
+        n_repeat: int = 1,
+        *,
+        name: str | None = None,
+        n_warmup: int = 0,
+    ):
+        if name is None:
+            name = function.__name__  # AttributeError for a partial, as in CuPy
         start = time.perf_counter()
-        function(*args)
+        function(*args, **(kwargs or {}))
         elapsed = numpy.array([[time.perf_counter() - start]])  # (devices, repeats)
         return types.SimpleNamespace(gpu_times=elapsed, cpu_times=elapsed[0])
 
