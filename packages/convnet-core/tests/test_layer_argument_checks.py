@@ -349,7 +349,13 @@ def dtype_message(layer, want, got, name="W"):
 
 @pytest.mark.parametrize(
     ("params_dtype", "x_dtype"),
-    [("float32", "float64"), ("float32", "float16"), ("float64", "float32")],
+    [
+        ("float32", "float64"),
+        ("float32", "float16"),
+        ("float64", "float32"),
+        ("float32", "int64"),  # NumPy's default integers: float32 arithmetic makes float64
+        ("float32", "int32"),
+    ],
 )
 @pytest.mark.parametrize("training", [False, True])
 def test_a_floating_input_of_another_dtype_is_refused_at_the_first_layer_with_params(
@@ -385,9 +391,13 @@ def test_the_dtype_error_names_the_first_layer_with_params(layers, index, name, 
     assert str(error.value) == expected
 
 
-def test_integer_images_pass_into_the_first_layer(xp):
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "bool"])
+def test_integer_images_pass_into_the_first_layer(xp, dtype):
+    # arithmetic with float32 weights gives float32 for these
     net, params, state, _ = small_net(xp)
-    images = xp.asarray(numpy.arange(32).reshape(2, 1, 4, 4), "uint8")
+    images = xp.asarray(
+        numpy.arange(32).reshape(2, 1, 4, 4) % (2 if dtype == "bool" else 256), dtype
+    )
     y, _, cache = cn.apply(net, params, state, images, training=True, xp=xp)
     assert y.dtype == numpy.float32
     expected, _, _ = cn.apply(net, params, state, images.astype("float32"), xp=xp)

@@ -28,6 +28,7 @@ read a value.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -107,17 +108,25 @@ def check_input(layer: Any, x: Any, expected: tuple[int | None, ...]) -> None:
 
 def check_input_dtype(layer: Any, x: Any, name: str, param: Any) -> None:
     """Raise ShapeError when `x` is floating point of another dtype than the floating
-    parameter `name`: the output would silently take the wider dtype (float64 from a
-    float64 batch through float32 weights), and the gradients with it.
+    parameter `name`, or of a dtype that arithmetic with it would widen: the output would
+    silently take another dtype (float64 from a float64 batch, or from an int32 or int64
+    one, through float32 weights), and the gradients with it.
 
-    An integer batch (uint8 images) passes: the arithmetic promotes it to the parameters'
-    floating dtype. Mixed precision casts the parameters and the batch alike.
+    An integer batch that the arithmetic promotes to the parameter's dtype passes (uint8
+    images, int16, bool). Mixed precision casts the parameters and the batch alike.
     """
-    if x.dtype != param.dtype and x.dtype.kind == "f" and param.dtype.kind == "f":
+    if x.dtype != param.dtype and (x.dtype.kind == "f" or not _stays_in(x.dtype, param.dtype)):
         raise ShapeError(
             f"{layer!r} expected input of dtype {param.dtype} (that of parameter {name!r}) "
             f"but got {x.dtype}; cast the batch with x.astype({param.dtype.name!r})"
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _stays_in(input_dtype: numpy.dtype, param_dtype: numpy.dtype) -> bool:
+    """Whether arithmetic of an `input_dtype` array with a `param_dtype` one (a floating
+    dtype) gives `param_dtype`: a NumPy rule, cached, as every step asks it."""
+    return param_dtype.kind != "f" or numpy.result_type(input_dtype, param_dtype) == param_dtype
 
 
 def check_entries(layer: Any, what: str, arrays: Any, expected: dict[str, tuple]) -> None:
