@@ -96,7 +96,7 @@ def main(model_path, index, data_dir, filters_path, features_path, threads):
 
     # Everything is computed before the first PNG is written: a failure leaves neither.
     kernels = numpy.asarray(params_at(model.params, path)["W"])  # (filters, channels, kh, kw)
-    x = to_inputs(test_set.images[index : index + 1])  # (1, 1, 28, 28)
+    x = to_inputs(test_set.images[index : index + 1]).astype(model.dtype)  # (1, 1, 28, 28)
     maps, upto = feature_maps(model, path, x)  # (filters, Ho, Wo)
     label = int(test_set.labels[index])
 

@@ -614,6 +614,19 @@ def test_show_filters_draws_a_conv_inside_a_sequential(tmp_path):
     assert is_png(tmp_path / "nested.filters.png") and is_png(tmp_path / "nested.features.png")
 
 
+@pytest.mark.skipif(not HAVE_MATPLOTLIB, reason="show_filters draws with matplotlib")
+def test_show_filters_and_evaluate_take_a_float64_model(tmp_path):
+    import convnet_core as cn
+
+    layers = [cn.layers.Conv2D(3, (3, 3)), cn.layers.Flatten(), cn.layers.Dense(10)]
+    path = save_small_model(tmp_path / "m64.h5", layers, dtype="float64")
+    shown = run_app("show_filters.py", path, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert is_png(tmp_path / "m64.filters.png") and is_png(tmp_path / "m64.features.png")
+    evaluated = run_app("evaluate.py", path, "--limit-test", "100", "--device", "cpu", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+
+
 def test_evaluate_reports_the_loss_the_model_was_trained_with(tmp_path):
     """A model compiled with mse gives raw outputs, not probabilities: its test loss is its
     own mse against one-hot rows, as Model.evaluate computes it, and is named."""
@@ -636,11 +649,14 @@ def test_evaluate_reports_the_loss_the_model_was_trained_with(tmp_path):
     assert abs(float(printed.group(1)) - expected) < 1e-4
 
 
-def save_small_model(path: pathlib.Path, layers=None, input_shape=(1, 28, 28)) -> pathlib.Path:
+def save_small_model(
+    path: pathlib.Path, layers=None, input_shape=(1, 28, 28), dtype="float32"
+) -> pathlib.Path:
     """Save an untrained model (by default Flatten-Dense(10) for MNIST digits) at `path`."""
     import convnet_core as cn
 
-    model = cn.Model(layers or [cn.layers.Flatten(), cn.layers.Dense(10)], seed=0, device="cpu")
+    layers = layers or [cn.layers.Flatten(), cn.layers.Dense(10)]
+    model = cn.Model(layers, seed=0, device="cpu", dtype=dtype)
     model.build(input_shape)
     model.compile(loss="categorical_crossentropy", optimizer="adam")
     model.save(str(path))
