@@ -283,3 +283,30 @@ def test_evaluate_and_predict_name_themselves_and_check_batch_size(xp):
 def test_a_model_made_of_wrong_parts_is_refused_where_it_is_made(make, error, message):
     with pytest.raises(error, match=message):
         make()
+
+
+def test_a_last_batch_that_a_batchnorm_cannot_train_on_is_refused_before_training(xp):
+    # 65 samples in batches of 64 end each epoch with 1 sample; the BatchNorm2D sees 1x1
+    # maps, so that batch has one value per channel: refused before the first epoch
+    from convnet_core import layers as L
+
+    rng = numpy.random.default_rng(0)
+    x, y = rng.random((65, 1, 2, 2), dtype=numpy.float32), numpy.arange(65) % 2
+    layers = [L.Conv2D(4, 3), L.MaxPool2D(2), L.BatchNorm2D(), L.Flatten(), L.Dense(2)]
+    model = Model(layers, device=xp, seed=0).compile()
+    with pytest.raises(ValueError) as error:
+        model.fit((x, y), epochs=1, batch_size=64, verbose=False)
+    assert str(error.value) == (
+        "fit: with 65 samples and batch_size=64, every epoch ends with a batch of 1 sample, "
+        "which this network cannot train on (layer 2 of Sequential: BatchNorm2D(momentum=0.9, "
+        "eps=1e-05): expected more than 1 value per channel when training, got an input of "
+        "shape (1, 4, 1, 1)); choose a batch_size that leaves more than 1 sample in the last "
+        "batch"
+    )
+    assert model.epoch == 0
+    model.fit((x, y), epochs=1, batch_size=30, verbose=False)  # 30 + 30 + 5
+    assert model.epoch == 1
+    # with 2x2 maps a batch of 1 has 4 values per channel: trained as it is
+    wider = Model([L.Conv2D(4, 3), L.BatchNorm2D(), L.Flatten(), L.Dense(2)], device=xp, seed=0)
+    wider.compile().fit((x, y), epochs=1, batch_size=64, verbose=False)
+    assert wider.epoch == 1

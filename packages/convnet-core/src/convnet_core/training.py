@@ -769,6 +769,7 @@ def fit(
         model.build(infer_input_shape(model.network, x_shape))
     model._ensure_opt_state()
     model.optimizer.check_state(model.params, model.opt_state, "fit")  # once: steps skip it
+    _check_a_last_batch_of_one(model, train, batch_size)
 
     out_shape = model.network.output_shape(model.input_shape)
     labels = Labels(model, y_sample, num_classes, out_shape)
@@ -894,6 +895,29 @@ def _check_monitor(monitor: str, has_validation: bool, has_accuracy: bool) -> No
     """ValueError, before any training, when `monitor` names a metric fit will not log."""
     logged = _logged_metrics(has_validation, has_accuracy)
     _monitored({key: 0.0 if key in logged else None for key in LOG_KEYS}, monitor)
+
+
+def _check_a_last_batch_of_one(model, train: TrainingData, batch_size: int) -> None:
+    """When each epoch ends with a batch of one sample, train the network on one sample
+    now (nothing kept), so that a layer that cannot (a BatchNorm2D seeing 1x1 maps has one
+    value per channel) fails before the first epoch rather than at its end."""
+    try:
+        last = len(train) % batch_size
+    except TypeError:  # a dataset without a length
+        return
+    if last != 1:
+        return
+    x = model.xp.zeros((1, *model.input_shape), dtype=model.dtype)  # (1, *input_shape)
+    trunk, n_trunk = model._trunk()
+    try:
+        trunk.apply(model.params[:n_trunk], model.state[:n_trunk], x, training=True,
+                    rng=model.xp.random.default_rng(0), xp=model.xp)  # fmt: skip
+    except ShapeError as error:
+        raise ValueError(
+            f"fit: with {len(train)} samples and batch_size={batch_size}, every epoch ends "
+            f"with a batch of 1 sample, which this network cannot train on ({error}); "
+            "choose a batch_size that leaves more than 1 sample in the last batch"
+        ) from None
 
 
 def _check_not_keras_style(epochs: Any) -> None:
