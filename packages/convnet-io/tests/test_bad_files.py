@@ -211,8 +211,8 @@ def test_optimizer_state_that_does_not_fit(tmp_path):
 
 
 def test_newer_format_version(saved_file):
-    rewrite(saved_file, lambda attributes, a: attributes[""].update(format_version=2))
-    expect_error(saved_file, "format_version 2 is newer", "upgrade convnet-io")
+    rewrite(saved_file, lambda attributes, a: attributes[""].update(format_version=3))
+    expect_error(saved_file, "format_version 3 is newer", "(up to 2); upgrade convnet-io")
 
 
 def test_checksum_catches_edited_content(saved_file):

@@ -129,8 +129,10 @@ def test_a_checkpoint_holds_the_best_epoch_only_when_it_is_an_earlier_one(
     assert own["best_weights"] is None and "best_epoch" not in own["metadata"]
     attributes, arrays = fmt.read_raw(template.format(epoch=best))
     assert not [key for key in arrays if key.startswith("best/")]
+    assert attributes[""]["format_version"] == 1  # what a convnet-io of version 1 reads
 
     later = convnet_io.load_checkpoint(template.format(epoch=best + 1))
+    assert fmt.read_raw(template.format(epoch=best + 1))[0][""]["format_version"] == 2
     epoch, params, state = later["best_weights"]
     assert epoch == best == later["metadata"]["best_epoch"]
     assert_same_tree(params, own["params"])  # the weights of that epoch, bit for bit
@@ -155,6 +157,7 @@ def drop_best_weights(path):
     metadata = json.loads(attributes[""]["metadata"])
     del metadata["best_epoch"]
     attributes[""]["metadata"] = json.dumps(metadata)
+    attributes[""]["format_version"] = 1
     for group in ("best/params", "best/state"):
         del attributes[group]
     arrays = {key: value for key, value in arrays.items() if not key.startswith("best/")}

@@ -1,4 +1,4 @@
-"""The committed files of format version 1 still load and predict their pinned outputs.
+"""The committed files of each format version still load and predict their pinned outputs.
 
 The files come from golden/make_golden.py; they are never regenerated for a version that
 already exists, so a change that breaks reading old files fails here.
@@ -49,3 +49,34 @@ def test_both_containers_hold_the_same_numbers():
     assert_same_tree(h5.params, npz.params)
     assert_same_tree(h5.state, npz.state)
     assert_same_tree(h5.optimizer_state, npz.optimizer_state)
+
+
+@pytest.mark.parametrize("name", ["model_v2.h5", "model_v2.npz"])
+def test_golden_v2_checkpoint_loads_with_its_best_epoch(name):
+    with numpy.load(GOLDEN / "model_v2_io.npz", allow_pickle=False) as z:
+        inputs, outputs, best_outputs = z["inputs"], z["outputs"], z["best_outputs"]
+    attributes, _ = convnet_io.format.read_raw(GOLDEN / name)
+    assert attributes[""]["format_version"] == 2
+    saved = convnet_io.load(GOLDEN / name, parts=True)
+    assert saved.metadata["epoch"] == 4 and saved.metadata["best_epoch"] == 2
+    got, _, _ = apply(saved.layer, saved.params, saved.state, inputs)
+    numpy.testing.assert_allclose(got, outputs, rtol=1e-5, atol=1e-6)
+    epoch, best_params, best_state = saved.best_weights
+    assert epoch == 2
+    got, _, _ = apply(saved.layer, best_params, best_state, inputs)
+    numpy.testing.assert_allclose(got, best_outputs, rtol=1e-5, atol=1e-6)
+    checkpoint = convnet_io.load_checkpoint(GOLDEN / name)
+    assert checkpoint["best_weights"][0] == 2 and checkpoint["epoch"] == 4
+
+
+def test_a_reader_of_version_1_says_a_v2_file_is_newer(monkeypatch):
+    # as the convnet-io before best/ groups existed reads a checkpoint that has them
+    from convnet_io import format as fmt
+    from convnet_io.errors import ModelFormatError
+
+    monkeypatch.setattr(fmt, "FORMAT_VERSION", 1)
+    with pytest.raises(
+        ModelFormatError, match=r"format_version 2 is newer .* \(up to 1\); upgrade"
+    ):
+        convnet_io.load(GOLDEN / "model_v2.h5", parts=True)
+    convnet_io.load(GOLDEN / "model_v1.h5", parts=True)  # still read

@@ -101,7 +101,8 @@ def test_layout_is_the_documented_one(tmp_path):
     convnet_io.save(path, layer=net, params=params, input_shape=(3,), metadata={"seed": 1})
     with h5py.File(path, "r") as f:
         assert f.attrs["format"] == "convnet"
-        assert f.attrs["format_version"] == convnet_io.FORMAT_VERSION == 1
+        assert f.attrs["format_version"] == 1  # version 2 only adds checkpoints' best/ groups
+        assert convnet_io.FORMAT_VERSION == 2
         assert json.loads(f.attrs["architecture"]) == L.layer_to_config(net)
         assert json.loads(f.attrs["input_shape"]) == [3]
         assert json.loads(f.attrs["metadata"]) == {"seed": 1}

@@ -1,8 +1,11 @@
-"""The convnet model file, format version 1: `save`, `load` and the `SavedModel` parts.
+"""The convnet model file, format versions 1 and 2: `save`, `load` and the `SavedModel`
+parts. Version 2 is version 1 with the optional best/ groups below; a file without them is
+written as version 1, so a convnet-io that reads only version 1 still reads it.
 
 One file holds everything needed to rebuild a model bit for bit:
 
-    root attributes  format = "convnet", format_version = 1, writer ("convnet-io 0.1.0"),
+    root attributes  format = "convnet", format_version (1, or 2 with best/), writer
+                     ("convnet-io 0.1.0"),
                      architecture (JSON of `layer_to_config`), input_shape (JSON list or
                      null), metadata (JSON: epoch, history, loss_name, rng_state,
                      precision, loss_scaler, ...), checksum ("sha256:..." over every
@@ -56,7 +59,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "convnet"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this convnet-io reads and writes
 GROUPS = ("params", "state", "optimizer/state", "best/params", "best/state")
 #: The metadata entries the format defines, and the form each one must have (any other
 #: entry is the caller's own and stored as it is).
@@ -380,7 +383,8 @@ def _layout(parts: dict[str, Any], path: str):
     attributes: dict[str, dict[str, Any]] = {
         "": {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            # 2 only for what version 1 cannot hold, so older readers read the rest
+            "format_version": 2 if parts.get("best") is not None else 1,
             "writer": f"convnet-io {__version__}",
             "architecture": _dumps(layer_to_config(layer)),
             "input_shape": _dumps(shape),
