@@ -245,6 +245,25 @@ def test_a_new_fit_forgets_the_best_weights_of_the_last(xp):
     assert model.best_weights is None
 
 
+def test_a_resume_without_early_stopping_drops_the_checkpoints_best_weights(xp, monkeypatch):
+    # only an EarlyStopping that restores the best uses them; kept, every new checkpoint
+    # would carry them on
+    x, y = blobs(64, seed=1)
+    snapshot = Snapshot(at_epoch=3)
+    first = mlp(xp, seed=0).compile(optimizer="adam", lr=0.05)
+    first.fit((x, y), epochs=3, val_data=(x[:8], y[:8]), early_stopping=True,
+              callbacks=[snapshot], verbose=False)  # fmt: skip
+    assert snapshot.saved["best_weights"] is not None  # an earlier epoch was the best
+    fake_io = types.ModuleType("convnet_io")
+    fake_io.load_checkpoint = lambda path: snapshot.saved
+    monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
+    for settings in ({}, {"early_stopping": True, "restore_best": False}):
+        resumed = mlp(xp).compile(optimizer="adam", lr=0.05)
+        resumed.fit((x, y), epochs=4, val_data=(x[:8], y[:8]), resume_from="ckpt.h5",
+                    verbose=False, **settings)  # fmt: skip
+        assert resumed.best_weights is None, settings
+
+
 def test_resume_warns_when_the_compiled_optimizer_differs_from_the_checkpoints(xp, monkeypatch):
     x, y = blobs(32, seed=1)
     snapshot = Snapshot(at_epoch=1)

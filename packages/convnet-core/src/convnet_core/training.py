@@ -809,7 +809,11 @@ def fit(
     all_callbacks = [*begin_cbs, *end_cbs, *callbacks]
     model.stop_training = False
     model.resuming = resume_from is not None
-    if not model.resuming:  # a new run: no best epoch yet (a resumed one has the checkpoint's)
+    keeps_best = any(isinstance(cb, EarlyStopping) and cb.restore_best for cb in all_callbacks)
+    if not (model.resuming and keeps_best):
+        # a new run has no best epoch yet; a resumed one has the checkpoint's, which only
+        # an EarlyStopping that restores the best will use (else checkpoints would carry
+        # them on for nothing)
         model.best_weights = None
     model.logged_metrics = _logged_metrics(val is not None, labels.track_accuracy)
     for key in LOG_KEYS:
