@@ -427,3 +427,21 @@ def test_a_save_removes_the_temporaries_of_dead_writers_only(tmp_path):
         if writer.poll() is None:
             writer.kill()
             writer.wait()
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/proc/sys/kernel/random/boot_id"), reason="Linux tells its boot's id"
+)
+def test_the_temporaries_tag_names_the_host_the_boot_and_the_pid_namespace():
+    # two machines of one host name on a shared file system both have the initial PID
+    # namespace, whose inode number is the same everywhere: the boot's id tells them apart
+    import hashlib
+    import socket
+
+    from convnet_io.atomic import _owner_tag
+
+    with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
+        boot = file.read().strip()
+    namespace = os.stat("/proc/self/ns/pid").st_ino
+    owner = f"{socket.gethostname()}\0{boot}\0{namespace}"
+    assert _owner_tag() == hashlib.sha256(owner.encode()).hexdigest()[:8]

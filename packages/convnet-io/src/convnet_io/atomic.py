@@ -48,13 +48,22 @@ _NAME_BYTES = 200
 
 
 def _owner_tag() -> str:
-    """8 hex digits naming this machine and PID namespace: where this process's pid means
-    this process. Temporaries with another tag are never judged by their pid."""
+    """8 hex digits naming this boot of this machine and this PID namespace: where this
+    process's pid means this process. Temporaries with another tag are never judged by
+    their pid. The boot's id tells apart machines that share a host name and the initial
+    PID namespace (whose inode number is the same on every Linux machine) on a shared
+    file system, and a pid from before a reboot."""
     try:
         namespace = os.stat("/proc/self/ns/pid").st_ino
     except OSError:  # no /proc: no PID namespaces to tell apart
         namespace = 0
-    return hashlib.sha256(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
+            boot = file.read().strip()
+    except OSError:
+        boot = ""
+    owner = f"{socket.gethostname()}\0{boot}\0{namespace}"
+    return hashlib.sha256(owner.encode()).hexdigest()[:8]
 
 
 def _temporary_start(name: str, tag: str) -> str:
