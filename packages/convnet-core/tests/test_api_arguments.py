@@ -75,7 +75,22 @@ def test_apply_on_cupy_refuses_a_host_batch(xp, kernel_build_dir):
 def test_apply_takes_the_array_module_from_array_module(xp):
     from convnet_core import backend
 
+    module = backend.array_module("cpu" if xp is numpy else "cuda")  # the device under test
+    assert module is xp
     net = small_net()
-    params, state = cn.init(net, (1, 8, 8), rng=0, xp=backend.array_module("cpu"))
-    y, _, _ = cn.apply(net, params, state, numpy.ones((2, 1, 8, 8), numpy.float32))
-    assert y.shape == (2, 4)
+    params, state = cn.init(net, (1, 8, 8), rng=0, xp=module)
+    y, _, _ = cn.apply(net, params, state, module.ones((2, 1, 8, 8), "float32"), xp=module)
+    assert y.shape == (2, 4) and isinstance(y, xp.ndarray)
+
+
+def test_apply_on_numpy_says_how_to_bring_a_device_batch_to_the_host(kernel_build_dir):
+    from cupy_on_numpy import make_cupy_on_numpy
+
+    cupy = make_cupy_on_numpy(kernel_build_dir)  # a device array refuses numpy.asarray
+    net = small_net()
+    params, state = cn.init(net, (1, 8, 8), rng=0, xp=numpy)
+    with pytest.raises(TypeError) as error:
+        cn.apply(net, params, state, cupy.ones((2, 1, 8, 8), dtype="float32"), xp=numpy)
+    assert str(error.value).endswith("got cupy.ndarray; convert it with x.get()")
+    with pytest.raises(TypeError, match=r"got dict; convert it with numpy\.asarray\(x\)"):
+        cn.apply(net, params, state, {"x": 1}, xp=numpy)

@@ -56,9 +56,12 @@ def _check_batch(x: Any, xp: Any) -> None:
         return
     kind = type(x)
     kind = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    # a device array refuses numpy.asarray: it is copied to the host by its get()
+    on_device = hasattr(x, "get") and hasattr(x, "shape")
+    convert = "x.get()" if xp is numpy and on_device else f"{xp.__name__}.asarray(x)"
     raise TypeError(
         f"apply: x must be an array of {xp.__name__} (the batch, shaped (N, *input_shape)), "
-        f"got {kind}; convert it with {xp.__name__}.asarray(x)"
+        f"got {kind}; convert it with {convert}"
     )
 
 
