@@ -164,9 +164,7 @@ def test_resume_ends_like_an_uninterrupted_run(xp, monkeypatch, restore_best):
     else:
         assert full.best_weights is None and snapshot.saved["best_weights"] is None
 
-    fake_io = types.ModuleType("convnet_io")
-    fake_io.load_checkpoint = lambda path: snapshot.saved if path == "ckpt.h5" else None
-    monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
+    fake_checkpoint_io(monkeypatch, snapshot.saved)
     resumed = mlp(xp, dropout=0.3).compile(optimizer="adam", lr=0.05)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -254,9 +252,7 @@ def test_a_resume_without_early_stopping_drops_the_checkpoints_best_weights(xp, 
     first.fit((x, y), epochs=3, val_data=(x[:8], y[:8]), early_stopping=True,
               callbacks=[snapshot], verbose=False)  # fmt: skip
     assert snapshot.saved["best_weights"] is not None  # an earlier epoch was the best
-    fake_io = types.ModuleType("convnet_io")
-    fake_io.load_checkpoint = lambda path: snapshot.saved
-    monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
+    fake_checkpoint_io(monkeypatch, snapshot.saved)
     for settings in ({}, {"early_stopping": True, "restore_best": False}):
         resumed = mlp(xp).compile(optimizer="adam", lr=0.05)
         resumed.fit((x, y), epochs=4, val_data=(x[:8], y[:8]), resume_from="ckpt.h5",
@@ -270,9 +266,7 @@ def test_resume_warns_when_the_compiled_optimizer_differs_from_the_checkpoints(x
     mlp(xp, seed=0).compile(optimizer="adam", lr=0.001).fit(
         (x, y), epochs=1, callbacks=[snapshot], verbose=False
     )
-    fake_io = types.ModuleType("convnet_io")
-    fake_io.load_checkpoint = lambda path: snapshot.saved
-    monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
+    fake_checkpoint_io(monkeypatch, snapshot.saved)
 
     resumed = mlp(xp).compile(optimizer="sgd", lr=0.5)
     with pytest.warns(UserWarning) as caught:
@@ -299,9 +293,7 @@ def test_resume_warns_when_the_checkpoint_has_trained_all_the_epochs_asked_for(x
     x, y = blobs(32, seed=1)
     snapshot = Snapshot(at_epoch=2)
     mlp(xp, seed=0).compile().fit((x, y), epochs=2, callbacks=[snapshot], verbose=False)
-    fake_io = types.ModuleType("convnet_io")
-    fake_io.load_checkpoint = lambda path: snapshot.saved
-    monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
+    fake_checkpoint_io(monkeypatch, snapshot.saved)
 
     resumed = mlp(xp).compile()
     with pytest.warns(UserWarning) as caught:
@@ -360,6 +352,8 @@ def scaler_state(model):
 
 
 def fake_checkpoint_io(monkeypatch, saved):
+    """Make `fit(resume_from=...)` read `saved`, through a convnet_io that holds only
+    load_checkpoint."""
     fake_io = types.ModuleType("convnet_io")
     fake_io.load_checkpoint = lambda path: saved
     monkeypatch.setitem(sys.modules, "convnet_io", fake_io)

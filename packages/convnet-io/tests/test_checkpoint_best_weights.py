@@ -206,16 +206,22 @@ def net_parts(seed):
 def best_file(request, tmp_path):
     params, state = net_parts(1)
     path = tmp_path / f"model{request.param}"
-    convnet_io.save(
+    save_net(path, params, state, best_weights=(2, *net_parts(2)))
+    return path
+
+
+def save_net(path, params, state, *, best_weights, metadata=None):
+    """Save NET's `params` and `state` at epoch 3 (unless `metadata` says otherwise) with
+    `best_weights`."""
+    return convnet_io.save(
         path,
         layer=NET,
         params=params,
         state=state,
         input_shape=SHAPE,
-        metadata={"epoch": 3},
-        best_weights=(2, *net_parts(2)),
+        metadata=metadata or {"epoch": 3},
+        best_weights=best_weights,
     )
-    return path
 
 
 def test_best_weights_round_trip(best_file):
@@ -308,15 +314,7 @@ def test_best_params_in_another_dtype_are_refused_before_writing(tmp_path):
     wide = net_parts(2)[0]
     wide = tuple({key: value.astype("float64") for key, value in p.items()} for p in wide)
     with pytest.raises(ValueError) as info:
-        convnet_io.save(
-            tmp_path / "m.h5",
-            layer=NET,
-            params=params,
-            state=state,
-            input_shape=SHAPE,
-            metadata={"epoch": 3},
-            best_weights=(2, wide, None),
-        )
+        save_net(tmp_path / "m.h5", params, state, best_weights=(2, wide, None))
     assert str(info.value).endswith(": best/params are float64, but the params are float32")
     assert not (tmp_path / "m.h5").exists()
 
@@ -324,12 +322,10 @@ def test_best_params_in_another_dtype_are_refused_before_writing(tmp_path):
 def test_best_epoch_is_given_once(tmp_path):
     params, state = net_parts(1)
     with pytest.raises(ValueError, match="metadata 'best_epoch' is stored from best_weights="):
-        convnet_io.save(
+        save_net(
             tmp_path / "m.h5",
-            layer=NET,
-            params=params,
-            state=state,
-            input_shape=SHAPE,
-            metadata={"epoch": 3, "best_epoch": 2},
+            params,
+            state,
             best_weights=(2, params, state),
+            metadata={"epoch": 3, "best_epoch": 2},
         )

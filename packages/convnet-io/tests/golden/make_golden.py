@@ -55,6 +55,12 @@ def perturbed(net, rng):
     return params, state
 
 
+def save_both(stem: str, **parts) -> None:
+    """`stem`.h5 and `stem`.npz beside this script, of the same parts."""
+    for suffix in (".h5", ".npz"):
+        convnet_io.save(HERE / f"{stem}{suffix}", input_shape=INPUT_SHAPE, **parts)
+
+
 def write_v1() -> None:
     rng = numpy.random.default_rng(2024)
     net = network()
@@ -69,17 +75,8 @@ def write_v1() -> None:
         "rng_state": {"seed": 2024},
         "loss_name": "categorical_crossentropy",
     }
-    for suffix in (".h5", ".npz"):
-        convnet_io.save(
-            HERE / f"model_v1{suffix}",
-            layer=net,
-            params=params,
-            state=state,
-            input_shape=INPUT_SHAPE,
-            optimizer=opt,
-            optimizer_state=opt_state,
-            metadata=metadata,
-        )
+    save_both("model_v1", layer=net, params=params, state=state, optimizer=opt,
+              optimizer_state=opt_state, metadata=metadata)  # fmt: skip
     inputs = rng.normal(size=(4, *INPUT_SHAPE)).astype("float32")
     outputs, _, _ = apply(net, params, state, inputs)
     numpy.savez(HERE / "model_v1_io.npz", inputs=inputs, outputs=outputs)
@@ -97,16 +94,8 @@ def write_v2() -> None:
         "rng_state": {"seed": 2026},
         "loss_name": "categorical_crossentropy",
     }
-    for suffix in (".h5", ".npz"):
-        convnet_io.save(
-            HERE / f"model_v2{suffix}",
-            layer=net,
-            params=params,
-            state=state,
-            input_shape=INPUT_SHAPE,
-            metadata=metadata,
-            best_weights=(2, best_params, best_state),
-        )
+    save_both("model_v2", layer=net, params=params, state=state, metadata=metadata,
+              best_weights=(2, best_params, best_state))  # fmt: skip
     inputs = rng.normal(size=(4, *INPUT_SHAPE)).astype("float32")
     outputs, _, _ = apply(net, params, state, inputs)
     best_outputs, _, _ = apply(net, best_params, best_state, inputs)
