@@ -126,7 +126,8 @@ def check_input_dtype(layer: Any, x: Any, name: str, param: Any) -> None:
 def _stays_in(input_dtype: numpy.dtype, param_dtype: numpy.dtype) -> bool:
     """Whether arithmetic of an `input_dtype` array with a `param_dtype` one (a floating
     dtype) gives `param_dtype`: a NumPy rule, cached, as every step asks it."""
-    promoted = numpy.result_type(input_dtype, param_dtype)  # a rule on dtypes: host
+    # a rule on dtypes, worked out on the host
+    promoted = numpy.result_type(input_dtype, param_dtype)  # host
     return param_dtype.kind != "f" or promoted == param_dtype
 
 
