@@ -13,6 +13,7 @@ import json
 import math
 import os
 import pathlib
+import signal
 import sys
 import tempfile
 import traceback
@@ -470,6 +471,38 @@ def limit(dataset, count: int | None):
     if count < 1:
         raise AppError(f"a sample limit must be at least 1, not {count}")
     return dataset.subset(count)
+
+
+class InterruptWatch:
+    """A `fit` callback under which no Ctrl-C is lost.
+
+    Python raises KeyboardInterrupt in the main thread at the next line it runs. When that
+    line is in a weakref callback or a `__del__` (h5py closes its objects from such
+    callbacks, so a save leaves some behind), Python prints "Exception ignored" and goes
+    on: the interrupt is gone and training runs on. Inside `with InterruptWatch() as
+    watch:`, Ctrl-C is counted before it is raised, and `watch` (in fit's callbacks, last)
+    raises it again at the end of the epoch in which it was swallowed.
+    """
+
+    def __init__(self) -> None:
+        self.interrupts = 0
+        self._previous: Any = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.interrupts += 1
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+
+    def __enter__(self) -> InterruptWatch:
+        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def on_epoch_end(self, model: Any, epoch: int, logs: dict) -> None:
+        """Raise the Ctrl-C that came during this epoch and was swallowed on its way."""
+        if self.interrupts:
+            raise KeyboardInterrupt
 
 
 def to_inputs(images):

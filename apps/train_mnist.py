@@ -21,6 +21,7 @@ from _common import (  # noqa: E402
     AppError,
     FileUse,
     FiniteFloatRange,
+    InterruptWatch,
     blas_description,
     check_distinct_files,
     check_writable,
@@ -419,6 +420,7 @@ def train(settings: dict) -> int:
     settings.update(optimizer_settings(model.optimizer))  # what the banner and history show
     epoch_one = EpochOneReport(test_x, test_y, batch_size=512)
     checkpoint = Checkpoint(str(settings["checkpoint"]))
+    interrupts = InterruptWatch()  # no Ctrl-C lost in h5py's clean-up
     fit_options = {
         "epochs": settings["epochs"],
         "batch_size": settings["batch_size"],
@@ -429,7 +431,7 @@ def train(settings: dict) -> int:
         "monitor": "val_loss" if val_data is not None else "loss",
         "seed": settings["seed"],
         "verbose": not settings["quiet"],
-        "callbacks": (checkpoint, epoch_one),
+        "callbacks": (checkpoint, epoch_one, interrupts),  # the watch last: after the save
     }
     if settings["resume"] is not None:
         fit_options["resume_from"] = str(settings["resume"])
@@ -437,7 +439,8 @@ def train(settings: dict) -> int:
     try:  # a Ctrl-C from the first line about the training on says what was kept
         announce(settings, model)
         fit_started = time.perf_counter()
-        model.fit(data, **fit_options)
+        with interrupts:
+            model.fit(data, **fit_options)
     except KeyboardInterrupt:
         return save_interrupted(model, settings, model.epoch - start_epoch, checkpoint)
     train_seconds = time.perf_counter() - fit_started

@@ -494,6 +494,49 @@ def test_ctrl_c_keeps_out_saves_the_progress_beside_it_and_says_how_to_resume(tm
     assert convnet_io.load(str(checkpoint)).epoch >= 1
 
 
+SWALLOWED_INTERRUPT = """
+import os, signal, sys, weakref
+sys.path.insert(0, sys.argv[1])
+import _common
+
+class Holder:
+    pass
+
+def callback(_):  # as h5py's clean-up runs: an exception here is printed and dropped
+    os.kill(os.getpid(), signal.SIGINT)
+    total = 0
+    for step in range(100000):  # the handler runs here, inside the callback
+        total += step
+
+with _common.InterruptWatch() as watch:
+    holder = Holder()
+    ref = weakref.ref(holder, callback)
+    del holder
+    print("went on; interrupts counted:", watch.interrupts, flush=True)
+    try:
+        watch.on_epoch_end(None, 1, {})
+    except KeyboardInterrupt:
+        print("raised again at the epoch's end")
+print("handler restored:", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+
+
+def test_a_ctrl_c_swallowed_by_a_weakref_callback_is_raised_at_the_epochs_end():
+    # Python drops an exception raised in a weakref callback ("Exception ignored in"): the
+    # watch counts the Ctrl-C, and its fit callback raises it again
+    result = subprocess.run(
+        [sys.executable, "-c", SWALLOWED_INTERRUPT, str(APPS)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Exception ignored" in result.stderr and "KeyboardInterrupt" in result.stderr
+    assert result.stdout.splitlines() == [
+        "went on; interrupts counted: 1",
+        "raised again at the epoch's end",
+        "handler restored: True",
+    ]
+
+
 def test_ctrl_c_before_the_first_epoch_ends_saves_nothing(tmp_path):
     """The files of an earlier run (another architecture) stay, and the hint does not point
     at the earlier run's checkpoint."""
