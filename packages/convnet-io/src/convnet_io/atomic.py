@@ -145,9 +145,21 @@ def file_kind(mode: int) -> str:
     return "not a regular file"  # pragma: no cover - every kind POSIX has is listed
 
 
+#: How HDF5's file driver reports a failed system call inside its own long message
+#: ("file write failed: time = ..., errno = 28, error message = 'No space left on device',
+#: buf = 0x..., ..."): the errno is all a reader needs of it.
+_HDF5_ERRNO = re.compile(r"\berrno = (\d+)")
+
+
 def _naming(error: OSError, shown: str, temporary: str | None, note: str = "") -> OSError:
     """`error` again (same type and errno) naming `shown`, the path the caller gave, where
-    it named the temporary file; `note` is added to its description."""
+    it named the temporary file; `note` is added to its description. An HDF5 error that
+    carries a system errno in its text becomes that errno's plain OSError ("No space left
+    on device")."""
+    system = _HDF5_ERRNO.search(str(error))
+    if system is not None:
+        number = int(system.group(1))
+        return OSError(number, os.strerror(number) + note, shown)
     if error.errno is not None and error.strerror:
         text = error.strerror
         if temporary is not None:
