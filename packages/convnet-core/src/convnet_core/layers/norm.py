@@ -13,6 +13,7 @@ from .base import (
     check_entries,
     check_input,
     check_input_dtype,
+    check_keys,
     register_layer,
     require_image_shape,
 )
@@ -66,9 +67,10 @@ class BatchNorm2D:
         input's mistake), or the input's where they disagree (then the one that differs
         from it is named).
         """
-        check_entries(self, "parameter", params, {"gamma": (None,), "beta": (None,)})
+        check_keys(self, "parameter", params, {"gamma", "beta"})
         gamma, beta = params["gamma"], params["beta"]
-        check_input(self, x, (gamma.shape[0] if gamma.shape == beta.shape else None, None, None))
+        agreed = gamma.shape[0] if gamma.shape == beta.shape and gamma.ndim == 1 else None
+        check_input(self, x, (agreed, None, None))
         channels = x.shape[1]
         check_entries(self, "parameter", params, {"gamma": (channels,), "beta": (channels,)})
         statistics = {"running_mean": (channels,), "running_var": (channels,)}
