@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
+
 from . import cuda_kernels
 from .backend import is_cupy
 
 __all__ = [
     "LOSSES",
     "check_class_labels",
+    "cross_entropy_grad_of_probabilities",
+    "cross_entropy_of_probabilities",
     "huber",
     "log_softmax",
     "mse",
@@ -169,6 +173,38 @@ def _fused_on_gpu(logits: Any, labels: Any) -> bool:
         and labels.dtype.kind in "iu"
         and logits.dtype.name in cuda_kernels.SOFTMAX_XENT_TYPES
     )
+
+
+def cross_entropy_of_probabilities(probs: Any, labels: Any, *, xp: Any) -> tuple[Any, Any]:
+    """`softmax_cross_entropy` of predictions that are probabilities already (the output
+    of a softmax layer), not logits: -1/N Σₙ Σₖ tₙₖ log pₙₖ.
+
+    probs: (N, classes); labels: (N,) integer classes or (N, classes) one-hot (or soft)
+    targets, checked as `softmax_cross_entropy` checks them. A probability that underflowed
+    to 0 counts as the dtype's smallest normal number, so the loss stays finite (-log of
+    it, about 87 in float32). Returns (loss, dprobs), dprobs (N, classes) as
+    `cross_entropy_grad_of_probabilities` gives it.
+    """
+    if probs.ndim != 2:
+        raise ValueError(
+            f"cross_entropy_of_probabilities expects probabilities (N, classes), got {probs.shape}"
+        )
+    targets = _targets_of(xp.asarray(labels), probs, xp)  # (N, classes)
+    n = probs.dtype.type(probs.shape[0])
+    loss = -(targets * xp.log(_at_least_tiny(probs, xp))).sum() / n
+    return loss, cross_entropy_grad_of_probabilities(targets, probs, xp=xp)
+
+
+def cross_entropy_grad_of_probabilities(targets: Any, probs: Any, *, xp: Any) -> Any:
+    """d/dp of -1/N Σ t log p: -t / (p N), with p at least the dtype's smallest normal
+    number; targets and probs (N, classes), the result too."""
+    n = probs.dtype.type(probs.shape[0])
+    return -targets / (_at_least_tiny(probs, xp) * n)
+
+
+def _at_least_tiny(probs: Any, xp: Any) -> Any:
+    """max(p, the smallest normal number of p's dtype), so that log p and 1/p are finite."""
+    return xp.maximum(probs, numpy.finfo(probs.dtype).tiny)  # host constant
 
 
 def mse(predictions: Any, targets: Any, *, xp: Any) -> tuple[Any, Any]:

@@ -869,10 +869,12 @@ class LossFunction:
         loss_value = model.loss.forward(predictions, targets)   # a float
         grad = model.loss.backward()                            # dLoss/dpredictions
 
-    When `predictions` is what the model's softmax just produced and the loss is
-    cross-entropy, the loss is computed from the logits (stable) and `model.backward(grad)`
-    uses the fused gradient (softmax(z) - t)/N, so the softmax is never differentiated
-    twice.
+    When the model ends in a softmax and the loss is cross-entropy, the predictions are
+    probabilities, and the loss is the cross-entropy of those probabilities, whatever
+    produced them (`forward`, `predict`, a copy). When they are what the model's softmax
+    just produced in `forward(training=True)`, the loss is computed from the logits
+    (stable) and `model.backward(grad)` uses the fused gradient (softmax(z) - t)/N, so the
+    softmax is never differentiated twice.
     """
 
     def __init__(self, model: Model):
@@ -891,19 +893,14 @@ class LossFunction:
         model = self.model
         xp = model.xp
         record = model._record
+        self._fused = None
         if model._fused_softmax() and record is not None and predictions is record["output"]:
             value, dlogits = losses.softmax_cross_entropy(record["logits"], targets, xp=xp)
             one_hot = losses._targets_as_one_hot(targets, predictions, xp)
-            tiny = numpy.finfo(predictions.dtype).tiny  # host constant
-            n = predictions.dtype.type(predictions.shape[0])
-            self._grad = -one_hot / (xp.maximum(predictions, tiny) * n)  # dL/dp of -Σ t log p
+            self._grad = losses.cross_entropy_grad_of_probabilities(one_hot, predictions, xp=xp)
             self._fused = (self._grad, record, dlogits)
         else:
-            predictions = xp.asarray(predictions)
-            value, self._grad = losses.value_and_grad(
-                model._loss_fn, predictions, targets, xp=xp, name=model.loss_name
-            )
-            self._fused = None
+            value, self._grad = self(predictions, targets)
         return float(value)
 
     def backward(self) -> Any:
@@ -918,4 +915,14 @@ class LossFunction:
         return None
 
     def __call__(self, predictions, targets, *, xp=None):
-        return self.model._loss_fn(predictions, targets, xp=xp or self.model.xp)
+        """(value, dLoss/dpredictions) of the model's output `predictions` (N,
+        *output_shape), converted to an array of `xp` (the model's by default); the
+        cross-entropy of probabilities when the model ends in a softmax."""
+        model = self.model
+        xp = xp or model.xp
+        predictions = xp.asarray(predictions)
+        if model._fused_softmax():  # the output is softmax(logits), not logits
+            return losses.cross_entropy_of_probabilities(predictions, targets, xp=xp)
+        return losses.value_and_grad(
+            model._loss_fn, predictions, targets, xp=xp, name=model.loss_name
+        )
