@@ -129,7 +129,9 @@ def softmax_cross_entropy(logits: Any, labels: Any, *, xp: Any) -> tuple[Any, An
         (loss, dlogits) with loss = -1/N Σₙ Σₖ tₙₖ log softmax(zₙ)ₖ and its gradient
         dlogitsₙ = (softmax(zₙ) Σₖ tₙₖ - tₙ) / N, shaped (N, classes): (softmax(z) - t) / N
         for integer labels and rows that sum to 1, the gradient of the same loss for soft
-        rows that do not (as PyTorch's cross_entropy with probability targets).
+        rows that do not (as PyTorch's cross_entropy with probability targets). A class
+        masked by a -inf logit adds nothing where its target is 0 (the loss stays finite,
+        as PyTorch's), and makes the loss +inf where it is the target.
 
     Integer labels must be classes in [0, classes). With NumPy, labels of a float dtype
     or outside that range are a ValueError naming the loss, the label and the number of
@@ -155,12 +157,16 @@ def softmax_cross_entropy_unfused(logits: Any, labels: Any, *, xp: Any) -> tuple
     labels = xp.asarray(labels)
     targets = _targets_of(labels, logits, xp)  # (N, classes)
     log_probs = log_softmax(logits, xp=xp)  # (N, classes)
-    n = logits.shape[0]
-    loss = -(targets * log_probs).sum() / n
+    n = logits.dtype.type(logits.shape[0])
+    # tₙₖ log pₙₖ where tₙₖ ≠ 0, else 0: a class masked by a -inf logit has log p = -inf,
+    # and 0 · -inf would be NaN. One-hot rows of labels pick log p at the label; a NaN
+    # row (a label outside the classes, on CuPy) stays NaN.
+    picked = targets * xp.where(targets != 0, log_probs, 0)  # (N, classes)
+    loss = -picked.sum() / n
     probs = xp.exp(log_probs)  # (N, classes)
     if labels.ndim == 2:  # rows given, whose sums need not be 1 (one-hot rows of labels are)
         probs = probs * targets.sum(axis=1, keepdims=True)  # softmax(z) Σₖ tₙₖ
-    dlogits = (probs - targets) / logits.dtype.type(n)
+    dlogits = (probs - targets) / n
     return loss, dlogits
 
 
