@@ -330,12 +330,51 @@ def _is_layer(value: Any) -> bool:
 
 
 def layer_to_config(layer: Any) -> dict[str, Any]:
-    """{"class": name, "config": {field: value}} for a registered attrs layer (nested too)."""
+    """{"class": name, "config": {argument: value}} for a registered attrs layer (nested
+    too): one entry per argument of the class's __init__, under the argument's name (the
+    attrs alias: `size` for a private field `_size`); a field with init=False is left out,
+    as the class derives it.
+
+    ValueError, naming the layer's class and the field, when the config does not rebuild
+    an equal layer: a model is refused before it is saved, rather than saved for good and
+    never loaded again.
+    """
+    key = layer_name(layer)
     config = {
-        field.name: _to_json_value(getattr(layer, field.name))
+        field.alias: _to_json_value(getattr(layer, field.name))
         for field in attrs.fields(type(layer))
+        if field.init
     }
-    return {"class": layer_name(layer), "config": config}
+    _check_rebuilds(layer, config)
+    return {"class": key, "config": config}
+
+
+def _check_rebuilds(layer: Any, config: dict[str, Any]) -> None:
+    """ValueError unless the layer's class, called with `config` as the loader would call
+    it, gives a layer equal to `layer`, field by field (those that take part in ==)."""
+    cls = type(layer)
+    try:
+        rebuilt = cls(**{name: _from_json_value(value) for name, value in config.items()})
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"cannot save {cls.__name__}: its config {config!r} does not rebuild it: {error}"
+        ) from None
+    for field in attrs.fields(cls):
+        before, after = getattr(layer, field.name), getattr(rebuilt, field.name)
+        if field.eq and not _same_value(before, after):
+            raise ValueError(
+                f"cannot save {cls.__name__}: field {field.name!r} is {before!r} but the layer "
+                f"rebuilt from the saved config has {after!r}; a saved layer must be rebuilt "
+                "equal from its __init__ arguments"
+            )
+
+
+def _same_value(before: Any, after: Any) -> bool:
+    """Whether a field's value survived the round trip: ==, or NaN for NaN."""
+    try:
+        return bool(before == after) or (before != before and after != after)
+    except (TypeError, ValueError):  # an array's == is an array
+        return False
 
 
 def _from_json_value(value: Any) -> Any:
