@@ -33,7 +33,7 @@ from . import cuda_kernels
 from . import tree as _tree
 from .backend import get_array_module, is_cupy
 from .checks import in_range, real
-from .precision import select_if_finite  # where(take, new, old), leaf by leaf
+from .precision import accumulation_dtype, select_if_finite
 
 __all__ = [
     "OPTIMIZERS",
@@ -76,13 +76,16 @@ _check_decay = in_range("optimizer", low=0.0, high=1.0, high_open=True)
 def global_norm(grads: Any) -> Any:
     """‖g‖ = sqrt(Σ over every leaf of Σ g²), as a 0-d array on the grads' device.
 
-    A tree without leaves ({}, or layers without parameters) has norm 0, a NumPy 0-d
-    float64 array since there is no device to put it on.
+    The squares are summed in `precision.accumulation_dtype` of each leaf: float16 leaves
+    in float32 (a float16 sum of squares overflows once the norm passes 256), float32 and
+    float64 leaves in their own dtype. A tree without leaves ({}, or layers without
+    parameters) has norm 0, a NumPy 0-d float64 array since there is no device to put it on.
     """
     leaves = _tree.leaves(grads)
     if not leaves:
         return numpy.zeros((), dtype=numpy.float64)  # host
     xp = get_array_module(leaves[0])
+    leaves = [_in_accumulation_dtype(g) for g in leaves]
     if is_cupy(xp):
         # element-wise kernels and a reduction: the result stays on the device
         squares = [(g * g).sum() for g in leaves]
@@ -92,6 +95,12 @@ def global_norm(grads: Any) -> Any:
     for value in squares[1:]:
         total = total + value
     return xp.sqrt(total)
+
+
+def _in_accumulation_dtype(leaf: Any) -> Any:
+    """`leaf` itself, or a float32 copy of a float16 leaf (for sums of its squares)."""
+    dtype = accumulation_dtype(leaf.dtype)  # host
+    return leaf if dtype == leaf.dtype else leaf.astype(dtype)
 
 
 def clip_by_global_norm(grads: Any, clip_norm: float) -> Any:
