@@ -1,7 +1,8 @@
 """Loss functions. Each returns `(value, grad)`: the mean loss over the batch (a 0-d array of
 `xp`, so nothing is copied to the host) and its gradient with respect to the prediction,
 shaped like the predictions. `value_and_grad` calls any loss (a user's too) and checks
-that shape, as `fit` and the custom-loop `Model.loss` do.
+what it returned (a pair, a 0-d value, a gradient of the predictions' shape and dtype), as
+`fit`, `evaluate`, mixed precision and the custom-loop `Model.loss` do.
 """
 
 from __future__ import annotations
@@ -254,22 +255,85 @@ def huber(predictions: Any, targets: Any, *, xp: Any, delta: float = 1.0) -> tup
 def value_and_grad(
     loss_fn: Any, predictions: Any, targets: Any, *, xp: Any, name: str | None = None
 ) -> tuple[Any, Any]:
-    """`loss_fn(predictions, targets, xp=xp)`, with the shape of its gradient checked.
+    """`loss_fn(predictions, targets, xp=xp)`, with what it returned checked.
 
-    A loss returns (value, dLoss/dpredictions), the gradient shaped like `predictions`
-    (N, *output_shape). One of another shape, which the backward pass would broadcast
-    into wrong numbers, is a ValueError naming the loss (`name`, else the function's
-    name) and both shapes. The check compares shapes on the host; no value is read.
+    A loss returns a pair (value, dLoss/dpredictions): the batch's mean loss as a 0-d array
+    and the gradient shaped like `predictions` (N, *output_shape), in its dtype. Anything
+    else (the value alone, a per-sample value, a gradient of another shape, which the
+    backward pass would broadcast into wrong numbers, or of another dtype) is a ValueError
+    naming the loss (`name`, else the function's name) and what it returned. A value given
+    as a Python float or a NumPy scalar (as ConvNet-NumPy's losses returned it) is taken as
+    a 0-d array of `xp`. The checks compare types, shapes and dtypes on the host; no value
+    is read.
     """
-    value, grad = loss_fn(predictions, targets, xp=xp)
-    want, got = tuple(predictions.shape), tuple(getattr(grad, "shape", ()))
-    if got != want:
-        name = name or getattr(loss_fn, "__name__", repr(loss_fn))
+    result = loss_fn(predictions, targets, xp=xp)
+    name = name or getattr(loss_fn, "__name__", repr(loss_fn))
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise ValueError(
-            f"loss {name!r} returned a gradient of shape {got} for predictions of shape "
-            f"{want}; the gradient of a loss must have the predictions' shape"
+            f"loss {name!r} returned {_described(result)} instead of a pair (value, grad): "
+            "the batch's mean loss as a 0-d array and dLoss/dpredictions shaped like the "
+            "predictions"
         )
-    return value, grad
+    value, grad = result
+    _check_loss_grad(grad, predictions, name)
+    return _loss_value(value, predictions, name, xp), grad
+
+
+def _loss_value(value: Any, predictions: Any, name: str, xp: Any) -> Any:
+    """A loss's value as a 0-d array: as returned, or converted from a number on the host
+    (a Python float; a NumPy scalar on CuPy, where it could not be stacked with others)."""
+    if type(value) is float or (is_cupy(xp) and isinstance(value, numpy.generic)):
+        return xp.asarray(value)
+    if getattr(value, "shape", None) != ():
+        raise ValueError(
+            f"loss {name!r} returned a value {_described_as_part(value)} for predictions of "
+            f"shape {tuple(predictions.shape)}; the value must be the batch's mean loss, "
+            "a 0-d array (return per-sample losses' .mean())"
+        )
+    return value
+
+
+def _check_loss_grad(grad: Any, predictions: Any, name: str) -> None:
+    """ValueError naming the loss `name` unless `grad` has the predictions' shape and dtype."""
+    want = tuple(predictions.shape)
+    if not hasattr(grad, "shape") or not hasattr(grad, "dtype"):
+        raise ValueError(
+            f"loss {name!r} returned a gradient that is a {type(grad).__name__}, not an "
+            f"array, for predictions of shape {want}; the gradient of a loss must have the "
+            "predictions' shape"
+        )
+    if tuple(grad.shape) != want:
+        raise ValueError(
+            f"loss {name!r} returned a gradient of shape {tuple(grad.shape)} for predictions "
+            f"of shape {want}; the gradient of a loss must have the predictions' shape"
+        )
+    if grad.dtype != predictions.dtype:
+        raise ValueError(
+            f"loss {name!r} returned a gradient of dtype {grad.dtype} for predictions of "
+            f"dtype {predictions.dtype}; the gradient of a loss must have the predictions' "
+            "dtype"
+        )
+
+
+def _described(obj: Any) -> str:
+    """What a loss returned, for its error: "a 0-d array of dtype float32", "a tuple of 3
+    items", "a NoneType"."""
+    if isinstance(obj, numpy.generic):
+        return f"a NumPy {obj.dtype} scalar"
+    if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+        if obj.shape == ():
+            return f"a 0-d array of dtype {obj.dtype}"
+        return f"an array of shape {tuple(obj.shape)} and dtype {obj.dtype}"
+    if isinstance(obj, (tuple, list)):
+        return f"a {type(obj).__name__} of {len(obj)} items"
+    return f"a {type(obj).__name__}"
+
+
+def _described_as_part(obj: Any) -> str:
+    """A returned value, after "returned a value": "of shape (20,)", "of type NoneType"."""
+    if hasattr(obj, "shape"):
+        return f"of shape {tuple(obj.shape)}"
+    return f"of type {type(obj).__name__}"
 
 
 LOSSES = {

@@ -670,7 +670,7 @@ def evaluate_batches(model, batches, labels: Labels) -> tuple[float, float | Non
         out, _, _ = trunk.apply(
             model.params[:n_trunk], model.state[:n_trunk], x, training=False, rng=None, xp=xp
         )
-        loss, _ = model._loss_fn(out, y, xp=xp)
+        loss, _ = value_and_grad(model._loss_fn, out, y, xp=xp, name=model.loss_name)
         correct = labels.correct(out, y) if labels.track_accuracy else None
         totals.add(batch, x.shape[0], loss, correct)
     if totals.seen == 0:
