@@ -15,7 +15,8 @@
 #   bash benchmarks/gpu_check.sh --fetch-wheels on a machine with PyPI, before: fills .whl/
 # Logs and bench_gpu.json go to OUTPUT_DIR (default: $OUT when set, else artifacts/gpu_check).
 # Exit status: non-zero when the tests or the programs failed, or the benchmark did not finish.
-# The tests get at most 220 s and the programs 130 s; the benchmark gets 170 s, or what is
+# The tests get at most 220 s, run by 4 pytest-xdist processes when the machine has
+# pytest-xdist (see below), and the programs 130 s; the benchmark gets 170 s, or what is
 # left of 530 s when less, so the whole check ends inside a device run with timeout_s=540
 # even when each part runs long (the benchmark writes its JSON after each row, so a cut
 # leaves what it measured).
@@ -73,9 +74,22 @@ for name in ("numpy", "cupy", "torch", "attrs", "pytest", "hypothesis", "h5py", 
 EOF
 
 status=0
-elapsed "tests-cuda"
+# On a fresh machine CuPy compiles each kernel with NVRTC on its first use: host work, up to
+# about a second each, for hundreds of element-wise and reduction kernels. pytest-xdist, where
+# the machine has it, runs the tests in 4 processes, so 4 compile at a time: 4 of the 16
+# cores, since each process also makes its own CUDA context (about 0.5 GB of GPU memory) and
+# they share the one GPU; each process's BLAS gets 4 threads, so the cores are not
+# oversubscribed. --dist loadfile keeps each test file in one process, in the order a serial
+# run has (CuPy's on-disk kernel cache is shared, so a kernel is compiled once).
+pytest_args=(-q -p no:cacheprovider)
+threads=()
+if python3 -c "import xdist" 2>/dev/null; then
+    pytest_args+=(-n 4 --dist loadfile)
+    threads=(OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4 MKL_NUM_THREADS=4)
+fi
+elapsed "tests-cuda (pytest ${pytest_args[*]})"
 if python3 -c "import nox" 2>/dev/null; then
-    timeout 220 python3 -m nox --no-venv -s tests-cuda -- -q -p no:cacheprovider \
+    env "${threads[@]}" timeout 220 python3 -m nox --no-venv -s tests-cuda -- "${pytest_args[@]}" \
         2>&1 | tee "$out_dir/tests_cuda.log" || status=1
 else
     # the commands tests-cuda runs in --no-venv mode, for a machine without nox
@@ -83,8 +97,9 @@ else
     src=$(printf '%s:' "$PWD"/packages/*/src)
     export PYTHONPATH=${src}${PYTHONPATH:-} CONVNET_TEST_DEVICE=cuda
     python3 -m convnet_core --require-cuda || exit 1
-    timeout 220 python3 -m pytest packages/*/tests -m "not parity and not gui and not nvrtc" -q \
-        -p no:cacheprovider 2>&1 | tee "$out_dir/tests_cuda.log" || status=1
+    env "${threads[@]}" timeout 220 python3 -m pytest packages/*/tests \
+        -m "not parity and not gui and not nvrtc" "${pytest_args[@]}" \
+        2>&1 | tee "$out_dir/tests_cuda.log" || status=1
 fi
 elapsed "tests-cuda done (status $status)"
 
