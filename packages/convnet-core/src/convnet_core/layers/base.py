@@ -210,12 +210,15 @@ def _fits(shape: tuple[int, ...], pattern: tuple[int | None, ...]) -> bool:
 @attrs.frozen
 class Tape:
     """What a training forward pass of one layer leaves for its backward pass: the
-    layer's own cache and the shapes of its input x (N, *input_shape) and output y
-    (N, *output_shape), which `grad_from_tape` checks the gradients against."""
+    layer's own cache and the shapes and dtypes of its input x (N, *input_shape) and
+    output y (N, *output_shape), which `grad_from_tape` checks the gradients against
+    (None for a dtype: not checked)."""
 
     cache: Any
     x_shape: tuple[int, ...]
     y_shape: tuple[int, ...]
+    x_dtype: Any = None
+    y_dtype: Any = None
 
 
 def apply_with_tape(layer, params, state, x, *, training, rng, xp) -> tuple[Any, Any, Any]:
@@ -224,17 +227,19 @@ def apply_with_tape(layer, params, state, x, *, training, rng, xp) -> tuple[Any,
     y, new_state, cache = layer.apply(params, state, x, training=training, rng=rng, xp=xp)
     if not training:
         return y, new_state, None
-    return y, new_state, Tape(cache, tuple(x.shape), tuple(y.shape))
+    return y, new_state, Tape(cache, tuple(x.shape), tuple(y.shape), x.dtype, y.dtype)
 
 
 def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any, Any]:
     """`layer.grad(...)` on the cache kept by `apply_with_tape`, with the shapes checked.
 
-    dy must have the shape of the output y; the layer must return dparams shaped and
-    typed like `params` and, when `input_grad`, dx shaped like x. Anything else is a
-    ShapeError that names the layer and both shapes (or dtypes), before a wrong dy is
-    silently broadcast or a wrong gradient reaches the optimizer. The checks compare
-    shapes and dtypes only (host work, no value is read).
+    dy must have the shape of the output y and, when y is floating point, its dtype (on a
+    GPU the fused kernels take one dtype only); the layer must return dparams shaped and
+    typed like `params` and, when `input_grad`, dx shaped like x (and typed like it, when
+    x is floating point). Anything else is a ShapeError that names the layer and both
+    shapes (or dtypes), before a wrong dy is silently broadcast or a wrong gradient
+    reaches the optimizer. The checks compare shapes and dtypes only (host work, no value
+    is read).
     """
     if not isinstance(tape, Tape):
         raise TypeError(
@@ -245,6 +250,11 @@ def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any
     if got != tape.y_shape:
         raise ShapeError(
             f"{layer!r}.grad expected dy of shape {tape.y_shape} (the output's) but got {got}"
+        )
+    if _other_floating_dtype(dy, tape.y_dtype):
+        raise ShapeError(
+            f"{layer!r}.grad expected dy of dtype {tape.y_dtype} (the output's) but got "
+            f"{dy.dtype}; cast it with dy.astype({tape.y_dtype.name!r})"
         )
     dparams, dx = layer.grad(params, tape.cache, dy, xp=xp, input_grad=input_grad)
     mismatch = grad_mismatch(params, dparams, dtypes=True)
@@ -257,7 +267,19 @@ def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any
                 f"{layer!r}.grad returned dx of shape {got} for an input of shape "
                 f"{tape.x_shape}; dx must be shaped like the input"
             )
+        if _other_floating_dtype(dx, tape.x_dtype):
+            raise ShapeError(
+                f"{layer!r}.grad returned dx of dtype {dx.dtype} for an input of dtype "
+                f"{tape.x_dtype}; dx must have the input's dtype"
+            )
     return dparams, dx
+
+
+def _other_floating_dtype(gradient: Any, dtype: Any) -> bool:
+    """Whether `gradient` (dy, dx) has another dtype than the floating `dtype` of what it
+    is the gradient of. An integer input or output (uint8 images) has no gradient dtype
+    of its own, and None (a Tape made without dtypes) none to check."""
+    return gradient.dtype != dtype and dtype is not None and dtype.kind == "f"
 
 
 # ---------------------------------------------------------------------------------------
