@@ -201,13 +201,15 @@ class Model:
         if seed is not None:
             self.seed = int(seed)
         self._ensure_seed()
-        self.params, self.state = init(
+        params, state = init(
             self.network,
             candidate,
             rng=numpy.random.default_rng(self.seed),
             xp=self.xp,
             dtype=self.dtype,
         )
+        _check_init_result(self.layers, params, state)
+        self.params, self.state = params, state
         self.input_shape = candidate
         self.opt_state = None
         return self
@@ -812,6 +814,23 @@ def _policy_name(policy: _precision.Policy) -> str:
     """'mixed', 'float32', or the policy's repr, for messages."""
     names = {_precision.MIXED: "'mixed'", _precision.FLOAT32: "'float32'"}
     return names.get(policy, repr(policy))
+
+
+def _check_init_result(layers: tuple, params: tuple, state: tuple) -> None:
+    """TypeError naming the layer whose init returned params or state (one entry per
+    layer) with something other than an array where a leaf belongs (None, a number)."""
+    for index, layer in enumerate(layers):
+        for what, tree in (("params", params[index]), ("state", state[index])):
+            for path, leaf in _tree.flatten(tree).items():
+                if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+                    continue
+                found = "None" if leaf is None else f"a {type(leaf).__name__}"
+                place = f"at '{path}' of its {what}" if path else f"as its {what}"
+                raise TypeError(
+                    f"Model.build: layer {index}, {layer!r}, init returned {found} {place}; "
+                    "a layer's params and state must be dicts (tuples, for combinators) of "
+                    "arrays, {} when it has none"
+                )
 
 
 def _as_layer_tuple(tree: Any, n: int) -> tuple:
