@@ -842,14 +842,28 @@ def _as_layer_tuple(tree: Any, n: int) -> tuple:
     return tuple(tree)
 
 
+_NEEDS_IO = "saving and loading models needs the convnet-io package"
+
+
 def _convnet_io():
+    """The convnet_io module. An ImportError when the package is not installed; when it is
+    but importing it failed (a broken dependency such as h5py), an ImportError naming
+    that failure, chained to it."""
     try:
         import convnet_io
-    except ImportError:
-        raise ImportError(
-            "saving and loading models needs the convnet-io package: pip install convnet-io"
-        ) from None
+    except ModuleNotFoundError as error:
+        if error.name != "convnet_io":  # a module convnet_io imports is missing
+            raise _io_import_failed(error) from error
+        raise ImportError(f"{_NEEDS_IO}: pip install convnet-io") from None
+    except Exception as error:  # raised while importing convnet_io or what it imports
+        raise _io_import_failed(error) from error
     return convnet_io
+
+
+def _io_import_failed(error: Exception) -> ImportError:
+    return ImportError(
+        f"{_NEEDS_IO}, which is installed but failed to import: {type(error).__name__}: {error}"
+    )
 
 
 class ParamsAndGrads:
