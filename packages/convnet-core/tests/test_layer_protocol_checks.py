@@ -94,3 +94,73 @@ def test_dx_of_another_dtype_than_the_input_names_the_layer_that_returned_it(xp)
         "layer 1 of Sequential: WideGrad().grad returned dx of dtype float64 for an input of "
         "dtype float32; dx must have the input's dtype"
     )
+
+
+# -- y of another shape than output_shape says -------------------------------------------
+
+
+@attrs.frozen
+class Doubling:
+    """apply returns (N, 2F) but output_shape keeps (F,) (the mistake), or says (F + extra,)
+    while apply keeps (N, F)."""
+
+    extra: int = 0
+
+    def output_shape(self, input_shape):
+        return (input_shape[0] + self.extra,)
+
+    def init(self, input_shape, rng, *, xp, dtype):
+        return {}, {}
+
+    def apply(self, params, state, x, *, training, rng, xp):
+        y = x if self.extra else xp.concatenate([x, x], axis=1)
+        return y, state, (() if training else None)
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        return {}, (dy if input_grad else None)
+
+
+def test_the_last_layer_of_a_network_is_named_when_y_disagrees_with_output_shape(xp):
+    net = L.Sequential([L.Dense(3), Doubling()])
+    params, state = cn.init(net, (4,), rng=0, xp=xp)
+    for training in (False, True):
+        with pytest.raises(ShapeError) as caught:
+            cn.apply(net, params, state, _batch(xp, (5, 4)), training=training, xp=xp)
+        assert str(caught.value) == (
+            "layer 1 of Sequential: Doubling(extra=0).apply returned y of shape (5, 6) for an "
+            "input of shape (5, 3), but its output_shape((3,)) is (3,)"
+        )
+
+
+def test_a_layer_in_the_middle_is_named_rather_than_the_next_one(xp):
+    for wrong, message in [
+        (
+            Doubling(),
+            "returned y of shape (5, 6) for an input of shape (5, 3), but its "
+            "output_shape((3,)) is (3,)",
+        ),
+        (
+            Doubling(extra=1),
+            "returned y of shape (5, 3) for an input of shape (5, 3), but "
+            "its output_shape((3,)) is (4,)",
+        ),
+    ]:
+        net = L.Sequential([L.Dense(3), wrong, L.Dense(2)])
+        params, state = cn.init(net, (4,), rng=0, xp=xp)
+        with pytest.raises(ShapeError) as caught:
+            cn.apply(net, params, state, _batch(xp, (5, 4)), training=True, xp=xp)
+        assert str(caught.value) == f"layer 1 of Sequential: {wrong!r}.apply {message}"
+
+
+def test_a_single_layer_is_checked_by_apply(xp):
+    params, state = cn.init(Doubling(), (3,), rng=0, xp=xp)
+    with pytest.raises(ShapeError, match=r"^Doubling\(extra=0\)\.apply returned y of shape"):
+        cn.apply(Doubling(), params, state, _batch(xp, (2, 3)), xp=xp)
+
+
+def test_an_error_of_the_next_layer_is_its_own_when_the_layer_before_agrees(xp):
+    net = L.Sequential([L.Dense(3), L.Dense(2)])
+    params, state = cn.init(net, (4,), rng=0, xp=xp)
+    params = (params[0], {"W": params[1]["W"][:2], "b": params[1]["b"]})
+    with pytest.raises(ShapeError, match=r"^layer 1 of Sequential: Dense\(units=2"):
+        cn.apply(net, params, state, _batch(xp, (5, 4)), xp=xp)

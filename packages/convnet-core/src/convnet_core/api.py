@@ -12,7 +12,7 @@ from typing import Any
 import numpy
 
 from .backend import is_cupy
-from .layers.base import apply_with_tape, grad_from_tape
+from .layers.base import apply_with_tape, check_output, grad_from_tape
 from .layers.combinators import Sequential
 
 __all__ = ["apply", "as_host_rng", "grad", "init"]
@@ -130,6 +130,7 @@ def apply(layer, params, state, x, *, training=False, rng=None, xp=numpy) -> tup
         y, new_state, cache = apply_with_tape(
             layer, params, state, x, training=training, rng=rng, xp=xp
         )
+        check_output(layer, x.shape, y.shape)  # once per input shape
     return y, new_state, (cache if training else None)
 
 

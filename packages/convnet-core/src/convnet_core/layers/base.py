@@ -19,7 +19,9 @@ Shapes are checked where layers meet, so that a mistake in one layer is an error
 it rather than numbers silently broadcast. Each layer's `apply` checks its input
 (`check_input`; `check_input_dtype` against its parameters) and the shapes of its params
 and state (`check_entries`); a combinator checks that its params, state and cache have
-one entry per child (`check_count`, `check_keys`). `apply_with_tape` / `grad_from_tape`,
+one entry per child (`check_count`, `check_keys`), and that a child's y is shaped as its
+output_shape says (the last child's by `check_output`; another's when the next child
+refuses it, `output_disagreement`). `apply_with_tape` / `grad_from_tape`,
 through which `convnet_core.apply`/`grad` and the combinators call a layer, check its
 backward pass: dy against the output's shape, the returned dx against the input's, and
 dparams against params (shapes and dtypes). Those checks run on the host; they never
@@ -47,11 +49,13 @@ __all__ = [
     "check_input_dtype",
     "check_keys",
     "check_layer",
+    "check_output",
     "grad_from_tape",
     "layer_from_config",
     "layer_name",
     "layer_to_config",
     "name_of",
+    "output_disagreement",
     "register_layer",
     "registered_layers",
 ]
@@ -228,6 +232,46 @@ def apply_with_tape(layer, params, state, x, *, training, rng, xp) -> tuple[Any,
     if not training:
         return y, new_state, None
     return y, new_state, Tape(cache, tuple(x.shape), tuple(y.shape), x.dtype, y.dtype)
+
+
+def output_disagreement(layer: Any, x_shape: tuple, y_shape: tuple) -> str | None:
+    """How y of shape `y_shape`, which `layer.apply` returned for an input of `x_shape`
+    (both with the batch axis), disagrees with `layer.output_shape`, in words; None when
+    they agree, or when output_shape refuses the input (that error is the layer's own)."""
+    try:
+        expected = (x_shape[0], *layer.output_shape(tuple(x_shape[1:])))
+    except ShapeError:
+        return None
+    if tuple(y_shape) == expected:
+        return None
+    return (
+        f"{name_of(layer)}.apply returned y of shape {tuple(y_shape)} for an input of shape "
+        f"{tuple(x_shape)}, but its output_shape({tuple(x_shape[1:])}) is {expected[1:]}"
+    )
+
+
+# (id(layer), input shape) -> the layer, for the pairs check_output has found in agreement;
+# the layer is kept so that its id is not reused while the entry stands.
+_AGREED: dict[tuple[int, tuple], Any] = {}
+
+
+def check_output(layer: Any, x_shape: tuple, y_shape: tuple) -> None:
+    """ShapeError unless `y_shape`, the shape of what `layer.apply` returned for an input
+    of `x_shape`, is what `layer.output_shape` says (see `output_disagreement`).
+
+    Runs at every step for the last layer of a network, whose output nothing after it
+    checks: output_shape is asked once per (layer, input shape), then a dict look-up
+    answers (layers are immutable, so the answer stands).
+    """
+    key = (id(layer), x_shape)
+    if _AGREED.get(key) is layer:
+        return
+    found = output_disagreement(layer, x_shape, y_shape)
+    if found is not None:
+        raise ShapeError(found)
+    if len(_AGREED) >= 1024:  # a long session of throw-away layers: start again
+        _AGREED.clear()
+    _AGREED[key] = layer
 
 
 def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any, Any]:

@@ -12,7 +12,9 @@ from .base import (
     check_count,
     check_keys,
     check_layer,
+    check_output,
     grad_from_tape,
+    output_disagreement,
     register_layer,
 )
 
@@ -74,18 +76,38 @@ class Sequential:
         return tuple(params), tuple(state)
 
     def apply(self, params, state, x, *, training, rng, xp):
-        """y = f_k(... f_1(x)); the new state and the cache are tuples, one per child."""
+        """y = f_k(... f_1(x)); the new state and the cache are tuples, one per child.
+
+        A child whose y is not shaped as its output_shape says is named: the last child
+        by `check_output`, any other when the next child cannot take its y.
+        """
         check_count(self, "params", params, len(self.layers))
         check_count(self, "state", state, len(self.layers))
         new_state, caches = [], []
+        last_input = None  # the input of the child before the current one
         for index, (layer, p, s) in enumerate(zip(self.layers, params, state, strict=True)):
             try:
-                x, s, cache = apply_with_tape(layer, p, s, x, training=training, rng=rng, xp=xp)
+                y, s, cache = apply_with_tape(layer, p, s, x, training=training, rng=rng, xp=xp)
             except ShapeError as error:
-                raise ShapeError(f"layer {index} of Sequential: {error}") from None
+                raise self._blame(index, last_input, x, error) from None
+            last_input, x = x, y
             new_state.append(s)
             caches.append(cache)
+        if self.layers:
+            try:
+                check_output(self.layers[-1], last_input.shape, x.shape)
+            except ShapeError as error:
+                raise ShapeError(f"layer {len(self.layers) - 1} of Sequential: {error}") from None
         return x, tuple(new_state), (tuple(caches) if training else None)
+
+    def _blame(self, index: int, last_input: Any, x: Any, error: ShapeError) -> ShapeError:
+        """The error for child `index` refusing `x`, which child `index - 1` returned for
+        `last_input`: about that child when x is not what its output_shape says."""
+        if index > 0:
+            found = output_disagreement(self.layers[index - 1], last_input.shape, x.shape)
+            if found is not None:
+                return ShapeError(f"layer {index - 1} of Sequential: {found}")
+        return ShapeError(f"layer {index} of Sequential: {error}")
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
         """The children's grad in reverse order, each dx the dy of the child before.
