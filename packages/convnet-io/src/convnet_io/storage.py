@@ -7,8 +7,13 @@ In an NPZ, the array at "params/0/W" is the member "params/0/W.npy", and the att
 root); strings are 0-d unicode arrays, so nothing is ever pickled.
 
 Writers take `attributes: {group: {name: value}}` and `arrays: {path: ndarray}`. Readers
-(`open_reader`) expose the same two views and check every array's declared size against
-the file before reading it, so a corrupted header cannot make us allocate gigabytes.
+(`open_reader`) expose the same two views. When a reader opens a file it checks, before
+any array is read, that every array is stored in the file itself (an HDF5 dataset with
+external storage or a virtual layout, or a link, would read bytes from other files,
+FIFOs or devices), and what the arrays claim against the file's size: each array at most
+the file's size when stored as it is (`MAX_EXPANSION` times it, plus `SLACK_BYTES`, when
+compressed), and all of them together at most `MAX_EXPANSION` times the file's size plus
+`SLACK_BYTES`. So a corrupted or hostile header cannot make us allocate gigabytes.
 
 The HDF5 library can crash the process (not raise) on some corrupted files. So the HDF5
 files written here start with a 512-byte user block, which HDF5 itself skips, holding a
@@ -57,6 +62,7 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 ATTRS = ".attrs"
 # Compressed members may legitimately expand; beyond this ratio a size is not believable.
+# It bounds each compressed array, and the arrays of a file all together.
 MAX_EXPANSION = 64
 SLACK_BYTES = 1 << 20
 
@@ -213,6 +219,12 @@ def _attribute_value(value: Any) -> str | int | ForeignAttribute:
     return ForeignAttribute(_describe_value(value))
 
 
+def _expansion_limit(file_size: int) -> int:
+    """The most bytes that arrays read from a file of `file_size` bytes can believably
+    take: a compressed array's, and all the arrays of a file together."""
+    return MAX_EXPANSION * file_size + SLACK_BYTES
+
+
 class Reader:
     """Read-only view of a model file: `attributes()`, `array_paths()`, `info()`, `read()`."""
 
@@ -245,47 +257,191 @@ class Reader:
         raise NotImplementedError
 
     def read(self, key: str) -> numpy.ndarray:
-        """The array at `key` as a NumPy array (0-d arrays stay arrays)."""
+        """The array at `key` as a NumPy array (0-d arrays stay arrays), in the byte order
+        the file stores it in."""
         raise NotImplementedError
 
     #: What an array of a dtype with objects holds in this container, for the error that
     #: refuses it ("{dtype}" is filled in).
     objects = "Python objects (dtype {dtype})"
 
-    def _check_size(self, key: str, shape: tuple[int, ...], dtype: numpy.dtype, limit: int):
-        if dtype.hasobject:  # a model file never holds one: not damage, another content
+    def _check_total(self, sizes: dict[str, int]) -> None:
+        """Refuse a file whose arrays claim more bytes in all ({path: bytes}, as declared)
+        than `_expansion_limit` of its size, before any of them is read."""
+        total = sum(sizes.values())
+        limit = _expansion_limit(self.file_size)
+        if total > limit:
+            raise ModelFormatError(
+                self.path,
+                f"its {len(sizes)} arrays claim {total} bytes in all, more than a file of "
+                f"{self.file_size} bytes can hold (at most {limit}: {MAX_EXPANSION} times "
+                f"its size plus {SLACK_BYTES})",
+            )
+
+    def _check_dtype(self, key: str, dtype: numpy.dtype) -> None:
+        """Refuse an array of a dtype a model file never holds (content, not damage)."""
+        if dtype.hasobject:
             holds = self.objects.format(dtype=dtype)
             raise ModelFormatError(self.path, f"array {key!r} holds {holds}")
         if dtype.kind not in ARRAY_KINDS:
-            raise ValueError(f"array {key!r} has unsupported dtype {dtype}")
+            raise ModelFormatError(
+                self.path,
+                f"array {key!r} has dtype {dtype}; a model file holds only arrays of "
+                "numbers (bool, int, uint, float, complex)",
+            )
+
+    def _check_size(self, key: str, shape: tuple[int, ...], dtype: numpy.dtype, limit: int):
+        self._check_dtype(key, dtype)
         nbytes = int(numpy.prod(shape, dtype=object)) * dtype.itemsize  # host
         if nbytes > limit:
             raise ValueError(f"array {key!r} claims {nbytes} bytes, more than the file can hold")
 
 
+def _link_kind(link: Any) -> str:
+    """What an HDF5 link other than a hard link is, for an error."""
+    if isinstance(link, h5py.ExternalLink):
+        return f"an external link to {link.path!r} in the file {link.filename!r}"
+    if isinstance(link, h5py.SoftLink):
+        return f"a soft link to {link.path!r}"
+    return f"a link of kind {type(link).__name__}"
+
+
+def _builtin_filters() -> dict[int, str]:
+    """{id: name} of the HDF5 filters that HDF5 and h5py implement themselves. A dataset
+    naming any other filter would make HDF5 load a plugin (a shared library) from
+    HDF5_PLUGIN_PATH when it is read."""
+    z = h5py.h5z
+    return {
+        z.FILTER_DEFLATE: "deflate",
+        z.FILTER_SHUFFLE: "shuffle",
+        z.FILTER_FLETCHER32: "fletcher32",
+        z.FILTER_SZIP: "szip",
+        z.FILTER_NBIT: "nbit",
+        z.FILTER_SCALEOFFSET: "scaleoffset",
+        z.FILTER_LZF: "lzf",
+    }
+
+
 class HDF5Reader(Reader):
-    """A Reader over an HDF5 file opened read-only with h5py (groups, attributes, datasets)."""
+    """A Reader over an HDF5 file opened read-only with h5py (groups, attributes, datasets).
+
+    Opening it walks the whole file and refuses, before any array is read, what would
+    read bytes from outside the file (links, external storage, virtual datasets) or
+    load a filter plugin, and arrays whose declared sizes the file cannot hold (one by
+    one and all together). A `sealed` file (written by `write_hdf5`) must also hold its
+    arrays as `write_hdf5` does: contiguous and unfiltered.
+    """
 
     kind = "hdf5"
     objects = "variable-length data (strings or objects), not numbers"
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, sealed: bool = False):
         super().__init__(path)
         if h5py is None:
             raise ImportError(f"{path} is an HDF5 file; reading it needs h5py: pip install h5py")
-        self._file = h5py.File(path, "r")
+        self.sealed = sealed
         self._datasets: dict[str, Any] = {}
+        self._file = h5py.File(path, "r")
         self._groups: dict[str, Any] = {"": self._file}
+        try:
+            problem = self._file.visititems_links(self._visit)
+            if problem is not None:
+                raise ModelFormatError(path, problem)
+            self._check_total({key: self._declared_bytes(key) for key in self._datasets})
+        except BaseException:
+            self._file.close()
+            raise
 
-        def visit(name: str, node: Any) -> None:
-            if isinstance(node, h5py.Dataset):
-                self._datasets[name] = node
-            elif isinstance(node, h5py.Group):
-                self._groups[name] = node
-            else:  # pragma: no cover - h5py only yields groups and datasets
-                raise ValueError(f"unexpected HDF5 object at {name!r}")
+    def _visit(self, name: str, link: Any) -> str | None:
+        """Record the group or dataset a hard link names; for anything else, return what
+        is wrong with it, which ends the walk (raising inside h5py's walk is not safe)."""
+        if not isinstance(link, h5py.HardLink):
+            return (
+                f"{name!r} is {_link_kind(link)}; a model file holds its groups and arrays "
+                "themselves, never links"
+            )
+        node = self._file[name]
+        if isinstance(node, h5py.Dataset):
+            self._datasets[name] = node
+        elif isinstance(node, h5py.Group):
+            self._groups[name] = node
+        else:
+            what = "a named HDF5 datatype" if isinstance(node, h5py.Datatype) else "an object"
+            return f"{name!r} is {what}; a model file holds only groups and arrays (datasets)"
+        return None
 
-        self._file.visititems(visit)
+    def _check_layout(self, key: str, plist: Any) -> None:
+        """Refuse a dataset whose bytes are not in the file itself (external storage, a
+        virtual dataset), or that needs a filter plugin; in a sealed file, anything but
+        the contiguous, unfiltered datasets `write_hdf5` writes."""
+        d = h5py.h5d
+        layout = plist.get_layout()
+        if layout == d.VIRTUAL:
+            source = plist.get_virtual_filename(0) if plist.get_virtual_count() else None
+            where = "a virtual dataset" + (
+                "" if source is None else f", whose first source file is {source!r}"
+            )
+        elif plist.get_external_count():
+            where = f"external storage, in the file {os.fsdecode(plist.get_external(0)[0])!r}"
+        else:
+            where = None
+        if where is not None:
+            raise ModelFormatError(
+                self.path,
+                f"array {key!r} is stored outside the file ({where}); a model file holds "
+                "its own data",
+            )
+        layouts = {d.COMPACT: "compact", d.CONTIGUOUS: "contiguous", d.CHUNKED: "chunked"}
+        if layout not in layouts:
+            raise ModelFormatError(
+                self.path, f"array {key!r} has an unknown HDF5 layout ({layout})"
+            )
+        filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+        if self.sealed and (layout != d.CONTIGUOUS or filters):
+            how = layouts[layout] + (" and filtered" if filters else "")
+            raise ModelFormatError(
+                self.path,
+                f"array {key!r} is stored {how}, but convnet writes every array contiguous "
+                "and unfiltered",
+            )
+        builtin = _builtin_filters()
+        unknown = [f for f in filters if f not in builtin]
+        if unknown:
+            raise ModelFormatError(
+                self.path,
+                f"array {key!r} needs the HDF5 filter {unknown[0]}, a plugin; only the "
+                f"filters built into HDF5 and h5py are read ({', '.join(builtin.values())})",
+            )
+
+    def _declared_bytes(self, key: str) -> int:
+        """The bytes the dataset at `key` claims, once its storage is checked: held in
+        the file, and no more than the file's size (`_expansion_limit` of it when
+        filtered); unfiltered, no more than the bytes the file stores for it (what was
+        never written would read as a fill value, from no bytes at all)."""
+        dataset = self._datasets[key]
+        if dataset.shape is None:
+            raise ModelFormatError(
+                self.path,
+                f"array {key!r} is an empty HDF5 dataset (it has no shape), not an array",
+            )
+        plist = dataset.id.get_create_plist()
+        self._check_layout(key, plist)
+        # the size in the file of one element, without converting the type to NumPy's
+        nbytes = int(numpy.prod(dataset.shape, dtype=object)) * dataset.id.get_type().get_size()
+        filtered = plist.get_nfilters() > 0
+        limit = _expansion_limit(self.file_size) if filtered else self.file_size
+        if nbytes > limit:
+            raise ModelFormatError(
+                self.path,
+                f"array {key!r} claims {nbytes} bytes, more than a file of {self.file_size} "
+                f"bytes can hold (at most {limit})",
+            )
+        stored = dataset.id.get_storage_size()
+        if not filtered and stored < nbytes:
+            raise ModelFormatError(
+                self.path, f"array {key!r} claims {nbytes} bytes, but the file holds {stored}"
+            )
+        return nbytes
 
     def close(self) -> None:
         self._file.close()
@@ -314,12 +470,9 @@ class HDF5Reader(Reader):
         return tuple(int(d) for d in dataset.shape), numpy.dtype(dataset.dtype)
 
     def read(self, key: str) -> numpy.ndarray:
-        dataset = self._datasets[key]
         shape, dtype = self.info(key)
-        contiguous = dataset.chunks is None
-        limit = self.file_size if contiguous else MAX_EXPANSION * self.file_size + SLACK_BYTES
-        self._check_size(key, shape, dtype, limit)
-        array = numpy.asarray(dataset[()])
+        self._check_dtype(key, dtype)  # its size was checked when the file was opened
+        array = numpy.asarray(self._datasets[key][()])
         if array.shape != shape or array.dtype != dtype:
             raise ValueError(f"array {key!r} read back as {array.dtype}{array.shape}")
         return array
@@ -340,11 +493,16 @@ class NPZReader(Reader):
         self._members: dict[str, zipfile.ZipInfo] = {}
         for member in self._zip.infolist():
             if not member.filename.endswith(".npy"):
-                raise ValueError(f"unexpected member {member.filename!r} in the NPZ archive")
-            limit = MAX_EXPANSION * self.file_size + SLACK_BYTES
-            if member.file_size > limit:
+                what = "a directory entry" if member.is_dir() else "not a .npy array"
+                raise ModelFormatError(
+                    path,
+                    f"the NPZ archive holds {member.filename!r}, {what}; a model file holds "
+                    "only .npy members",
+                )
+            if member.file_size > _expansion_limit(self.file_size):
                 raise ValueError(f"member {member.filename!r} claims {member.file_size} bytes")
             self._members[member.filename[: -len(".npy")]] = member
+        self._check_total({member.filename: member.file_size for member in self._zip.infolist()})
         self._headers: dict[str, tuple[tuple[int, ...], numpy.dtype]] = {}
 
     def close(self) -> None:
@@ -361,7 +519,9 @@ class NPZReader(Reader):
                 elif version == (2, 0):
                     shape, _, dtype = numpy.lib.format.read_array_header_2_0(stream)
                 else:
-                    raise ValueError(f"member {key!r} has unsupported .npy version {version}")
+                    raise ModelFormatError(
+                        self.path, f"member {key!r} has unsupported .npy version {version}"
+                    )
                 header_bytes = stream.tell()
             shape = tuple(int(d) for d in shape)
             self._check_size(key, shape, dtype, member.file_size - header_bytes)
@@ -380,7 +540,7 @@ class NPZReader(Reader):
     def _check_size(self, key, shape, dtype, limit):
         if dtype.kind == "U":  # attributes are 0-d strings
             if shape != ():
-                raise ValueError(f"member {key!r} holds a string array")
+                raise ModelFormatError(self.path, f"member {key!r} holds a string array")
             if dtype.itemsize > limit:
                 raise ValueError(f"member {key!r} is truncated")
             return
@@ -408,8 +568,7 @@ class NPZReader(Reader):
         return self._header(key)
 
     def read(self, key: str) -> numpy.ndarray:
-        if self._header(key)[1].kind not in ARRAY_KINDS:
-            raise ValueError(f"array {key!r} has unsupported dtype {self._header(key)[1]}")
+        self._check_dtype(key, self._header(key)[1])
         return self._load(key)
 
 
@@ -417,5 +576,5 @@ def open_reader(path: str, kind: str) -> Reader:
     """A reader for `path`, of a `kind` given by `container_of` (a sealed file is checked)."""
     if kind == "sealed-hdf5":
         check_seal(path)
-        return HDF5Reader(path)
+        return HDF5Reader(path, sealed=True)
     return HDF5Reader(path) if kind == "hdf5" else NPZReader(path)
