@@ -211,7 +211,7 @@ def cross_entropy_grad_of_probabilities(targets: Any, probs: Any, *, xp: Any) ->
 
 def _at_least_tiny(probs: Any, xp: Any) -> Any:
     """max(p, the smallest normal number of p's dtype), so that log p and 1/p are finite."""
-    return xp.maximum(probs, numpy.finfo(probs.dtype).tiny)  # host constant
+    return xp.maximum(probs, numpy.finfo(probs.dtype).tiny)  # host
 
 
 def mse(predictions: Any, targets: Any, *, xp: Any) -> tuple[Any, Any]:
