@@ -164,3 +164,105 @@ def test_an_error_of_the_next_layer_is_its_own_when_the_layer_before_agrees(xp):
     params = (params[0], {"W": params[1]["W"][:2], "b": params[1]["b"]})
     with pytest.raises(ShapeError, match=r"^layer 1 of Sequential: Dense\(units=2"):
         cn.apply(net, params, state, _batch(xp, (5, 4)), xp=xp)
+
+
+# -- the new state against the old -------------------------------------------------------
+
+
+@attrs.frozen
+class RunningMean:
+    """y = x; state {"mean": (F,), "count": ()} updated when training, with one of the
+    mistakes `mistake` names."""
+
+    mistake: str = ""
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def init(self, input_shape, rng, *, xp, dtype):
+        return {}, {"mean": xp.zeros(input_shape, dtype), "count": xp.zeros((), dtype)}
+
+    def apply(self, params, state, x, *, training, rng, xp):
+        if not training:
+            return x, state, None
+        mean = x.mean(axis=0, keepdims=self.mistake == "keepdims")
+        new = {"mean": mean.astype(state["mean"].dtype), "count": state["count"] + 1}
+        if self.mistake == "float64":
+            new["mean"] = mean.astype("float64")
+        if self.mistake == "missing":
+            del new["count"]
+        return x, new, ()
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        return {}, (dy if input_grad else None)
+
+
+@pytest.mark.parametrize(
+    ("mistake", "words"),
+    [
+        ("keepdims", "new state entry 'mean' of shape (1, 3) but the state entry has shape (3,)"),
+        (
+            "float64",
+            "new state entry 'mean' of dtype float64 but the state entry has dtype float32",
+        ),
+        ("missing", "a new state with keys ['mean'] but the state has ['count', 'mean']"),
+    ],
+)
+def test_a_changed_state_names_the_layer_at_its_first_training_step(xp, mistake, words):
+    net = L.Sequential([L.Dense(3), RunningMean(mistake), L.Dense(2)])
+    params, state = cn.init(net, (4,), rng=0, xp=xp)
+    x = _batch(xp, (5, 4))
+    with pytest.raises(ShapeError) as caught:
+        cn.apply(net, params, state, x, training=True, xp=xp)
+    assert (
+        str(caught.value)
+        == f"layer 1 of Sequential: RunningMean(mistake={mistake!r}).apply returned {words}"
+    )
+    cn.apply(net, params, state, x, xp=xp)  # inference keeps the state: nothing to check
+
+
+def test_a_state_kept_in_shape_and_dtype_passes(xp):
+    net = L.Sequential([L.Dense(3), RunningMean()])
+    params, state = cn.init(net, (4,), rng=0, xp=xp)
+    _, new_state, _ = cn.apply(net, params, state, _batch(xp, (5, 4)), training=True, xp=xp)
+    assert float(new_state[1]["count"]) == 1.0
+
+
+@attrs.frozen
+class HalfState(RunningMean):
+    """A RunningMean that keeps its state in x's dtype: float16 under mixed precision."""
+
+    def apply(self, params, state, x, *, training, rng, xp):
+        y, new, cache = RunningMean.apply(self, params, state, x, training=training, rng=rng, xp=xp)
+        return y, (new if not training else {k: v.astype(x.dtype) for k, v in new.items()}), cache
+
+
+def _mixed_precision_step(layer, xp):
+    """One scaled forward and backward pass of Dense(3), `layer`, Dense(2) in float16:
+    (loss, logits, new_state, grads, finite)."""
+    from convnet_core import losses, precision
+
+    net = L.Sequential([L.Dense(3), layer, L.Dense(2)])
+    params, state = cn.init(net, (4,), rng=0, xp=xp)
+    labels = xp.asarray(numpy.array([0, 1, 1, 0, 1]))
+    return precision.scaled_forward_backward(
+        net,
+        params,
+        state,
+        _batch(xp, (5, 4)),
+        labels,
+        precision.DynamicLossScaler(),
+        loss_fn=losses.softmax_cross_entropy,
+        xp=xp,
+    )
+
+
+@pytest.mark.filterwarnings("ignore::convnet_core.precision.MixedPrecisionOnNumPyWarning")
+def test_under_mixed_precision_the_state_stays_in_its_own_dtype(xp):
+    assert _mixed_precision_step(RunningMean(), xp)[2][1]["mean"].dtype == "float32"
+    with pytest.raises(ShapeError) as caught:
+        _mixed_precision_step(HalfState(), xp)
+    assert str(caught.value) == (
+        "layer 1 of Sequential: HalfState(mistake='').apply returned new state entry 'mean' "
+        "of dtype float16 but the state entry has dtype float32"
+    )

@@ -227,10 +227,18 @@ class Tape:
 
 def apply_with_tape(layer, params, state, x, *, training, rng, xp) -> tuple[Any, Any, Any]:
     """`layer.apply(...)`, with the cache (when training) kept in a `Tape` with the shapes
-    of x and y: (y (N, *output_shape), new_state, Tape or None)."""
+    of x and y: (y (N, *output_shape), new_state, Tape or None).
+
+    When training, the new state must have the structure of the state given and, entry by
+    entry, its shape and dtype (a ShapeError naming the layer otherwise): a layer that
+    changes its state is named at its first step, not by a later layer or at saving.
+    """
     y, new_state, cache = layer.apply(params, state, x, training=training, rng=rng, xp=xp)
     if not training:
         return y, new_state, None
+    if new_state is not state and grad_mismatch(state, new_state, dtypes=True) is not None:
+        # grad_mismatch is the quick structure, shape and dtype test; the words are the state's
+        raise ShapeError(f"{layer!r}.apply returned {_state_difference(state, new_state, ())}")
     return y, new_state, Tape(cache, tuple(x.shape), tuple(y.shape), x.dtype, y.dtype)
 
 
@@ -272,6 +280,44 @@ def check_output(layer: Any, x_shape: tuple, y_shape: tuple) -> None:
     if len(_AGREED) >= 1024:  # a long session of throw-away layers: start again
         _AGREED.clear()
     _AGREED[key] = layer
+
+
+def _state_difference(state: Any, new: Any, path: tuple) -> str | None:
+    """The first difference between the new state and the state a layer was given, in
+    words that follow "apply returned": "new state entry 'mean' of shape (1, 6) but the
+    state entry has shape (6,)"; None when there is none."""
+    at = f" at '{'/'.join(str(key) for key in path)}'" if path else ""
+    if isinstance(state, dict):
+        if not isinstance(new, dict) or new.keys() != state.keys():
+            return f"a new state{at} with keys {_keys_of(new)} but the state has {sorted(state)}"
+        children = [(key, state[key], new[key]) for key in state]
+    elif isinstance(state, (tuple, list)):
+        if not isinstance(new, (tuple, list)) or len(new) != len(state):
+            return (
+                f"a new state{at} that is {_entries_of(new)} but the state is {_entries_of(state)}"
+            )
+        children = list(zip(range(len(state)), state, new, strict=True))
+    else:
+        return _state_entry_difference(state, new, path)
+    for key, entry, new_entry in children:
+        found = _state_difference(entry, new_entry, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def _state_entry_difference(entry: Any, new: Any, path: tuple) -> str | None:
+    """How one new state entry (at `path`) differs from the array it replaces, or None."""
+    name = "/".join(str(key) for key in path)
+    if new is None or isinstance(new, (dict, tuple, list)):
+        return f"new state entry {name!r} as {_entries_of(new)}, not an array"
+    want, got = tuple(getattr(entry, "shape", ())), tuple(getattr(new, "shape", ()))
+    if got != want:
+        return f"new state entry {name!r} of shape {got} but the state entry has shape {want}"
+    want, got = getattr(entry, "dtype", None), getattr(new, "dtype", None)
+    if got != want and want is not None and got is not None:  # a Python number has none
+        return f"new state entry {name!r} of dtype {got} but the state entry has dtype {want}"
+    return None
 
 
 def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any, Any]:
