@@ -23,8 +23,9 @@ otherwise an NPZ with the same layout (`convnet_io.storage`). Loading checks, in
 the container, the format and its version, the checksum, the architecture (every class
 registered), that the arrays agree with the architecture in structure, shape and dtype
 (found without allocating what the architecture describes, `convnet_io.shapes`) and are
-finite, that BatchNorm variances are not negative, the metadata entries the format
-defines (`METADATA_FIELDS`), and the optimizer's config and state. Anything wrong raises
+finite, that float params are float32 or wider (what a Model takes), that BatchNorm
+variances are not negative, the metadata entries the format defines (`METADATA_FIELDS`),
+and the optimizer's config and state. Anything wrong raises
 `ModelFormatError`; nothing in the file is ever executed (JSON and raw arrays only, no
 pickles). `save` runs the same checks before writing, so it never writes a file that
 `load` would refuse.
@@ -315,8 +316,9 @@ def save(
     on the GPU are copied to the host. A symbolic link at the path is followed (the file
     it points to is replaced; the link stays); a directory, device, FIFO or socket there
     is refused. Raises ValueError before writing anything when the parts disagree with
-    the architecture, hold NaN/inf, or the metadata or optimizer state is not what `load`
-    accepts, so no file is written that `load` would refuse.
+    the architecture, hold NaN/inf, are float params narrower than float32 (which a Model
+    refuses), or the metadata or optimizer state is not what `load` accepts, so no file is
+    written that `load` would refuse.
     """
     if model is not None and metadata:
         taken = [key for key in MODEL_METADATA if key in metadata]
@@ -508,8 +510,9 @@ def _check_parts(
                     f"{names['state']}/{key} holds {bad} negative values, but it is a "
                     "variance (>= 0)"
                 )
-    if input_shape is None:
-        return None
+    problem = _narrow_weights(params_encoded[1], names["params"])
+    if problem or input_shape is None:
+        return problem
     dtype = _first_float_dtype(params_encoded[1])
     try:
         ref_params, ref_state = _reference_parts(layer, tuple(input_shape), dtype)
@@ -536,6 +539,20 @@ def _check_parts(
                 return f"{where} has shape {tuple(shape)} but the architecture needs {ref.shape}"
             if numpy.dtype(dtype_) != ref.dtype:
                 return f"{where} has dtype {dtype_} but the architecture needs {ref.dtype}"
+    return None
+
+
+def _narrow_weights(leaves: dict[str, Any], group: str) -> str | None:
+    """The problem with the first float parameter narrower than 32 bits (the weights a
+    `convnet_core.Model` refuses), or None. `leaves`: {path: array or (shape, dtype)}."""
+    for key, value in leaves.items():
+        dtype = numpy.dtype(value.dtype if hasattr(value, "dtype") else value[1])
+        if dtype.kind == "f" and dtype.itemsize < 4:
+            return (
+                f"{group}/{key} is {dtype}, too narrow for a model's weights (float32 or "
+                "wider): float16 weights lose most updates. For float16 compute keep float32 "
+                "params and use mixed precision (compile(precision='mixed'))"
+            )
     return None
 
 
