@@ -13,6 +13,7 @@ uv run nox -s bench          benchmarks next to PyTorch CPU
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pathlib
 import re
@@ -35,8 +36,11 @@ ROOT = pathlib.Path(__file__).parent
 PACKAGES = ["convnet-core", "convnet-data", "convnet-io", "convnet-gui"]
 TEST_TOOLS = ["pytest>=8", "hypothesis>=6.100"]
 TORCH = "torch==2.13.0"
-# A CPU build of torch installs at about 0.75 GB; a CUDA build is several GB.
+# A CPU build of torch installs at about 0.75 GB; a CUDA build, with its nvidia-* libraries,
+# is several GB.
 TORCH_CPU_MAX_BYTES = 1_500_000_000
+# What a CUDA build of torch brings beside itself; a CPU build needs none of it.
+CUDA_COMPANION = re.compile(r"nvidia-.*|cuda-.*|triton")
 # Markers of tests that need more than the package itself: run by their own sessions.
 NOT_EXTRA = "not parity and not gui and not cuda and not nvrtc"
 ON_GPU = "not parity and not gui and not nvrtc"
@@ -79,27 +83,78 @@ def install_packages(session: nox.Session, *names: str) -> None:
     session.install(*reinstall, *[str(package_dir(pkg)) for pkg in wanted], *TEST_TOOLS)
 
 
-def install_torch(session: nox.Session) -> None:
-    """PyTorch 2.13.0 CPU: from the local wheel folder in $PIP_FIND_LINKS when it is set."""
-    find_links = os.environ.get("PIP_FIND_LINKS")
+# Run by the session's Python with CUDA_COMPANION's pattern as its argument: which torch is
+# installed, for which CUDA (None for a CPU build), what it and the CUDA libraries beside it
+# take on disk, and those libraries' names. torch/version.py is read, not imported: it holds
+# plain assignments, and importing torch would take seconds.
+TORCH_PROBE = """
+import importlib.metadata, importlib.util, json, pathlib, re, sys
+report = {"version": None, "cuda": None, "bytes": 0, "companions": []}
+spec = importlib.util.find_spec("torch")
+if spec is not None and spec.origin:
+    folder = pathlib.Path(spec.origin).parent
+    scope = {}
+    exec((folder / "version.py").read_text(), scope)
+    report["version"], report["cuda"] = scope["__version__"], scope["cuda"]
+    report["bytes"] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+for dist in importlib.metadata.distributions():
+    name = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+    if re.fullmatch(sys.argv[1], name):
+        report["companions"].append(name)
+        files = [pathlib.Path(dist.locate_file(f)) for f in dist.files or []]
+        report["bytes"] += sum(f.stat().st_size for f in files if f.is_file())
+print(json.dumps(report))
+"""
+
+
+def torch_install_args(find_links: str | None) -> list[str]:
+    """The arguments of `uv pip install` that get the CPU build of torch 2.13.0, never a
+    CUDA one. From the folders in $PIP_FIND_LINKS when it is set: only their `+cpu` wheel
+    matches, so a Python that wheel does not fit fails instead of taking PyPI's CUDA build.
+    Otherwise from PyTorch's CPU index (uv's --torch-backend cpu)."""
     if find_links:
-        session.install("--find-links", find_links, TORCH)
-    else:
-        session.install(TORCH)
-    size = session.run(
-        "python",
-        "-c",
-        "import os, torch; d = os.path.dirname(torch.__file__);"
-        "print(sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs))",
-        silent=True,
+        folders = [arg for folder in find_links.split() for arg in ("--find-links", folder)]
+        return [*folders, f"{TORCH}+cpu"]
+    return ["--torch-backend", "cpu", TORCH]
+
+
+def torch_report(session: nox.Session) -> dict:
+    """TORCH_PROBE's report on the session's venv."""
+    output = session.run(
+        "python", "-c", TORCH_PROBE, CUDA_COMPANION.pattern, silent=True, log=False
     )
-    installed = int(size.strip().splitlines()[-1])
-    session.log(f"torch installed: {installed / 1e6:.0f} MB")
-    if installed > TORCH_CPU_MAX_BYTES:
-        session.error(
-            f"torch takes {installed / 1e9:.1f} GB: a CUDA build was installed. "
-            "Set PIP_FIND_LINKS to the folder holding the CPU wheel of torch 2.13.0."
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def cuda_build_problem(report: dict) -> str | None:
+    """What makes the installed torch not a CPU build, or None when it is one (or none is
+    installed)."""
+    if report["cuda"] is not None:
+        return f"torch {report['version']} is a CUDA {report['cuda']} build"
+    if report["companions"]:
+        return (
+            f"the CUDA libraries of a CUDA build are installed: {', '.join(report['companions'])}"
         )
+    if report["bytes"] > TORCH_CPU_MAX_BYTES:
+        return f"torch and its libraries take {report['bytes'] / 1e9:.1f} GB"
+    return None
+
+
+def install_torch(session: nox.Session) -> None:
+    """PyTorch 2.13.0, CPU build: from the wheel folders in $PIP_FIND_LINKS when it is set,
+    else from PyTorch's CPU index. A CUDA build left in a reused venv is removed first, with
+    the CUDA libraries it brought: the CPU build's `==2.13.0` would count it as installed."""
+    before = torch_report(session)
+    problem = cuda_build_problem(before)
+    if problem:
+        session.log(f"not a CPU build of torch ({problem}): removing it")
+        session.run("uv", "pip", "uninstall", "torch", *before["companions"], external=True)
+    session.install(*torch_install_args(os.environ.get("PIP_FIND_LINKS")))
+    report = torch_report(session)
+    session.log(f"torch {report['version']} installed: {report['bytes'] / 1e6:.0f} MB")
+    problem = cuda_build_problem(report)
+    if problem:
+        session.error(f"{problem}, where the CPU build of {TORCH} was asked for")
 
 
 def cupy_wheel_for(nvidia_smi_report: str) -> str:
