@@ -266,3 +266,78 @@ def test_under_mixed_precision_the_state_stays_in_its_own_dtype(xp):
         "layer 1 of Sequential: HalfState(mistake='').apply returned new state entry 'mean' "
         "of dtype float16 but the state entry has dtype float32"
     )
+
+
+# -- what apply, grad and init return ----------------------------------------------------
+
+
+@attrs.frozen
+class Returns:
+    """y = x, with `apply`, `grad` or `init` returning the wrong form, as `wrong` says."""
+
+    wrong: str = ""
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def init(self, input_shape, rng, *, xp, dtype):
+        if self.wrong == "init-pair":
+            return {}
+        return {}, (None if self.wrong == "init-state" else {})
+
+    def apply(self, params, state, x, *, training, rng, xp):
+        if self.wrong == "apply":
+            return x, state
+        return x, state, (() if training else None)
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        if self.wrong == "grad":
+            return {}
+        return {}, (dy if input_grad else None)
+
+
+def test_apply_not_returning_three_values_names_the_layer(xp):
+    net = L.Sequential([L.Dense(3), Returns("apply")])
+    params, state = cn.init(net, (2,), rng=0, xp=xp)
+    with pytest.raises(TypeError) as caught:
+        cn.apply(net, params, state, _batch(xp, (4, 2)), xp=xp)
+    assert str(caught.value) == (
+        "layer 1 of Sequential: Returns(wrong='apply').apply must return a tuple "
+        "(y, new_state, cache) but returned a tuple of 2"
+    )
+
+
+def test_grad_not_returning_two_values_names_the_layer(xp):
+    net = L.Sequential([L.Dense(3), Returns("grad")])
+    params, state = cn.init(net, (2,), rng=0, xp=xp)
+    y, _, cache = cn.apply(net, params, state, _batch(xp, (4, 2)), training=True, xp=xp)
+    with pytest.raises(TypeError) as caught:
+        cn.grad(net, params, cache, xp.ones_like(y), xp=xp)
+    assert str(caught.value) == (
+        "layer 1 of Sequential: Returns(wrong='grad').grad must return a tuple (dparams, dx) "
+        "but returned a dict"
+    )
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (
+            "init-pair",
+            "Returns(wrong='init-pair').init must return a tuple (params, state) but "
+            "returned a dict",
+        ),
+        (
+            "init-state",
+            "Returns(wrong='init-state').init must return state as a dict (or a "
+            "tuple, for a combinator) but returned None; a layer without state returns {}",
+        ),
+    ],
+)
+def test_init_not_returning_params_and_state_names_the_layer(xp, wrong, message):
+    with pytest.raises(TypeError) as caught:
+        cn.init(Returns(wrong), (2,), rng=0, xp=xp)
+    assert str(caught.value) == message
+    with pytest.raises(TypeError) as caught:
+        cn.init(L.Residual(L.Sequential([L.Dense(2), Returns(wrong)])), (2,), rng=0, xp=xp)
+    assert str(caught.value) == f"layer 1 of Sequential: {message}"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy
 
 from .backend import is_cupy
-from .layers.base import apply_with_tape, check_output, grad_from_tape
+from .layers.base import apply_with_tape, check_output, grad_from_tape, init_layer
 from .layers.combinators import Sequential
 
 __all__ = ["apply", "as_host_rng", "grad", "init"]
@@ -95,7 +95,7 @@ def init(layer, input_shape, *, rng, xp=numpy, dtype="float32") -> tuple[Any, An
     _check_xp(xp, "init")
     shape = tuple(int(d) for d in input_shape)
     dtype = _floating_dtype(dtype)
-    return layer.init(shape, as_host_rng(rng), xp=xp, dtype=dtype)
+    return init_layer(layer, shape, as_host_rng(rng), xp=xp, dtype=dtype)
 
 
 def apply(layer, params, state, x, *, training=False, rng=None, xp=numpy) -> tuple[Any, Any, Any]:

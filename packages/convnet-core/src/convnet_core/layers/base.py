@@ -40,6 +40,7 @@ from ..tree import grad_mismatch
 
 __all__ = [
     "Layer",
+    "ProtocolError",
     "ShapeError",
     "Tape",
     "apply_with_tape",
@@ -51,6 +52,7 @@ __all__ = [
     "check_layer",
     "check_output",
     "grad_from_tape",
+    "init_layer",
     "layer_from_config",
     "layer_name",
     "layer_to_config",
@@ -58,6 +60,7 @@ __all__ = [
     "output_disagreement",
     "register_layer",
     "registered_layers",
+    "unpack_returned",
 ]
 
 
@@ -86,6 +89,12 @@ class ShapeError(ValueError):
     """An input whose shape (or floating dtype) a layer cannot take, a parameter or state
     entry shaped unlike what the layer needs, or a gradient shaped (or typed) unlike what
     it is the gradient of; the message names the layer and both shapes (dtypes)."""
+
+
+class ProtocolError(TypeError):
+    """A layer method that returned something of another form than the protocol's: apply
+    not a tuple (y, new_state, cache), grad not (dparams, dx), init not (params, state) of
+    dicts; the message names the layer and what it returned."""
 
 
 def check_layer(layer: Any, where: str) -> Any:
@@ -225,6 +234,36 @@ class Tape:
     y_dtype: Any = None
 
 
+def unpack_returned(layer: Any, method: str, returned: Any, form: str) -> tuple:
+    """What `layer.<method>` returned, when it is a tuple (or list) with as many entries
+    as `form` names, e.g. "(y, new_state, cache)"; TypeError naming the layer, the form
+    and what came back otherwise (a tuple of 2, None), rather than a bare unpacking error
+    (a ProtocolError, a TypeError)."""
+    count = form.count(",") + 1
+    if not isinstance(returned, (tuple, list)) or len(returned) != count:
+        raise ProtocolError(
+            f"{name_of(layer)}.{method} must return a tuple {form} but returned "
+            f"{_entries_of(returned)}"
+        )
+    return tuple(returned)
+
+
+def init_layer(layer: Any, input_shape: tuple, rng: Any, *, xp: Any, dtype: Any) -> tuple:
+    """`layer.init(...)`, when it returns (params, state), each a dict (or a tuple or list,
+    for a combinator); ProtocolError (a TypeError) naming the layer and what it returned
+    otherwise."""
+    returned = layer.init(input_shape, rng, xp=xp, dtype=dtype)
+    params, state = unpack_returned(layer, "init", returned, "(params, state)")
+    for what, tree in (("params", params), ("state", state)):
+        if not isinstance(tree, (dict, tuple, list)):
+            raise ProtocolError(
+                f"{name_of(layer)}.init must return {what} as a dict (or a tuple, for a "
+                f"combinator) but returned {_entries_of(tree)}; a layer without {what} "
+                "returns {}"
+            )
+    return params, state
+
+
 def apply_with_tape(layer, params, state, x, *, training, rng, xp) -> tuple[Any, Any, Any]:
     """`layer.apply(...)`, with the cache (when training) kept in a `Tape` with the shapes
     of x and y: (y (N, *output_shape), new_state, Tape or None).
@@ -233,7 +272,8 @@ def apply_with_tape(layer, params, state, x, *, training, rng, xp) -> tuple[Any,
     entry, its shape and dtype (a ShapeError naming the layer otherwise): a layer that
     changes its state is named at its first step, not by a later layer or at saving.
     """
-    y, new_state, cache = layer.apply(params, state, x, training=training, rng=rng, xp=xp)
+    returned = layer.apply(params, state, x, training=training, rng=rng, xp=xp)
+    y, new_state, cache = unpack_returned(layer, "apply", returned, "(y, new_state, cache)")
     if not training:
         return y, new_state, None
     if new_state is not state and grad_mismatch(state, new_state, dtypes=True) is not None:
@@ -346,7 +386,8 @@ def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any
             f"{layer!r}.grad expected dy of dtype {tape.y_dtype} (the output's) but got "
             f"{dy.dtype}; cast it with dy.astype({tape.y_dtype.name!r})"
         )
-    dparams, dx = layer.grad(params, tape.cache, dy, xp=xp, input_grad=input_grad)
+    returned = layer.grad(params, tape.cache, dy, xp=xp, input_grad=input_grad)
+    dparams, dx = unpack_returned(layer, "grad", returned, "(dparams, dx)")
     mismatch = grad_mismatch(params, dparams, dtypes=True)
     if mismatch is not None:
         raise ShapeError(f"{layer!r}.grad: {mismatch}")

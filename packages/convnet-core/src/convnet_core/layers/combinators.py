@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from .base import (
+    ProtocolError,
     ShapeError,
     apply_with_tape,
     check_count,
@@ -14,6 +15,7 @@ from .base import (
     check_layer,
     check_output,
     grad_from_tape,
+    init_layer,
     output_disagreement,
     register_layer,
 )
@@ -67,10 +69,10 @@ class Sequential:
         shape = tuple(input_shape)
         for index, layer in enumerate(self.layers):
             try:
-                p, s = layer.init(shape, rng, xp=xp, dtype=dtype)
+                p, s = init_layer(layer, shape, rng, xp=xp, dtype=dtype)
                 shape = tuple(layer.output_shape(shape))
-            except ShapeError as error:
-                raise ShapeError(f"layer {index} of Sequential: {error}") from None
+            except (ShapeError, ProtocolError) as error:
+                raise type(error)(f"layer {index} of Sequential: {error}") from None
             params.append(p)
             state.append(s)
         return tuple(params), tuple(state)
@@ -90,6 +92,8 @@ class Sequential:
                 y, s, cache = apply_with_tape(layer, p, s, x, training=training, rng=rng, xp=xp)
             except ShapeError as error:
                 raise self._blame(index, last_input, x, error) from None
+            except ProtocolError as error:
+                raise ProtocolError(f"layer {index} of Sequential: {error}") from None
             last_input, x = x, y
             new_state.append(s)
             caches.append(cache)
@@ -124,8 +128,8 @@ class Sequential:
                 grads[index], dy = grad_from_tape(
                     self.layers[index], params[index], cache[index], dy, xp=xp, input_grad=need_dx
                 )
-            except ShapeError as error:
-                raise ShapeError(f"layer {index} of Sequential: {error}") from None
+            except (ShapeError, ProtocolError) as error:
+                raise type(error)(f"layer {index} of Sequential: {error}") from None
         return tuple(grads), dy
 
 
@@ -166,10 +170,12 @@ class Residual:
     def init(self, input_shape, rng, *, xp, dtype):
         """params and state {"body": ..., "shortcut": ...} ({} for the identity)."""
         self.output_shape(input_shape)
-        body_params, body_state = self.body.init(input_shape, rng, xp=xp, dtype=dtype)
+        body_params, body_state = init_layer(self.body, input_shape, rng, xp=xp, dtype=dtype)
         short_params, short_state = ({}, {})
         if self.shortcut is not None:
-            short_params, short_state = self.shortcut.init(input_shape, rng, xp=xp, dtype=dtype)
+            short_params, short_state = init_layer(
+                self.shortcut, input_shape, rng, xp=xp, dtype=dtype
+            )
         params = {"body": body_params, "shortcut": short_params}
         state = {"body": body_state, "shortcut": short_state}
         return params, state
