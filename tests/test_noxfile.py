@@ -13,6 +13,11 @@ import sys
 
 import pytest
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -222,3 +227,11 @@ def test_a_cuda_build_after_the_install_stops_the_session(noxfile, monkeypatch):
     assert str(error.value) == (
         "torch 2.13.0 is a CUDA 13.0 build, where the CPU build of torch==2.13.0 was asked for"
     )
+
+
+def test_lint_uses_the_ruff_of_the_lock(noxfile):
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    (locked,) = [package["version"] for package in lock["package"] if package["name"] == "ruff"]
+    assert noxfile.RUFF == f"ruff=={locked}"
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["dev"]
+    assert [r for r in dev if r.startswith("ruff")] == [noxfile.RUFF]
