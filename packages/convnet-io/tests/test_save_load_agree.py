@@ -45,3 +45,46 @@ def test_a_file_of_float16_weights_is_refused_naming_it(tmp_path, suffix):
         with pytest.raises(ModelFormatError) as info:
             load(path)
         assert str(info.value) == f"{path}: {NARROW}"
+
+
+def big_endian(a):
+    return a.astype(a.dtype.newbyteorder(">"))
+
+
+def check_works(model, params):
+    """`model` holds `params` (values) in native float32, predicts and trains."""
+    for got, want in zip(tree.leaves(model.params), tree.leaves(params), strict=True):
+        assert got.dtype == numpy.float32 and got.dtype.isnative
+        numpy.testing.assert_array_equal(got, want)
+    x = numpy.random.default_rng(0).normal(size=(4, *SHAPE)).astype(numpy.float32)
+    assert model.predict(x).shape == (4, 3)
+    model.compile(optimizer="sgd", lr=0.01)
+    model.fit((x, numpy.array([0, 1, 2, 0])), epochs=1, batch_size=4, verbose=False)
+    assert model.epoch == 1
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+def test_big_endian_arrays_given_to_save_are_stored_and_loaded_native(tmp_path, suffix):
+    path = tmp_path / f"model{suffix}"
+    params, state = (tree.map(big_endian, t) for t in parts())
+    convnet_io.save(path, layer=NET, params=params, state=state, input_shape=SHAPE)
+    _, arrays = fmt.read_raw(path)
+    assert {value.dtype.str for value in arrays.values()} == {"<f4"}
+    check_works(convnet_io.load(path), params)
+
+
+@pytest.mark.parametrize("which", ["every array", "one array"])
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+def test_a_file_of_big_endian_arrays_loads_native(tmp_path, suffix, which):
+    """As written on a big-endian machine (the checksum covers the arrays as stored)."""
+    path = tmp_path / f"model{suffix}"
+    params, state = parts()
+    convnet_io.save(path, layer=NET, params=params, state=state, input_shape=SHAPE)
+    attributes, arrays = fmt.read_raw(path)
+    swapped = {
+        key: big_endian(value) if which == "every array" or key == "params/3/W" else value
+        for key, value in arrays.items()
+    }
+    fmt.write_raw(path, attributes, swapped, container="npz" if suffix == ".npz" else None)
+    assert fmt.read_raw(path)[1]["params/3/W"].dtype.str == ">f4"
+    check_works(convnet_io.load(path), params)

@@ -138,6 +138,13 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=_json_default, sort_keys=False)
 
 
+def _native(array: numpy.ndarray) -> numpy.ndarray:
+    """`array` in this machine's byte order: a file written on a big-endian machine, or
+    big-endian arrays given to `save`, hold ">f4"s, which layers and optimizers would take
+    for another dtype than float32. The same array when it is already native."""
+    return array.astype(array.dtype.newbyteorder("="), copy=False)
+
+
 # ---------------------------------------------------------------------------------------
 # Checksum
 
@@ -405,6 +412,7 @@ def _layout(parts: dict[str, Any], path: str):
     encoded = {}
     for group, tree in trees.items():
         structure, leaves = treedef.encode(tree)
+        leaves = {key: _native(value) for key, value in leaves.items()}
         encoded[group] = (structure, leaves)
         attributes[group] = {"tree": _dumps(structure)}
         arrays.update({f"{group}/{key}": value for key, value in leaves.items()})
@@ -881,6 +889,7 @@ def _read_v1(path: str, reader: storage.Reader, attributes, input_shape) -> Save
     arrays = {key: reader.read(key) for key in reader.array_paths()}
     if checksum(attributes, arrays) != root["checksum"]:
         raise ModelFormatError(path, "checksum mismatch: the file is corrupted")
+    arrays = {key: _native(value) for key, value in arrays.items()}  # the sum is as stored
 
     layer = _layer(path, _json_attribute(path, root, "", "architecture"))
     stored_shape = _input_shape(path, _json_attribute(path, root, "", "input_shape"))
