@@ -91,3 +91,49 @@ def test_a_list_that_would_load_as_a_tuple_is_refused():
     with pytest.raises(ValueError, match=r"cannot save Listed: field 'sizes' is \[1, 2\] but "):
         layer_to_config(Listed([1, 2]))
     assert _through_json(Listed((1, (2, 3)))) == Listed((1, (2, 3)))
+
+
+# -- the registry ------------------------------------------------------------------------
+
+
+def test_a_class_that_is_not_an_attrs_class_is_refused():
+    for make in (
+        lambda: register_layer(name="test_roundtrip.Plain")(type("Plain", (_Identity,), {})),
+        lambda: attrs.frozen(register_layer(type("Order", (_Identity,), {}))),
+    ):
+        with pytest.raises(TypeError) as caught:
+            make()
+        assert str(caught.value).endswith(
+            " is not an attrs class; layers must be attrs classes: put @register_layer above "
+            "@attrs.frozen"
+        )
+    assert "Plain" not in L.registered_layers() and "Order" not in L.registered_layers()
+
+
+def _define_twice():
+    @register_layer(name="test_roundtrip.Twice")
+    @attrs.frozen
+    class Twice(_Identity):
+        k: int = 1
+
+    return Twice
+
+
+def test_a_layer_of_a_class_defined_again_is_told_apart_from_an_unregistered_one():
+    old = _define_twice()(2)
+    new = _define_twice()(2)
+    assert layer_to_config(new) == {"class": "test_roundtrip.Twice", "config": {"k": 2}}
+    with pytest.raises(ValueError) as caught:
+        layer_to_config(L.Sequential([old]))
+    assert str(caught.value) == (
+        "Twice was registered as 'test_roundtrip.Twice', but its class has been defined again "
+        "since this layer was made (a re-run notebook cell, a reloaded module), and the name "
+        "now belongs to the new class; make the layer again from the new class to save it"
+    )
+
+    @attrs.frozen
+    class Unregistered(Derived):
+        pass
+
+    with pytest.raises(ValueError, match="^Unregistered is not registered; decorate it with"):
+        layer_to_config(Unregistered(3))

@@ -434,10 +434,18 @@ def register_layer(cls: type | None = None, *, name: str | None = None):
     """Class decorator that registers a layer under `name` (default: the class name).
 
     Registered layers can be saved and loaded by convnet-io. Use as `@register_layer` or
-    `@register_layer(name="MyScale")`.
+    `@register_layer(name="MyScale")`, above `@attrs.frozen`: a layer is an attrs class
+    (its fields are what is saved), and a class not made by attrs itself is a TypeError
+    (below `@attrs.frozen`, the decorator would register the class before attrs replaces
+    it). Registering a class again under its name (a re-run notebook cell) replaces it.
     """
 
     def decorate(layer_cls: type) -> type:
+        if not isinstance(layer_cls, type) or "__attrs_attrs__" not in vars(layer_cls):
+            raise TypeError(
+                f"register_layer: {getattr(layer_cls, '__name__', layer_cls)} is not an attrs "
+                "class; layers must be attrs classes: put @register_layer above @attrs.frozen"
+            )
         key = name or layer_cls.__name__
         existing = _REGISTRY.get(key)
         if existing is not None and existing is not layer_cls:
@@ -459,11 +467,21 @@ def registered_layers() -> dict[str, type]:
 
 
 def layer_name(layer: Any) -> str:
-    """The registered name of a layer instance; ValueError when its class is unregistered."""
-    key = getattr(type(layer), "_convnet_name", None)
-    if key is None or _REGISTRY.get(key) is not type(layer):
+    """The registered name of a layer instance; ValueError when its class is unregistered
+    (a subclass of a registered layer is not registered itself), or when the class has
+    been defined again since the layer was made (the name now belongs to the new class)."""
+    cls = type(layer)
+    key = vars(cls).get("_convnet_name")  # not inherited: a subclass needs its own name
+    if key is None:
         raise ValueError(
-            f"{type(layer).__name__} is not registered; decorate it with @register_layer to save it"
+            f"{cls.__name__} is not registered; decorate it with @register_layer to save it"
+        )
+    if _REGISTRY.get(key) is not cls:
+        raise ValueError(
+            f"{cls.__name__} was registered as {key!r}, but its class has been defined again "
+            "since this layer was made (a re-run notebook cell, a reloaded module), and the "
+            "name now belongs to the new class; make the layer again from the new class to "
+            "save it"
         )
     return key
 
