@@ -35,13 +35,18 @@ ELEMENTWISE = {
 # array dtype, fixed-type inputs host scalars): `arrays`, the fixed-type inputs given as
 # 0-d device arrays; `types`, placeholders of another dtype. The Adam update takes `take`
 # as True (a plain step) or on the device (mixed precision's step, taken or skipped);
-# BatchNorm's running statistics S stay float32 in mixed precision. (The loss scaler's
+# BatchNorm's variance A is float32 for a float16 batch, and its running statistics S stay
+# float32 in mixed precision (float16 otherwise). (The loss scaler's
 # kernel has no placeholder: its dtype and layout parameters change nothing.)
 PLAIN = {"arrays": frozenset(), "types": ()}
 FORM_OPTIONS = {
     "convnet_fused_adam": [PLAIN, {"arrays": frozenset({"take"}), "types": ()}],
     "convnet_unscale_and_check": [{"arrays": frozenset({"inverse_scale"}), "types": ()}],
-    "convnet_batchnorm_statistics": [PLAIN, {"arrays": frozenset(), "types": (("S", "float32"),)}],
+    "convnet_batchnorm_statistics": [
+        PLAIN,
+        {"arrays": frozenset(), "types": (("A", "float32"),)},
+        {"arrays": frozenset(), "types": (("A", "float32"), ("S", "float32"))},
+    ],
     # the first step's scale and count are Python numbers, the later ones device arrays
     "convnet_loss_scale_update": [
         {"arrays": frozenset({"finite"}), "types": ()},

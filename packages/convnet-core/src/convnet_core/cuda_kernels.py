@@ -894,12 +894,13 @@ def batchnorm_kernels_take(x: Any) -> bool:
 
 
 def _batchnorm_statistics_kernel() -> Any:
-    # T: the batch's dtype; S: the running statistics' (float32 in mixed precision), in
-    # which the arithmetic runs
+    # T: the batch's dtype; A: its accumulation dtype (float32 for a float16 batch), the
+    # variance's, in which 1/√(σ² + eps) is computed; S: the running statistics' (float32
+    # in mixed precision), in which they are updated
     return _cupy().ElementwiseKernel(
-        "T mean, T var, S running_mean, S running_var, S momentum, S bessel, S eps",
+        "T mean, A var, S running_mean, S running_var, S momentum, S bessel, A eps",
         "T inv_std, S new_running_mean, S new_running_var",
-        "inv_std = (T)((S)1 / sqrt((S)var + eps));"
+        "inv_std = (T)((A)1 / sqrt(var + eps));"
         " new_running_mean = momentum * running_mean + ((S)1 - momentum) * (S)mean;"
         " new_running_var = momentum * running_var + ((S)1 - momentum) * ((S)var * bessel);",
         "convnet_batchnorm_statistics",
@@ -911,10 +912,12 @@ def batchnorm_statistics(
     eps: Any,
 ) -> tuple[Any, Any, Any]:  # fmt: skip
     """(inv_std, new running_mean, new running_var), each (C,), in one kernel, from the
-    batch's mean and biased variance (C,) and the running statistics (C,). The arithmetic
-    runs in the running statistics' dtype (float32 with float16 batches in mixed precision),
-    which momentum, bessel (M/(M - 1)) and eps are scalars of; inv_std is rounded to the
-    batch's dtype once."""
+    batch's mean (C,) in the batch's dtype, its biased variance (C,) in the accumulation
+    dtype (float32 for a float16 batch, whose squares and variance overflow float16) and
+    the running statistics (C,). inv_std is computed in the variance's dtype, eps a scalar of
+    it, and rounded to the batch's dtype once; the running statistics are updated in their
+    own dtype (float32 with float16 batches in mixed precision), which momentum and bessel
+    (M/(M - 1)) are scalars of."""
     kernel = _cached("batchnorm_statistics", _batchnorm_statistics_kernel)
     return kernel(mean, var, running_mean, running_var, momentum, bessel, eps)
 

@@ -22,6 +22,11 @@ _check_momentum = in_range("BatchNorm2D", low=0.0, high=1.0)
 _check_eps = in_range("BatchNorm2D", low=0.0, low_open=True)
 
 
+def _in_dtype(a, dtype):
+    """a cast to dtype, or a itself (no call into the array module) when it has it."""
+    return a if a.dtype == dtype else a.astype(dtype)
+
+
 @register_layer
 @attrs.frozen
 class BatchNorm2D:
@@ -102,22 +107,22 @@ class BatchNorm2D:
         acc = accumulation_dtype(x.dtype)  # float32 sums for float16 inputs, else x.dtype
         mean = x.mean(axis=axes, dtype=acc).astype(x.dtype, copy=False)  # (C,)
         centered = x - mean[:, None, None]
-        var = (centered * centered).mean(axis=axes, dtype=acc).astype(x.dtype, copy=False)
+        # σ² (C,) stays in acc: in float16 a value 256 from the mean squares to inf, and a
+        # variance above 65504 is inf itself
+        var = xp.square(centered, dtype=acc).mean(axis=axes, dtype=acc)
         running_mean, running_var = state["running_mean"], state["running_var"]  # (C,)
-        # The per-channel arithmetic runs in the running statistics' dtype (float32 in mixed
-        # precision, else x's); 1/√(σ² + eps) is then rounded to x's dtype once.
+        # 1/√(σ² + eps) is computed in acc and rounded to x's dtype once; the running
+        # statistics are updated in their own dtype (float32 in mixed precision, else x's).
         stat = running_mean.dtype.type
-        m, bessel, eps = stat(self.momentum), stat(count / (count - 1)), stat(self.eps)
+        m, bessel = stat(self.momentum), stat(count / (count - 1))
+        eps = acc.type(self.eps)
         if is_cupy(xp) and cuda_kernels.batchnorm_kernels_take(x):
             inv_std, running_mean, running_var = cuda_kernels.batchnorm_statistics(
                 mean, var, running_mean, running_var, momentum=m, bessel=bessel, eps=eps
             )  # one kernel
         else:
-            widened = stat is not dtype  # mixed precision: float16 batch, float32 statistics
-            mean_, var_ = (mean.astype(stat), var.astype(stat)) if widened else (mean, var)
-            inv_std = 1 / xp.sqrt(var_ + eps)  # (C,)
-            if widened:
-                inv_std = inv_std.astype(dtype)
+            inv_std = _in_dtype(1 / xp.sqrt(var + eps), dtype)  # (C,)
+            mean_, var_ = _in_dtype(mean, stat), _in_dtype(var, stat)
             running_mean = m * running_mean + (1 - m) * mean_
             running_var = m * running_var + (1 - m) * (var_ * bessel)  # unbiased variance
         per_channel = inv_std[:, None, None], gamma[:, None, None], beta[:, None, None]
