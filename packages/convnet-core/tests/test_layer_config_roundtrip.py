@@ -137,3 +137,65 @@ def test_a_layer_of_a_class_defined_again_is_told_apart_from_an_unregistered_one
 
     with pytest.raises(ValueError, match="^Unregistered is not registered; decorate it with"):
         layer_to_config(Unregistered(3))
+
+
+# -- what a field may hold ---------------------------------------------------------------
+
+
+@register_layer(name="test_roundtrip.Fields")
+@attrs.frozen
+class Fields(_Identity):
+    extra: object = None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"a": (1, 2)},
+        {"a": {"b": (3, (4,))}, "c": None},
+        {"dense": L.Dense(3)},
+        (L.Dense(2), {"x": 1.5}),
+        {"class": "x", "other": 1},
+    ],
+)
+def test_dicts_round_trip_with_tuples_and_layers_inside(extra):
+    assert _through_json(Fields(extra)) == Fields(extra)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {1: 2},
+            "cannot save Fields.extra: its dict key 1 is not a string, and the file's JSON keys "
+            "are strings (it would load as a different key)",
+        ),
+        (
+            {"a": {(1, 2): 3}},
+            "cannot save Fields.extra: its dict key (1, 2) is not a string, and the file's JSON "
+            "keys are strings (it would load as a different key)",
+        ),
+        (
+            frozenset({1}),
+            "cannot save Fields.extra: a frozenset cannot be stored in the file's JSON; a "
+            "layer's fields hold None, bools, numbers, strings, layers, and tuples, lists and "
+            "dicts (with string keys) of them",
+        ),
+    ],
+)
+def test_what_json_cannot_hold_is_refused_naming_the_class_and_field(extra, message):
+    with pytest.raises(TypeError) as caught:
+        layer_to_config(L.Sequential([L.Dense(2), Fields(extra)]))
+    assert str(caught.value) == message
+
+
+def test_a_dtype_or_an_array_in_a_field_is_refused():
+    import numpy
+
+    for extra in (numpy.dtype("float32"), numpy.zeros(2)):
+        with pytest.raises(TypeError) as caught:
+            layer_to_config(Fields(extra))
+        assert str(caught.value).startswith(
+            f"cannot save Fields.extra: a {type(extra).__name__} cannot be stored in the file's "
+            "JSON;"
+        )

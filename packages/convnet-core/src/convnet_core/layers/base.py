@@ -486,14 +486,35 @@ def layer_name(layer: Any) -> str:
     return key
 
 
-def _to_json_value(value: Any) -> Any:
+_JSON_SCALARS = (bool, int, float, str)
+
+
+def _to_json_value(value: Any, where: str) -> Any:
+    """A field's value (or a value inside one) as the file's JSON holds it: a layer as its
+    config, a tuple or list as a list, a dict (string keys) as a dict, a NumPy scalar as a
+    number. TypeError naming `where` ("Scale.extra", the class and the field) for anything
+    JSON cannot hold."""
     if _is_layer(value):
         return layer_to_config(value)
     if isinstance(value, (tuple, list)):
-        return [_to_json_value(v) for v in value]
+        return [_to_json_value(v, where) for v in value]
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"cannot save {where}: its dict key {key!r} is not a string, and the "
+                    "file's JSON keys are strings (it would load as a different key)"
+                )
+        return {key: _to_json_value(v, where) for key, v in value.items()}
     if isinstance(value, numpy.generic):
-        return value.item()
-    return value
+        value = value.item()
+    if value is None or isinstance(value, _JSON_SCALARS):
+        return value
+    raise TypeError(
+        f"cannot save {where}: a {type(value).__name__} cannot be stored in the file's JSON; "
+        "a layer's fields hold None, bools, numbers, strings, layers, and tuples, lists and "
+        "dicts (with string keys) of them"
+    )
 
 
 def _is_layer(value: Any) -> bool:
@@ -506,14 +527,16 @@ def layer_to_config(layer: Any) -> dict[str, Any]:
     attrs alias: `size` for a private field `_size`); a field with init=False is left out,
     as the class derives it.
 
-    ValueError, naming the layer's class and the field, when the config does not rebuild
-    an equal layer: a model is refused before it is saved, rather than saved for good and
-    never loaded again.
+    TypeError, naming the layer's class and the field, for a value the file's JSON cannot
+    hold (an array, a set, a dict with other keys than strings); ValueError when the config
+    does not rebuild an equal layer: a model is refused before it is saved, rather than
+    saved for good and never loaded again.
     """
     key = layer_name(layer)
+    cls = type(layer)
     config = {
-        field.alias: _to_json_value(getattr(layer, field.name))
-        for field in attrs.fields(type(layer))
+        field.alias: _to_json_value(getattr(layer, field.name), f"{cls.__name__}.{field.name}")
+        for field in attrs.fields(cls)
         if field.init
     }
     _check_rebuilds(layer, config)
@@ -549,8 +572,12 @@ def _same_value(before: Any, after: Any) -> bool:
 
 
 def _from_json_value(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"class", "config"}:
-        return layer_from_config(value)
+    """A field's value from the file's JSON: a layer's config as the layer, a list as a
+    tuple, a dict with its values converted alike."""
+    if isinstance(value, dict):
+        if set(value) == {"class", "config"}:
+            return layer_from_config(value)
+        return {key: _from_json_value(v) for key, v in value.items()}
     if isinstance(value, list):
         return tuple(_from_json_value(v) for v in value)
     return value
