@@ -20,6 +20,7 @@ import attrs
 import numpy
 
 from . import tree
+from .layers.base import ProtocolError, ShapeError, apply_with_tape, grad_from_tape
 
 __all__ = ["GradCheckReport", "LeafError", "check_grad"]
 
@@ -180,6 +181,11 @@ def check_grad(
     Returns:
         A `GradCheckReport`: `.ok`, `.max_error`, `.errors` (path -> worst relative error,
         "input" for dL/dx), and a readable table from `str(report)`.
+
+    Raises:
+        ShapeError: the layer's gradients are not shaped (or typed) like its params, or its
+            dx like x; ProtocolError: apply or grad returned another form than the
+            protocol's. Both say "check_grad:", then what `fit` says, naming the layer.
     """
     host_rng = rng if isinstance(rng, numpy.random.Generator) else numpy.random.default_rng(rng)
     seed = int(host_rng.integers(2**31))  # host
@@ -188,14 +194,17 @@ def check_grad(
     x = _input_as_float64(x, xp)
 
     def forward(p, inputs):
-        y, _, cache = layer.apply(
-            p, state, inputs, training=True, rng=xp.random.default_rng(seed), xp=xp
+        y, _, tape = apply_with_tape(
+            layer, p, state, inputs, training=True, rng=xp.random.default_rng(seed), xp=xp
         )
-        return y, cache
+        return y, tape
 
-    y, cache = forward(params, x)
-    projection = xp.asarray(host_rng.standard_normal(tuple(y.shape)))  # r = dL/dy, float64
-    dparams, dx = layer.grad(params, cache, projection, xp=xp, input_grad=input_grad)
+    try:  # the checks of fit, with their words: what the layer returned, shapes, dtypes
+        y, tape = forward(params, x)
+        projection = xp.asarray(host_rng.standard_normal(tuple(y.shape)))  # r = dL/dy, float64
+        dparams, dx = grad_from_tape(layer, params, tape, projection, xp=xp, input_grad=input_grad)
+    except (ShapeError, ProtocolError) as error:
+        raise type(error)(f"check_grad: {error}") from None
 
     def loss(p, inputs) -> float:
         return float(xp.sum(forward(p, inputs)[0] * projection))
@@ -218,25 +227,12 @@ def check_grad(
     flat_grads = {path: _host_copy(g) for path, g in tree.flatten(dparams).items()}
     dx = None if dx is None else _host_copy(dx)
     for path, array in flat_params.items():
-        if path not in flat_grads:
-            raise ValueError(f"check_grad: grad of {layer!r} returned no gradient for {path!r}")
-        if tuple(flat_grads[path].shape) != tuple(array.shape):
-            raise ValueError(
-                f"check_grad: the gradient of {path!r} has shape "
-                f"{tuple(flat_grads[path].shape)} but the parameter has {tuple(array.shape)}"
-            )
         indices = _element_indices(tuple(array.shape), max_elements, host_rng)
         numeric = numeric_derivatives(array, indices, lambda: loss(params, x))
         analytic = [flat_grads[path][index] for index in indices]
         compared.append((path, analytic, numeric, indices))
 
-    if input_grad:
-        if dx is None or tuple(dx.shape) != tuple(x.shape):
-            shown = None if dx is None else tuple(dx.shape)
-            raise ValueError(
-                f"check_grad: grad of {layer!r} returned an input gradient of shape {shown}, "
-                f"expected {tuple(x.shape)}"
-            )
+    if input_grad:  # grad_from_tape has checked dx's shape
         indices = _element_indices(tuple(x.shape), max_elements, host_rng)
         numeric = numeric_derivatives(x, indices, lambda: loss(params, x))
         analytic = [dx[index] for index in indices]
