@@ -158,16 +158,16 @@ def softmax_cross_entropy_unfused(logits: Any, labels: Any, *, xp: Any) -> tuple
     labels = xp.asarray(labels)
     targets = _targets_of(labels, logits, xp)  # (N, classes)
     log_probs = log_softmax(logits, xp=xp)  # (N, classes)
-    n = logits.dtype.type(logits.shape[0])
+    n = logits.shape[0]
     # tₙₖ log pₙₖ where tₙₖ ≠ 0, else 0: a class masked by a -inf logit has log p = -inf,
     # and 0 · -inf would be NaN. One-hot rows of labels pick log p at the label; a NaN
     # row (a label outside the classes, on CuPy) stays NaN.
     picked = targets * xp.where(targets != 0, log_probs, 0)  # (N, classes)
-    loss = -picked.sum() / n
+    loss = -picked.sum() / logits.dtype.type(n)
     probs = xp.exp(log_probs)  # (N, classes)
     if labels.ndim == 2:  # rows given, whose sums need not be 1 (one-hot rows of labels are)
         probs = probs * targets.sum(axis=1, keepdims=True)  # softmax(z) Σₖ tₙₖ
-    dlogits = (probs - targets) / n
+    dlogits = (probs - targets) / logits.dtype.type(n)
     return loss, dlogits
 
 
