@@ -1,6 +1,8 @@
 """What `save` writes, `load` takes as it is, and what `load` refuses, `save` refuses
 first: float16 weights, big-endian arrays."""
 
+import json
+
 import convnet_io
 import numpy
 import pytest
@@ -88,3 +90,30 @@ def test_a_file_of_big_endian_arrays_loads_native(tmp_path, suffix, which):
     fmt.write_raw(path, attributes, swapped, container="npz" if suffix == ".npz" else None)
     assert fmt.read_raw(path)[1]["params/3/W"].dtype.str == ">f4"
     check_works(convnet_io.load(path), params)
+
+
+@pytest.mark.parametrize(
+    ("alpha", "problem"),
+    [
+        (None, "must be a number, got None"),
+        (1e300, "must be at most 3.403e+38 in magnitude (the largest float32), got 1e+300"),
+    ],
+)
+def test_a_file_whose_activation_slope_is_null_or_huge_is_refused(tmp_path, alpha, problem):
+    """Such a model loaded and predicted NaN."""
+    net = L.Sequential((L.Flatten(), L.Dense(3), L.Activation("leaky_relu", alpha=0.2)))
+    params, state = init(net, SHAPE, rng=0)
+    path = tmp_path / "model.h5"
+    convnet_io.save(path, layer=net, params=params, state=state, input_shape=SHAPE)
+    attributes, arrays = fmt.read_raw(path)
+    architecture = json.loads(attributes[""]["architecture"])
+    architecture["config"]["layers"][2]["config"]["alpha"] = alpha
+    attributes[""]["architecture"] = json.dumps(architecture)
+    fmt.write_raw(path, attributes, arrays)
+    with pytest.raises(ModelFormatError) as info:
+        convnet_io.load(path)
+    config = {"name": "leaky_relu", "alpha": alpha}
+    assert str(info.value) == (
+        f"{path}: bad architecture: cannot build Activation from {config}: Activation alpha "
+        f"{problem}"
+    )

@@ -13,7 +13,7 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["count", "in_range", "pair", "real"]
+__all__ = ["FLOAT32_MAX", "count", "in_range", "pair", "real"]
 
 
 def real(
@@ -53,13 +53,30 @@ def _describe(low, high, low_open, high_open) -> str:
     return "finite"
 
 
-def in_range(owner: str, **bounds: Any) -> Any:
-    """An attrs validator running `real` on a field, named "<owner> <field>"; None passes
-    (for optional fields)."""
+#: The largest finite float32. Layers, optimizers and schedules apply their settings to
+#: float32 arrays (by default), where a setting of a larger magnitude becomes infinity.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def in_range(owner: str, *, optional: bool | None = None, **bounds: Any) -> Any:
+    """An attrs validator running `real` on a field, named "<owner> <field>", which also
+    refuses a magnitude beyond float32's (`FLOAT32_MAX`).
+
+    None is refused, but in an optional field: one given `optional=True`, or, when
+    `optional` is left at None, one whose default is None (an optimizer's clip_norm).
+    """
 
     def validate(_instance, attribute, value):
-        if value is not None:
-            real(value, f"{owner} {attribute.name}", **bounds)
+        name = f"{owner} {attribute.name}"
+        allows_none = attribute.default is None if optional is None else optional
+        if value is None and allows_none:
+            return
+        number = real(value, name, **bounds)
+        if abs(number) > FLOAT32_MAX:
+            raise ValueError(
+                f"{name} must be at most {FLOAT32_MAX:.4g} in magnitude (the largest "
+                f"float32), got {value}"
+            )
 
     return validate
 
