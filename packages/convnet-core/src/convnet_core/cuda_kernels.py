@@ -702,12 +702,14 @@ def im2col_kernel_takes(x: Any) -> bool:
 # For x (N, C, H, W), windows kh x kw moving by (sh, sw), and Ho, Wo the output size:
 #
 #     y[n, c, oy, ox]         = max over (i, j) of x[n, c, oy*sh + i, ox*sw + j]
-#     first_max[n, c, oy, ox] = the first k = i*kw + j (row-major) where that max is
+#     first_max[n, c, oy, ox] = the k = i*kw + j (row-major) where that max is: the first
+#                               of a tie, the last NaN
 #     dx[n, c, y, x]          = Σ over the windows (oy, ox) holding the pixel, at offset
 #                               (i, j) = (y - oy*sh, x - ox*sw), of [first_max = i*kw + j] · dy
 #
-# which is what MaxPool2D's array code computes with its kh*kw strided views (ties go to
-# the earlier offset, NaN wins the max as in NumPy's maximum).
+# which is what MaxPool2D's array code computes with its kh*kw strided views: the max is
+# PyTorch's (`val > max || isnan(val)` in row-major order), so ties go to the earlier
+# offset and a window holding NaN has max NaN at its last NaN.
 
 _MAXPOOL_FORWARD_SOURCE = r"""
 extern "C" __global__ void convnet_maxpool_forward_${NAME}(
@@ -726,8 +728,12 @@ extern "C" __global__ void convnet_maxpool_forward_${NAME}(
         for (int i = 0; i < kh; ++i) {
             for (int j = 0; j < kw; ++j) {
                 ${T} v = window[i * s_h + j * s_w];
-                if (v > top) first = i * kw + j;  // strictly larger: a tie keeps the earlier
-                if (v > top || v != v) top = v;   // as NumPy's maximum, NaN wins
+                // PyTorch's rule: strictly larger (a tie keeps the earlier), or NaN (the
+                // max is NaN, as NumPy's maximum gives it, at the last NaN)
+                if (v > top || v != v) {
+                    top = v;
+                    first = i * kw + j;
+                }
             }
         }
         y[idx] = top;
@@ -812,8 +818,9 @@ def maxpool_forward(x: Any, pool_size: tuple[int, int], stride: tuple[int, int])
     through float32, `_WIDENED`), any strides -> (y, first_max), both (N, C, Ho, Wo) and
     channel-major in memory.
 
-    first_max holds the row-major offset k = i*kw + j of each window's first maximum
-    (uint8, or int32 beyond 256 offsets), the cache `maxpool_backward` reads.
+    first_max holds the row-major offset k = i*kw + j of each window's first maximum (its
+    last NaN where it holds NaN, as PyTorch picks it) (uint8, or int32 beyond 256 offsets),
+    the cache `maxpool_backward` reads.
     """
     cupy = _cupy()
     if x.dtype.name in _WIDENED:  # a float16 max is a float32 max, exactly

@@ -104,10 +104,12 @@ POOL_CASES = [
 
 
 @pytest.mark.parametrize(("pool", "stride", "shape"), POOL_CASES, ids=str)
-@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
-def test_max_pool(torch, pool, stride, shape, ties):
+@pytest.mark.parametrize("values", ["distinct", "ties", "nan"])
+def test_max_pool(torch, pool, stride, shape, values):
     layer = L.MaxPool2D(pool, stride=stride)
-    x = rand((2, *shape), 3, 0, 3) if ties else rand((2, *shape), 3)
+    x = rand((2, *shape), 3) if values == "distinct" else rand((2, *shape), 3, 0, 3)
+    if values == "nan":  # ties and NaNs, some windows with several: dy goes to the last NaN
+        x[numpy.random.default_rng(10).random(x.shape) < 0.2] = numpy.nan
     dy = rand((2, *layer.output_shape(shape)), 4)
     y, _, _, dx = ours(layer, {}, {}, x, dy)
     tx = tensor(torch, x, True)

@@ -102,7 +102,8 @@ class _Pool2D:
 def _first_max(views, xp, *, with_index):
     """(top, index): the element-wise max of views (same-shape arrays) and, when with_index,
     the position k in `views` of the first view that holds it (uint8, or int32 beyond 256
-    views; None otherwise). On ties the earlier view keeps it, as in PyTorch."""
+    views; None otherwise). On ties the earlier view keeps it, as in PyTorch. top is NaN
+    wherever a view holds NaN; index is right there only after `_point_to_last_nan`."""
     index_type = xp.uint8 if len(views) <= 256 else xp.int32
     if len(views) == 1:
         index = xp.zeros(views[0].shape, dtype=index_type) if with_index else None
@@ -120,6 +121,26 @@ def _first_max(views, xp, *, with_index):
             # k exceeds every index recorded so far, so the max writes k exactly where newer
             xp.maximum(index, newer.view(xp.uint8) * index_type(k), out=index)
     return top, index
+
+
+def _may_hold_nan(y, xp):
+    """Whether the pooled y may hold NaN: looked up on the host with NumPy (one max over
+    y), assumed on CuPy, where reading it would make the host wait for the GPU."""
+    if is_cupy(xp):
+        return True
+    return y.size > 0 and bool(xp.isnan(y.max()))
+
+
+def _point_to_last_nan(views, top, index, xp):
+    """Where top (the max of views) is NaN, set index (in place) to the position of the
+    last view holding NaN: PyTorch's rule `val > max || isnan(val)` read in order, which
+    `_first_max` follows elsewhere. (Its comparisons are false against NaN, so there it
+    kept the position of the last increase before the first NaN.)"""
+    last_nan = xp.zeros_like(index)  # 0 also where views[0] is the only NaN
+    for k, view in enumerate(views[1:], start=1):
+        is_nan = view != view
+        xp.maximum(last_nan, is_nan.view(xp.uint8) * index.dtype.type(k), out=last_nan)
+    xp.copyto(index, last_nan, where=top != top)
 
 
 def _send_to_first_max(d, index, targets, xp):
@@ -143,7 +164,8 @@ class MaxPool2D(_Pool2D):
 
     Shapes: (N, C, H, W) -> (N, C, Ho, Wo), Ho = (H - kh) // sh + 1 (no padding).
     Backward: each output's gradient goes to the one input that gave the max; on ties to
-    the first in row-major order within the window, as PyTorch does.
+    the first in row-major order within the window, and in a window holding NaN (whose max
+    is NaN) to the last NaN, as PyTorch does.
     """
 
     pool_size: tuple = attrs.field(
@@ -187,11 +209,18 @@ class MaxPool2D(_Pool2D):
             return y, state, ((x.shape, first_max) if training else None)
         if self._in_two_steps:
             # the max along each tile row (N, C, Ho*kh, Wo), then down each tile (N, C, Ho, Wo)
-            row_max, column = _first_max(self._tile_columns(x), xp, with_index=training)
-            y, row = _first_max(self._tile_rows(row_max), xp, with_index=training)
+            columns = self._tile_columns(x)
+            row_max, column = _first_max(columns, xp, with_index=training)
+            rows = self._tile_rows(row_max)
+            y, row = _first_max(rows, xp, with_index=training)
+            if training and _may_hold_nan(y, xp):  # a NaN row max makes its tile's max NaN
+                _point_to_last_nan(columns, row_max, column, xp)
+                _point_to_last_nan(rows, y, row, xp)
             return y, state, ((x.shape, column, row) if training else None)
         views = pool_windows(x, self.pool_size, self.strides)  # kh*kw views (N, C, Ho, Wo)
         y, first_max = _first_max(views, xp, with_index=training)
+        if training and _may_hold_nan(y, xp):
+            _point_to_last_nan(views, y, first_max, xp)
         return y, state, ((x.shape, first_max) if training else None)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
