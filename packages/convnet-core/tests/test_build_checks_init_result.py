@@ -1,6 +1,6 @@
-"""Model.build checks what each layer's init returned: params and state made of arrays. A
-None (or a number) where an array or a dict belongs is a TypeError naming the layer, at
-build time, not a TypeError from numpy.isfinite at the end of fit's first epoch."""
+"""What each layer's init returned is checked when the model is built: params and state made
+of arrays. A None (or a number) where an array or a dict belongs is a TypeError naming the
+layer, at build time, not a TypeError from numpy.isfinite at the end of fit's first epoch."""
 
 import attrs
 import numpy
@@ -43,10 +43,9 @@ def test_a_state_of_none_is_refused_naming_the_layer(xp):
     model.compile(loss="cce", optimizer="sgd")
     with pytest.raises(TypeError) as error:
         model.fit((X, Y), epochs=1, batch_size=8, verbose=False)  # builds the model
-    assert str(error.value) == (
-        "Model.build: layer 0, Doubling(params={}, state=None), init returned None as its "
-        "state" + ADVICE
-    )
+    message = str(error.value)  # from the layer protocol's check of init, or Model.build's
+    assert "layer 0" in message and "Doubling(params={}, state=None)" in message
+    assert "returned None" in message and "state" in message
 
 
 def test_a_leaf_that_is_not_an_array_is_refused_with_its_place(xp):
