@@ -340,4 +340,41 @@ def test_init_not_returning_params_and_state_names_the_layer(xp, wrong, message)
     assert str(caught.value) == message
     with pytest.raises(TypeError) as caught:
         cn.init(L.Residual(L.Sequential([L.Dense(2), Returns(wrong)])), (2,), rng=0, xp=xp)
-    assert str(caught.value) == f"layer 1 of Sequential: {message}"
+    assert str(caught.value) == f"body of Residual: layer 1 of Sequential: {message}"
+
+
+# -- the path of an error inside a Residual ----------------------------------------------
+
+
+def test_errors_inside_a_residual_say_which_path(xp):
+    block = L.Residual(L.Sequential([L.Dense(3), WideGrad()]), shortcut=WideGrad())
+    net = L.Sequential([L.Dense(3), block])
+    params, state = cn.init(net, (2,), rng=0, xp=xp)
+    y, _, cache = cn.apply(net, params, state, _batch(xp, (4, 2)), training=True, xp=xp)
+    with pytest.raises(ShapeError) as caught:
+        cn.grad(net, params, cache, xp.ones_like(y), xp=xp)
+    assert str(caught.value) == (
+        "layer 1 of Sequential: body of Residual: layer 1 of Sequential: WideGrad().grad "
+        "returned dx of dtype float64 for an input of dtype float32; dx must have the input's "
+        "dtype"
+    )
+    block = L.Residual(L.Dense(3), shortcut=WideGrad())
+    params, state = cn.init(block, (3,), rng=0, xp=xp)
+    y, _, cache = cn.apply(block, params, state, _batch(xp, (4, 3)), training=True, xp=xp)
+    with pytest.raises(ShapeError, match=r"^shortcut of Residual: WideGrad\(\)\.grad returned"):
+        cn.grad(block, params, cache, xp.ones_like(y), xp=xp)
+
+
+def test_a_residual_path_whose_y_disagrees_with_its_output_shape_is_named(xp):
+    block = L.Residual(L.Dense(3), shortcut=Doubling())
+    params, state = cn.init(block, (3,), rng=0, xp=xp)
+    with pytest.raises(ShapeError) as caught:
+        cn.apply(block, params, state, _batch(xp, (4, 3)), xp=xp)
+    assert str(caught.value) == (
+        "shortcut of Residual: Doubling(extra=0).apply returned y of shape (4, 6) for an input "
+        "of shape (4, 3), but its output_shape((3,)) is (3,)"
+    )
+    with pytest.raises(TypeError, match=r"^body of Residual: Returns\(wrong='apply'\)\.apply"):
+        block = L.Residual(Returns("apply"))
+        params, state = cn.init(block, (3,), rng=0, xp=xp)
+        cn.apply(block, params, state, _batch(xp, (4, 3)), xp=xp)

@@ -154,12 +154,16 @@ class Residual:
 
     def output_shape(self, input_shape):
         """The body's output shape (ShapeError when the shortcut's differs)."""
-        body_shape = tuple(self.body.output_shape(input_shape))
-        short_shape = (
-            tuple(input_shape)
-            if self.shortcut is None
-            else tuple(self.shortcut.output_shape(input_shape))
-        )
+        try:
+            body_shape = tuple(self.body.output_shape(input_shape))
+        except ShapeError as error:
+            raise _on_path("body", error) from None
+        short_shape = tuple(input_shape)
+        if self.shortcut is not None:
+            try:
+                short_shape = tuple(self.shortcut.output_shape(input_shape))
+            except ShapeError as error:
+                raise _on_path("shortcut", error) from None
         if body_shape != short_shape:
             raise ShapeError(
                 f"{type(self).__name__}: the body gives {body_shape} but the shortcut gives "
@@ -170,12 +174,18 @@ class Residual:
     def init(self, input_shape, rng, *, xp, dtype):
         """params and state {"body": ..., "shortcut": ...} ({} for the identity)."""
         self.output_shape(input_shape)
-        body_params, body_state = init_layer(self.body, input_shape, rng, xp=xp, dtype=dtype)
+        try:
+            body_params, body_state = init_layer(self.body, input_shape, rng, xp=xp, dtype=dtype)
+        except (ShapeError, ProtocolError) as error:
+            raise _on_path("body", error) from None
         short_params, short_state = ({}, {})
         if self.shortcut is not None:
-            short_params, short_state = init_layer(
-                self.shortcut, input_shape, rng, xp=xp, dtype=dtype
-            )
+            try:
+                short_params, short_state = init_layer(
+                    self.shortcut, input_shape, rng, xp=xp, dtype=dtype
+                )
+            except (ShapeError, ProtocolError) as error:
+                raise _on_path("shortcut", error) from None
         params = {"body": body_params, "shortcut": short_params}
         state = {"body": body_state, "shortcut": short_state}
         return params, state
@@ -184,30 +194,45 @@ class Residual:
         """y = body(x) + shortcut(x) (shortcut = identity by default), same shapes."""
         check_keys(self, "parameter", params, _PATHS)
         check_keys(self, "state entry", state, _PATHS)
-        y, body_state, body_cache = apply_with_tape(
-            self.body, params["body"], state["body"], x, training=training, rng=rng, xp=xp
-        )
+        try:
+            y, body_state, body_cache = apply_with_tape(
+                self.body, params["body"], state["body"], x, training=training, rng=rng, xp=xp
+            )
+        except (ShapeError, ProtocolError) as error:
+            raise _on_path("body", error) from None
         short_state, short_cache = state["shortcut"], None
         if self.shortcut is None:
             s = x
         else:
-            s, short_state, short_cache = apply_with_tape(
-                self.shortcut,
-                params["shortcut"],
-                state["shortcut"],
-                x,
-                training=training,
-                rng=rng,
-                xp=xp,
-            )
+            try:
+                s, short_state, short_cache = apply_with_tape(
+                    self.shortcut,
+                    params["shortcut"],
+                    state["shortcut"],
+                    x,
+                    training=training,
+                    rng=rng,
+                    xp=xp,
+                )
+            except (ShapeError, ProtocolError) as error:
+                raise _on_path("shortcut", error) from None
         if y.shape != s.shape:  # output_shape checked the shapes it was built for
-            raise ShapeError(
-                f"{type(self).__name__}: for an input of shape {tuple(x.shape)} the body gives "
-                f"{tuple(y.shape)} but the shortcut gives {tuple(s.shape)}"
-            )
+            raise self._paths_disagree(x, y, s)
         y = y + s
         new_state = {"body": body_state, "shortcut": short_state}
         return y, new_state, ((body_cache, short_cache) if training else None)
+
+    def _paths_disagree(self, x: Any, y: Any, s: Any) -> ShapeError:
+        """The error for a body output y and a shortcut output s of different shapes: about
+        the path whose output is not what its output_shape says, when one is not."""
+        for path, layer, out in (("body", self.body, y), ("shortcut", self.shortcut, s)):
+            found = None if layer is None else output_disagreement(layer, x.shape, out.shape)
+            if found is not None:
+                return ShapeError(f"{path} of Residual: {found}")
+        return ShapeError(
+            f"{type(self).__name__}: for an input of shape {tuple(x.shape)} the body gives "
+            f"{tuple(y.shape)} but the shortcut gives {tuple(s.shape)}"
+        )
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
         """dy goes down both paths; dx = dx_body + dx_shortcut, each checked to have the
@@ -215,16 +240,28 @@ class Residual:
         check_keys(self, "parameter", params, _PATHS)
         check_count(self, "a cache", cache, 2, each="path")
         body_cache, short_cache = cache
-        body_grads, dx = grad_from_tape(
-            self.body, params["body"], body_cache, dy, xp=xp, input_grad=input_grad
-        )
+        try:
+            body_grads, dx = grad_from_tape(
+                self.body, params["body"], body_cache, dy, xp=xp, input_grad=input_grad
+            )
+        except (ShapeError, ProtocolError) as error:
+            raise _on_path("body", error) from None
         short_grads = {}
         if self.shortcut is None:
             short_dx = dy
         else:
-            short_grads, short_dx = grad_from_tape(
-                self.shortcut, params["shortcut"], short_cache, dy, xp=xp, input_grad=input_grad
-            )
+            try:
+                short_grads, short_dx = grad_from_tape(
+                    self.shortcut, params["shortcut"], short_cache, dy, xp=xp, input_grad=input_grad
+                )
+            except (ShapeError, ProtocolError) as error:
+                raise _on_path("shortcut", error) from None
         if input_grad:
             dx = dx + short_dx
         return {"body": body_grads, "shortcut": short_grads}, dx
+
+
+def _on_path(path: str, error: Exception) -> Exception:
+    """A child's error with the Residual path it came from in front: "body of Residual:
+    ...", of the same type (ShapeError, ProtocolError)."""
+    return type(error)(f"{path} of Residual: {error}")
