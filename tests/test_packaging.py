@@ -1,0 +1,81 @@
+"""What each package declares and ships: its licence, its dependency floors, its metadata and
+its version."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import subprocess
+import tarfile
+import zipfile
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGES = ["convnet-core", "convnet-data", "convnet-io", "convnet-gui"]
+
+
+def pyproject(package: str) -> dict:
+    return tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())
+
+
+def requirement(package: str, name: str) -> str:
+    (found,) = [r for r in pyproject(package)["project"]["dependencies"] if r.startswith(name)]
+    return found
+
+
+# --- the licence
+
+
+def test_the_licence_is_mit_with_its_copyright_line():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 convnet developers\n")
+    assert "The above copyright notice and this permission notice shall be included" in text
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_declares_the_licence_file_it_holds(package):
+    project = pyproject(package)["project"]
+    assert project["license"] == "MIT"
+    assert project["license-files"] == ["LICENSE"]
+    copy = ROOT / "packages" / package / "LICENSE"
+    assert copy.read_text() == (ROOT / "LICENSE").read_text()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Every package built by uv, wheel and sdist, as a release would build it."""
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not on the PATH")
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [uv, "build", "--all-packages", "--quiet", "--out-dir", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return out
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_the_wheel_and_the_sdist_ship_the_licence(built, package):
+    stem = f"{package.replace('-', '_')}-{pyproject(package)['project']['version']}"
+    licence = (ROOT / "LICENSE").read_bytes()
+    with zipfile.ZipFile(built / f"{stem}-py3-none-any.whl") as wheel:
+        assert wheel.read(f"{stem}.dist-info/licenses/LICENSE") == licence
+        metadata = wheel.read(f"{stem}.dist-info/METADATA").decode()
+    with tarfile.open(built / f"{stem}.tar.gz") as sdist:
+        assert sdist.extractfile(f"{stem}/LICENSE").read() == licence
+    headers = metadata.split("\n\n", 1)[0].splitlines()
+    # License-Expression and License-File are valid from metadata version 2.4 on
+    version = next(h.split(": ", 1)[1] for h in headers if h.startswith("Metadata-Version:"))
+    assert tuple(int(part) for part in version.split(".")) >= (2, 4)
+    assert "License-Expression: MIT" in headers
+    assert "License-File: LICENSE" in headers
