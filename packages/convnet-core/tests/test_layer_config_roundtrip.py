@@ -199,3 +199,15 @@ def test_a_dtype_or_an_array_in_a_field_is_refused():
             f"cannot save Fields.extra: a {type(extra).__name__} cannot be stored in the file's "
             "JSON;"
         )
+
+
+def test_an_unknown_class_says_to_import_the_module_that_defines_it():
+    with pytest.raises(ValueError) as caught:
+        layer_from_config({"class": "mylayers.Scale", "config": {}})
+    message = str(caught.value)
+    assert message.startswith(
+        "unknown layer class 'mylayers.Scale': a custom layer's class is known once the module "
+        "that defines it (with @register_layer) has been imported, so import that module "
+        "before loading; known layers: "
+    )
+    assert "Conv2D" in message.split("known layers: ")[1].split(", ")

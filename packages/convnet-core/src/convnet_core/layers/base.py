@@ -586,7 +586,8 @@ def _from_json_value(value: Any) -> Any:
 def layer_from_config(config: dict[str, Any]) -> Any:
     """Rebuild a layer from `layer_to_config` output.
 
-    Raises ValueError for an unknown class name (listing the known ones) or bad fields.
+    Raises ValueError for an unknown class name (saying that a custom layer's module must
+    be imported first, and listing the known names) or bad fields.
     """
     if not isinstance(config, dict) or "class" not in config:
         raise ValueError(f"a layer config must be a dict with a 'class' key, not {config!r}")
@@ -594,7 +595,11 @@ def layer_from_config(config: dict[str, Any]) -> Any:
     cls = _REGISTRY.get(key)
     if cls is None:
         known = ", ".join(sorted(_REGISTRY))
-        raise ValueError(f"unknown layer class {key!r}; known layers: {known}")
+        raise ValueError(
+            f"unknown layer class {key!r}: a custom layer's class is known once the module "
+            "that defines it (with @register_layer) has been imported, so import that module "
+            f"before loading; known layers: {known}"
+        )
     fields = config.get("config", {})
     if not isinstance(fields, dict):
         raise ValueError(f"the config of {key} must be a dict, not {fields!r}")
