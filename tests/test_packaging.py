@@ -79,3 +79,23 @@ def test_the_wheel_and_the_sdist_ship_the_licence(built, package):
     assert tuple(int(part) for part in version.split(".")) >= (2, 4)
     assert "License-Expression: MIT" in headers
     assert "License-File: LICENSE" in headers
+
+
+# --- dependency floors
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_hatchling_writes_metadata_pypi_accepts(package):
+    # hatchling before 1.27 writes License-Expression under Metadata-Version 2.1
+    assert pyproject(package)["build-system"]["requires"] == ["hatchling>=1.27"]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_package_needs_numpy_2(package):
+    # the tests' helpers (numpy.lib.array_utils) and the float32 loss need NumPy 2
+    assert requirement(package, "numpy") == "numpy>=2.0"
+
+
+def test_h5py_is_one_built_for_numpy_2():
+    # h5py before 3.11 fails to import beside NumPy 2 ("numpy.dtype size changed")
+    assert requirement("convnet-io", "h5py") == "h5py>=3.11"
