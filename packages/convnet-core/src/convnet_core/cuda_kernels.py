@@ -50,8 +50,9 @@ tests) and how long it takes to queue a training step (the benchmark).
 Importing this module never imports CuPy: each kernel is compiled on first use and kept in
 a module-level cache, so it is built once per process (and per dtype for the RawKernels).
 The `*_ON_GPU` switches (environment variables CONVNET_IM2COL, CONVNET_COL2IM,
-CONVNET_MAXPOOL, CONVNET_BATCHNORM, CONVNET_SOFTMAX_XENT) send a fast path back to its
-array code.
+CONVNET_MAXPOOL, CONVNET_BATCHNORM, CONVNET_SOFTMAX_XENT, read on import) send a fast path
+back to its array code: each takes "kernels" or "arrays" (`gpu_switch`), and an unknown
+word is a ValueError.
 `benchmarks/bench_gpu.py --kernels` times every fast path against its reference on a GPU.
 """
 
@@ -84,6 +85,7 @@ __all__ = [
     "fused_relu_backward",
     "fused_relu_forward",
     "fused_softmax_cross_entropy",
+    "gpu_switch",
     "hold_the_gpu",
     "im2col_gather",
     "im2col_kernel_takes",
@@ -130,6 +132,29 @@ def _grid(total: int, threads: int) -> tuple[int]:
 def _element_strides(a: Any) -> tuple:
     """a's strides in elements, as the int64 kernel arguments."""
     return tuple(numpy.int64(s // a.itemsize) for s in a.strides)  # host
+
+
+def gpu_switch(variable: str, fast: str, slow: str) -> str:
+    """The setting of the environment variable `variable`, a switch between a GPU fast path
+    and its array code: `fast` or `slow`, the values the code compares the switch with.
+
+    Every switch takes "kernels" (or "kernel") and `fast` for the fast path, the default
+    when unset or empty, and "arrays" and `slow` for the array code, in any case. Anything
+    else is a ValueError that lists the words: a misspelt setting must not quietly turn a
+    fast path off.
+    """
+    fast_words = tuple(dict.fromkeys(("kernels", "kernel", fast)))
+    slow_words = tuple(dict.fromkeys(("arrays", slow)))
+    value = os.environ.get(variable, "").strip().lower()
+    if value in ("", *fast_words):
+        return fast
+    if value in slow_words:
+        return slow
+    raise ValueError(
+        f"{variable}={os.environ[variable]!r}: use {' or '.join(map(repr, fast_words))} for "
+        f"the GPU kernels (the default), or {' or '.join(map(repr, slow_words))} for the "
+        "array code"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -586,8 +611,9 @@ def col2im_gather(blocks: Any, padded_shape: tuple[int, int, int, int], stride: 
 
 
 #: How `col2im_on_gpu` works on CuPy: "gather" (the kernel above) or "loop" (the strided
-#: adds). Set with the environment variable CONVNET_COL2IM; benchmarks/bench_gpu.py times both.
-COL2IM_ON_GPU = os.environ.get("CONVNET_COL2IM", "gather")
+#: adds). Set with the environment variable CONVNET_COL2IM (`gpu_switch`);
+#: benchmarks/bench_gpu.py times both.
+COL2IM_ON_GPU = gpu_switch("CONVNET_COL2IM", "gather", "loop")
 
 
 def col2im_on_gpu(
@@ -651,9 +677,9 @@ _IM2COL_TYPES = {
 }
 
 #: How Conv2D pads and unfolds its input on CuPy: "gather" (the kernel below) or "copies"
-#: (`ops.pad_spatial` and `ops.im2col`). Set with the environment variable CONVNET_IM2COL;
-#: benchmarks/bench_gpu.py times both.
-IM2COL_ON_GPU = os.environ.get("CONVNET_IM2COL", "gather")
+#: (`ops.pad_spatial` and `ops.im2col`). Set with the environment variable CONVNET_IM2COL
+#: (`gpu_switch`); benchmarks/bench_gpu.py times both.
+IM2COL_ON_GPU = gpu_switch("CONVNET_IM2COL", "gather", "copies")
 
 
 def im2col_source(dtype_name: str) -> str:
@@ -770,9 +796,9 @@ extern "C" __global__ void convnet_maxpool_backward_${NAME}(
 MAXPOOL_TYPES = {"float32": "float", "float64": "double"}
 
 #: How MaxPool2D runs on CuPy: "kernels" (the two below) or "arrays" (the layer's array
-#: code, as on NumPy). Set with the environment variable CONVNET_MAXPOOL;
+#: code, as on NumPy). Set with the environment variable CONVNET_MAXPOOL (`gpu_switch`);
 #: benchmarks/bench_gpu.py times both.
-MAXPOOL_ON_GPU = os.environ.get("CONVNET_MAXPOOL", "kernels")
+MAXPOOL_ON_GPU = gpu_switch("CONVNET_MAXPOOL", "kernels", "arrays")
 
 
 def maxpool_kernels_take(x: Any) -> bool:
@@ -890,8 +916,9 @@ def maxpool_backward(
 _BATCHNORM_TYPES = ("float16", "float32", "float64")
 
 #: How BatchNorm2D's element-wise work runs on CuPy when training: "kernels" (below) or
-#: "arrays" (the layer's array code). Set with the environment variable CONVNET_BATCHNORM.
-BATCHNORM_ON_GPU = os.environ.get("CONVNET_BATCHNORM", "kernels")
+#: "arrays" (the layer's array code). Set with the environment variable CONVNET_BATCHNORM
+#: (`gpu_switch`).
+BATCHNORM_ON_GPU = gpu_switch("CONVNET_BATCHNORM", "kernels", "arrays")
 
 
 def batchnorm_kernels_take(x: Any) -> bool:
@@ -1007,8 +1034,9 @@ extern "C" __global__ void convnet_softmax_xent_${NAME}(
 """
 
 #: How the softmax cross-entropy of integer labels runs on CuPy: "kernel" (below) or
-#: "arrays" (`losses.softmax_cross_entropy_unfused`). Set with CONVNET_SOFTMAX_XENT.
-SOFTMAX_XENT_ON_GPU = os.environ.get("CONVNET_SOFTMAX_XENT", "kernel")
+#: "arrays" (`losses.softmax_cross_entropy_unfused`). Set with CONVNET_SOFTMAX_XENT
+#: (`gpu_switch`).
+SOFTMAX_XENT_ON_GPU = gpu_switch("CONVNET_SOFTMAX_XENT", "kernel", "arrays")
 
 # dtype name -> (C type, exp, log)
 SOFTMAX_XENT_TYPES = {
