@@ -246,8 +246,12 @@ def _sniff(path: str) -> str:
 
 
 def _describe(error: BaseException) -> str:
-    text = str(error) or "no details"
-    return f"the file is corrupted or truncated ({type(error).__name__}: {text})"
+    """The problem, for an error a reader or a check did not raise on purpose: damage the
+    container's library found, or content nested deeper than Python can follow."""
+    text = f"{type(error).__name__}: {str(error) or 'no details'}"
+    if isinstance(error, RecursionError):
+        return f"its content is nested too deeply to read ({text})"
+    return f"the file is corrupted or truncated ({text})"
 
 
 # ---------------------------------------------------------------------------------------
@@ -763,6 +767,9 @@ def _json_attribute(path: str, attributes: dict[str, Any], group: str, name: str
     except json.JSONDecodeError as error:
         problem = f"the attribute {where!r} is not valid JSON: {error}"
         raise ModelFormatError(path, problem) from None
+    except RecursionError:
+        problem = f"the attribute {where!r} is JSON nested too deeply to read"
+        raise ModelFormatError(path, problem) from None
 
 
 def _input_shape(path: str, value: Any) -> tuple[int, ...] | None:
@@ -783,8 +790,9 @@ def _layer(path: str, architecture: Any) -> Any:
         return layer_from_config(architecture)
     except ValueError as error:
         raise ModelFormatError(path, f"bad architecture: {error}") from None
-    except Exception as error:
-        raise ModelFormatError(path, f"bad architecture: {_describe(error)}") from error
+    except Exception as error:  # the file is intact (checked): its content is wrong
+        problem = f"bad architecture ({type(error).__name__}: {error})"
+        raise ModelFormatError(path, problem) from error
 
 
 def load(path: str | bytes | os.PathLike, *, parts: bool = False, input_shape=None, device=None):

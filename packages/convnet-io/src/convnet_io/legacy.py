@@ -84,6 +84,9 @@ def _old_layers(path: str, json_path: str) -> list[dict[str, Any]]:
         ) from None
     except (OSError, ValueError) as error:
         raise ModelFormatError(json_path, f"cannot read the architecture: {error}") from None
+    except RecursionError:
+        problem = "cannot read the architecture: its JSON is nested too deeply"
+        raise ModelFormatError(json_path, problem) from None
     if isinstance(layers, dict) and isinstance(layers.get("layers"), list):
         layers = layers["layers"]
     if not isinstance(layers, list) or not all(
