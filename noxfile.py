@@ -163,12 +163,17 @@ def install_torch(session: nox.Session) -> None:
 def cupy_wheel_for(nvidia_smi_report: str) -> str:
     """The CuPy wheel for the driver that `nvidia-smi` describes ("CUDA Version: 12.4" in
     its header): cupy-cuda11x, cupy-cuda12x or, for CUDA 13 and later or when the report
-    says nothing, cupy-cuda13x. A CuPy built for a newer CUDA than the driver's cannot run."""
+    says nothing, cupy-cuda13x. A CuPy built for a newer CUDA than the driver's cannot run.
+    For CUDA 12 and 13, CuPy 14 with its [ctk] extra, which brings the CUDA libraries it
+    loads (NVRTC, cuBLAS, ...) from PyPI, so the driver is all the machine needs; CuPy 13,
+    the last for CUDA 11, has no such extra and needs a local CUDA Toolkit."""
     match = re.search(r"CUDA Version:\s*(\d+)\.", nvidia_smi_report)
     major = int(match.group(1)) if match else 13
-    if major in (11, 12):
-        return f"cupy-cuda{major}x>=13"
-    return "cupy-cuda13x>=13"
+    if major == 11:
+        return "cupy-cuda11x>=13"
+    if major == 12:
+        return "cupy-cuda12x[ctk]>=14"
+    return "cupy-cuda13x[ctk]>=14"
 
 
 def cupy_wheel() -> str:

@@ -39,9 +39,9 @@ HEADER = "| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   CUDA Version: {
     ("cuda", "wheel"),
     [
         ("11.8", "cupy-cuda11x>=13"),
-        ("12.4", "cupy-cuda12x>=13"),
-        ("13.0", "cupy-cuda13x>=13"),
-        ("14.1", "cupy-cuda13x>=13"),
+        ("12.4", "cupy-cuda12x[ctk]>=14"),
+        ("13.0", "cupy-cuda13x[ctk]>=14"),
+        ("14.1", "cupy-cuda13x[ctk]>=14"),
     ],
 )
 def test_the_wheel_follows_the_drivers_cuda_version(noxfile, cuda, wheel):
@@ -49,7 +49,7 @@ def test_the_wheel_follows_the_drivers_cuda_version(noxfile, cuda, wheel):
 
 
 def test_without_a_cuda_version_it_takes_the_newest_wheel(noxfile):
-    assert noxfile.cupy_wheel_for("") == "cupy-cuda13x>=13"
+    assert noxfile.cupy_wheel_for("") == "cupy-cuda13x[ctk]>=14"
 
 
 def test_convnet_cupy_overrides_the_choice(noxfile, monkeypatch):
@@ -60,7 +60,7 @@ def test_convnet_cupy_overrides_the_choice(noxfile, monkeypatch):
 def test_with_no_nvidia_smi_it_takes_the_newest_wheel(noxfile, monkeypatch, tmp_path):
     monkeypatch.delenv("CONVNET_CUPY", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi anywhere
-    assert noxfile.cupy_wheel() == "cupy-cuda13x>=13"
+    assert noxfile.cupy_wheel() == "cupy-cuda13x[ctk]>=14"
 
 
 def test_it_reads_the_report_of_nvidia_smi(noxfile, monkeypatch, tmp_path):
@@ -69,7 +69,7 @@ def test_it_reads_the_report_of_nvidia_smi(noxfile, monkeypatch, tmp_path):
     fake.write_text(f"#!/bin/sh\necho '{HEADER.format('12.2')}'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert noxfile.cupy_wheel() == "cupy-cuda12x>=13"
+    assert noxfile.cupy_wheel() == "cupy-cuda12x[ctk]>=14"
 
 
 # --- torch for the parity and bench sessions: the CPU build, never a CUDA one

@@ -99,3 +99,24 @@ def test_every_package_needs_numpy_2(package):
 def test_h5py_is_one_built_for_numpy_2():
     # h5py before 3.11 fails to import beside NumPy 2 ("numpy.dtype size changed")
     assert requirement("convnet-io", "h5py") == "h5py>=3.11"
+
+
+# --- CuPy
+
+
+def test_the_cuda_extras_bring_the_cuda_libraries_cupy_loads():
+    # CuPy 14's wheels need a local CUDA Toolkit, or their [ctk] extra, which installs NVRTC,
+    # cuBLAS and the rest from PyPI: a machine with only the driver needs the extra
+    extras = pyproject("convnet-core")["project"]["optional-dependencies"]
+    assert extras["cuda12"] == ["cupy-cuda12x[ctk]>=14"]
+    assert extras["cuda13"] == ["cupy-cuda13x[ctk]>=14"]
+
+
+def test_the_lock_keeps_cuda_12_and_cuda_13_apart():
+    conflicts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["conflicts"]
+    assert conflicts == [
+        [
+            {"package": "convnet-core", "extra": "cuda12"},
+            {"package": "convnet-core", "extra": "cuda13"},
+        ]
+    ]
