@@ -211,3 +211,10 @@ def test_an_unknown_class_says_to_import_the_module_that_defines_it():
         "before loading; known layers: "
     )
     assert "Conv2D" in message.split("known layers: ")[1].split(", ")
+
+
+def test_a_nan_field_round_trips_also_nested():
+    net = L.Sequential([Fields(float("nan")), L.Dense(2)])
+    rebuilt = _through_json(net)
+    assert rebuilt.layers[0].extra != rebuilt.layers[0].extra  # NaN
+    assert rebuilt.layers[1] == net.layers[1]

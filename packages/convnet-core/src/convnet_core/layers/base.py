@@ -564,7 +564,27 @@ def _check_rebuilds(layer: Any, config: dict[str, Any]) -> None:
 
 
 def _same_value(before: Any, after: Any) -> bool:
-    """Whether a field's value survived the round trip: ==, or NaN for NaN."""
+    """Whether a field's value survived the round trip: layers field by field, tuples and
+    lists of the same type and length item by item, dicts key by key, anything else by ==,
+    a NaN as NaN (which == would call different)."""
+    if _is_layer(before):
+        return type(after) is type(before) and all(
+            _same_value(getattr(before, field.name), getattr(after, field.name))
+            for field in attrs.fields(type(before))
+            if field.eq
+        )
+    if isinstance(before, (tuple, list)):
+        return (
+            type(after) is type(before)
+            and len(after) == len(before)
+            and all(_same_value(b, a) for b, a in zip(before, after))  # noqa: B905 (lengths compared)
+        )
+    if isinstance(before, dict):
+        return (
+            isinstance(after, dict)
+            and after.keys() == before.keys()
+            and all(_same_value(value, after[key]) for key, value in before.items())
+        )
     try:
         return bool(before == after) or (before != before and after != after)
     except (TypeError, ValueError):  # an array's == is an array
