@@ -242,8 +242,13 @@ def _nan_for_none(logs: dict) -> dict:
     return {key: float("nan") if value is None else value for key, value in logs.items()}
 
 
-def load_checkpoint(path: str | bytes | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(path: str | bytes | os.PathLike, *, input_shape=None) -> dict[str, Any]:
     """Everything `fit(..., resume_from=path)` needs, as a dict of host parts.
+
+    `input_shape` is the per-sample input shape of the model that resumes from the
+    checkpoint, when it is built (None: take the checkpoint's); a checkpoint saved for
+    another input shape raises ValueError naming it and both shapes, since its weights
+    would otherwise replace the model's shape without a word.
 
     Keys: "network" (the layer spec), "input_shape", "params", "state", "optimizer"
     (config dict or None), "opt_state", "epoch" (completed epochs), "history" (dict of
@@ -255,6 +260,7 @@ def load_checkpoint(path: str | bytes | os.PathLike) -> dict[str, Any]:
     Raises ModelFormatError for a bad file.
     """
     saved = read_model(path)
+    _check_input_shape(path, saved.input_shape, input_shape)
     metadata = saved.metadata
     return {
         "network": saved.layer,
@@ -271,3 +277,14 @@ def load_checkpoint(path: str | bytes | os.PathLike) -> dict[str, Any]:
         "best_weights": saved.best_weights,
         "metadata": metadata,
     }
+
+
+def _check_input_shape(path, saved, wanted) -> None:
+    """Raise ValueError when the checkpoint at `path`, saved for input shape `saved`, does
+    not fit a model built for `wanted` (either one None: nothing to compare)."""
+    if saved is None or wanted is None or tuple(saved) == tuple(wanted):
+        return
+    raise ValueError(
+        f"{os.fsdecode(path)}: the checkpoint was saved for input shape {tuple(saved)}, "
+        f"but the model resuming from it is built for {tuple(wanted)}"
+    )
