@@ -3,7 +3,9 @@ its version."""
 
 from __future__ import annotations
 
+import importlib
 import pathlib
+import re
 import shutil
 import subprocess
 import tarfile
@@ -120,3 +122,33 @@ def test_the_lock_keeps_cuda_12_and_cuda_13_apart():
             {"package": "convnet-core", "extra": "cuda13"},
         ]
     ]
+
+
+# --- what PyPI shows
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_the_version_in_the_code_is_the_packages_version(package):
+    module = importlib.import_module(package.replace("-", "_"))
+    assert module.__version__ == pyproject(package)["project"]["version"]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_the_readme_pypi_shows_links_nowhere_relative(package):
+    # a package's README is its long description on PyPI, where a relative link is dead
+    readme = (ROOT / "packages" / package / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)]*)\)", readme)
+    assert [t for t in targets if not t.startswith("https://")] == []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_authors_and_the_python_versions_are_declared(package):
+    project = pyproject(package)["project"]
+    assert project["authors"] == [{"name": "convnet developers"}]
+    versions = [
+        c.rsplit(" :: ", 1)[1]
+        for c in project["classifiers"]
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    ]
+    assert versions == ["3.10", "3.11", "3.12", "3.13"]
+    assert project["requires-python"] == ">=3.10"
