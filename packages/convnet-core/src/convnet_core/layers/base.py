@@ -234,18 +234,23 @@ class Tape:
     y_dtype: Any = None
 
 
-def unpack_returned(layer: Any, method: str, returned: Any, form: str) -> tuple:
-    """What `layer.<method>` returned, when it is a tuple (or list) with as many entries
-    as `form` names, e.g. "(y, new_state, cache)"; TypeError naming the layer, the form
-    and what came back otherwise (a tuple of 2, None), rather than a bare unpacking error
-    (a ProtocolError, a TypeError)."""
-    count = form.count(",") + 1
-    if not isinstance(returned, (tuple, list)) or len(returned) != count:
+# what each method returns, as the protocol writes it
+_FORMS = {"apply": "(y, new_state, cache)", "grad": "(dparams, dx)", "init": "(params, state)"}
+
+
+def unpack_returned(layer: Any, method: str, returned: Any) -> Any:
+    """What `layer.<method>` ("apply", "grad", "init") returned, when it is a tuple (or
+    list) with one entry per item of the method's form, e.g. (y, new_state, cache); a
+    ProtocolError (a TypeError) naming the layer, the form and what came back otherwise
+    (a tuple of 2, None), rather than a bare unpacking error. The callers test for an
+    exact tuple of the right length first, which every step then costs."""
+    form = _FORMS[method]
+    if not isinstance(returned, (tuple, list)) or len(returned) != form.count(",") + 1:
         raise ProtocolError(
             f"{name_of(layer)}.{method} must return a tuple {form} but returned "
             f"{_entries_of(returned)}"
         )
-    return tuple(returned)
+    return returned
 
 
 def init_layer(layer: Any, input_shape: tuple, rng: Any, *, xp: Any, dtype: Any) -> tuple:
@@ -253,7 +258,7 @@ def init_layer(layer: Any, input_shape: tuple, rng: Any, *, xp: Any, dtype: Any)
     for a combinator); ProtocolError (a TypeError) naming the layer and what it returned
     otherwise."""
     returned = layer.init(input_shape, rng, xp=xp, dtype=dtype)
-    params, state = unpack_returned(layer, "init", returned, "(params, state)")
+    params, state = unpack_returned(layer, "init", returned)
     for what, tree in (("params", params), ("state", state)):
         if not isinstance(tree, (dict, tuple, list)):
             raise ProtocolError(
@@ -273,7 +278,9 @@ def apply_with_tape(layer, params, state, x, *, training, rng, xp) -> tuple[Any,
     changes its state is named at its first step, not by a later layer or at saving.
     """
     returned = layer.apply(params, state, x, training=training, rng=rng, xp=xp)
-    y, new_state, cache = unpack_returned(layer, "apply", returned, "(y, new_state, cache)")
+    if type(returned) is not tuple or len(returned) != 3:
+        returned = unpack_returned(layer, "apply", returned)
+    y, new_state, cache = returned
     if not training:
         return y, new_state, None
     if new_state is not state and grad_mismatch(state, new_state, dtypes=True) is not None:
@@ -387,7 +394,9 @@ def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any
             f"{dy.dtype}; cast it with dy.astype({tape.y_dtype.name!r})"
         )
     returned = layer.grad(params, tape.cache, dy, xp=xp, input_grad=input_grad)
-    dparams, dx = unpack_returned(layer, "grad", returned, "(dparams, dx)")
+    if type(returned) is not tuple or len(returned) != 2:
+        returned = unpack_returned(layer, "grad", returned)
+    dparams, dx = returned
     mismatch = grad_mismatch(params, dparams, dtypes=True)
     if mismatch is not None:
         raise ShapeError(f"{layer!r}.grad: {mismatch}")
