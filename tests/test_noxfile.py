@@ -235,3 +235,10 @@ def test_lint_uses_the_ruff_of_the_lock(noxfile):
     assert noxfile.RUFF == f"ruff=={locked}"
     dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["dev"]
     assert [r for r in dev if r.startswith("ruff")] == [noxfile.RUFF]
+
+
+def test_contributings_pytest_command_leaves_out_what_the_sessions_run_apart(noxfile):
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    commands = [line for line in text.splitlines() if line.startswith("uv run pytest ")]
+    assert commands == [f'uv run pytest packages/convnet-core/tests -q -m "{noxfile.NOT_EXTRA}"']
+    assert "uv run nox -s \"tests(package='convnet-core')\"" in text
