@@ -747,8 +747,9 @@ class Model:
         )
 
     def _restore_checkpoint(self, path) -> None:
-        """Load a checkpoint written by convnet_io.Checkpoint into this model."""
-        checkpoint = _convnet_io().load_checkpoint(path)
+        """Load a checkpoint written by convnet_io.Checkpoint into this model (a built
+        model refuses one saved for another input shape)."""
+        checkpoint = _convnet_io().load_checkpoint(path, input_shape=self.input_shape)
         compiled_precision = None if self.optimizer is None else self.precision
         network = checkpoint["network"]
         if isinstance(network, dict):
