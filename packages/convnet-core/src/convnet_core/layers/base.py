@@ -220,12 +220,16 @@ def _fits(shape: tuple[int, ...], pattern: tuple[int | None, ...]) -> bool:
     return True
 
 
-@attrs.frozen
+@attrs.define
 class Tape:
     """What a training forward pass of one layer leaves for its backward pass: the
     layer's own cache and the shapes and dtypes of its input x (N, *input_shape) and
     output y (N, *output_shape), which `grad_from_tape` checks the gradients against
-    (None for a dtype: not checked)."""
+    (None for a dtype: not checked).
+
+    Written once by `apply_with_tape` and only read after. Not frozen: one is made per
+    layer and step, and a frozen attrs class takes three times as long to make.
+    """
 
     cache: Any
     x_shape: tuple[int, ...]
@@ -388,7 +392,7 @@ def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any
         raise ShapeError(
             f"{layer!r}.grad expected dy of shape {tape.y_shape} (the output's) but got {got}"
         )
-    if _other_floating_dtype(dy, tape.y_dtype):
+    if dy.dtype is not tape.y_dtype and _other_floating_dtype(dy, tape.y_dtype):
         raise ShapeError(
             f"{layer!r}.grad expected dy of dtype {tape.y_dtype} (the output's) but got "
             f"{dy.dtype}; cast it with dy.astype({tape.y_dtype.name!r})"
@@ -407,7 +411,7 @@ def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any
                 f"{layer!r}.grad returned dx of shape {got} for an input of shape "
                 f"{tape.x_shape}; dx must be shaped like the input"
             )
-        if _other_floating_dtype(dx, tape.x_dtype):
+        if dx.dtype is not tape.x_dtype and _other_floating_dtype(dx, tape.x_dtype):
             raise ShapeError(
                 f"{layer!r}.grad returned dx of dtype {dx.dtype} for an input of dtype "
                 f"{tape.x_dtype}; dx must have the input's dtype"
