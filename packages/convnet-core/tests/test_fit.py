@@ -199,7 +199,7 @@ def test_resume_from_a_checkpoint_without_best_weights(xp, monkeypatch):
     last.fit((x, y), epochs=4, seed=11, verbose=False, restore_best=False, **settings)
     assert full.best_weights.epoch == 1  # val_acc is 1.0 from the first epoch on
     fake_io = types.ModuleType("convnet_io")
-    fake_io.load_checkpoint = lambda path: {
+    fake_io.load_checkpoint = lambda path, *, input_shape=None: {
         key: value for key, value in snapshots[int(path)].saved.items() if key != "best_weights"
     }
     monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
@@ -355,7 +355,7 @@ def fake_checkpoint_io(monkeypatch, saved):
     """Make `fit(resume_from=...)` read `saved`, through a convnet_io that holds only
     load_checkpoint."""
     fake_io = types.ModuleType("convnet_io")
-    fake_io.load_checkpoint = lambda path: saved
+    fake_io.load_checkpoint = lambda path, *, input_shape=None: saved
     monkeypatch.setitem(sys.modules, "convnet_io", fake_io)
 
 
