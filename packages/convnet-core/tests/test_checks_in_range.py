@@ -38,8 +38,8 @@ def test_a_file_architecture_with_a_null_or_huge_alpha_is_refused():
         assert str(info.value).endswith(f"Activation alpha {problem}")
 
 
-def test_optional_fields_take_none():
-    assert optim.sgd(0.1, clip_norm=None).clip_norm is None  # its default is None
+def test_only_optional_fields_take_none():
+    assert optim.sgd(0.1, clip_norm=None).clip_norm is None  # made with optional=True
     assert Activation("leaky_relu", alpha=-3e38).alpha == -3e38  # within float32
 
     @attrs.frozen
@@ -47,11 +47,8 @@ def test_optional_fields_take_none():
         given: float | None = attrs.field(
             default=1.0, validator=checks.in_range("S", optional=True)
         )
-        inferred: float | None = attrs.field(default=None, validator=checks.in_range("S"))
-        required: float | None = attrs.field(
-            default=None, validator=checks.in_range("S", optional=False)
-        )
+        required: float | None = attrs.field(default=None, validator=checks.in_range("S"))
 
     with pytest.raises(ValueError, match="^S required must be a number, got None$"):
         Settings()
-    assert Settings(given=None, required=2.0) == Settings(None, None, 2.0)
+    assert Settings(given=None, required=2.0) == Settings(None, 2.0)

@@ -58,18 +58,16 @@ def _describe(low, high, low_open, high_open) -> str:
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-def in_range(owner: str, *, optional: bool | None = None, **bounds: Any) -> Any:
+def in_range(owner: str, *, optional: bool = False, **bounds: Any) -> Any:
     """An attrs validator running `real` on a field, named "<owner> <field>", which also
     refuses a magnitude beyond float32's (`FLOAT32_MAX`).
 
-    None is refused, but in an optional field: one given `optional=True`, or, when
-    `optional` is left at None, one whose default is None (an optimizer's clip_norm).
+    None is refused, but in a field made with `optional=True` (an optimizer's clip_norm).
     """
 
     def validate(_instance, attribute, value):
         name = f"{owner} {attribute.name}"
-        allows_none = attribute.default is None if optional is None else optional
-        if value is None and allows_none:
+        if value is None and optional:
             return
         number = real(value, name, **bounds)
         if abs(number) > FLOAT32_MAX:

@@ -68,7 +68,7 @@ def _zeros_like(tree: Any) -> Any:
 
 
 _check_positive = in_range("optimizer", low=0.0)  # lr, weight decay, momentum, eps
-_check_clip = in_range("optimizer", low=0.0, low_open=True)  # clip_norm, or None
+_check_clip = in_range("optimizer", optional=True, low=0.0, low_open=True)  # clip_norm
 # the weight a moving average keeps (beta1, beta2, RMSprop's decay)
 _check_decay = in_range("optimizer", low=0.0, high=1.0, high_open=True)
 
