@@ -161,6 +161,7 @@ def test_without_h5py_saves_npz_next_to_the_name(tmp_path, monkeypatch):
     convnet_io.save(tmp_path / "real.h5", layer=net, params=params, input_shape=shape)
     monkeypatch.setattr(storage, "H5PY_AVAILABLE", False)
     monkeypatch.setattr(storage, "h5py", None)
+    monkeypatch.setattr(storage, "H5PY_MISSING", "h5py is not installed")
     with pytest.warns(RuntimeWarning, match="h5py is not installed"):
         written = convnet_io.save(
             tmp_path / "w.hdf5", layer=net, params=params, state=state, input_shape=shape

@@ -195,7 +195,7 @@ def write_raw(
     container = container or _container_for(path)
     if container == "npz" and not path.lower().endswith(".npz") and not storage.H5PY_AVAILABLE:
         warnings.warn(
-            f"h5py is not installed: saving {path} as {path}.npz (pip install h5py for HDF5)",
+            f"{storage.H5PY_MISSING}: saving {path} as {path}.npz (pip install h5py for HDF5)",
             RuntimeWarning,
             stacklevel=3,
         )

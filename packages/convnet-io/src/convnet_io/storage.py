@@ -54,10 +54,27 @@ __all__ = [
 
 try:
     import h5py
-except ImportError:  # the NPZ fallback
+except ImportError as error:  # the NPZ fallback
     h5py = None
+    _h5py_error = error
+else:
+    _h5py_error = None
 
 H5PY_AVAILABLE = h5py is not None
+
+
+def _why_no_h5py(error: ImportError | None) -> str:
+    """Why HDF5 cannot be used, for messages: h5py is missing, or is there but broken
+    (a missing HDF5 library, say), which installing it again would not mend."""
+    if error is None:
+        return ""
+    if isinstance(error, ModuleNotFoundError) and error.name == "h5py":
+        return "h5py is not installed"
+    return f"h5py is installed but failed to import ({type(error).__name__}: {error})"
+
+
+#: "" when h5py imported, else why not ("h5py is not installed", or the import's error)
+H5PY_MISSING = _why_no_h5py(_h5py_error)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 ATTRS = ".attrs"
@@ -146,7 +163,10 @@ def check_seal(path: str) -> None:
 def write_hdf5(path: str, attributes: dict[str, dict[str, Any]], arrays: dict[str, Any]) -> None:
     """Write groups, attributes and arrays to a new HDF5 file at `path` (uncompressed)."""
     if h5py is None:
-        raise ImportError("writing HDF5 needs h5py: pip install h5py (or save to a .npz path)")
+        raise ImportError(
+            f"writing HDF5 needs h5py, but {H5PY_MISSING}: pip install h5py "
+            "(or save to a .npz path)"
+        )
     with h5py.File(path, "w", userblock_size=USERBLOCK_SIZE) as f:
         for group, attrs in attributes.items():
             node = f.require_group(group) if group else f
@@ -338,7 +358,10 @@ class HDF5Reader(Reader):
     def __init__(self, path: str, *, sealed: bool = False):
         super().__init__(path)
         if h5py is None:
-            raise ImportError(f"{path} is an HDF5 file; reading it needs h5py: pip install h5py")
+            raise ImportError(
+                f"{path} is an HDF5 file; reading it needs h5py, but {H5PY_MISSING}: "
+                "pip install h5py"
+            )
         self.sealed = sealed
         self._datasets: dict[str, Any] = {}
         self._file = h5py.File(path, "r")
