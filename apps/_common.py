@@ -69,6 +69,11 @@ threads_option = click.option(
 )
 
 
+def plural(count: int, word: str) -> str:
+    """'1 filter', '2 filters', '0 epochs'."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 # ---------------------------------------------------------------------------------------
 # Threads
 
@@ -516,17 +521,10 @@ def to_inputs(images):
 MNIST_INPUT_SHAPE = (1, 28, 28)
 
 
-def load_model(path: str | os.PathLike, xp=None):
-    """A saved MNIST Model (convnet-io format or an old ConvNet-NumPy file), on the array
-    module `xp` (None: where device "auto" puts it).
-
-    The file is found as `convnet_io.load` finds it: `path`, or `path + ".npz"` when only
-    that exists (a model saved without h5py). AppError when neither exists, and when the
-    model does not take MNIST digits (`MNIST_INPUT_SHAPE`), so that nothing is computed or
-    written for it; convnet-io's ModelFormatError (one line naming the file and the
-    problem) when it is not a readable model.
-    """
-    import convnet_io
+def existing_model_file(path: str | os.PathLike) -> pathlib.Path:
+    """The file that holds the model named `path`, found as `convnet_io.load` finds it:
+    `path`, or `path + ".npz"` when only that exists (a model saved without h5py).
+    AppError when neither exists or when it is a directory."""
     from convnet_io.format import resolve_path
 
     path = pathlib.Path(resolve_path(path))
@@ -534,11 +532,29 @@ def load_model(path: str | os.PathLike, xp=None):
         raise AppError(f"model file {path} does not exist")
     if path.is_dir():
         raise AppError(f"model file {path} is a directory")
+    return path
+
+
+def load_model(path: str | os.PathLike, xp=None):
+    """A saved MNIST Model (convnet-io format or an old ConvNet-NumPy file), on the array
+    module `xp` (None: where device "auto" puts it).
+
+    The file is the one `existing_model_file` finds (an AppError when there is none).
+    AppError when the model does not take MNIST digits (`MNIST_INPUT_SHAPE`), so that
+    nothing is computed or written for it; convnet-io's ModelFormatError (one line naming
+    the file and the problem) when it is not a readable model.
+    """
+    import convnet_io
+
+    path = existing_model_file(path)
     model = convnet_io.load(str(path), device=xp)
-    if tuple(model.input_shape) != MNIST_INPUT_SHAPE:
+    shape = tuple(model.input_shape)
+    if shape != MNIST_INPUT_SHAPE:
+        layout = " (channels, height, width)"
+        ours, theirs = (layout, "") if len(shape) == 3 else ("", layout)
         raise AppError(
-            f"{path}: not an MNIST model: it takes inputs of shape {tuple(model.input_shape)} "
-            f"(channels, height, width), and MNIST digits are {MNIST_INPUT_SHAPE}"
+            f"{path}: not an MNIST model: it takes inputs of shape {shape}{ours}, and MNIST "
+            f"digits are {MNIST_INPUT_SHAPE}{theirs}"
         )
     if model.loss_name is None:  # predict gives probabilities only with a cross-entropy loss
         model.compile(loss="categorical_crossentropy", optimizer=model.optimizer or "adam")

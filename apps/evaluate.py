@@ -23,6 +23,7 @@ from _common import (  # noqa: E402
     companion_path,
     confusion_matrix,
     data_option,
+    existing_model_file,
     format_confusion,
     image_grid,
     import_pyplot,
@@ -31,6 +32,7 @@ from _common import (  # noqa: E402
     model_loss,
     outputs_are_probabilities,
     per_class_accuracy,
+    plural,
     run_command,
     save_figure,
     set_blas_threads,
@@ -94,6 +96,7 @@ def main(model_path, data_dir, wrong_path, count, batch_size, device, threads, l
         [FileUse(model_path, "the model MODEL", model=True)],
     )
     check_writable(wrong_path)
+    existing_model_file(model_path)  # before the device is chosen and announced
     xp = cn.backend.array_module(device)
     click.echo(f"device: {cn.backend.device_name(xp)}; {blas_description()}")
     model = load_model(model_path, xp)  # an AppError unless it takes MNIST digits
@@ -158,7 +161,7 @@ def save_wrong_grid(path, images, labels, predicted, outputs, indices, percent) 
     figure.suptitle("most confidently wrong test digits (true -> predicted)", fontsize=9)
     figure.tight_layout()
     save_figure(figure, path)
-    click.echo(f"the {len(indices)} most confidently wrong digits: {path}")
+    click.echo(f"the {plural(len(indices), 'most confidently wrong digit')}: {path}")
 
 
 if __name__ == "__main__":

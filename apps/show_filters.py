@@ -28,6 +28,7 @@ from _common import (  # noqa: E402
     import_pyplot,
     load_mnist_data,
     load_model,
+    plural,
     run_command,
     save_figure,
     set_blas_threads,
@@ -92,7 +93,7 @@ def main(model_path, index, data_dir, filters_path, features_path, threads):
         raise AppError(f"{model_path}: the model has no Conv2D layer to show")
     _, test_set = load_mnist_data(data_dir, limit_train=1, limit_test=index + 1)
     if index >= len(test_set.labels):
-        raise AppError(f"--digit {index} is past the {len(test_set.labels)} test digits")
+        raise AppError(f"--digit {index} is past the {plural(len(test_set.labels), 'test digit')}")
 
     # Everything is computed before the first PNG is written: a failure leaves neither.
     kernels = numpy.asarray(params_at(model.params, path)["W"])  # (filters, channels, kh, kw)
@@ -101,7 +102,8 @@ def main(model_path, index, data_dir, filters_path, features_path, threads):
     label = int(test_set.labels[index])
 
     draw_filters(plt, kernels, filters_path)
-    click.echo(f"{kernels.shape[0]} filters of layer {layer_name(path)} (Conv2D): {filters_path}")
+    filters = plural(kernels.shape[0], "filter")
+    click.echo(f"{filters} of layer {layer_name(path)} (Conv2D): {filters_path}")
     draw_features(plt, x[0, 0], label, maps, features_path, layer_name(upto))
     click.echo(f"feature maps of test digit #{index} (a {label}): {features_path}")
     return 0

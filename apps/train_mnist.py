@@ -35,6 +35,7 @@ from _common import (  # noqa: E402
     model_loss,
     one_line,
     per_class_accuracy,
+    plural,
     run_command,
     save_figure,
     set_blas_threads,
@@ -481,7 +482,7 @@ def announce(settings: dict, model) -> None:
         model.summary()
     say(
         settings,
-        f"training '{settings['arch']}': {settings['epochs']} epochs, batch "
+        f"training '{settings['arch']}': {plural(settings['epochs'], 'epoch')}, batch "
         f"{settings['batch_size']}, {settings['optimizer']} lr {settings['lr']:g}, "
         f"schedule {settings['lr_schedule']}, augment {'on' if settings['augment'] else 'off'}",
     )
@@ -502,7 +503,7 @@ def check_resume(settings: dict) -> dict:
     if settings["epochs"] <= done:
         raise click.BadParameter(
             f"{settings['epochs']} is the total and {settings['resume']} has already "
-            f"trained {done} epoch(s): give more than {done} to train it further",
+            f"trained {plural(done, 'epoch')}: give more than {done} to train it further",
             param_hint="--epochs",
         )
     if checkpoint["optimizer"] is not None:
@@ -581,7 +582,7 @@ def save_interrupted(model, settings: dict, finished: int, checkpoint) -> int:
     if finished < 1:
         parts = ["interrupted before an epoch of this run finished: nothing was saved"]
     else:
-        parts = [f"interrupted after {model.epoch} complete epoch(s)"]
+        parts = [f"interrupted after {plural(model.epoch, 'complete epoch')}"]
         try:
             model.save(str(settings["interrupted"]))
             parts.append(f"saved the model as it stood to {settings['interrupted']}")

@@ -1039,3 +1039,44 @@ def test_companion_files_are_replaced_atomically_keeping_their_permissions(tmp_p
         _common.write_atomic(target, fails_halfway)
     assert json.loads(target.read_text()) == {"epochs": 2}
     assert [path.name for path in tmp_path.iterdir()] == ["run.history.json"]
+
+
+# ---------------------------------------------------------------------------------------
+# Wording: input shapes, counts, a missing model
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py"])
+def test_a_flat_input_shape_is_not_called_channels_height_width(tmp_path, script):
+    path = save_small_model(tmp_path / "flat.h5", input_shape=(784,))
+    result = run_app(script, path, cwd=tmp_path)
+    line = assert_clear_error(result, code=1)
+    assert line == (
+        f"{script}: error: {path}: not an MNIST model: it takes inputs of shape (784,), "
+        "and MNIST digits are (1, 28, 28) (channels, height, width)"
+    )
+
+
+@pytest.mark.skipif(not HAVE_MATPLOTLIB, reason="show_filters draws with matplotlib")
+def test_show_filters_says_1_filter(tmp_path):
+    import convnet_core as cn
+
+    layers = [cn.layers.Conv2D(1, (3, 3)), cn.layers.Flatten(), cn.layers.Dense(10)]
+    path = save_small_model(tmp_path / "one.h5", layers)
+    result = run_app("show_filters.py", path, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"1 filter of layer 0 (Conv2D): {tmp_path / 'one.filters.png'}\n" in result.stdout
+
+
+def test_training_says_1_epoch(trained):
+    _, result = trained
+    assert "training 'readme': 1 epoch, batch 64," in result.stdout
+
+
+def test_evaluate_names_a_missing_model_before_choosing_a_device(tmp_path):
+    """Nothing about the device (neither the notice nor the device line) for a file that
+    is not there."""
+    result = run_app("evaluate.py", "missing.h5", cwd=tmp_path, env={"NN_DISABLE_CUDA": "1"})
+    line = assert_clear_error(result, code=1)
+    assert line == "evaluate.py: error: model file missing.h5 does not exist"
+    assert result.stdout == ""
+    assert result.stderr == line + "\n"
