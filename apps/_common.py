@@ -613,8 +613,20 @@ def model_loss(model, outputs, labels) -> float | None:
     return float(value)
 
 
+def lowest_accuracy(accuracy, count: int) -> list[int]:
+    """The `count` classes of lowest accuracy (`per_class_accuracy`), lowest first; a class
+    without samples (NaN) is never among them."""
+    import numpy
+
+    accuracy = numpy.asarray(accuracy, dtype=numpy.float64)
+    present = numpy.flatnonzero(~numpy.isnan(accuracy))
+    order = present[numpy.argsort(accuracy[present], kind="stable")]
+    return [int(c) for c in order[:count]]
+
+
 def format_confusion(matrix) -> str:
-    """The confusion matrix as text: one row per true class, one column per prediction."""
+    """The confusion matrix as text: one row per true class, one column per prediction,
+    and the class's accuracy ("n/a" for a class without samples)."""
     n = matrix.shape[0]
     width = max(5, len(str(int(matrix.max()))) + 1)
     head = "true\\pred" + "".join(f"{j:>{width}}" for j in range(n)) + "   acc"
@@ -622,7 +634,8 @@ def format_confusion(matrix) -> str:
     rows = [head]
     for i in range(n):
         cells = "".join(f"{int(v):>{width}}" for v in matrix[i])
-        rows.append(f"{i:>9}{cells}  {100 * accuracy[i]:5.1f}%")
+        shown = "n/a" if math.isnan(accuracy[i]) else f"{100 * accuracy[i]:5.1f}%"
+        rows.append(f"{i:>9}{cells}  {shown:>6}")
     return "\n".join(rows)
 
 

@@ -29,6 +29,7 @@ from _common import (  # noqa: E402
     import_pyplot,
     load_mnist_data,
     load_model,
+    lowest_accuracy,
     model_loss,
     outputs_are_probabilities,
     per_class_accuracy,
@@ -120,8 +121,8 @@ def main(model_path, data_dir, wrong_path, count, batch_size, device, threads, l
     click.echo(f"test accuracy: {100 * accuracy:.2f}%  {describe_loss(model, loss)}")
     click.echo("confusion matrix (rows: true digit, columns: predicted):")
     click.echo(format_confusion(matrix))
-    worst = numpy.argsort(numpy.nan_to_num(per_class_accuracy(matrix), nan=2.0), kind="stable")
-    click.echo("lowest accuracy: " + ", ".join(f"digit {d}" for d in worst[:3]))
+    worst = lowest_accuracy(per_class_accuracy(matrix), 3)
+    click.echo("lowest accuracy: " + ", ".join(f"digit {d}" for d in worst))
 
     wrong = numpy.flatnonzero(predicted != labels)
     confidence = outputs[wrong, predicted[wrong]]

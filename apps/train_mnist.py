@@ -32,6 +32,7 @@ from _common import (  # noqa: E402
     import_pyplot,
     jsonable,
     load_mnist_data,
+    lowest_accuracy,
     model_loss,
     one_line,
     per_class_accuracy,
@@ -615,12 +616,10 @@ def test_model(model, test_x, test_y) -> dict:
 
 
 def slowest_learned(after_epoch_one, final) -> list[int]:
-    """The digits with the lowest accuracy after epoch 1 (or at the end, when unknown)."""
-    import numpy
-
+    """The digits with the lowest accuracy after epoch 1 (or at the end, when unknown),
+    among those the test set has."""
     basis = final if after_epoch_one is None else after_epoch_one
-    order = numpy.argsort(numpy.nan_to_num(basis, nan=2.0), kind="stable")
-    return [int(d) for d in order[:SLOWEST_SHOWN]]
+    return lowest_accuracy(basis, SLOWEST_SHOWN)
 
 
 def report(settings, results, after_epoch_one, train_seconds) -> None:

@@ -1080,3 +1080,46 @@ def test_evaluate_names_a_missing_model_before_choosing_a_device(tmp_path):
     assert line == "evaluate.py: error: model file missing.h5 does not exist"
     assert result.stdout == ""
     assert result.stderr == line + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Digits without test samples
+
+
+def test_evaluate_lists_only_the_digits_it_has_test_samples_of(tmp_path):
+    """The first test digit is a 7: the other rows have no accuracy and no digit but 7 is
+    named as the lowest."""
+    path = save_small_model(tmp_path / "m.h5")
+    result = run_app("evaluate.py", path, "--limit-test", "1", "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "lowest accuracy: digit 7\n" in result.stdout
+    assert "nan" not in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if re.match(r"^\s+\d\s", line)]
+    assert [row[0] for row in rows] == [str(d) for d in range(10)]
+    assert [row[-1] for row in rows if row[0] != "7"] == ["n/a"] * 9
+    assert re.match(r"(0|100)\.0%", rows[7][-1])
+
+
+def test_format_confusion_shows_n_a_for_a_digit_without_samples(monkeypatch):
+    monkeypatch.syspath_prepend(str(APPS))
+    import _common
+
+    matrix = np.array([[3, 1, 0], [0, 0, 0], [0, 2, 2]])
+    assert _common.format_confusion(matrix).splitlines() == [
+        "true\\pred    0    1    2   acc",
+        "        0    3    1    0   75.0%",
+        "        1    0    0    0     n/a",
+        "        2    0    2    2   50.0%",
+    ]
+    assert _common.lowest_accuracy(_common.per_class_accuracy(matrix), 3) == [2, 0]
+
+
+def test_slowest_learned_skips_digits_without_test_samples(monkeypatch):
+    monkeypatch.syspath_prepend(str(APPS))
+    import train_mnist
+
+    nan = float("nan")
+    after = np.array([nan, 0.5, 0.9, 0.25, nan])
+    final = np.array([nan, 0.9, 1.0, 0.75, nan])
+    assert train_mnist.slowest_learned(after, final) == [3, 1, 2]
+    assert train_mnist.slowest_learned(None, np.array([nan, 1.0, nan, nan])) == [1]
