@@ -58,7 +58,8 @@ data_option = click.option(
     "--data",
     "data_dir",
     type=click.Path(file_okay=False, path_type=pathlib.Path),
-    help="Folder with the four MNIST IDX .gz files (default: the bundled data/mnist).",
+    help="Folder with the MNIST test files t10k-images-idx3-ubyte.gz and "
+    "t10k-labels-idx1-ubyte.gz (default: the bundled data/mnist).",
 )
 threads_option = click.option(
     "--threads",
@@ -448,6 +449,10 @@ def jsonable(value: Any) -> Any:
 # Data
 
 
+#: The stems of the MNIST test files, images then labels (each read as STEM.gz or STEM).
+MNIST_TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
 def load_mnist_data(data_dir: str | os.PathLike | None, limit_train=None, limit_test=None):
     """The MNIST (train, test) Datasets from `data_dir` (None: the bundled files).
 
@@ -456,17 +461,53 @@ def load_mnist_data(data_dir: str | os.PathLike | None, limit_train=None, limit_
     """
     import convnet_data
 
-    if data_dir is not None:
-        root = pathlib.Path(data_dir)
-        if not root.exists():
-            raise AppError(f"data directory {root} does not exist")
-        if not root.is_dir():
-            raise AppError(f"data directory {root} is not a directory")
+    check_data_dir(data_dir)
     try:
         train, test = convnet_data.load_mnist(data_dir)
     except FileNotFoundError as error:  # DataNotFoundError: the message names the file
         raise AppError(one_line(error.strerror or error)) from None
     return limit(train, limit_train), limit(test, limit_test)
+
+
+def load_mnist_test(data_dir: str | os.PathLike | None, limit_test=None):
+    """The MNIST test Dataset from the t10k files of `data_dir` (None: the bundled files),
+    without the training files, which need not be there.
+
+    The files are found and checked against their known checksums as
+    `convnet_data.load_mnist` finds and checks them. `limit_test` keeps the first N samples.
+    """
+    import convnet_data
+    from convnet_data.datasets import MNIST_FILES
+
+    check_data_dir(data_dir)
+    try:
+        root = convnet_data.find_mnist_dir() if data_dir is None else pathlib.Path(data_dir)
+    except FileNotFoundError as error:  # DataNotFoundError: the message says where it looked
+        raise AppError(one_line(error)) from None
+    images, labels = (mnist_file(root, stem) for stem in MNIST_TEST_FILES)
+    test = convnet_data.load_idx_pair(images, labels, checksums=MNIST_FILES, num_classes=10)
+    return limit(test, limit_test)
+
+
+def check_data_dir(data_dir: str | os.PathLike | None) -> None:
+    """AppError unless `data_dir` (a --data folder; None: the bundled one) is a folder."""
+    if data_dir is None:
+        return
+    root = pathlib.Path(data_dir)
+    if not root.exists():
+        raise AppError(f"data directory {root} does not exist")
+    if not root.is_dir():
+        raise AppError(f"data directory {root} is not a directory")
+
+
+def mnist_file(root: pathlib.Path, stem: str) -> pathlib.Path:
+    """root/STEM.gz or root/STEM (or the STEM.idx3-ubyte spelling some mirrors use), as
+    convnet_data looks for each MNIST file; AppError naming the file when there is none."""
+    dotted = stem.replace("-idx", ".idx")
+    for name in (f"{stem}.gz", stem, f"{dotted}.gz", dotted):
+        if (root / name).is_file():
+            return root / name
+    raise AppError(f"MNIST file {stem}.gz (or {stem}) not found in {root}")
 
 
 def limit(dataset, count: int | None):

@@ -27,7 +27,7 @@ from _common import (  # noqa: E402
     format_confusion,
     image_grid,
     import_pyplot,
-    load_mnist_data,
+    load_mnist_test,
     load_model,
     lowest_accuracy,
     model_loss,
@@ -107,7 +107,7 @@ def main(model_path, data_dir, wrong_path, count, batch_size, device, threads, l
             f"{model_path}: not an MNIST classifier: expected 10 outputs per digit (one per "
             f"class), but it gives shape {outputs_shape}"
         )
-    _, test_set = load_mnist_data(data_dir, limit_train=1, limit_test=limit_test)
+    test_set = load_mnist_test(data_dir, limit_test)
     x = to_inputs(test_set.images)  # (N, 1, 28, 28)
     labels = numpy.asarray(test_set.labels)
 

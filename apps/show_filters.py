@@ -26,7 +26,7 @@ from _common import (  # noqa: E402
     data_option,
     image_grid,
     import_pyplot,
-    load_mnist_data,
+    load_mnist_test,
     load_model,
     plural,
     run_command,
@@ -91,7 +91,7 @@ def main(model_path, index, data_dir, filters_path, features_path, threads):
     path = first_conv_path(model.network)
     if path is None:
         raise AppError(f"{model_path}: the model has no Conv2D layer to show")
-    _, test_set = load_mnist_data(data_dir, limit_train=1, limit_test=index + 1)
+    test_set = load_mnist_test(data_dir, limit_test=index + 1)
     if index >= len(test_set.labels):
         raise AppError(f"--digit {index} is past the {plural(len(test_set.labels), 'test digit')}")
 

@@ -1123,3 +1123,53 @@ def test_slowest_learned_skips_digits_without_test_samples(monkeypatch):
     final = np.array([nan, 0.9, 1.0, 0.75, nan])
     assert train_mnist.slowest_learned(after, final) == [3, 1, 2]
     assert train_mnist.slowest_learned(None, np.array([nan, 1.0, nan, nan])) == [1]
+
+
+# ---------------------------------------------------------------------------------------
+# The test files alone
+
+
+def copy_test_files(folder: pathlib.Path) -> pathlib.Path:
+    """A folder holding only the MNIST test files (t10k-*) of the bundled data."""
+    import shutil
+
+    folder.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(ROOT / "data" / "mnist" / name, folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py"])
+def test_evaluate_and_show_filters_need_only_the_test_files(tmp_path, script):
+    data = copy_test_files(tmp_path / "t10k")
+    layers = None
+    if script == "show_filters.py":
+        import convnet_core as cn
+
+        layers = [cn.layers.Conv2D(1, (3, 3)), cn.layers.Flatten(), cn.layers.Dense(10)]
+    path = save_small_model(tmp_path / "m.h5", layers)
+    result = run_app(script, path, "--data", data, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    if script == "evaluate.py":
+        assert "test digits: 10000" in result.stdout
+    (data / "t10k-labels-idx1-ubyte.gz").unlink()
+    result = run_app(script, path, "--data", data, cwd=tmp_path)
+    line = assert_clear_error(result, code=1)
+    assert line == (
+        f"{script}: error: MNIST file t10k-labels-idx1-ubyte.gz (or t10k-labels-idx1-ubyte) "
+        f"not found in {data}"
+    )
+
+
+def test_evaluate_checks_the_test_files_checksums(tmp_path):
+    import gzip
+
+    data = copy_test_files(tmp_path / "t10k")
+    labels = data / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10  # still a digit, but not MNIST's
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    path = save_small_model(tmp_path / "m.h5")
+    result = run_app("evaluate.py", path, "--data", data, "--device", "cpu", cwd=tmp_path)
+    line = assert_clear_error(result, code=1)
+    assert line.startswith(f"evaluate.py: error: {labels}: checksum mismatch: ")
