@@ -9,6 +9,7 @@ nothing).
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import math
 import os
@@ -67,6 +68,19 @@ threads_option = click.option(
     default=1,
     show_default=True,
     help="BLAS threads for the CPU (more rarely pay for these small networks).",
+)
+
+
+# The option of the programs that load a model: evaluate.py, show_filters.py, mnist_gui.py.
+import_option = click.option(
+    "--import",
+    "imports",
+    metavar="MODULE",
+    multiple=True,
+    help="Import MODULE before loading the model, so that the custom layers it registers "
+    "with @register_layer can be loaded (repeat the option for several modules). MODULE is "
+    "a module name such as mylayers or mypkg.layers, found on the Python path and in the "
+    "current directory.",
 )
 
 
@@ -267,8 +281,9 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
 
     try:
         result = command.main(args=argv, prog_name=prog, standalone_mode=False)
-    except click.UsageError as error:
-        return fail(f"{one_line(error.format_message())} (see {prog} --help)", 2)
+    except click.UsageError as error:  # the cause's traceback: a module --import ran
+        message = f"{one_line(error.format_message())} (see {prog} --help)"
+        return fail(message, 2, error.__cause__)
     except click.ClickException as error:
         return fail(one_line(error.format_message()), error.exit_code)
     except (click.Abort, KeyboardInterrupt):
@@ -290,6 +305,59 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
         hint = f" (set {DEBUG_ENV}=1 for the traceback)"
         return fail(f"{type(error).__name__}: {one_line(error)}", 1, error, hint)
     return int(result or 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Custom layers: the modules --import names
+
+
+def import_modules(names: tuple[str, ...]) -> None:
+    """Import each module of `names` (the --import options), in order, so that the layers
+    they register can be loaded; the current directory is searched after the Python path.
+
+    A usage error names the module and why it could not be imported: where the module's
+    own code failed, the file and line; CONVNET_DEBUG shows the whole traceback.
+    """
+    if not names:
+        return
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
+    for name in names:
+        if name.endswith(".py"):
+            module = name[: -len(".py")].replace(os.sep, ".")
+            raise click.BadParameter(
+                f"cannot import {name}: give the module's name, not its file name: "
+                f"--import {module}",
+                param_hint="--import",
+            )
+        try:
+            importlib.import_module(name)
+        except Exception as error:
+            cause = f"{type(error).__name__}: {one_line(error)}{_failed_line(error)}"
+            raise click.BadParameter(
+                f"cannot import {name}: {cause}", param_hint="--import"
+            ) from error
+
+
+def _failed_line(error: BaseException) -> str:
+    """' (FILE, line N)': the first line of the imported code on the way to `error`, the
+    frames of importlib left out; "" when none (a module not found, a syntax error, whose
+    message says where)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    starts = [i for i, frame in enumerate(frames) if frame.filename == importlib.__file__]
+    for frame in frames[starts[-1] + 1 if starts else 0 :]:
+        if not frame.filename.startswith("<"):  # "<frozen importlib._bootstrap>"
+            return f" ({frame.filename}, line {frame.lineno})"
+    return ""
+
+
+def unknown_layer_hint(error: BaseException) -> str:
+    """What to add to the message of a model that could not be loaded: how to import the
+    module of a layer class it does not know ("" for any other problem)."""
+    if "unknown layer class" not in str(error):
+        return ""
+    return " (give --import MODULE to import the module that registers it)"
 
 
 # ---------------------------------------------------------------------------------------
@@ -582,13 +650,20 @@ def load_model(path: str | os.PathLike, xp=None):
 
     The file is the one `existing_model_file` finds (an AppError when there is none).
     AppError when the model does not take MNIST digits (`MNIST_INPUT_SHAPE`), so that
-    nothing is computed or written for it; convnet-io's ModelFormatError (one line naming
-    the file and the problem) when it is not a readable model.
+    nothing is computed or written for it, and when it holds a layer class that no
+    imported module registered (it says to use --import); convnet-io's ModelFormatError
+    (one line naming the file and the problem) when it is not a readable model.
     """
     import convnet_io
 
     path = existing_model_file(path)
-    model = convnet_io.load(str(path), device=xp)
+    try:
+        model = convnet_io.load(str(path), device=xp)
+    except ValueError as error:
+        hint = unknown_layer_hint(error)
+        if not hint:
+            raise
+        raise AppError(one_line(error) + hint) from error
     shape = tuple(model.input_shape)
     if shape != MNIST_INPUT_SHAPE:
         layout = " (channels, height, width)"

@@ -26,6 +26,8 @@ from _common import (  # noqa: E402
     existing_model_file,
     format_confusion,
     image_grid,
+    import_modules,
+    import_option,
     import_pyplot,
     load_mnist_test,
     load_model,
@@ -78,15 +80,17 @@ PROG = "evaluate.py"
     help="Where to compute: cuda needs CuPy and a GPU; auto uses one when usable.",
 )
 @threads_option
+@import_option
 @click.option(
     "--limit-test",
     type=click.IntRange(min=1),
     help="Evaluate on the first N test digits only (quick runs and tests).",
 )
-def main(model_path, data_dir, wrong_path, count, batch_size, device, threads, limit_test):
+def main(model_path, data_dir, wrong_path, count, batch_size, device, threads, imports, limit_test):
     """Accuracy, loss and confusion matrix of MODEL on the MNIST test set, and a PNG of the
     test digits it got wrong with the highest confidence."""
     set_blas_threads(threads)  # before NumPy is imported
+    import_modules(imports)
     import convnet_core as cn
     import numpy
 

@@ -19,7 +19,16 @@ if _APPS not in sys.path:  # `python apps/mnist_gui.py` adds it; -P or PYTHONSAF
     sys.path.insert(0, _APPS)
 
 import click  # noqa: E402
-from _common import AppError, one_line, run_command, set_blas_threads, threads_option  # noqa: E402
+from _common import (  # noqa: E402
+    AppError,
+    import_modules,
+    import_option,
+    one_line,
+    run_command,
+    set_blas_threads,
+    threads_option,
+    unknown_layer_hint,
+)
 
 PROG = "mnist_gui.py"
 #: What --model defaults to: convnet_gui.predictor.DEFAULT_MODEL, where train_mnist.py
@@ -44,9 +53,11 @@ DEFAULT_MODEL_SHOWN = "models/mnist.h5"
     help="Where the network runs: cuda needs CuPy and a GPU; auto uses one when usable.",
 )
 @threads_option
-def main(model: pathlib.Path | None, device: str, threads: int) -> int:
+@import_option
+def main(model: pathlib.Path | None, device: str, threads: int, imports: tuple[str, ...]) -> int:
     """Open the drawing window: draw a digit, see the ten probabilities and the network input."""
     set_blas_threads(threads)  # before NumPy is imported
+    import_modules(imports)
     from convnet_gui.predictor import DEFAULT_MODEL, MissingModelError, load_predictor
 
     model = DEFAULT_MODEL if model is None else model
@@ -56,7 +67,10 @@ def main(model: pathlib.Path | None, device: str, threads: int) -> int:
         predict_fn, message = None, str(error)
         click.echo(message, err=True)
     except (OSError, ValueError, RuntimeError) as error:
-        raise AppError(f"cannot use the model {model} on {device}: {one_line(error)}") from error
+        raise AppError(
+            f"cannot use the model {model} on {device}: {one_line(error)}"
+            + unknown_layer_hint(error)
+        ) from error
 
     try:
         from convnet_gui.app import run

@@ -25,6 +25,8 @@ from _common import (  # noqa: E402
     companion_path,
     data_option,
     image_grid,
+    import_modules,
+    import_option,
     import_pyplot,
     load_mnist_test,
     load_model,
@@ -67,9 +69,11 @@ FOLLOWERS = ("BatchNorm2D", "Activation")
     help="Where to save the feature-maps PNG (default: NAME.features.png beside MODEL).",
 )
 @threads_option
-def main(model_path, index, data_dir, filters_path, features_path, threads):
+@import_option
+def main(model_path, index, data_dir, filters_path, features_path, threads, imports):
     """Save the first conv layer's filters of MODEL and one test digit's feature maps as PNGs."""
     set_blas_threads(threads)  # before NumPy is imported
+    import_modules(imports)
     import numpy
 
     filters_path = filters_path or companion_path(model_path, ".filters.png")

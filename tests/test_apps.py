@@ -1173,3 +1173,117 @@ def test_evaluate_checks_the_test_files_checksums(tmp_path):
     result = run_app("evaluate.py", path, "--data", data, "--device", "cpu", cwd=tmp_path)
     line = assert_clear_error(result, code=1)
     assert line.startswith(f"evaluate.py: error: {labels}: checksum mismatch: ")
+
+
+# ---------------------------------------------------------------------------------------
+# Models with custom layers: --import MODULE
+
+#: A module that registers a custom layer, as a user's own would (written into the
+#: working folder of the test, where --import finds it).
+CUSTOM_LAYERS = '''
+import attrs
+import convnet_core as cn
+
+
+@cn.register_layer(name="appstest.Scale")
+@attrs.frozen
+class Scale:
+    """y = s * x with one learned factor s."""
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def init(self, input_shape, rng, *, xp, dtype):
+        return {"s": xp.full((1,), 2.0, dtype=dtype)}, {}
+
+    def apply(self, params, state, x, *, training, rng, xp):
+        return params["s"] * x, state, x
+
+    def grad(self, params, cache, dy, *, xp, input_grad=True):
+        return {"s": (dy * cache).sum().reshape(1)}, params["s"] * dy
+'''
+
+SAVE_CUSTOM_MODEL = """
+import convnet_core as cn
+from convnet_core import layers as L
+import applayers
+
+model = cn.Model(
+    [L.Conv2D(2, (3, 3)), applayers.Scale(), L.Flatten(), L.Dense(10)], seed=0, device="cpu"
+)
+model.build((1, 28, 28))
+model.compile(loss="categorical_crossentropy", optimizer="adam")
+model.save("custom.h5")
+"""
+
+
+@pytest.fixture
+def custom_model(tmp_path):
+    """tmp_path/custom.h5, a model with the custom layer of tmp_path/applayers.py."""
+    (tmp_path / "applayers.py").write_text(CUSTOM_LAYERS)
+    saved = subprocess.run(
+        [sys.executable, "-c", SAVE_CUSTOM_MODEL], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert saved.returncode == 0, saved.stderr
+    return tmp_path / "custom.h5"
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py"])
+def test_a_model_with_custom_layers_loads_with_import(custom_model, script):
+    """Without --import the error names the layer class and the option; with it the
+    model is used."""
+    folder = custom_model.parent
+    result = run_app(script, "custom.h5", cwd=folder)
+    line = assert_clear_error(result, "unknown layer class 'appstest.Scale'", code=1)
+    assert line.endswith("(give --import MODULE to import the module that registers it)"), line
+    options = ["--limit-test", "20", "--device", "cpu"] if script == "evaluate.py" else []
+    result = run_app(script, "custom.h5", "--import", "applayers", *options, cwd=folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    if script == "evaluate.py":
+        assert "test digits: 20" in result.stdout
+    else:
+        assert "2 filters of layer 0 (Conv2D)" in result.stdout
+
+
+def test_the_gui_loads_a_model_with_custom_layers_with_import(custom_model):
+    folder = custom_model.parent
+    result = run_gui("--model", "custom.h5", cwd=folder)
+    line = assert_clear_error(result, "unknown layer class 'appstest.Scale'", code=1)
+    assert line.endswith("(give --import MODULE to import the module that registers it)"), line
+    result = run_gui("--model", "custom.h5", "--import", "applayers", cwd=folder)
+    line = assert_clear_error(result, code=1)  # loaded: only the window is missing
+    assert line.startswith("mnist_gui.py: error: cannot open a window: ")
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py", "mnist_gui.py"])
+def test_an_import_that_fails_is_a_usage_error_naming_the_module(tmp_path, script):
+    (tmp_path / "broken.py").write_text("import os\nraise ValueError('no layers here')\n")
+    (tmp_path / "fine.py").write_text("")
+    cases = {
+        "nosuchmodule": "ModuleNotFoundError: No module named 'nosuchmodule'",
+        "broken": f"ValueError: no layers here ({tmp_path / 'broken.py'}, line 2)",
+        "fine.py": "give the module's name, not its file name: --import fine",
+    }
+    for module, cause in cases.items():
+        args = ["--model", "absent.h5"] if script == "mnist_gui.py" else ["absent.h5"]
+        result = run_app(script, *args, "--import", "fine", "--import", module, cwd=tmp_path)
+        line = assert_clear_error(result, code=2)
+        assert line == (
+            f"{script}: error: Invalid value for --import: cannot import {module}: {cause} "
+            f"(see {script} --help)"
+        )
+        assert result.stdout == ""
+    args = ["--import", "broken"] + ([] if script == "mnist_gui.py" else ["absent.h5"])
+    result = run_app(script, *args, cwd=tmp_path, env={"CONVNET_DEBUG": "1"})
+    assert result.returncode == 2 and "Traceback" in result.stderr
+    assert f'File "{tmp_path / "broken.py"}", line 2' in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"{script}: error: Invalid value for --import")
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py", "mnist_gui.py"])
+def test_help_explains_the_import_option(tmp_path, script):
+    result = run_app(script, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "--import MODULE" in text
+    assert "@register_layer" in text and "current directory" in text and "repeat" in text
