@@ -387,7 +387,10 @@ def test_the_dtype_error_names_the_first_layer_with_params(layers, index, name, 
         cn.apply(net, params, state, xp.ones((2, 1, 4, 4), "float64"), xp=xp)
     layer = net.layers[index]
     first = layer.body if isinstance(layer, L.Residual) else layer
-    expected = f"layer {index} of Sequential: " + dtype_message(first, "float32", "float64", name)
+    path = f"layer {index} of Sequential: " + (
+        "body of Residual: " if isinstance(layer, L.Residual) else ""
+    )
+    expected = path + dtype_message(first, "float32", "float64", name)
     assert str(error.value) == expected
 
 
