@@ -99,23 +99,25 @@ class _Pool2D:
         return make((c, n, h, w), dtype=dtype).transpose(1, 0, 2, 3)
 
 
-def _first_max(views, xp, *, with_index):
+def _first_max(views, xp, *, with_index, with_nan):
     """(top, index): the element-wise max of views (same-shape arrays) and, when with_index,
-    the position k in `views` of the first view that holds it (uint8, or int32 beyond 256
-    views; None otherwise). On ties the earlier view keeps it, as in PyTorch. top is NaN
-    wherever a view holds NaN; index is right there only after `_point_to_last_nan`."""
+    the position k in `views` of the view that holds it (uint8, or int32 beyond 256 views;
+    None otherwise), by PyTorch's rule: a view takes over where it is strictly larger (on
+    ties the earlier view keeps it), or NaN (`_takes_over`). top is NaN wherever a view
+    holds NaN; index is right there only `with_nan`, which costs two more operations per
+    view."""
     index_type = xp.uint8 if len(views) <= 256 else xp.int32
     if len(views) == 1:
         index = xp.zeros(views[0].shape, dtype=index_type) if with_index else None
         return views[0].copy(order="K"), index
     index = None
     if with_index:
-        newer = views[1] > views[0]  # strictly larger: on ties the earlier view stays
+        newer = _takes_over(views[1], views[0], with_nan=with_nan)
         index = newer.view(xp.uint8).astype(index_type, copy=False)
     top = xp.maximum(views[0], views[1])  # a new array, in the views' memory layout
     for k, view in enumerate(views[2:], start=2):
         if with_index:
-            newer = view > top
+            newer = _takes_over(view, top, with_nan=with_nan)
         xp.maximum(top, view, out=top)
         if with_index:
             # k exceeds every index recorded so far, so the max writes k exactly where newer
@@ -123,24 +125,20 @@ def _first_max(views, xp, *, with_index):
     return top, index
 
 
-def _may_hold_nan(y, xp):
-    """Whether the pooled y may hold NaN: looked up on the host with NumPy (one max over
-    y), assumed on CuPy, where reading it would make the host wait for the GPU."""
-    if is_cupy(xp):
-        return True
+def _takes_over(view, top, *, with_nan):
+    """Where view becomes the maximum after top, by PyTorch's `val > max || isnan(val)`:
+    strictly larger, or (when with_nan) NaN, so a NaN takes over from a number and from an
+    earlier NaN, and nothing but a NaN from a NaN. A boolean array."""
+    newer = view > top
+    if with_nan:
+        newer |= view != view
+    return newer
+
+
+def _holds_nan(y, xp):
+    """Whether y holds NaN, read on the host (one max over y): not for CuPy arrays, whose
+    read would make the host wait for the GPU."""
     return y.size > 0 and bool(xp.isnan(y.max()))
-
-
-def _point_to_last_nan(views, top, index, xp):
-    """Where top (the max of views) is NaN, set index (in place) to the position of the
-    last view holding NaN: PyTorch's rule `val > max || isnan(val)` read in order, which
-    `_first_max` follows elsewhere. (Its comparisons are false against NaN, so there it
-    kept the position of the last increase before the first NaN.)"""
-    last_nan = xp.zeros_like(index)  # 0 also where views[0] is the only NaN
-    for k, view in enumerate(views[1:], start=1):
-        is_nan = view != view
-        xp.maximum(last_nan, is_nan.view(xp.uint8) * index.dtype.type(k), out=last_nan)
-    xp.copyto(index, last_nan, where=top != top)
 
 
 def _send_to_first_max(d, index, targets, xp):
@@ -207,21 +205,26 @@ class MaxPool2D(_Pool2D):
         if is_cupy(xp) and cuda_kernels.maxpool_kernels_take(x):  # one kernel
             y, first_max = cuda_kernels.maxpool_forward(x, self.pool_size, self.strides)
             return y, state, ((x.shape, first_max) if training else None)
+        # The positions of the maxima follow PyTorch for NaN too (with_nan) on CuPy, where
+        # the values cannot be looked at without a wait; with NumPy only when y holds NaN.
+        with_nan = is_cupy(xp)
+        y, positions = self._max(x, xp, with_index=training, with_nan=with_nan)
+        if training and not with_nan and _holds_nan(y, xp):
+            y, positions = self._max(x, xp, with_index=True, with_nan=True)
+        return y, state, ((x.shape, *positions) if training else None)
+
+    def _max(self, x, xp, *, with_index, with_nan):
+        """(y, positions): the max of each window and, when with_index, where it was (the
+        cache after x's shape, see `apply`); `_first_max` says what with_nan does."""
         if self._in_two_steps:
             # the max along each tile row (N, C, Ho*kh, Wo), then down each tile (N, C, Ho, Wo)
-            columns = self._tile_columns(x)
-            row_max, column = _first_max(columns, xp, with_index=training)
-            rows = self._tile_rows(row_max)
-            y, row = _first_max(rows, xp, with_index=training)
-            if training and _may_hold_nan(y, xp):  # a NaN row max makes its tile's max NaN
-                _point_to_last_nan(columns, row_max, column, xp)
-                _point_to_last_nan(rows, y, row, xp)
-            return y, state, ((x.shape, column, row) if training else None)
+            along = {"with_index": with_index, "with_nan": with_nan}
+            row_max, column = _first_max(self._tile_columns(x), xp, **along)
+            y, row = _first_max(self._tile_rows(row_max), xp, **along)
+            return y, (column, row)
         views = pool_windows(x, self.pool_size, self.strides)  # kh*kw views (N, C, Ho, Wo)
-        y, first_max = _first_max(views, xp, with_index=training)
-        if training and _may_hold_nan(y, xp):
-            _point_to_last_nan(views, y, first_max, xp)
-        return y, state, ((x.shape, first_max) if training else None)
+        y, first_max = _first_max(views, xp, with_index=with_index, with_nan=with_nan)
+        return y, (first_max,)
 
     def grad(self, params, cache, dy, *, xp, input_grad=True):
         """dx (N, C, H, W): each dy goes to its window's (first) maximum, 0 elsewhere."""
