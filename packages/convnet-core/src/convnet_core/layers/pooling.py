@@ -104,7 +104,7 @@ def _first_max(views, xp, *, with_index, with_nan):
     the position k in `views` of the view that holds it (uint8, or int32 beyond 256 views;
     None otherwise), by PyTorch's rule: a view takes over where it is strictly larger (on
     ties the earlier view keeps it), or NaN (`_takes_over`). top is NaN wherever a view
-    holds NaN; index is right there only `with_nan`, which costs two more operations per
+    holds NaN; index is right there only with `with_nan`, which costs two more operations per
     view."""
     index_type = xp.uint8 if len(views) <= 256 else xp.int32
     if len(views) == 1:
