@@ -15,7 +15,7 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 
 
 def _relu(x, xp, alpha):
-    if is_cupy(xp):  # one kernel on a GPU (cuda_kernels.relu_forward_reference)
+    if is_cupy(xp) and x.dtype.kind == "f":  # one kernel (cuda_kernels.relu_forward_reference)
         return cuda_kernels.fused_relu_forward(x)
     return xp.maximum(x, 0)
 
@@ -29,9 +29,12 @@ def _relu_kept(x, y, xp):
 
 
 def _relu_grad(positive, dy, xp, alpha):
-    if is_cupy(xp):  # one kernel instead of three (cuda_kernels.relu_backward_reference)
+    if not is_cupy(xp):
+        return dy * positive
+    if positive.dtype == dy.dtype:  # one kernel instead of three, on the kept y
         return cuda_kernels.fused_relu_backward(positive, dy)
-    return dy * positive
+    # y of an integer input (uint8 images), dy a float: the kernel takes one dtype
+    return cuda_kernels.relu_backward_reference(positive, dy, xp=xp)
 
 
 def _leaky_relu(x, xp, alpha):
