@@ -563,5 +563,5 @@ def test_set_lr_does_not_read_a_device_learning_rate(cp):
     # a NumPy rate is read and checked on the host; a device one is stored unread
     state = optim.sgd(lr=0.1).init({"W": cp.zeros((2, 2), dtype="float32")})
     lr = cp.asarray(0.5) * 0.5  # computed on the device
-    new = assert_never_waits_for_the_gpu(cp, lambda: optim.set_lr(state, lr))
+    new = assert_never_waits_for_the_gpu(cp, lambda: optim.set_lr(state, lr), warm_up=True)
     assert optim.get_lr(new) == 0.25
