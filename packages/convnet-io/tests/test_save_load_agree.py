@@ -6,7 +6,7 @@ import json
 import convnet_io
 import numpy
 import pytest
-from convnet_core import init, tree
+from convnet_core import backend, init, tree
 from convnet_core import layers as L
 from convnet_io import ModelFormatError
 from convnet_io import format as fmt
@@ -54,8 +54,10 @@ def big_endian(a):
 
 
 def check_works(model, params):
-    """`model` holds `params` (values) in native float32, predicts and trains."""
-    for got, want in zip(tree.leaves(model.params), tree.leaves(params), strict=True):
+    """`model` holds `params` (values) in native float32, predicts and trains (on the
+    device it was loaded to)."""
+    host_params = backend.to_host(model.params)
+    for got, want in zip(tree.leaves(host_params), tree.leaves(params), strict=True):
         assert got.dtype == numpy.float32 and got.dtype.isnative
         numpy.testing.assert_array_equal(got, want)
     x = numpy.random.default_rng(0).normal(size=(4, *SHAPE)).astype(numpy.float32)
