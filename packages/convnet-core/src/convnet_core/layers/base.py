@@ -454,7 +454,7 @@ def register_layer(cls: type | None = None, *, name: str | None = None):
     """
 
     def decorate(layer_cls: type) -> type:
-        if not isinstance(layer_cls, type) or "__attrs_attrs__" not in vars(layer_cls):
+        if not isinstance(layer_cls, type) or not attrs.has(layer_cls):
             raise TypeError(
                 f"register_layer: {getattr(layer_cls, '__name__', layer_cls)} is not an attrs "
                 "class; layers must be attrs classes: put @register_layer above @attrs.frozen"
@@ -578,8 +578,9 @@ def _check_rebuilds(layer: Any, config: dict[str, Any]) -> None:
 
 def _same_value(before: Any, after: Any) -> bool:
     """Whether a field's value survived the round trip: layers field by field, tuples and
-    lists of the same type and length item by item, dicts key by key, anything else by ==,
-    a NaN as NaN (which == would call different)."""
+    lists of the same length item by item (a list comes back as a tuple: JSON has one kind
+    of sequence, and a layer reads either the same way), dicts key by key, anything else by
+    ==, a NaN as NaN (which == would call different)."""
     if _is_layer(before):
         return type(after) is type(before) and all(
             _same_value(getattr(before, field.name), getattr(after, field.name))
@@ -588,7 +589,7 @@ def _same_value(before: Any, after: Any) -> bool:
         )
     if isinstance(before, (tuple, list)):
         return (
-            type(after) is type(before)
+            isinstance(after, (tuple, list))
             and len(after) == len(before)
             and all(_same_value(b, a) for b, a in zip(before, after))  # noqa: B905 (lengths compared)
         )
