@@ -229,12 +229,18 @@ def test_a_state_kept_in_shape_and_dtype_passes(xp):
 
 
 @attrs.frozen
-class HalfState(RunningMean):
-    """A RunningMean that keeps its state in x's dtype: float16 under mixed precision."""
+class StateInDtype(RunningMean):
+    """A RunningMean that returns its new state in `dtype` ("x": x's dtype, float16 under
+    mixed precision)."""
+
+    dtype: str = "x"
 
     def apply(self, params, state, x, *, training, rng, xp):
         y, new, cache = RunningMean.apply(self, params, state, x, training=training, rng=rng, xp=xp)
-        return y, (new if not training else {k: v.astype(x.dtype) for k, v in new.items()}), cache
+        if training:
+            dtype = x.dtype if self.dtype == "x" else self.dtype
+            new = {key: value.astype(dtype) for key, value in new.items()}
+        return y, new, cache
 
 
 def _mixed_precision_step(layer, xp):
@@ -260,12 +266,32 @@ def _mixed_precision_step(layer, xp):
 @pytest.mark.filterwarnings("ignore::convnet_core.precision.MixedPrecisionOnNumPyWarning")
 def test_under_mixed_precision_the_state_stays_in_its_own_dtype(xp):
     assert _mixed_precision_step(RunningMean(), xp)[2][1]["mean"].dtype == "float32"
+    # computed from the float16 x in its dtype: taken, and cast back to float32
+    assert _mixed_precision_step(StateInDtype(), xp)[2][1]["mean"].dtype == "float32"
     with pytest.raises(ShapeError) as caught:
-        _mixed_precision_step(HalfState(), xp)
+        _mixed_precision_step(StateInDtype(dtype="float64"), xp)
     assert str(caught.value) == (
-        "layer 1 of Sequential: HalfState(mistake='').apply returned new state entry 'mean' "
-        "of dtype float16 but the state entry has dtype float32"
+        "layer 1 of Sequential: StateInDtype(mistake='', dtype='float64').apply returned new "
+        "state entry 'mean' of dtype float64 but the state entry has dtype float32"
     )
+
+
+def test_a_combinators_state_is_checked_once_by_its_children(xp, monkeypatch):
+    """Sequential and Residual hold their children's states, each checked by the child's
+    own apply: the check does not run again on the whole at every level."""
+    from convnet_core.layers import base
+
+    checked = []
+    real = base.grad_mismatch
+    monkeypatch.setattr(
+        base, "grad_mismatch", lambda a, b, **k: checked.append(a) or real(a, b, **k)
+    )
+    net = L.Sequential([L.Residual(L.Sequential([L.Dense(4), RunningMean()])), L.Dense(2)])
+    params, state = cn.init(net, (4,), rng=0, xp=xp)
+    cn.apply(net, params, state, _batch(xp, (5, 4)), training=True, xp=xp)
+    assert {"mean", "count"} in [set(tree) for tree in checked]  # RunningMean's own state
+    combinators = [t for t in checked if isinstance(t, tuple) or "body" in t]
+    assert combinators == []
 
 
 # -- what apply, grad and init return ----------------------------------------------------

@@ -278,8 +278,10 @@ def apply_with_tape(layer, params, state, x, *, training, rng, xp) -> tuple[Any,
     of x and y: (y (N, *output_shape), new_state, Tape or None).
 
     When training, the new state must have the structure of the state given and, entry by
-    entry, its shape and dtype (a ShapeError naming the layer otherwise): a layer that
-    changes its state is named at its first step, not by a later layer or at saving.
+    entry, its shape and its dtype, or x's float dtype (a float16 statistic of a float16 x
+    under mixed precision, which `precision` casts back); a ShapeError names the layer
+    otherwise: a layer that changes its state is named at its first step, not by a later
+    layer or at saving. A combinator's state is its children's, each checked already.
     """
     returned = layer.apply(params, state, x, training=training, rng=rng, xp=xp)
     if type(returned) is not tuple or len(returned) != 3:
@@ -287,9 +289,14 @@ def apply_with_tape(layer, params, state, x, *, training, rng, xp) -> tuple[Any,
     y, new_state, cache = returned
     if not training:
         return y, new_state, None
-    if new_state is not state and grad_mismatch(state, new_state, dtypes=True) is not None:
-        # grad_mismatch is the quick structure, shape and dtype test; the words are the state's
-        raise ShapeError(f"{layer!r}.apply returned {_state_difference(state, new_state, ())}")
+    if (
+        new_state is not state
+        and not getattr(layer, "holds_layers", False)
+        and grad_mismatch(state, new_state, dtypes=True) is not None  # the quick test
+    ):
+        found = _state_difference(state, new_state, (), x.dtype)
+        if found is not None:
+            raise ShapeError(f"{layer!r}.apply returned {found}")
     return y, new_state, Tape(cache, tuple(x.shape), tuple(y.shape), x.dtype, y.dtype)
 
 
@@ -333,10 +340,11 @@ def check_output(layer: Any, x_shape: tuple, y_shape: tuple) -> None:
     _AGREED[key] = layer
 
 
-def _state_difference(state: Any, new: Any, path: tuple) -> str | None:
+def _state_difference(state: Any, new: Any, path: tuple, x_dtype: Any) -> str | None:
     """The first difference between the new state and the state a layer was given, in
     words that follow "apply returned": "new state entry 'mean' of shape (1, 6) but the
-    state entry has shape (6,)"; None when there is none."""
+    state entry has shape (6,)"; None when there is none. A float entry may come back in
+    `x_dtype`, the layer's input's, when that is a float too."""
     at = f" at '{'/'.join(str(key) for key in path)}'" if path else ""
     if isinstance(state, dict):
         if not isinstance(new, dict) or new.keys() != state.keys():
@@ -349,15 +357,15 @@ def _state_difference(state: Any, new: Any, path: tuple) -> str | None:
             )
         children = list(zip(range(len(state)), state, new, strict=True))
     else:
-        return _state_entry_difference(state, new, path)
+        return _state_entry_difference(state, new, path, x_dtype)
     for key, entry, new_entry in children:
-        found = _state_difference(entry, new_entry, (*path, key))
+        found = _state_difference(entry, new_entry, (*path, key), x_dtype)
         if found is not None:
             return found
     return None
 
 
-def _state_entry_difference(entry: Any, new: Any, path: tuple) -> str | None:
+def _state_entry_difference(entry: Any, new: Any, path: tuple, x_dtype: Any) -> str | None:
     """How one new state entry (at `path`) differs from the array it replaces, or None."""
     name = "/".join(str(key) for key in path)
     if new is None or isinstance(new, (dict, tuple, list)):
@@ -366,9 +374,11 @@ def _state_entry_difference(entry: Any, new: Any, path: tuple) -> str | None:
     if got != want:
         return f"new state entry {name!r} of shape {got} but the state entry has shape {want}"
     want, got = getattr(entry, "dtype", None), getattr(new, "dtype", None)
-    if got != want and want is not None and got is not None:  # a Python number has none
-        return f"new state entry {name!r} of dtype {got} but the state entry has dtype {want}"
-    return None
+    if want is None or got is None or got == want:  # a Python number has no dtype
+        return None
+    if got == x_dtype and got.kind == want.kind == "f":  # computed from x, in its dtype
+        return None
+    return f"new state entry {name!r} of dtype {got} but the state entry has dtype {want}"
 
 
 def grad_from_tape(layer, params, tape, dy, *, xp, input_grad=True) -> tuple[Any, Any]:

@@ -47,6 +47,7 @@ class Sequential:
     """
 
     layers: tuple = attrs.field(converter=_as_layer_tuple)
+    holds_layers = True  # (not a field) its state is its children's, each checked in apply
 
     @property
     def short_name(self) -> str:
@@ -145,6 +146,7 @@ class Residual:
 
     body: Any = attrs.field(validator=_check_body)
     shortcut: Any = attrs.field(default=None, validator=_check_shortcut)
+    holds_layers = True  # (not a field) its state is its paths', each checked in apply
 
     @property
     def short_name(self) -> str:
