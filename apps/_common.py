@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import importlib.machinery
 import json
 import math
 import os
@@ -79,8 +80,8 @@ import_option = click.option(
     multiple=True,
     help="Import MODULE before loading the model, so that the custom layers it registers "
     "with @register_layer can be loaded (repeat the option for several modules). MODULE is "
-    "a module name such as mylayers or mypkg.layers, found on the Python path and in the "
-    "current directory.",
+    "a module name such as mylayers or mypkg.layers, looked for first in the current "
+    "directory, then on the Python path.",
 )
 
 
@@ -313,31 +314,87 @@ def run_command(command: click.Command, prog: str, argv: list[str] | None = None
 
 def import_modules(names: tuple[str, ...]) -> None:
     """Import each module of `names` (the --import options), in order, so that the layers
-    they register can be loaded; the current directory is searched after the Python path.
+    they register can be loaded.
+
+    The current directory is searched first, as `python -c` and `python -m` search it: a
+    user's code.py is imported for `--import code`, not the standard library's `code`.
+    Afterwards the current directory stays on the Python path, but last, so that the
+    modules the program itself imports later are not taken from it.
 
     A usage error names the module and why it could not be imported: where the module's
-    own code failed, the file and line; CONVNET_DEBUG shows the whole traceback.
+    own code failed, the file and line; CONVNET_DEBUG shows the whole traceback. A module
+    of the current directory whose name is already taken by a module loaded from
+    elsewhere is a usage error too.
     """
     if not names:
         return
     here = os.getcwd()
-    if here not in sys.path and "" not in sys.path:
-        sys.path.append(here)
-    for name in names:
-        if name.endswith(".py"):
-            module = name[: -len(".py")].replace(os.sep, ".")
-            raise click.BadParameter(
-                f"cannot import {name}: give the module's name, not its file name: "
-                f"--import {module}",
-                param_hint="--import",
-            )
-        try:
-            importlib.import_module(name)
-        except Exception as error:
-            cause = f"{type(error).__name__}: {one_line(error)}{_failed_line(error)}"
-            raise click.BadParameter(
-                f"cannot import {name}: {cause}", param_hint="--import"
-            ) from error
+    sys.path.insert(0, here)
+    importlib.invalidate_caches()  # the folder may have changed since it was last listed
+    try:
+        for name in names:
+            _import_module(name, here)
+    finally:
+        sys.path.remove(here)  # the first entry that is `here`: the one inserted above
+        if here not in sys.path and "" not in sys.path:
+            sys.path.append(here)
+
+
+def _import_module(name: str, here: str) -> None:
+    """Import the module `name`, the current directory `here` being first on sys.path."""
+    if name.endswith(".py"):
+        module = name[: -len(".py")].replace(os.sep, ".")
+        raise click.BadParameter(
+            f"cannot import {name}: give the module's name, not its file name: --import {module}",
+            param_hint="--import",
+        )
+    _check_not_shadowed(name, here)
+    try:
+        importlib.import_module(name)
+    except Exception as error:
+        cause = f"{type(error).__name__}: {one_line(error)}{_failed_line(error)}"
+        raise click.BadParameter(f"cannot import {name}: {cause}", param_hint="--import") from error
+
+
+def _check_not_shadowed(name: str, here: str) -> None:
+    """A usage error when the top package of `name` is a module of the current directory
+    `here`, but a module of that name was already loaded from elsewhere (the standard
+    library's `code`, say): Python would keep the loaded one, and the user's file would
+    silently not be imported."""
+    top = name.partition(".")[0]
+    loaded = sys.modules.get(top)
+    if loaded is None:
+        return
+    local = importlib.machinery.PathFinder.find_spec(top, [here])
+    if local is None:
+        return
+    ours, theirs = _spec_location(local), _module_location(loaded)
+    if theirs is not None and os.path.realpath(ours) == os.path.realpath(theirs):
+        return
+    if os.path.basename(ours).startswith("__init__."):  # a package: its folder
+        ours = os.path.dirname(ours)
+    raise click.BadParameter(
+        f"cannot import {name}: {ours} cannot be imported as {top}, because a module of "
+        f"that name is already loaded from {theirs or 'the interpreter (built in)'}; rename "
+        f"{os.path.basename(ours)} and give --import with the new name",
+        param_hint="--import",
+    )
+
+
+def _spec_location(spec) -> str:
+    """The file (a module) or folder (a namespace package) where a module spec was found."""
+    if spec.origin is not None and spec.has_location:
+        return spec.origin
+    return list(spec.submodule_search_locations)[0]
+
+
+def _module_location(module) -> str | None:
+    """The file (or namespace package's folder) a loaded module came from; None when
+    built into the interpreter."""
+    location = getattr(module, "__file__", None)
+    if location is None:
+        location = next(iter(getattr(module, "__path__", None) or []), None)
+    return location
 
 
 def _failed_line(error: BaseException) -> str:

@@ -1287,3 +1287,74 @@ def test_help_explains_the_import_option(tmp_path, script):
     text = " ".join(result.stdout.split())
     assert "--import MODULE" in text
     assert "@register_layer" in text and "current directory" in text and "repeat" in text
+
+
+def test_import_takes_the_module_of_the_current_directory_before_the_standard_library(
+    custom_model,
+):
+    """`--import code` imports the code.py of the current directory, as `python -c
+    "import code"` there would, not the standard library's module `code`."""
+    folder = custom_model.parent
+    (folder / "code.py").write_text(CUSTOM_LAYERS)
+    options = ["--limit-test", "20", "--device", "cpu"]
+    result = run_app("evaluate.py", "custom.h5", "--import", "code", *options, cwd=folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test digits: 20" in result.stdout
+
+
+#: Runs _common.import_modules(argv[2:]) in the working folder, apps/ being argv[1]; prints
+#: the error's message, or where the current directory is on sys.path afterwards.
+IMPORT_DRIVER = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import click, _common
+if os.environ.get("PRELOAD"):
+    __import__(os.environ["PRELOAD"])
+here = os.getcwd()
+try:
+    _common.import_modules(tuple(sys.argv[2:]))
+except click.BadParameter as error:
+    print(error.message)
+    raise SystemExit(0)
+import calendar
+print(sys.path.count(here), sys.path.index(here) == len(sys.path) - 1, calendar.__file__)
+"""
+
+
+def run_import_driver(folder: pathlib.Path, *names: str, preload: str = ""):
+    result = subprocess.run(
+        [sys.executable, "-P", "-c", IMPORT_DRIVER, str(APPS), *names],  # -P: no "" on the path
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PRELOAD": preload},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_import_refuses_a_module_of_the_current_directory_already_loaded_from_elsewhere(
+    tmp_path,
+):
+    """A module already in sys.modules cannot be replaced: the error names both files
+    rather than the program silently using the loaded one."""
+    import code
+
+    (tmp_path / "code.py").write_text(CUSTOM_LAYERS)
+    message = run_import_driver(tmp_path, "code", preload="code")
+    assert message == (
+        f"cannot import code: {tmp_path / 'code.py'} cannot be imported as code, because a "
+        f"module of that name is already loaded from {code.__file__}; rename code.py and "
+        "give --import with the new name"
+    )
+    (tmp_path / "applayers.py").write_text(CUSTOM_LAYERS)  # loaded from here: no error
+    assert run_import_driver(tmp_path, "applayers", "applayers").startswith("1 True ")
+
+
+def test_after_the_imports_the_current_directory_is_last_on_the_path(tmp_path):
+    """The program's own later imports are not taken from the current directory."""
+    import calendar
+
+    (tmp_path / "applayers.py").write_text(CUSTOM_LAYERS)
+    (tmp_path / "calendar.py").write_text("raise ImportError('the wrong calendar')\n")
+    assert run_import_driver(tmp_path, "applayers") == f"1 True {calendar.__file__}"
