@@ -322,9 +322,9 @@ def import_modules(names: tuple[str, ...]) -> None:
     modules the program itself imports later are not taken from it.
 
     A usage error names the module and why it could not be imported: where the module's
-    own code failed, the file and line; CONVNET_DEBUG shows the whole traceback. A module
-    of the current directory whose name is already taken by a module loaded from
-    elsewhere is a usage error too.
+    own code failed, the file and line; CONVNET_DEBUG shows the whole traceback. A file
+    name or path instead of a module name, and a module of the current directory whose
+    name is already taken by a module loaded from elsewhere, are usage errors too.
     """
     if not names:
         return
@@ -342,11 +342,9 @@ def import_modules(names: tuple[str, ...]) -> None:
 
 def _import_module(name: str, here: str) -> None:
     """Import the module `name`, the current directory `here` being first on sys.path."""
-    if name.endswith(".py"):
-        module = name[: -len(".py")].replace(os.sep, ".")
+    if name.endswith(".py") or "/" in name or os.sep in name:
         raise click.BadParameter(
-            f"cannot import {name}: give the module's name, not its file name: --import {module}",
-            param_hint="--import",
+            f"cannot import {name}: {_module_name_hint(name, here)}", param_hint="--import"
         )
     _check_not_shadowed(name, here)
     try:
@@ -354,6 +352,30 @@ def _import_module(name: str, here: str) -> None:
     except Exception as error:
         cause = f"{type(error).__name__}: {one_line(error)}{_failed_line(error)}"
         raise click.BadParameter(f"cannot import {name}: {cause}", param_hint="--import") from error
+
+
+def _module_name_hint(name: str, here: str) -> str:
+    """What to give --import instead of the file or path `name`: the dotted path of the
+    module relative to the current directory `here` (./mylayers.py -> mylayers,
+    pkg/layers.py and pkg/layers -> pkg.layers); for a file outside `here`, its folder to
+    run from and its stem."""
+    path = os.path.abspath(name)
+    kind = "file name" if path.endswith(".py") else "path"
+    if path.endswith(".py"):
+        path = path[: -len(".py")]
+    if os.path.basename(path) == "__init__":  # pkg/__init__.py is the package pkg
+        path = os.path.dirname(path)
+    try:
+        relative = os.path.relpath(path, here)
+    except ValueError:  # another drive (Windows)
+        relative = os.pardir
+    if relative != os.curdir and not relative.startswith(os.pardir):
+        return f"give the module's name, not its {kind}: --import {relative.replace(os.sep, '.')}"
+    folder, stem = os.path.split(path)
+    return (
+        f"give the module's name, not its {kind}; {folder} is outside the current "
+        f"directory: run from {folder} (or put it on PYTHONPATH) and give --import {stem}"
+    )
 
 
 def _check_not_shadowed(name: str, here: str) -> None:

@@ -1358,3 +1358,40 @@ def test_after_the_imports_the_current_directory_is_last_on_the_path(tmp_path):
     (tmp_path / "applayers.py").write_text(CUSTOM_LAYERS)
     (tmp_path / "calendar.py").write_text("raise ImportError('the wrong calendar')\n")
     assert run_import_driver(tmp_path, "applayers") == f"1 True {calendar.__file__}"
+
+
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [
+        ("./mylayers.py", "give the module's name, not its file name: --import mylayers"),
+        ("mylayers.py", "give the module's name, not its file name: --import mylayers"),
+        ("pkg/layers.py", "give the module's name, not its file name: --import pkg.layers"),
+        ("pkg/layers", "give the module's name, not its path: --import pkg.layers"),
+        ("./pkg/__init__.py", "give the module's name, not its file name: --import pkg"),
+        (
+            "{tmp}/elsewhere/mylayers.py",
+            "give the module's name, not its file name; {tmp}/elsewhere is outside the "
+            "current directory: run from {tmp}/elsewhere (or put it on PYTHONPATH) and give "
+            "--import mylayers",
+        ),
+        (
+            "../elsewhere/mylayers",
+            "give the module's name, not its path; {tmp}/elsewhere is outside the current "
+            "directory: run from {tmp}/elsewhere (or put it on PYTHONPATH) and give "
+            "--import mylayers",
+        ),
+    ],
+)
+def test_import_of_a_file_name_suggests_the_module_name(tmp_path, monkeypatch, given, hint):
+    monkeypatch.syspath_prepend(str(APPS))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    import _common
+    import click
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    given = given.format(tmp=tmp_path)
+    with pytest.raises(click.BadParameter) as raised:
+        _common.import_modules((given,))
+    assert raised.value.message == f"cannot import {given}: {hint.format(tmp=tmp_path)}"
