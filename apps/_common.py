@@ -628,7 +628,10 @@ def load_mnist_test(data_dir: str | os.PathLike | None, limit_test=None):
 
     check_data_dir(data_dir)
     try:
-        root = convnet_data.find_mnist_dir() if data_dir is None else pathlib.Path(data_dir)
+        if data_dir is None:
+            root = convnet_data.find_mnist_dir(stems=MNIST_TEST_FILES)
+        else:
+            root = pathlib.Path(data_dir)
     except FileNotFoundError as error:  # DataNotFoundError: the message says where it looked
         raise AppError(one_line(error)) from None
     images, labels = (mnist_file(root, stem) for stem in MNIST_TEST_FILES)

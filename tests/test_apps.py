@@ -1161,6 +1161,33 @@ def test_evaluate_and_show_filters_need_only_the_test_files(tmp_path, script):
     )
 
 
+@pytest.mark.parametrize("script", ["evaluate.py", "show_filters.py"])
+def test_evaluate_and_show_filters_find_only_the_test_files_through_the_data_variable(
+    tmp_path, script
+):
+    """CONVNET_DATA_DIR may point at a folder holding only the t10k files, as --data may;
+    without them the error names the two files looked for."""
+    data = copy_test_files(tmp_path / "t10k")
+    import convnet_core as cn
+
+    layers = [cn.layers.Conv2D(1, (3, 3)), cn.layers.Flatten(), cn.layers.Dense(10)]
+    path = save_small_model(tmp_path / "m.h5", layers)
+    options = ["--limit-test", "20", "--device", "cpu"] if script == "evaluate.py" else []
+    result = run_app(script, path, *options, cwd=tmp_path, env={"CONVNET_DATA_DIR": str(data)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    if script == "evaluate.py":
+        assert "test digits: 20" in result.stdout
+    (data / "t10k-labels-idx1-ubyte.gz").unlink()
+    result = run_app(script, path, cwd=tmp_path, env={"CONVNET_DATA_DIR": str(data)})
+    line = assert_clear_error(result, code=1)
+    assert line == (
+        f"{script}: error: MNIST files t10k-images-idx3-ubyte(.gz) and "
+        f"t10k-labels-idx1-ubyte(.gz) not found where $CONVNET_DATA_DIR points ({str(data)!r}). "
+        f"Looked in:; {data}; {data / 'mnist'}; Point CONVNET_DATA_DIR at the folder holding "
+        "these files, or unset it to use the bundled data/mnist/ of a source checkout."
+    )
+
+
 def test_evaluate_checks_the_test_files_checksums(tmp_path):
     import gzip
 

@@ -222,6 +222,37 @@ def test_a_data_dir_without_the_files_is_an_error_not_a_fallback(monkeypatch, tm
     assert len(load_mnist()[1]) == 10_000
 
 
+def test_find_mnist_dir_can_look_for_the_test_files_only(monkeypatch, tmp_path, mnist_copy):
+    for split in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (mnist_copy / f"{split}.gz").unlink()
+    test_files = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    monkeypatch.setenv("CONVNET_DATA_DIR", str(mnist_copy))
+    assert convnet_data.find_mnist_dir(stems=test_files) == mnist_copy
+    with pytest.raises(DataNotFoundError, match="the four IDX files"):
+        convnet_data.find_mnist_dir()
+    (mnist_copy / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataNotFoundError) as error:
+        convnet_data.find_mnist_dir(stems=test_files)
+    assert str(error.value) == (
+        "MNIST files t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz) not found "
+        f"where $CONVNET_DATA_DIR points ({str(mnist_copy)!r}). Looked in:\n  {mnist_copy}\n"
+        f"  {mnist_copy / 'mnist'}\nPoint CONVNET_DATA_DIR at the folder holding these files, "
+        "or unset it to use the bundled data/mnist/ of a source checkout."
+    )
+    monkeypatch.delenv("CONVNET_DATA_DIR")
+    monkeypatch.setattr(datasets_module, "__file__", str(tmp_path / "a" / "b" / "datasets.py"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataNotFoundError) as error:
+        convnet_data.find_mnist_dir(stems=test_files[:1])
+    assert str(error.value) == (
+        "MNIST files t10k-images-idx3-ubyte(.gz) not found. Looked in:\n  (nowhere)\n"
+        "($CONVNET_DATA_DIR is not set; the bundled data/mnist/ folder exists only in a source "
+        "checkout.) Set CONVNET_DATA_DIR to the folder holding them."
+    )
+    with pytest.raises(ValueError, match="find_mnist_dir: stems must be among .*, not t10k"):
+        convnet_data.find_mnist_dir(stems=["t10k"])
+
+
 # -- Fashion-MNIST, downloaded from the loopback server ---------------------------------
 
 

@@ -19,7 +19,7 @@ import hashlib
 import os
 import pathlib
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -98,8 +98,9 @@ class DataNotFoundError(FileNotFoundError):
 # -- finding files ----------------------------------------------------------------------
 
 
-def _has_mnist(folder: pathlib.Path) -> bool:
-    return all(_find_file(folder, stem) is not None for stem in MNIST_FILES)
+def _has_mnist(folder: pathlib.Path, stems: tuple[str, ...]) -> bool:
+    """Whether `folder` holds a file for each MNIST stem of `stems`."""
+    return all(_find_file(folder, stem) is not None for stem in stems)
 
 
 def _find_file(folder: pathlib.Path, stem: str) -> pathlib.Path | None:
@@ -131,31 +132,48 @@ def _mnist_candidates() -> list[pathlib.Path]:
     return candidates
 
 
-def find_mnist_dir() -> pathlib.Path:
+def find_mnist_dir(*, stems: Iterable[str] = tuple(MNIST_FILES)) -> pathlib.Path:
     """The folder holding the MNIST files load_mnist() reads by default.
 
-    Raises DataNotFoundError listing the folders searched and how to point at the data.
+    `stems` names the files the folder must hold (keys of MNIST_FILES; by default all
+    four; the two t10k files for a program that reads only the test set). Raises
+    DataNotFoundError naming the files looked for (when not all four), the folders
+    searched and how to point at the data; ValueError for a stem that is not an MNIST
+    file's.
     """
+    stems = tuple(stems)
+    unknown = [stem for stem in stems if stem not in MNIST_FILES]
+    if unknown or not stems:
+        raise ValueError(
+            f"find_mnist_dir: stems must be among {', '.join(MNIST_FILES)}, "
+            f"not {', '.join(unknown) or '(none)'}"
+        )
     candidates = _mnist_candidates()
     for folder in candidates:
-        if _has_mnist(folder):
+        if _has_mnist(folder, stems):
             return folder
     searched = "\n".join(f"  {folder}" for folder in candidates) or "  (nowhere)"
+    if set(stems) == set(MNIST_FILES):
+        what, holding = "MNIST files", "the four IDX files"
+        how = "Pass the folder holding the four IDX files: load_mnist(root='path/to/mnist'), "
+        how += f"or set {ENV_VAR}."
+    else:
+        names = " and ".join(f"{stem}(.gz)" for stem in stems)
+        what, holding = f"MNIST files {names}", "these files"
+        how = f"Set {ENV_VAR} to the folder holding them."
     env = os.environ.get(ENV_VAR)
     if env:
         raise DataNotFoundError(
-            f"MNIST files not found where ${ENV_VAR} points ({env!r}). Looked in:\n"
+            f"{what} not found where ${ENV_VAR} points ({env!r}). Looked in:\n"
             f"{searched}\n"
-            f"Point {ENV_VAR} at the folder holding the four IDX files, or unset it to use "
+            f"Point {ENV_VAR} at the folder holding {holding}, or unset it to use "
             "the bundled data/mnist/ of a source checkout."
         )
     raise DataNotFoundError(
-        "MNIST files not found. Looked in:\n"
+        f"{what} not found. Looked in:\n"
         f"{searched}\n"
         f"(${ENV_VAR} is not set; "
-        "the bundled data/mnist/ folder exists only in a source checkout.) "
-        "Pass the folder holding the four IDX files: load_mnist(root='path/to/mnist'), "
-        f"or set {ENV_VAR}."
+        f"the bundled data/mnist/ folder exists only in a source checkout.) {how}"
     )
 
 
