@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-REAL_TOOLS = ("cat", "cp", "dirname", "grep", "mkdir", "mktemp")
+REAL_TOOLS = ("cat", "cp", "dirname", "grep", "mkdir")
 
 # A system python3 that behaves as Debian 12's: it makes venvs (when `venv_status` is 0), and
 # its own pip refuses to install unless told --break-system-packages. A venv's python, asked to
-# pip install uv, puts a uv beside itself.
+# pip install uv, puts a uv beside itself. uv and the venv's python log into $CI_TEST_LOG, the
+# log of the run that calls them (a venv made by an earlier run is reused by a later one).
 PYTHON3 = """#!/bin/bash
 echo "python3 $*" >> {log}
 if [ "$1" = "-c" ]; then exit {ensurepip_status}; fi
 if [ "$1 $2" = "-m venv" ]; then
     [ {venv_status} = 0 ] || {{ echo "ensurepip is not available" >&2; exit 1; }}
-    mkdir -p "$3/bin" && cp {venv_python} "$3/bin/python"
+    venv="${{@: -1}}"
+    mkdir -p "$venv/bin" && cp {venv_python} "$venv/bin/python"
     exit
 fi
 case " $* " in
@@ -37,11 +38,11 @@ case " $* " in
 esac
 """
 VENV_PYTHON = """#!/bin/bash
-echo "venv python $*" >> {log}
+echo "venv python $*" >> "$CI_TEST_LOG"
 cp {uv} "$(dirname "$0")/uv"
 """
 UV = """#!/bin/bash
-echo "$0 $*" >> {log}
+echo "$0 $*" >> "$CI_TEST_LOG"
 """
 
 
@@ -51,8 +52,17 @@ def fake(path: pathlib.Path, text: str) -> pathlib.Path:
     return path
 
 
-def run_ci(tmp_path, *, uv: bool, ensurepip_status: int = 0, venv_status: int = 0):
-    """Run a copy of .ci/run among stand-ins; returns (process, the log's lines)."""
+def run_ci(
+    tmp_path,
+    *,
+    uv: bool,
+    ensurepip_status: int = 0,
+    venv_status: int = 0,
+    home: pathlib.Path | None = None,
+    env: dict[str, str] | None = None,
+):
+    """Run a copy of .ci/run among stand-ins, with `home` as $HOME (default: a new folder
+    tmp_path/home); returns (process, the log's lines)."""
     checkout = tmp_path / "checkout"
     (checkout / ".ci").mkdir(parents=True)
     shutil.copy(ROOT / ".ci" / "run", checkout / ".ci" / "run")
@@ -87,20 +97,17 @@ def run_ci(tmp_path, *, uv: bool, ensurepip_status: int = 0, venv_status: int = 
             venv_status=venv_status,
         ),
     )
-    home = tmp_path / "home"
-    home.mkdir()
+    if home is None:
+        home = tmp_path / "home"
+        home.mkdir()
     process = subprocess.run(
         [shutil.which("bash"), str(checkout / ".ci" / "run")],
-        env={"PATH": str(tools), "HOME": str(home)},
+        env={"PATH": str(tools), "HOME": str(home), "CI_TEST_LOG": str(log), **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
     )
-    log_lines = log.read_text().splitlines() if log.exists() else []
-    for line in log_lines:  # the venvs the script made under /tmp
-        if line.startswith("python3 -m venv /tmp/convnet-ci-uv."):
-            shutil.rmtree(line.split()[-1], ignore_errors=True)
-    return process, log_lines
+    return process, log.read_text().splitlines() if log.exists() else []
 
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason=".ci/run is a bash script")
@@ -117,11 +124,41 @@ def test_a_long_library_list_holding_tk_installs_nothing(tmp_path):
 def test_without_uv_it_installs_uv_into_a_venv_not_into_the_system_python(tmp_path):
     process, log = run_ci(tmp_path, uv=False)
     assert process.returncode == 0, process.stderr
-    assert len(log) == 4, log
-    assert log[0] == "python3 -c import ensurepip, venv"
-    venv = log[1].removeprefix("python3 -m venv ")
-    assert re.fullmatch(r"/tmp/convnet-ci-uv\.\w{6}", venv), log[1]
-    assert log[2:] == ["venv python -m pip install --quiet uv", f"{venv}/bin/uv run nox"]
+    venv = f"{tmp_path}/home/.cache/convnet-ci/uv-venv"
+    assert log == [
+        "python3 -c import ensurepip, venv",
+        f"python3 -m venv --clear {venv}",
+        "venv python -m pip install --quiet uv",
+        f"{venv}/bin/uv run nox",
+    ]
+
+
+@posix_only
+def test_the_next_run_reuses_the_venv_of_uv_while_its_uv_works(tmp_path):
+    """One fixed venv, under $XDG_CACHE_HOME or ~/.cache: a later run installs nothing."""
+    run_ci(tmp_path / "first", uv=False)
+    home = tmp_path / "first" / "home"
+    process, log = run_ci(tmp_path / "second", uv=False, home=home)
+    assert process.returncode == 0, process.stderr
+    venv = f"{home}/.cache/convnet-ci/uv-venv"
+    assert log == [
+        "python3 -c import ensurepip, venv",
+        f"{venv}/bin/uv --version",
+        f"{venv}/bin/uv run nox",
+    ]
+    (home / ".cache" / "convnet-ci" / "uv-venv" / "bin" / "uv").unlink()  # a broken venv
+    process, log = run_ci(tmp_path / "third", uv=False, home=home)
+    assert process.returncode == 0, process.stderr
+    assert log[1:] == [
+        f"python3 -m venv --clear {venv}",
+        "venv python -m pip install --quiet uv",
+        f"{venv}/bin/uv run nox",
+    ]
+    cache = tmp_path / "xdg"
+    process, log = run_ci(tmp_path / "fourth", uv=False, env={"XDG_CACHE_HOME": str(cache)})
+    assert process.returncode == 0, process.stderr
+    assert log[1] == f"python3 -m venv --clear {cache}/convnet-ci/uv-venv"
+    assert (cache / "convnet-ci" / "uv-venv" / "bin" / "uv").is_file()
 
 
 @posix_only
@@ -133,7 +170,7 @@ def test_without_the_venv_module_it_asks_apt_then_falls_back_to_the_user_site(tm
         "apt-get update -qq",
         "apt-get install -y -qq --no-install-recommends python3-venv",
     ]
-    assert log[3].startswith("python3 -m venv /tmp/convnet-ci-uv."), log
+    assert log[3] == f"python3 -m venv --clear {tmp_path}/home/.cache/convnet-ci/uv-venv", log
     assert log[4:] == [
         "python3 -m pip install --quiet --user --break-system-packages uv",
         f"{tmp_path}/home/.local/bin/uv run nox",
