@@ -240,6 +240,31 @@ def test_a_filter_plugin_is_never_loaded(tmp_path):
     refused(path, problem)
 
 
+@pytest.mark.parametrize(
+    ("compression", "number", "name"), [("szip", 4, "szip"), ("gzip", 1, "deflate")]
+)
+def test_a_built_in_filter_missing_from_this_build_of_hdf5_is_a_plugin_too(
+    tmp_path, monkeypatch, compression, number, name
+):
+    """HDF5 built without SZIP (say) would look for filter 4 on HDF5_PLUGIN_PATH."""
+
+    def weights(f, key):
+        data = numpy.zeros((4, 2), numpy.float32)
+        f.create_dataset(key, data=data, chunks=(4, 2), compression=compression)
+
+    path = old_model(tmp_path, weights)
+    available = h5py.h5z.filter_avail
+    monkeypatch.setattr(h5py.h5z, "filter_avail", lambda n: n != number and available(n))
+    names = ["deflate", "shuffle", "fletcher32", "szip", "nbit", "scaleoffset", "lzf"]
+    names.remove(name)
+    problem = (
+        f"array '1_Dense_W' needs the HDF5 filter {number} ({name}), which this build of "
+        f"HDF5 lacks: a plugin; only the filters built into HDF5 and h5py are read "
+        f"({', '.join(names)})"
+    )
+    refused(path, problem)
+
+
 def test_compressed_convnet_numpy_weights_still_load(tmp_path):
     weights = numpy.arange(8, dtype=numpy.float32).reshape(4, 2)
 

@@ -342,6 +342,22 @@ def _builtin_filters() -> dict[int, str]:
     }
 
 
+def _plugin_filter(filters: list[int]) -> str | None:
+    """The first filter of `filters` that HDF5 would have to load as a plugin, as an error
+    names it ("the HDF5 filter 32015, a plugin"); None when every one is built in. A
+    built-in filter is one of `_builtin_filters` that this build of HDF5 has registered
+    (`h5z.filter_avail`): a build without SZIP, say, would look for filter 4 on
+    HDF5_PLUGIN_PATH too."""
+    builtin = _builtin_filters()
+    for number in filters:
+        if number not in builtin:
+            return f"the HDF5 filter {number}, a plugin"
+        if not h5py.h5z.filter_avail(number):
+            name = builtin[number]
+            return f"the HDF5 filter {number} ({name}), which this build of HDF5 lacks: a plugin"
+    return None
+
+
 class HDF5Reader(Reader):
     """A Reader over an HDF5 file opened read-only with h5py (groups, attributes, datasets).
 
@@ -427,13 +443,13 @@ class HDF5Reader(Reader):
                 f"array {key!r} is stored {how}, but convnet writes every array contiguous "
                 "and unfiltered",
             )
-        builtin = _builtin_filters()
-        unknown = [f for f in filters if f not in builtin]
-        if unknown:
+        plugin = _plugin_filter(filters)
+        if plugin is not None:
+            available = [name for n, name in _builtin_filters().items() if h5py.h5z.filter_avail(n)]
             raise ModelFormatError(
                 self.path,
-                f"array {key!r} needs the HDF5 filter {unknown[0]}, a plugin; only the "
-                f"filters built into HDF5 and h5py are read ({', '.join(builtin.values())})",
+                f"array {key!r} needs {plugin}; only the filters built into HDF5 and h5py "
+                f"are read ({', '.join(available)})",
             )
 
     def _declared_bytes(self, key: str) -> int:
