@@ -159,6 +159,11 @@ def test_unknown_layer_lists_known_ones(saved_file):
 
     rewrite(saved_file, rename)
     expect_error(saved_file, "'Swish'", "Conv2D", "Dense", "MaxPool2D")
+    # the file is intact: the message is the class's, not "bad architecture"
+    with pytest.raises(convnet_io.ModelFormatError) as caught:
+        convnet_io.load(saved_file)
+    assert str(caught.value).startswith(f"{saved_file}: unknown layer class 'Swish': ")
+    assert isinstance(caught.value.__context__, L.UnknownLayerError)
 
 
 def test_nan_weights(saved_file):

@@ -784,10 +784,12 @@ def _input_shape(path: str, value: Any) -> tuple[int, ...] | None:
 
 
 def _layer(path: str, architecture: Any) -> Any:
-    from convnet_core.layers import layer_from_config
+    from convnet_core.layers import UnknownLayerError, layer_from_config
 
     try:
         return layer_from_config(architecture)
+    except UnknownLayerError as error:  # the file is fine: its class must be imported first
+        raise ModelFormatError(path, str(error)) from None
     except ValueError as error:
         raise ModelFormatError(path, f"bad architecture: {error}") from None
     except Exception as error:  # the file is intact (checked): its content is wrong

@@ -7,6 +7,7 @@ from .activation import ACTIVATIONS, Activation
 from .base import (
     Layer,
     ShapeError,
+    UnknownLayerError,
     layer_from_config,
     layer_to_config,
     register_layer,
@@ -35,6 +36,7 @@ __all__ = [
     "Residual",
     "Sequential",
     "ShapeError",
+    "UnknownLayerError",
     "layer_from_config",
     "layer_to_config",
     "register_layer",

@@ -43,6 +43,7 @@ __all__ = [
     "ProtocolError",
     "ShapeError",
     "Tape",
+    "UnknownLayerError",
     "apply_with_tape",
     "check_count",
     "check_entries",
@@ -89,6 +90,11 @@ class ShapeError(ValueError):
     """An input whose shape (or floating dtype) a layer cannot take, a parameter or state
     entry shaped unlike what the layer needs, or a gradient shaped (or typed) unlike what
     it is the gradient of; the message names the layer and both shapes (dtypes)."""
+
+
+class UnknownLayerError(ValueError):
+    """A layer config names a class that no `register_layer` has registered in this
+    program: a custom layer whose module has not been imported, or a misspelt name."""
 
 
 class ProtocolError(TypeError):
@@ -630,8 +636,9 @@ def _from_json_value(value: Any) -> Any:
 def layer_from_config(config: dict[str, Any]) -> Any:
     """Rebuild a layer from `layer_to_config` output.
 
-    Raises ValueError for an unknown class name (saying that a custom layer's module must
-    be imported first, and listing the known names) or bad fields.
+    Raises UnknownLayerError (a ValueError) for an unknown class name, saying that a custom
+    layer's module must be imported first and listing the known names; ValueError for bad
+    fields.
     """
     if not isinstance(config, dict) or "class" not in config:
         raise ValueError(f"a layer config must be a dict with a 'class' key, not {config!r}")
@@ -639,7 +646,7 @@ def layer_from_config(config: dict[str, Any]) -> Any:
     cls = _REGISTRY.get(key)
     if cls is None:
         known = ", ".join(sorted(_REGISTRY))
-        raise ValueError(
+        raise UnknownLayerError(
             f"unknown layer class {key!r}: a custom layer's class is known once the module "
             "that defines it (with @register_layer) has been imported, so import that module "
             f"before loading; known layers: {known}"
