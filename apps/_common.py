@@ -651,13 +651,14 @@ def check_data_dir(data_dir: str | os.PathLike | None) -> None:
 
 
 def mnist_file(root: pathlib.Path, stem: str) -> pathlib.Path:
-    """root/STEM.gz or root/STEM (or the STEM.idx3-ubyte spelling some mirrors use), as
-    convnet_data looks for each MNIST file; AppError naming the file when there is none."""
-    dotted = stem.replace("-idx", ".idx")
-    for name in (f"{stem}.gz", stem, f"{dotted}.gz", dotted):
-        if (root / name).is_file():
-            return root / name
-    raise AppError(f"MNIST file {stem}.gz (or {stem}) not found in {root}")
+    """The MNIST file `stem` in `root`, found as convnet_data finds it
+    (`find_mnist_file`); AppError naming the file when there is none."""
+    import convnet_data
+
+    found = convnet_data.find_mnist_file(root, stem)
+    if found is None:
+        raise AppError(f"MNIST file {stem}.gz (or {stem}) not found in {root}")
+    return found
 
 
 def limit(dataset, count: int | None):

@@ -312,7 +312,7 @@ def test_fashion_mnist_label_out_of_range_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("spelling", ["-idx", ".idx"])
 def test_fashion_mnist_verifies_the_gz_file_it_reads_whatever_its_spelling(tmp_path, spelling):
-    # well-formed files that are not Fashion-MNIST's, under either name _find_file accepts
+    # well-formed files that are not Fashion-MNIST's, under either name find_mnist_file accepts
     for name, data in fake_idx_set(np.random.default_rng(6), 50, 20).items():
         (tmp_path / name.replace("-idx", spelling)).write_bytes(data)
     with pytest.raises(ChecksumError, match=rf"train-images{spelling}3-ubyte.gz: checksum"):

@@ -33,6 +33,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "MNIST_FILES",
     "find_mnist_dir",
+    "find_mnist_file",
     "load_cifar10",
     "load_fashion_mnist",
     "load_idx_pair",
@@ -100,11 +101,14 @@ class DataNotFoundError(FileNotFoundError):
 
 def _has_mnist(folder: pathlib.Path, stems: tuple[str, ...]) -> bool:
     """Whether `folder` holds a file for each MNIST stem of `stems`."""
-    return all(_find_file(folder, stem) is not None for stem in stems)
+    return all(find_mnist_file(folder, stem) is not None for stem in stems)
 
 
-def _find_file(folder: pathlib.Path, stem: str) -> pathlib.Path | None:
-    """folder/stem.gz or folder/stem (also the stem.idx3-ubyte spelling some mirrors use)."""
+def find_mnist_file(folder: str | os.PathLike, stem: str) -> pathlib.Path | None:
+    """The file of an MNIST-named IDX `stem` ("t10k-images-idx3-ubyte") in `folder`:
+    stem.gz or stem (also the stem.idx3-ubyte spelling some mirrors use); None when there
+    is none."""
+    folder = pathlib.Path(folder)
     dotted = stem.replace("-idx", ".idx")
     for name in (f"{stem}.gz", stem, f"{dotted}.gz", dotted):
         if (folder / name).is_file():
@@ -268,7 +272,7 @@ def _load_idx_folder(root: pathlib.Path, what: str, checksums=None, class_names=
     for split in ("train", "test"):
         paths = []
         for stem in _SPLITS[split]:
-            found = _find_file(root, stem)
+            found = find_mnist_file(root, stem)
             if found is None:
                 message = f"{what} file {stem}.gz (or {stem}) not found in {root}"
                 raise DataNotFoundError(2, message, str(root / f"{stem}.gz"))
@@ -302,11 +306,11 @@ def load_fashion_mnist(root: str | os.PathLike, download: bool = False, verify: 
     Reads the four IDX files (MNIST's names) from `root`. Missing files are downloaded
     from the official address when `download` is true, otherwise DataNotFoundError says
     so. With `verify`, each file read that holds gzip data, whichever of the names
-    _find_file accepts it has, is checked against the published MD5 sum of its .gz file;
+    find_mnist_file accepts it has, is checked against the published MD5 sum of its .gz file;
     raw files have no published sums (read_idx still checks their structure).
     """
     root = pathlib.Path(root)
-    missing = [name for name in FASHION_MNIST_FILES if _find_file(root, name[:-3]) is None]
+    missing = [name for name in FASHION_MNIST_FILES if find_mnist_file(root, name[:-3]) is None]
     if missing and download:
         for name in missing:
             _download(FASHION_MNIST_URL + name, FASHION_MNIST_FILES[name], root)
@@ -319,7 +323,7 @@ def load_fashion_mnist(root: str | os.PathLike, download: bool = False, verify: 
         )
     if verify:
         for name, checksum in FASHION_MNIST_FILES.items():
-            _verify_gz_file(_find_file(root, name[:-3]), checksum)  # the file read below
+            _verify_gz_file(find_mnist_file(root, name[:-3]), checksum)  # the file read below
     return _load_idx_folder(root, "Fashion-MNIST", class_names=FASHION_MNIST_CLASSES)
 
 
